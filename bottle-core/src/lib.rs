@@ -1,0 +1,1 @@
+//! bottle core (in progress)

@@ -1,0 +1,1 @@
+//! bottle's docker backend (in progress)

@@ -1,0 +1,1 @@
+//! The one secret detector shared by egress and git-gate (placeholder: being written).

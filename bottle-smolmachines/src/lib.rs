@@ -1,0 +1,1 @@
+//! bottle's smolmachines backend (in progress)

@@ -1,0 +1,2 @@
+//! `cargo xtask`: the project's automation (test, demo, seed-base, bench, …).
+fn main() {}
