@@ -1,1 +1,755 @@
-//! The one secret detector shared by egress and git-gate (placeholder: being written).
+//! The one secret detector shared by egress and git-gate.
+//!
+//! A [`Detector`] knows two kinds of things to look for:
+//!
+//! 1. **Held secrets** — the exact values the bottle holds (route tokens, git
+//!    deploy keys, provider keys, `?prompt` answers): every file in the
+//!    bundle's `secrets/` dir. Each value is searched in several encodings:
+//!    - plain bytes (a trailing `\n`/`\r\n` in the file is ignored);
+//!    - base64, standard and URL-safe alphabets, with or without padding, at
+//!      all three byte alignments, so a secret embedded in the middle of a
+//!      larger base64 blob is still caught (we search for the run of base64
+//!      characters that depends only on the secret's bytes);
+//!    - URL percent-encoding (upper- and lower-case hex, `+` for space), plus a
+//!      percent-decoded view of the input so any mix of encoded/unencoded
+//!      characters is caught;
+//!    - hex (lower and upper case) and JSON string escaping;
+//!    - for multi-line values (key material), each line of at least
+//!      [`MIN_LINE_FRAGMENT`] bytes on its own.
+//!
+//!    Values shorter than [`MIN_HELD_LEN`] bytes are ignored (they would match
+//!    random traffic); a warning naming the secret (never its value) is logged.
+//! 2. **Curated credential patterns** — AWS access key ids, GitHub / GitLab /
+//!    Slack / Anthropic / OpenAI / Google / Stripe keys, PEM private key
+//!    blocks and JWTs. Patterns are also applied to the percent-decoded view
+//!    and to base64 runs decoded in place (a PEM header sent base64-encoded is
+//!    still caught).
+//!
+//! A [`Finding`] names the rule (`held:<name>` or `pattern:<id>`) and an
+//! offset; nothing in this module ever prints, logs or returns a secret value.
+//!
+//! Known limits: double encodings (base64 of base64, hex of base64, …),
+//! compression, encryption and line-wrapped base64 of a held value are not
+//! detected; a secret split across two requests is not detected.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::path::Path;
+
+use base64::Engine as _;
+use regex::bytes::{Regex, RegexBuilder};
+
+/// Held values shorter than this many bytes are ignored.
+pub const MIN_HELD_LEN: usize = 8;
+
+/// Lines of a multi-line held value at least this long are searched on their own.
+pub const MIN_LINE_FRAGMENT: usize = 20;
+
+/// Shortest run of base64 characters that is decoded in place to look for
+/// credential patterns inside it.
+const MIN_B64_RUN: usize = 16;
+
+/// A secret value the bottle holds. `Debug` never shows the value.
+#[derive(Clone, PartialEq, Eq)]
+pub struct HeldSecret {
+    /// The secret's name (its file name in the secrets dir).
+    pub name: String,
+    /// The raw value.
+    pub value: String,
+}
+
+impl fmt::Debug for HeldSecret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HeldSecret")
+            .field("name", &self.name)
+            .field("value", &"<redacted>")
+            .finish()
+    }
+}
+
+/// One detection: which rule fired and where. Never contains the matched bytes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Finding {
+    /// `held:<name>` for a held secret, `pattern:<id>` for a curated pattern.
+    pub rule: String,
+    /// Byte offset in the scanned data where the match (or the encoded run
+    /// containing it) starts.
+    pub offset: usize,
+}
+
+impl fmt::Display for Finding {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} at byte {}", self.rule, self.offset)
+    }
+}
+
+/// Curated credential patterns: `(id, regex)`. Order matters: the first
+/// pattern that matches at the leftmost position names the finding.
+const PATTERNS: &[(&str, &str)] = &[
+    (
+        "private-key",
+        r"-----BEGIN[ A-Z0-9]*PRIVATE KEY(?: BLOCK)?-----",
+    ),
+    (
+        "aws-access-key-id",
+        r"\b(?:AKIA|ASIA|AGPA|AIDA|AROA|AIPA|ANPA|ANVA|A3T[A-Z0-9])[A-Z0-9]{16}\b",
+    ),
+    ("github-pat", r"\bgithub_pat_[A-Za-z0-9_]{22,}"),
+    ("github-token", r"\bgh[pousr]_[A-Za-z0-9]{36,}"),
+    ("gitlab-pat", r"\bglpat-[A-Za-z0-9_\-]{20,}"),
+    ("slack-token", r"\bxox[abposre]-[A-Za-z0-9\-]{10,}"),
+    ("anthropic-key", r"\bsk-ant-[A-Za-z0-9_\-]{20,}"),
+    (
+        "openai-key",
+        r"\bsk-(?:proj-|svcacct-|admin-|None-)?[A-Za-z0-9_\-]{20,}",
+    ),
+    ("google-api-key", r"\bAIza[0-9A-Za-z_\-]{35}"),
+    ("stripe-secret-key", r"\b(?:sk|rk)_live_[0-9A-Za-z]{20,}"),
+    (
+        "jwt",
+        r"\beyJ[A-Za-z0-9_\-]{8,}\.eyJ[A-Za-z0-9_\-]{8,}\.[A-Za-z0-9_\-]*",
+    ),
+];
+
+/// The secret detector. Cheap to share (`Arc<Detector>`); scanning is `&self`.
+pub struct Detector {
+    /// One alternation of every encoded form of every held value (None when
+    /// nothing is held).
+    held_re: Option<Regex>,
+    /// Encoded form → secret name, to name a held match.
+    held_names: HashMap<Vec<u8>, String>,
+    /// Curated credential patterns.
+    patterns: Vec<(&'static str, Regex)>,
+    /// Number of held secrets in use (after dropping short ones).
+    held_count: usize,
+}
+
+impl fmt::Debug for Detector {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Detector")
+            .field("held_secrets", &self.held_count)
+            .field("held_forms", &self.held_names.len())
+            .field("patterns", &self.patterns.len())
+            .finish()
+    }
+}
+
+impl Default for Detector {
+    fn default() -> Self {
+        Self::new(Vec::new())
+    }
+}
+
+impl Detector {
+    /// A detector for the given held values plus the curated patterns.
+    /// Values shorter than [`MIN_HELD_LEN`] bytes are ignored (with a warning
+    /// naming the secret).
+    pub fn new(held: Vec<HeldSecret>) -> Detector {
+        Self::from_bytes(
+            held.into_iter()
+                .map(|h| (h.name, h.value.into_bytes()))
+                .collect(),
+        )
+    }
+
+    /// A detector holding every regular file in `dir` (a missing dir is an
+    /// error: the caller decides whether "no secrets" is acceptable).
+    /// Directories inside `dir` are skipped; symlinks are followed.
+    pub fn load_dir(dir: &Path) -> std::io::Result<Detector> {
+        let mut held = Vec::new();
+        let mut entries: Vec<_> = std::fs::read_dir(dir)?.collect::<Result<_, _>>()?;
+        entries.sort_by_key(|e| e.file_name());
+        for entry in entries {
+            let path = entry.path();
+            let meta = std::fs::metadata(&path)?;
+            if !meta.is_file() {
+                continue;
+            }
+            let value = std::fs::read(&path)?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            held.push((name, value));
+        }
+        Ok(Self::from_bytes(held))
+    }
+
+    /// Number of held secrets actually searched for.
+    pub fn held_count(&self) -> usize {
+        self.held_count
+    }
+
+    fn from_bytes(held: Vec<(String, Vec<u8>)>) -> Detector {
+        let mut held_names: HashMap<Vec<u8>, String> = HashMap::new();
+        let mut order: Vec<Vec<u8>> = Vec::new();
+        let mut held_count = 0;
+        for (name, raw) in held {
+            let value = trim_trailing_newlines(&raw);
+            if value.len() < MIN_HELD_LEN {
+                tracing::warn!(
+                    secret = %name,
+                    "held secret shorter than {MIN_HELD_LEN} bytes is not searched for"
+                );
+                continue;
+            }
+            held_count += 1;
+            let mut forms = encoded_forms(value);
+            // Multi-line values (key material): each long line on its own.
+            if value.contains(&b'\n') {
+                for line in value.split(|b| *b == b'\n') {
+                    let line = trim_trailing_newlines(line);
+                    if line.len() >= MIN_LINE_FRAGMENT {
+                        forms.push(line.to_vec());
+                    }
+                }
+            }
+            for form in forms {
+                if form.len() < MIN_HELD_LEN {
+                    continue;
+                }
+                if !held_names.contains_key(&form) {
+                    held_names.insert(form.clone(), name.clone());
+                    order.push(form);
+                }
+            }
+        }
+        // Longest first so that leftmost-first alternation prefers the most
+        // specific form at a given position.
+        order.sort_by(|a, b| b.len().cmp(&a.len()).then_with(|| a.cmp(b)));
+        let held_re = if order.is_empty() {
+            None
+        } else {
+            let alternation = order
+                .iter()
+                .map(|form| escape_bytes(form))
+                .collect::<Vec<_>>()
+                .join("|");
+            match RegexBuilder::new(&alternation)
+                .unicode(false)
+                .size_limit(256 << 20)
+                .dfa_size_limit(64 << 20)
+                .build()
+            {
+                Ok(re) => Some(re),
+                Err(err) => {
+                    // Fail closed: a detector that cannot search for held
+                    // values would silently allow them. Match everything.
+                    tracing::error!(%err, "could not build the held-secret matcher; blocking everything");
+                    held_names.insert(Vec::new(), "unbuildable".into());
+                    Some(Regex::new("").expect("empty regex"))
+                }
+            }
+        };
+        let patterns = PATTERNS
+            .iter()
+            .map(|(id, re)| {
+                let re = RegexBuilder::new(re)
+                    .unicode(false)
+                    .build()
+                    .expect("curated pattern compiles");
+                (*id, re)
+            })
+            .collect();
+        Detector {
+            held_re,
+            held_names,
+            patterns,
+            held_count,
+        }
+    }
+
+    /// The first finding in `data`, held secrets before patterns, raw view
+    /// before decoded views.
+    pub fn scan(&self, data: &[u8]) -> Option<Finding> {
+        if let Some(f) = self.scan_direct(data) {
+            return Some(f);
+        }
+        // Percent-decoded view: catches any mix of encoded characters.
+        if data.iter().any(|b| *b == b'%' || *b == b'+') {
+            let (decoded, map) = percent_decode_mapped(data);
+            if decoded.len() != data.len() || decoded != data {
+                if let Some(f) = self.scan_direct(&decoded) {
+                    let offset = map.get(f.offset).copied().unwrap_or(0);
+                    return Some(Finding {
+                        rule: f.rule,
+                        offset,
+                    });
+                }
+            }
+        }
+        // Base64 runs decoded in place: patterns (and held values) inside.
+        for (start, end) in base64_runs(data) {
+            let run = &data[start..end];
+            if let Some(decoded) = decode_base64_lenient(run) {
+                if let Some(f) = self.scan_direct(&decoded) {
+                    return Some(Finding {
+                        rule: f.rule,
+                        offset: start,
+                    });
+                }
+            }
+        }
+        None
+    }
+
+    /// Held values and patterns on one view, leftmost of each kind.
+    fn scan_direct(&self, data: &[u8]) -> Option<Finding> {
+        if let Some(m) = self.held_re.as_ref().and_then(|re| re.find(data)) {
+            let name = self
+                .held_names
+                .get(m.as_bytes())
+                .cloned()
+                .unwrap_or_else(|| "unknown".into());
+            return Some(Finding {
+                rule: format!("held:{name}"),
+                offset: m.start(),
+            });
+        }
+        let mut best: Option<Finding> = None;
+        for (id, re) in &self.patterns {
+            if let Some(m) = re.find(data) {
+                if best.as_ref().is_none_or(|b| m.start() < b.offset) {
+                    best = Some(Finding {
+                        rule: format!("pattern:{id}"),
+                        offset: m.start(),
+                    });
+                }
+            }
+        }
+        best
+    }
+
+    /// `Some(masked copy)` when `data` contains a held value in any searched
+    /// form; every such occurrence is replaced by `*` of the same length (so
+    /// lengths and offsets are preserved). `None` when nothing matched.
+    pub fn mask(&self, data: &[u8]) -> Option<Vec<u8>> {
+        let re = self.held_re.as_ref()?;
+        let mut out: Option<Vec<u8>> = None;
+        for m in re.find_iter(data) {
+            if m.is_empty() {
+                continue;
+            }
+            let buf = out.get_or_insert_with(|| data.to_vec());
+            buf[m.range()].fill(b'*');
+        }
+        out
+    }
+}
+
+fn trim_trailing_newlines(mut v: &[u8]) -> &[u8] {
+    while let [rest @ .., last] = v {
+        if *last == b'\n' || *last == b'\r' {
+            v = rest;
+        } else {
+            break;
+        }
+    }
+    v
+}
+
+/// Regex-escape arbitrary bytes (non-ASCII as `\xHH`).
+fn escape_bytes(form: &[u8]) -> String {
+    let mut s = String::with_capacity(form.len() * 2);
+    for &b in form {
+        if b.is_ascii_alphanumeric() {
+            s.push(b as char);
+        } else {
+            s.push_str(&format!("\\x{b:02X}"));
+        }
+    }
+    s
+}
+
+/// Every encoded form of `value` that is searched for (deduplicated later).
+fn encoded_forms(value: &[u8]) -> Vec<Vec<u8>> {
+    let mut forms = vec![value.to_vec()];
+    // base64: the part of the encoding that depends only on the secret's
+    // bytes, for each of the three alignments of the secret in the stream.
+    for align in 0..3usize {
+        let mut buf = vec![0u8; align];
+        buf.extend_from_slice(value);
+        let enc = base64::engine::general_purpose::STANDARD_NO_PAD.encode(&buf);
+        let start = (8 * align).div_ceil(6);
+        let end = (8 * (align + value.len())) / 6;
+        if end > start {
+            let core = enc.as_bytes()[start..end].to_vec();
+            let url: Vec<u8> = core
+                .iter()
+                .map(|b| match b {
+                    b'+' => b'-',
+                    b'/' => b'_',
+                    other => *other,
+                })
+                .collect();
+            forms.push(core);
+            forms.push(url);
+        }
+    }
+    // URL percent-encoding (upper/lower hex), and `+` for space.
+    const SET: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+        .remove(b'-')
+        .remove(b'.')
+        .remove(b'_')
+        .remove(b'~');
+    let upper = percent_encoding::percent_encode(value, SET).to_string();
+    let lower = lowercase_percent_hex(&upper);
+    let plus = upper.replace("%20", "+");
+    let plus_lower = lower.replace("%20", "+");
+    for f in [upper, lower, plus, plus_lower] {
+        forms.push(f.into_bytes());
+    }
+    // hex
+    let hex_lower = hex::encode(value);
+    forms.push(hex_lower.to_uppercase().into_bytes());
+    forms.push(hex_lower.into_bytes());
+    // JSON string escaping (and the `\/` variant some encoders emit).
+    if let Ok(text) = std::str::from_utf8(value) {
+        if let Ok(json) = serde_json::to_string(text) {
+            let inner = &json[1..json.len() - 1];
+            forms.push(inner.as_bytes().to_vec());
+            forms.push(inner.replace('/', "\\/").into_bytes());
+        }
+    }
+    forms
+}
+
+fn lowercase_percent_hex(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = String::with_capacity(s.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' && i + 2 < bytes.len() {
+            out.push('%');
+            out.push((bytes[i + 1] as char).to_ascii_lowercase());
+            out.push((bytes[i + 2] as char).to_ascii_lowercase());
+            i += 3;
+        } else {
+            out.push(bytes[i] as char);
+            i += 1;
+        }
+    }
+    out
+}
+
+fn hex_val(b: u8) -> Option<u8> {
+    match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'a'..=b'f' => Some(b - b'a' + 10),
+        b'A'..=b'F' => Some(b - b'A' + 10),
+        _ => None,
+    }
+}
+
+/// Percent-decode (`%HH`, `+` → space) keeping, for each output byte, the
+/// offset of the input byte it came from.
+fn percent_decode_mapped(data: &[u8]) -> (Vec<u8>, Vec<usize>) {
+    let mut out = Vec::with_capacity(data.len());
+    let mut map = Vec::with_capacity(data.len());
+    let mut i = 0;
+    while i < data.len() {
+        let b = data[i];
+        if b == b'%' && i + 2 < data.len() {
+            if let (Some(h), Some(l)) = (hex_val(data[i + 1]), hex_val(data[i + 2])) {
+                out.push(h * 16 + l);
+                map.push(i);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(if b == b'+' { b' ' } else { b });
+        map.push(i);
+        i += 1;
+    }
+    (out, map)
+}
+
+fn is_b64_char(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'-' | b'_')
+}
+
+/// Maximal runs of base64 characters at least [`MIN_B64_RUN`] long.
+fn base64_runs(data: &[u8]) -> Vec<(usize, usize)> {
+    let mut runs = Vec::new();
+    let mut start = None;
+    for (i, &b) in data.iter().enumerate() {
+        if is_b64_char(b) {
+            if start.is_none() {
+                start = Some(i);
+            }
+        } else if let Some(s) = start.take() {
+            if i - s >= MIN_B64_RUN {
+                runs.push((s, i));
+            }
+        }
+    }
+    if let Some(s) = start {
+        if data.len() - s >= MIN_B64_RUN {
+            runs.push((s, data.len()));
+        }
+    }
+    runs
+}
+
+/// Decode a run of base64 characters (either alphabet), dropping a trailing
+/// partial quantum. `None` when the run mixes alphabets or is not base64.
+fn decode_base64_lenient(run: &[u8]) -> Option<Vec<u8>> {
+    let usable = run.len() - run.len() % 4;
+    let run = &run[..usable];
+    let url = run.iter().any(|b| matches!(b, b'-' | b'_'));
+    let engine = if url {
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+    } else {
+        &base64::engine::general_purpose::STANDARD_NO_PAD
+    };
+    engine.decode(run).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};
+
+    // Contains bytes that differ between the std and URL-safe alphabets
+    // (0xfb 0xff encode to `+`/`/`), a space and reserved URL characters.
+    const TOKEN: &str = "tok en/+?=&:\u{00fb}\u{00ff}-abcdef0123456789";
+
+    fn det() -> Detector {
+        Detector::new(vec![
+            HeldSecret {
+                name: "route-api".into(),
+                value: TOKEN.into(),
+            },
+            HeldSecret {
+                name: "short".into(),
+                value: "abc".into(),
+            },
+        ])
+    }
+
+    fn assert_held(d: &Detector, data: &[u8]) {
+        let f = d
+            .scan(data)
+            .unwrap_or_else(|| panic!("not detected: {}", String::from_utf8_lossy(data)));
+        assert_eq!(f.rule, "held:route-api");
+    }
+
+    #[test]
+    fn debug_and_display_never_show_the_value() {
+        let h = HeldSecret {
+            name: "n".into(),
+            value: "supersecretvalue".into(),
+        };
+        assert!(!format!("{h:?}").contains("supersecret"));
+        let d = Detector::new(vec![h]);
+        let f = d.scan(b"x supersecretvalue y").unwrap();
+        assert_eq!(
+            f,
+            Finding {
+                rule: "held:n".into(),
+                offset: 2
+            }
+        );
+        assert!(!f.to_string().contains("supersecret"));
+        assert!(!format!("{d:?}").contains("supersecret"));
+    }
+
+    #[test]
+    fn plain_value_anywhere() {
+        let d = det();
+        assert_held(&d, TOKEN.as_bytes());
+        assert_held(&d, format!("GET /x?q={TOKEN} HTTP/1.1").as_bytes());
+        assert!(d.scan(b"nothing to see here, tok en/ only").is_none());
+    }
+
+    #[test]
+    fn short_values_are_ignored() {
+        let d = det();
+        assert_eq!(d.held_count(), 1);
+        assert!(d.scan(b"abc abc abc").is_none());
+    }
+
+    #[test]
+    fn base64_all_alphabets_paddings_and_alignments() {
+        let d = det();
+        let engines: [&base64::engine::GeneralPurpose; 4] =
+            [&STANDARD, &STANDARD_NO_PAD, &URL_SAFE, &URL_SAFE_NO_PAD];
+        for engine in engines {
+            for prefix_len in 0..6 {
+                for suffix_len in 0..4 {
+                    let mut payload = vec![b'{'; prefix_len];
+                    payload.extend_from_slice(TOKEN.as_bytes());
+                    payload.extend(std::iter::repeat_n(b'}', suffix_len));
+                    let enc = engine.encode(&payload);
+                    assert_held(&d, enc.as_bytes());
+                    assert_held(&d, format!("{{\"data\":\"{enc}\"}}").as_bytes());
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn url_encoded_upper_lower_plus_and_mixed() {
+        let d = det();
+        const SET: &percent_encoding::AsciiSet = percent_encoding::NON_ALPHANUMERIC;
+        let upper = percent_encoding::percent_encode(TOKEN.as_bytes(), SET).to_string();
+        assert!(upper.contains("%2F"));
+        assert_held(&d, format!("/p?a={upper}").as_bytes());
+        assert_held(
+            &d,
+            format!("/p?a={}", lowercase_percent_hex(&upper)).as_bytes(),
+        );
+        assert_held(&d, format!("a={}", upper.replace("%20", "+")).as_bytes());
+        // every single byte encoded
+        let all: String = TOKEN.bytes().map(|b| format!("%{b:02x}")).collect();
+        assert_held(&d, format!("x={all}&y=1").as_bytes());
+        // form encoding of a value with a space
+        let form = Detector::new(vec![HeldSecret {
+            name: "route-api".into(),
+            value: "pass word 12345".into(),
+        }]);
+        assert_held(&form, b"user=a&password=pass+word+12345");
+    }
+
+    #[test]
+    fn hex_and_json_escaped() {
+        let d = det();
+        assert_held(&d, hex::encode(TOKEN).as_bytes());
+        assert_held(&d, hex::encode_upper(TOKEN).as_bytes());
+        let json = serde_json::to_string(&serde_json::json!({ "k": TOKEN })).unwrap();
+        assert_held(&d, json.as_bytes());
+        let slash = Detector::new(vec![HeldSecret {
+            name: "route-api".into(),
+            value: "abc/def/ghi/jkl".into(),
+        }]);
+        assert_held(&slash, br#"{"k":"abc\/def\/ghi\/jkl"}"#);
+    }
+
+    #[test]
+    fn trailing_newline_in_file_is_ignored_and_lines_of_keys_are_caught() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("route-api"), format!("{TOKEN}\n")).unwrap();
+        let key = "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAABG5vbmUAAAAEbm9uZQAAAAAAAAABAAAAMwAAAAtzc2gtZW\nQyNTUxOQAAACDXbEy1BfDhl8B0bCBkHE9I1L4OOXNmmoVdNlp5L4yIxAAAAJg5U2zbOVNs\n-----END OPENSSH PRIVATE KEY-----\n";
+        std::fs::write(dir.path().join("deploy-key"), key).unwrap();
+        std::fs::create_dir(dir.path().join("subdir")).unwrap();
+        let d = Detector::load_dir(dir.path()).unwrap();
+        assert_eq!(d.held_count(), 2);
+        assert_held(&d, format!("x{TOKEN}y").as_bytes());
+        let f = d
+            .scan(b"leak: QyNTUxOQAAACDXbEy1BfDhl8B0bCBkHE9I1L4OOXNmmoVdNlp5L4yIxAAAAJg5U2zbOVNs")
+            .unwrap();
+        assert_eq!(f.rule, "held:deploy-key");
+        assert!(Detector::load_dir(&dir.path().join("missing")).is_err());
+    }
+
+    #[test]
+    fn mask_replaces_every_held_form_preserving_length() {
+        let d = det();
+        let b64 = STANDARD.encode(TOKEN);
+        let body = format!("a {TOKEN} b {b64} c");
+        let masked = d.mask(body.as_bytes()).unwrap();
+        assert_eq!(masked.len(), body.len());
+        assert!(
+            d.scan(&masked).is_none(),
+            "masked output still contains the secret"
+        );
+        assert!(String::from_utf8_lossy(&masked).starts_with("a *"));
+        assert!(d.mask(b"clean body").is_none());
+        assert!(Detector::new(vec![]).mask(TOKEN.as_bytes()).is_none());
+    }
+
+    fn pattern(data: &str) -> Option<String> {
+        Detector::new(vec![]).scan(data.as_bytes()).map(|f| f.rule)
+    }
+
+    #[test]
+    fn curated_patterns() {
+        let cases = [
+            ("key=AKIAIOSFODNN7EXAMPLE", "pattern:aws-access-key-id"),
+            (
+                "ghp_aBcDeFgHiJkLmNoPqRsTuVwXyZ0123456789",
+                "pattern:github-token",
+            ),
+            (
+                "gho_aBcDeFgHiJkLmNoPqRsTuVwXyZ0123456789",
+                "pattern:github-token",
+            ),
+            (
+                "github_pat_11ABCDEFG0123456789_abcdefghijklmnopqrstuvwxyz",
+                "pattern:github-pat",
+            ),
+            ("token: glpat-aBcDeFgHiJkLmNoPqRsT", "pattern:gitlab-pat"),
+            ("xoxb-123456789012-abcdefghij", "pattern:slack-token"),
+            (
+                "x-api-key: sk-ant-api03-aBcDeFgHiJkLmNoPqRsTuVwXyZ",
+                "pattern:anthropic-key",
+            ),
+            (
+                "Bearer sk-proj-aBcDeFgHiJkLmNoPqRsTuVwXyZ012345",
+                "pattern:openai-key",
+            ),
+            (
+                "AIzaSyA-abcdefghijklmnopqrstuvwxyz01234",
+                "pattern:google-api-key",
+            ),
+            ("sk_live_abcdefghijklmnopqrstuvwx", "pattern:stripe-secret-key"),
+            (
+                "-----BEGIN RSA PRIVATE KEY-----\nMIIE",
+                "pattern:private-key",
+            ),
+            ("-----BEGIN PRIVATE KEY-----", "pattern:private-key"),
+            (
+                "-----BEGIN OPENSSH PRIVATE KEY-----",
+                "pattern:private-key",
+            ),
+            (
+                "-----BEGIN ENCRYPTED PRIVATE KEY-----",
+                "pattern:private-key",
+            ),
+            (
+                "auth=eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.dozjgNryP4J3jVmNHl0w5N_XgL0n3I9PlFUP0THsR8U",
+                "pattern:jwt",
+            ),
+        ];
+        for (data, rule) in cases {
+            assert_eq!(pattern(data).as_deref(), Some(rule), "{data}");
+        }
+        for clean in [
+            "GET /v1/messages HTTP/1.1",
+            "-----BEGIN CERTIFICATE-----",
+            "-----BEGIN PUBLIC KEY-----",
+            "task-ant-colony",
+            "AKIA short",
+        ] {
+            assert_eq!(pattern(clean), None, "{clean}");
+        }
+    }
+
+    #[test]
+    fn patterns_inside_base64_and_url_encoding() {
+        let pem = "-----BEGIN OPENSSH PRIVATE KEY-----\nAAAA\n";
+        assert_eq!(
+            pattern(&format!("body={}", STANDARD.encode(pem))).as_deref(),
+            Some("pattern:private-key")
+        );
+        let enc =
+            percent_encoding::percent_encode(pem.as_bytes(), percent_encoding::NON_ALPHANUMERIC)
+                .to_string();
+        assert_eq!(
+            pattern(&format!("k={enc}")).as_deref(),
+            Some("pattern:private-key")
+        );
+    }
+
+    #[test]
+    fn non_utf8_held_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let value: Vec<u8> = (0u8..=255).rev().take(32).collect();
+        std::fs::write(dir.path().join("bin"), &value).unwrap();
+        let d = Detector::load_dir(dir.path()).unwrap();
+        let mut data = b"prefix".to_vec();
+        data.extend_from_slice(&value);
+        assert_eq!(d.scan(&data).unwrap().rule, "held:bin");
+        assert_eq!(
+            d.scan(STANDARD.encode(&value).as_bytes()).unwrap().rule,
+            "held:bin"
+        );
+    }
+}
