@@ -1,5 +1,7 @@
 //! (placeholder: being written)
 
+pub mod ca;
+
 /// Command-line arguments of this daemon.
 #[derive(Debug, clap::Args)]
 pub struct Args {}
