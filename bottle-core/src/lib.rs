@@ -1,1 +1,29 @@
-//! bottle core (in progress)
+//! bottle-core: manifests, plans, the `Backend` and `Prepare` seams, the
+//! command seam, errors, teardown and state.
+//!
+//! No docker, no network, no async. Data flows
+//! [`manifest::Loader`] → [`plan::resolve`] → [`plan::BottlePlan`] →
+//! [`backend::Backend::render`] / [`backend::Backend::launch`].
+
+#![deny(missing_docs)]
+
+pub mod backend;
+pub mod command;
+pub mod error;
+pub mod manifest;
+pub mod plan;
+pub mod prepare;
+pub mod secret;
+pub mod state;
+pub mod teardown;
+pub mod units;
+
+pub use backend::{Backend, Health, LaunchInput, LaunchScript, Probe, Resource, Running, Step};
+pub use command::{CommandRunner, CommandSpec, DuctRunner, Output, RecordingRunner};
+pub use error::{Error, ErrorKind, Result};
+pub use manifest::{Loader, Runtime, Template};
+pub use plan::{resolve, BottlePlan, Identity, ResolveOptions};
+pub use prepare::{Prepare, PrepareContext, Wiring};
+pub use secret::Secret;
+pub use state::{Home, Metadata, StateDir};
+pub use teardown::Teardown;

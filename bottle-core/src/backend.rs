@@ -1,0 +1,162 @@
+//! The backend seam: where an agent runs.
+//!
+//! A backend probes the host, renders a plan to the exact commands it will
+//! run (pure, snapshot-tested), launches them with LIFO rollback, and finds
+//! and removes what it made through the `dev.bottle.identity` label. Backends
+//! depend on this crate only, never on each other or on the CLI.
+
+use std::fmt;
+
+use serde::Serialize;
+
+use crate::command::{CommandRunner, CommandSpec};
+use crate::error::Result;
+use crate::plan::{BottlePlan, Identity};
+use crate::prepare::Wiring;
+use crate::state::{Metadata, StateDir};
+
+/// Whether a backend can be used on this host.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "status", rename_all = "lowercase")]
+pub enum Probe {
+    /// Usable.
+    Ready {
+        /// Version of the engine/CLI.
+        version: String,
+        /// Extra facts (e.g. "gVisor available", warnings).
+        notes: Vec<String>,
+    },
+    /// Not usable.
+    Unavailable {
+        /// Why.
+        why: String,
+        /// How to fix it.
+        fix: String,
+    },
+}
+
+impl Probe {
+    /// Ready?
+    pub fn is_ready(&self) -> bool {
+        matches!(self, Probe::Ready { .. })
+    }
+}
+
+/// One launch step: a command and the command that undoes it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Step {
+    /// Short name ("create internal network").
+    pub name: String,
+    /// What to run.
+    pub run: CommandSpec,
+    /// How to undo it (pushed on the teardown stack once `run` succeeded).
+    pub undo: Option<CommandSpec>,
+}
+
+/// Everything a backend will run for one plan, in order.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct LaunchScript {
+    /// Steps in launch order.
+    pub steps: Vec<Step>,
+}
+
+impl fmt::Display for LaunchScript {
+    /// One block per step: `# name`, the command, and `#   undo: …`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, s) in self.steps.iter().enumerate() {
+            writeln!(f, "# {}. {}", i + 1, s.name)?;
+            writeln!(f, "{}", s.run)?;
+            if let Some(u) = &s.undo {
+                writeln!(f, "#   undo: {u}")?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// State of a bottle as its backend sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Health {
+    /// Agent and bundle up.
+    Running,
+    /// Agent up but bundle down (no network at all), or the reverse.
+    Degraded,
+    /// Nothing running.
+    Stopped,
+}
+
+/// A resource a backend created (found by label for gc).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Resource {
+    /// `container`, `network`, `volume`, `vm`, `alias`…
+    pub kind: String,
+    /// Its name/id.
+    pub name: String,
+    /// The identity label on it.
+    pub identity: String,
+}
+
+/// What a backend needs to launch: the plan, its state dir and the sidecar
+/// wiring the `Prepare` impls returned.
+#[derive(Debug, Clone, Copy)]
+pub struct LaunchInput<'a> {
+    /// The plan.
+    pub plan: &'a BottlePlan,
+    /// Its state dir.
+    pub state: &'a StateDir,
+    /// Sidecar wiring.
+    pub wiring: &'a Wiring,
+}
+
+/// A handle to a launched (or existing) bottle.
+pub trait Running: Send {
+    /// The identity.
+    fn identity(&self) -> &Identity;
+    /// Run a command in the agent with the terminal attached; exit code.
+    fn exec(&self, cmd: &[String], runner: &dyn CommandRunner) -> Result<i32>;
+    /// Run a command in the agent and capture its output.
+    fn exec_output(
+        &self,
+        cmd: &[String],
+        runner: &dyn CommandRunner,
+    ) -> Result<crate::command::Output>;
+    /// Attach the agent's terminal; exit code.
+    fn attach(&self, runner: &dyn CommandRunner) -> Result<i32>;
+    /// Agent logs (`sidecar = Some("egress")` for a sidecar's).
+    fn logs(&self, sidecar: Option<&str>, follow: bool, runner: &dyn CommandRunner) -> Result<i32>;
+    /// Health.
+    fn health(&self, runner: &dyn CommandRunner) -> Result<Health>;
+    /// Stop and remove every resource but the state and the home volume.
+    /// Safe to call twice.
+    fn stop(&self, runner: &dyn CommandRunner) -> Result<()>;
+}
+
+/// A place agents run.
+pub trait Backend: Send + Sync {
+    /// Stable id (`docker`, `smolmachines`).
+    fn id(&self) -> &'static str;
+    /// Can it run here? Never fails: an error is an `Unavailable`.
+    fn probe(&self, runner: &dyn CommandRunner) -> Probe;
+    /// The exact commands `launch` runs, pure.
+    fn render(&self, input: LaunchInput<'_>) -> Result<LaunchScript>;
+    /// Build images, create resources, start the bundle then the agent.
+    /// On failure every created resource is removed (LIFO) before returning.
+    fn launch(
+        &self,
+        input: LaunchInput<'_>,
+        runner: &dyn CommandRunner,
+    ) -> Result<Box<dyn Running>>;
+    /// A handle to an existing bottle from its metadata.
+    fn handle(&self, meta: &Metadata, state: &StateDir) -> Box<dyn Running>;
+    /// Every resource carrying the identity label (for `gc`).
+    fn labelled(&self, runner: &dyn CommandRunner) -> Result<Vec<Resource>>;
+    /// Remove everything of one identity; safe to call twice and after a
+    /// crash. `keep_home` keeps the home volume (stop vs rm).
+    fn remove_all(
+        &self,
+        identity: &Identity,
+        keep_home: bool,
+        runner: &dyn CommandRunner,
+    ) -> Result<()>;
+}
