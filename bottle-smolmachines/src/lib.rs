@@ -1,1 +1,11 @@
-//! bottle's smolmachines backend (in progress)
+//! bottle's smolmachines backend: the agent runs in a smolvm micro-VM whose
+//! only reachable peer is the bottle's sidecar bundle (which still runs in
+//! docker, on a per-bottle bridge, published on a per-bottle loopback alias).
+//!
+//! Modules: [`smolvm`] (the CLI seam: argv and JSON shapes), [`hv`]
+//! (hypervisor checks), [`launch`] (readiness and error classification).
+#![deny(missing_docs)]
+
+pub mod hv;
+pub mod launch;
+pub mod smolvm;
