@@ -1,1 +1,76 @@
-fn main() {}
+//! `bottle`: run an autonomous coding agent in a sandbox whose only ways out
+//! are sidecars that hold the secrets and enforce the operator's policy.
+//!
+//! This crate owns the command line: parsing, the backend registry, output,
+//! and the mapping of errors to exit codes (0 ok, 1 runtime failure,
+//! 2 usage/manifest error, 3 backend unavailable, 4 policy refusal).
+
+use std::process::ExitCode;
+
+use bottle_core::{Error, ErrorKind};
+use camino::Utf8PathBuf;
+use clap::Parser;
+
+mod cmd;
+mod registry;
+mod ui;
+
+/// The `bottle` command line.
+#[derive(Debug, Parser)]
+#[command(
+    name = "bottle",
+    version,
+    about = "Run a coding agent in a sandbox whose only ways out are policy-enforcing sidecars"
+)]
+pub struct Cli {
+    /// Home directory (default: $BOTTLE_HOME, else ~/.bottle).
+    #[arg(long, global = true, value_name = "DIR")]
+    pub home: Option<Utf8PathBuf>,
+    /// Backend to use (overrides the bottle's `backend`).
+    #[arg(long, global = true, value_name = "BACKEND")]
+    pub backend: Option<String>,
+    /// Print tracing output (also RUST_LOG).
+    #[arg(long, short, global = true)]
+    pub verbose: bool,
+    /// Print only errors and requested output.
+    #[arg(long, short, global = true, conflicts_with = "verbose")]
+    pub quiet: bool,
+    #[command(subcommand)]
+    command: cmd::Command,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing(cli.verbose);
+    match cmd::run(&cli) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            ui::print_error(&e);
+            ExitCode::from(exit_code(&e))
+        }
+    }
+}
+
+fn init_tracing(verbose: bool) {
+    let filter = if verbose {
+        tracing_subscriber::EnvFilter::new("debug")
+    } else {
+        tracing_subscriber::EnvFilter::try_from_default_env()
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"))
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+}
+
+/// Exit code of an error (SPEC §3).
+pub fn exit_code(e: &Error) -> u8 {
+    match e.kind() {
+        ErrorKind::Usage => 2,
+        ErrorKind::Unavailable => 3,
+        ErrorKind::Refused => 4,
+        _ => 1,
+    }
+}

@@ -503,21 +503,28 @@ impl Loader {
             }
             if !path.is_file() {
                 if let Some(from) = from {
+                    let key = if chain.is_empty() {
+                        "bottle"
+                    } else {
+                        "extends"
+                    };
                     let (line, column) = {
                         let text = fs::read_to_string(&from).unwrap_or_default();
-                        key_position(&text, "extends")
+                        key_position(&text, key)
                     };
+                    let names = self.bottle_names();
                     return Err(Error::Manifest {
                         file: from,
                         line,
                         column,
                         message: format!(
-                            "`extends = \"{n}\"` names a bottle that does not exist ({path})"
+                            "`{key} = \"{n}\"` names a bottle that does not exist ({path})"
                         ),
-                        fix: format!(
-                            "create {path} or extend one of: {}",
-                            self.bottle_names().join(", ")
-                        ),
+                        fix: if names.is_empty() {
+                            format!("create {path} (bottles live only in $BOTTLE_HOME/bottles/)")
+                        } else {
+                            format!("create {path} or use one of: {}", names.join(", "))
+                        },
                     });
                 }
                 return Err(Error::NotFound {

@@ -1,0 +1,264 @@
+//! `bottle check`: validate every manifest, probe every backend, print a
+//! table with fixes. Exit 2 when a manifest is invalid, 3 when no backend
+//! is usable.
+
+use bottle_core::manifest::AgentSource;
+use bottle_core::plan::looks_like_secret;
+use bottle_core::{DuctRunner, Loader, Probe, Result};
+use camino::Utf8PathBuf;
+use serde::Serialize;
+
+use crate::registry::BACKENDS;
+use crate::ui::table;
+use crate::Cli;
+
+/// Args.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Print JSON (schema_version 1).
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// One manifest finding.
+#[derive(Debug, Serialize)]
+pub struct ManifestReport {
+    /// `bottle` or `agent`.
+    pub kind: &'static str,
+    /// File.
+    pub path: Utf8PathBuf,
+    /// `ok`, `warning` or `error`.
+    pub status: &'static str,
+    /// What is wrong, if anything.
+    pub message: Option<String>,
+    /// What to do.
+    pub fix: Option<String>,
+}
+
+/// One backend's probe.
+#[derive(Debug, Serialize)]
+pub struct BackendReport {
+    /// Backend id.
+    pub name: &'static str,
+    /// `ready`, `unavailable` or `not-compiled`.
+    pub status: &'static str,
+    /// Version when ready.
+    pub version: Option<String>,
+    /// Notes when ready.
+    pub notes: Vec<String>,
+    /// Why not, when unavailable.
+    pub why: Option<String>,
+    /// How to fix.
+    pub fix: Option<String>,
+}
+
+/// `bottle check --json` output.
+#[derive(Debug, Serialize)]
+pub struct Report {
+    /// Schema version (1).
+    pub schema_version: u32,
+    /// Manifest findings.
+    pub manifests: Vec<ManifestReport>,
+    /// Backend probes.
+    pub backends: Vec<BackendReport>,
+}
+
+fn manifests(loader: &Loader) -> Vec<ManifestReport> {
+    let mut out = Vec::new();
+    for (kind, path) in loader.all_files() {
+        let name = path.file_stem().unwrap_or_default().to_owned();
+        let result = if kind == "bottle" {
+            loader
+                .load_bottle(&name)
+                .map(|b| b.file.env.clone().unwrap_or_default())
+        } else {
+            let source = if path.starts_with(loader.home().agents_dir()) {
+                AgentSource::Home
+            } else {
+                AgentSource::Repo
+            };
+            loader.load_agent_file(&path, source).and_then(|a| {
+                loader.load_bottle(&a.file.bottle).map_err(|e| match e {
+                    bottle_core::Error::NotFound {
+                        name, available, ..
+                    } => bottle_core::Error::Manifest {
+                        file: path.clone(),
+                        line: None,
+                        column: None,
+                        message: format!("names bottle `{name}`, which does not exist"),
+                        fix: if available.is_empty() {
+                            format!("create {}/{name}.toml", loader.home().bottles_dir())
+                        } else {
+                            format!("use one of: {}", available.join(", "))
+                        },
+                    },
+                    other => other,
+                })?;
+                Ok(a.file.env.clone().unwrap_or_default())
+            })
+        };
+        match result {
+            Ok(env) => {
+                let suspicious: Vec<String> = env
+                    .iter()
+                    .filter(|(k, v)| looks_like_secret(k, v))
+                    .map(|(k, _)| k.clone())
+                    .collect();
+                if suspicious.is_empty() {
+                    out.push(ManifestReport {
+                        kind,
+                        path,
+                        status: "ok",
+                        message: None,
+                        fix: None,
+                    });
+                } else {
+                    out.push(ManifestReport {
+                        kind,
+                        path,
+                        status: "warning",
+                        message: Some(format!("env {} looks like a secret; the agent would hold it", suspicious.join(", "))),
+                        fix: Some("put credentials in egress route auth or a git identity_file, never in [env]".into()),
+                    });
+                }
+            }
+            Err(e) => out.push(ManifestReport {
+                kind,
+                path,
+                status: "error",
+                message: Some(e.to_string()),
+                fix: e.fix(),
+            }),
+        }
+    }
+    out
+}
+
+fn backends() -> Vec<BackendReport> {
+    let runner = DuctRunner;
+    BACKENDS
+        .iter()
+        .map(|entry| match entry.make {
+            None => BackendReport {
+                name: entry.name,
+                status: "not-compiled",
+                version: None,
+                notes: vec![],
+                why: Some(format!(
+                    "not compiled into this build (feature `{}`)",
+                    entry.feature
+                )),
+                fix: Some(format!("rebuild with --features {}", entry.feature)),
+            },
+            Some(make) => match make().probe(&runner) {
+                Probe::Ready { version, notes } => BackendReport {
+                    name: entry.name,
+                    status: "ready",
+                    version: Some(version),
+                    notes,
+                    why: None,
+                    fix: None,
+                },
+                Probe::Unavailable { why, fix } => BackendReport {
+                    name: entry.name,
+                    status: "unavailable",
+                    version: None,
+                    notes: vec![],
+                    why: Some(why),
+                    fix: Some(fix),
+                },
+            },
+        })
+        .collect()
+}
+
+/// Run `bottle check`.
+pub fn run(cli: &Cli, a: &Args) -> Result<u8> {
+    let home = super::home(cli)?;
+    let repo = std::env::current_dir()
+        .ok()
+        .and_then(|p| Utf8PathBuf::from_path_buf(p).ok());
+    let loader = Loader::new(home.clone(), repo);
+    let report = Report {
+        schema_version: 1,
+        manifests: manifests(&loader),
+        backends: backends(),
+    };
+    let bad_manifest = report.manifests.iter().any(|m| m.status == "error");
+    let usable = report.backends.iter().any(|b| b.status == "ready");
+    if a.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report).expect("report serializes")
+        );
+    } else {
+        println!("manifests in {}", home.root());
+        if report.manifests.is_empty() {
+            println!("  none — run `bottle init` to create an example bottle and agent\n");
+        } else {
+            let rows: Vec<Vec<String>> = report
+                .manifests
+                .iter()
+                .map(|m| {
+                    let detail = match (&m.message, &m.fix) {
+                        (Some(msg), Some(fix)) => format!("{msg}\n{:>25}fix: {fix}", ""),
+                        (Some(msg), None) => msg.clone(),
+                        _ => String::new(),
+                    };
+                    vec![
+                        m.status.to_owned(),
+                        m.kind.to_owned(),
+                        m.path.file_name().unwrap_or("").to_owned(),
+                        detail,
+                    ]
+                })
+                .collect();
+            print!(
+                "{}",
+                indent(&table(&["STATUS", "KIND", "FILE", "DETAIL"], &rows))
+            );
+            println!();
+        }
+        println!("backends");
+        let rows: Vec<Vec<String>> = report
+            .backends
+            .iter()
+            .map(|b| {
+                let detail = match b.status {
+                    "ready" => {
+                        let mut d = b.version.clone().unwrap_or_default();
+                        if !b.notes.is_empty() {
+                            d.push_str(&format!(" ({})", b.notes.join("; ")));
+                        }
+                        d
+                    }
+                    _ => format!(
+                        "{}\n{:>29}fix: {}",
+                        b.why.clone().unwrap_or_default(),
+                        "",
+                        b.fix.clone().unwrap_or_default()
+                    ),
+                };
+                vec![b.name.to_owned(), b.status.to_owned(), detail]
+            })
+            .collect();
+        print!(
+            "{}",
+            indent(&table(&["BACKEND", "STATUS", "DETAIL"], &rows))
+        );
+        if !usable {
+            println!("\nno backend is usable here: apply one of the fixes above");
+        }
+    }
+    Ok(if bad_manifest {
+        2
+    } else if !usable {
+        3
+    } else {
+        0
+    })
+}
+
+fn indent(s: &str) -> String {
+    s.lines().map(|l| format!("  {l}\n")).collect()
+}

@@ -1,0 +1,95 @@
+//! `bottle init`: create `$BOTTLE_HOME` with a commented example bottle and
+//! a `demo` agent. Never overwrites a file.
+
+use bottle_core::state::create_private_dir;
+use bottle_core::{Error, Result};
+
+use crate::Cli;
+
+/// The example bottle written by `bottle init`.
+pub const EXAMPLE_BOTTLE: &str = r#"# A bottle is a sandbox policy: what the agent runs in, what it may reach,
+# which git refs it may push. Only files in $BOTTLE_HOME/bottles/ are bottles:
+# a repository can never widen its own sandbox.
+
+# backend = "docker"          # or "smolmachines" (micro-VM; needs smolvm >= 1.8)
+# runtime = "auto"            # docker: gVisor (runsc) when the engine has it, else runc
+# extends = "base"            # inherit another bottle (maps merge, lists replace)
+
+[agent_provider]
+template = "shell"            # "shell", "claude" or "codex"; or dockerfile = "Dockerfile"
+# base_image = "debian:bookworm-slim"
+# The provider's own API key is held by the egress proxy and injected; the
+# agent only ever sees a placeholder:
+# auth = { host = "api.anthropic.com", scheme = "x-api-key", token = "${ANTHROPIC_API_KEY}" }
+
+[env]
+# Literal values, "?prompt" (asked at start, never stored) or "${HOST_VAR}".
+# Secrets do not belong here: use egress route auth or git identity files.
+EDITOR = "vi"
+
+[git]
+user = { name = "bottle agent", email = "agent@bottle.invalid" }
+# [[git.remotes]]
+# name = "origin"
+# url = "git@github.com:you/project.git"
+# identity_file = "~/.ssh/bottle_deploy_key"      # held by the git gate only
+# known_host_key = "ssh-ed25519 AAAA..."          # pinned; required for ssh
+# push = ["refs/heads/bot/*"]                     # default: refs/heads/<identity>/*
+
+[egress]
+dlp = true                    # block requests that carry a held secret
+max_body_scan = "1MiB"
+
+[[egress.routes]]
+host = "api.github.com"
+paths = ["/repos/**"]
+methods = ["GET"]
+# auth = { scheme = "bearer", token = "${GITHUB_TOKEN}" }
+
+[supervise]
+enabled = true                # the agent may ask for more through MCP; only you grant it
+grant_ttl = "1h"
+auto_deny_after = "10m"
+
+[resources]
+cpus = 2
+memory = "4GiB"
+pids = 1024
+"#;
+
+/// The demo agent written by `bottle init`.
+pub const DEMO_AGENT: &str = r#"# An agent names its bottle and says what to run.
+bottle = "dev"
+prompt = "Explore the workspace and report what you find."
+# command = ["bash", "-l"]    # overrides the template's entry command
+# [env]
+# LOG_LEVEL = "debug"
+"#;
+
+/// Run `bottle init`.
+pub fn run(cli: &Cli) -> Result<u8> {
+    let home = super::home(cli)?;
+    create_private_dir(home.root())?;
+    create_private_dir(&home.bottles_dir())?;
+    create_private_dir(&home.agents_dir())?;
+    create_private_dir(&home.state_root())?;
+    for (path, text) in [
+        (home.bottles_dir().join("dev.toml"), EXAMPLE_BOTTLE),
+        (home.agents_dir().join("demo.toml"), DEMO_AGENT),
+    ] {
+        if path.exists() {
+            if !cli.quiet {
+                println!("kept     {path} (already exists)");
+            }
+            continue;
+        }
+        std::fs::write(&path, text).map_err(|e| Error::io("writing", path.clone(), e))?;
+        if !cli.quiet {
+            println!("created  {path}");
+        }
+    }
+    if !cli.quiet {
+        println!("\nnext: `bottle check`, then `bottle plan demo`");
+    }
+    Ok(0)
+}

@@ -1,0 +1,164 @@
+//! Subcommands. Each module owns its clap args and its `run`.
+
+use bottle_core::manifest::Runtime;
+use bottle_core::plan::{HostEnv, ProcessEnv, Prompter};
+use bottle_core::{resolve, BottlePlan, Error, Home, Identity, Loader, ResolveOptions, Result};
+use camino::Utf8PathBuf;
+use clap::Subcommand;
+
+use crate::Cli;
+
+pub mod check;
+pub mod completions;
+pub mod init;
+pub mod lifecycle;
+pub mod plan;
+pub mod queue;
+pub mod start;
+
+/// Every `bottle` subcommand.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create $BOTTLE_HOME with an example bottle and a `demo` agent (never overwrites).
+    Init,
+    /// Validate every manifest and probe every backend.
+    Check(check::Args),
+    /// Print the resolved plan of an agent (no side effects).
+    Plan(plan::Args),
+    /// Start an agent in a new bottle.
+    Start(start::Args),
+    /// List bottles.
+    Ls(lifecycle::LsArgs),
+    /// Attach to an agent's terminal.
+    Attach(lifecycle::IdArgs),
+    /// Run one command in an agent.
+    Exec(lifecycle::ExecArgs),
+    /// Agent or sidecar logs, or the audit log.
+    Logs(lifecycle::LogsArgs),
+    /// Stop a bottle (keeps its state and home volume).
+    Stop(lifecycle::IdArgs),
+    /// Relaunch a stopped bottle from its state.
+    Resume(lifecycle::IdArgs),
+    /// Remove a bottle's state (and anything still running).
+    Rm(lifecycle::IdArgs),
+    /// Remove resources whose bottle is gone or whose launcher died.
+    Gc(lifecycle::GcArgs),
+    /// List permission requests.
+    Queue(queue::QueueArgs),
+    /// Approve a permission request (optionally narrowed, with a TTL).
+    Approve(queue::ApproveArgs),
+    /// Deny a permission request.
+    Deny(queue::DenyArgs),
+    /// Print shell completions.
+    Completions(completions::Args),
+}
+
+/// Dispatch; returns the exit code on success.
+pub fn run(cli: &Cli) -> Result<u8> {
+    match &cli.command {
+        Command::Init => init::run(cli),
+        Command::Check(a) => check::run(cli, a),
+        Command::Plan(a) => plan::run(cli, a),
+        Command::Start(a) => start::run(cli, a),
+        Command::Ls(a) => lifecycle::ls(cli, a),
+        Command::Attach(a) => lifecycle::attach(cli, a),
+        Command::Exec(a) => lifecycle::exec(cli, a),
+        Command::Logs(a) => lifecycle::logs(cli, a),
+        Command::Stop(a) => lifecycle::stop(cli, a),
+        Command::Resume(a) => lifecycle::resume(cli, a),
+        Command::Rm(a) => lifecycle::rm(cli, a),
+        Command::Gc(a) => lifecycle::gc(cli, a),
+        Command::Queue(a) => queue::queue(cli, a),
+        Command::Approve(a) => queue::approve(cli, a),
+        Command::Deny(a) => queue::deny(cli, a),
+        Command::Completions(a) => completions::run(a),
+    }
+}
+
+/// The home selected by `--home` / `$BOTTLE_HOME`.
+pub fn home(cli: &Cli) -> Result<Home> {
+    Home::discover(cli.home.as_deref())
+}
+
+/// Flags shared by `plan` and `start`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct PlanFlags {
+    /// Directory copied into the agent (and whose .bottle/agents may define the agent).
+    #[arg(long, value_name = "DIR")]
+    pub cwd: Option<Utf8PathBuf>,
+    /// Docker runtime: auto, runc or runsc.
+    #[arg(long, value_name = "RUNTIME")]
+    pub runtime: Option<Runtime>,
+    /// Extra env for the agent, NAME=VALUE (repeatable).
+    #[arg(long = "env", value_name = "NAME=VALUE")]
+    pub env: Vec<String>,
+}
+
+impl PlanFlags {
+    /// `--cwd` made absolute, if given.
+    pub fn cwd_abs(&self) -> Result<Option<Utf8PathBuf>> {
+        let Some(c) = &self.cwd else { return Ok(None) };
+        let abs =
+            std::fs::canonicalize(c).map_err(|e| Error::io("resolving --cwd", c.clone(), e))?;
+        let abs = Utf8PathBuf::from_path_buf(abs)
+            .map_err(|_| Error::other("--cwd is not UTF-8", "use a UTF-8 path"))?;
+        if !abs.is_dir() {
+            return Err(Error::other(
+                format!("--cwd {abs} is not a directory"),
+                "pass a directory",
+            ));
+        }
+        Ok(Some(abs))
+    }
+}
+
+/// Load the agent and its bottle, check the backend, and resolve a plan.
+/// `identity` is `(identity, slot)` from a state allocation, or `None` for
+/// a preview.
+pub fn resolve_plan(
+    cli: &Cli,
+    agent: &str,
+    flags: &PlanFlags,
+    identity: Option<(Identity, u32)>,
+    prompter: &dyn Prompter,
+) -> Result<BottlePlan> {
+    let home = home(cli)?;
+    let cwd = flags.cwd_abs()?;
+    let repo = match &cwd {
+        Some(c) => Some(c.clone()),
+        None => std::env::current_dir()
+            .ok()
+            .and_then(|p| Utf8PathBuf::from_path_buf(p).ok()),
+    };
+    let loader = Loader::new(home, repo);
+    if let Some(b) = &cli.backend {
+        crate::registry::get(b)?;
+    }
+    let (a, b) = loader.load(agent)?;
+    let mut env = Vec::new();
+    for kv in &flags.env {
+        let (k, v) = kv.split_once('=').ok_or_else(|| {
+            Error::other(
+                format!("--env `{kv}` is not NAME=VALUE"),
+                "write --env NAME=VALUE",
+            )
+        })?;
+        env.push((k.to_owned(), v.to_owned()));
+    }
+    let (identity, slot) = match identity {
+        Some((i, s)) => (Some(i), s),
+        None => (None, 0),
+    };
+    let opts = ResolveOptions {
+        backend: cli.backend.clone(),
+        runtime: flags.runtime,
+        cwd,
+        env,
+        identity,
+        slot,
+    };
+    let host: &dyn HostEnv = &ProcessEnv;
+    let plan = resolve(&a, &b, &opts, host, prompter)?;
+    crate::registry::get(&plan.backend)?;
+    Ok(plan)
+}
