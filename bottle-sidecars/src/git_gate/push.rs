@@ -335,6 +335,22 @@ fn scan_new(
             hit: None,
         });
     }
+    // How many new commits (for the audit line).
+    let count = ctx
+        .git()
+        .args(["rev-list", "--count"])
+        .args(news)
+        .args(["--not", "--all", "--"])
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| e.to_string())?;
+    if !count.status.success() {
+        return Err(short_stderr(&count.stderr));
+    }
+    let total: usize = String::from_utf8_lossy(&count.stdout)
+        .trim()
+        .parse()
+        .map_err(|_| "bad rev-list count")?;
     // 1. Metadata and messages.
     let out = ctx
         .git()
@@ -362,9 +378,8 @@ fn scan_new(
                     .into_owned()
             })
             .unwrap_or_default();
-        let commits = out.stdout.iter().filter(|&&b| b == 1).count();
         return Ok(ScanResult {
-            commits,
+            commits: total,
             hit: Some(Hit {
                 rule: f.rule,
                 kind: "commit",
@@ -455,7 +470,10 @@ fn scan_new(
     if hit.is_none() && !status.success() {
         return Err("git log failed".into());
     }
-    Ok(ScanResult { commits, hit })
+    Ok(ScanResult {
+        commits: total.max(commits),
+        hit,
+    })
 }
 
 fn short(oid: &str) -> String {
@@ -494,6 +512,9 @@ fn push_upstream(ctx: &PushContext<'_>, updates: &[RefUpdate]) -> Result<(), Str
     for (k, v) in upstream_env(ctx.remote) {
         cmd.env(k, v);
     }
+    // A local (file://) upstream's receive-pack inherits our env; it must not
+    // believe it is inside our quarantine.
+    cmd.env_remove("GIT_QUARANTINE_PATH");
     let out = cmd
         .stdin(Stdio::null())
         .output()

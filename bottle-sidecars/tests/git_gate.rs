@@ -1,0 +1,596 @@
+//! git-gate end to end: real git clients, a real gate, real upstreams
+//! (`file://` and a bare repo behind a throwaway `sshd` on 127.0.0.1).
+//!
+//! Every refusal test asserts what the agent's git saw, that the upstream did
+//! not change (read from the upstream repo itself) and the audit line.
+
+mod git_gate_support;
+
+use std::path::Path;
+
+use bottle_sidecars::git_gate::Grant;
+use git_gate_support::*;
+
+/// Clone `origin` through the gate into `<tmp>/work`.
+fn clone(world: &World, gate: &Gate) -> std::path::PathBuf {
+    let work = world.path().join("work");
+    world.ok(
+        world.path(),
+        &[
+            "clone",
+            "--quiet",
+            &gate.url("origin"),
+            work.to_str().unwrap(),
+        ],
+    );
+    work
+}
+
+fn file_url(p: &Path) -> String {
+    format!("file://{}", p.display())
+}
+
+#[test]
+fn clone_fetch_and_allowed_push_reach_upstream() {
+    let w = World::new();
+    let up = w.upstream("up");
+    let gate = Gate::start(&w, &config_for(&w, &file_url(&up), standard_rules()));
+
+    let work = clone(&w, &gate);
+    assert_eq!(
+        w.ok(&work, &["rev-parse", "HEAD"]),
+        w.ref_of(&up, "refs/heads/main").unwrap()
+    );
+    let fetch = gate.last("fetch");
+    assert_eq!(fetch["decision"], "allow");
+    assert_eq!(fetch["remote"], "origin");
+    assert_eq!(fetch["sidecar"], "git-gate");
+
+    // Upstream moves; a fetch through the gate sees it (mirror refreshed first).
+    let seed = w.path().join("up-seed");
+    let moved = w.commit(&seed, &[("b.txt", "b\n")], "upstream change");
+    w.ok(&seed, &["push", "--quiet", up.to_str().unwrap(), "main"]);
+    w.ok(&work, &["pull", "--quiet", "--ff-only"]);
+    assert_eq!(w.ok(&work, &["rev-parse", "HEAD"]), moved);
+
+    // An allowed new branch lands upstream.
+    w.ok(&work, &["checkout", "--quiet", "-b", "bot/feature"]);
+    let c = w.commit(&work, &[("src/lib.rs", "pub fn f() {}\n")], "add f");
+    let out = w.run(&work, &["push", "origin", "bot/feature"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("pushed to upstream"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(
+        w.ref_of(&up, "refs/heads/bot/feature").as_deref(),
+        Some(c.as_str())
+    );
+    let push = gate.last("push");
+    assert_eq!(push["decision"], "allow");
+    assert_eq!(push["rule"], "push:refs/heads/bot/*");
+    assert_eq!(push["refs"][0], "refs/heads/bot/feature");
+    assert_eq!(push["scanned"], 1);
+
+    // A fast-forward on it lands too, scanning only the one new commit.
+    let c2 = w.commit(
+        &work,
+        &[("src/lib.rs", "pub fn f() {}\npub fn g() {}\n")],
+        "add g",
+    );
+    w.ok(&work, &["push", "--quiet", "origin", "bot/feature"]);
+    assert_eq!(
+        w.ref_of(&up, "refs/heads/bot/feature").as_deref(),
+        Some(c2.as_str())
+    );
+    assert_eq!(gate.last("push")["scanned"], 1);
+}
+
+#[test]
+fn unknown_remote_is_refused_with_its_name() {
+    let w = World::new();
+    let up = w.upstream("up");
+    let gate = Gate::start(&w, &config_for(&w, &file_url(&up), standard_rules()));
+    let out = w.run(w.path(), &["ls-remote", &gate.url("elsewhere")]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(err.contains("unknown remote 'elsewhere'"), "{err}");
+    let line = gate.last("fetch");
+    assert_eq!(
+        (line["decision"].as_str(), line["rule"].as_str()),
+        (Some("deny"), Some("unknown-remote"))
+    );
+    assert_eq!(line["remote"], "elsewhere");
+    // Path tricks do not escape to other repos either.
+    let out = w.run(
+        w.path(),
+        &["ls-remote", &format!("git://{}/../up.git", gate.addr)],
+    );
+    assert!(!out.status.success());
+    assert_eq!(gate.last("fetch")["rule"], "unknown-remote");
+}
+
+#[test]
+fn disallowed_ref_is_refused_and_not_upstream() {
+    let w = World::new();
+    let up = w.upstream("up");
+    let before = w.ref_of(&up, "refs/heads/main").unwrap();
+    let gate = Gate::start(&w, &config_for(&w, &file_url(&up), standard_rules()));
+    let work = clone(&w, &gate);
+    w.commit(&work, &[("x.txt", "x\n")], "direct to main");
+    let out = w.run(&work, &["push", "origin", "main"]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains("refs/heads/main is not a pushable ref"),
+        "{err}"
+    );
+    assert!(err.contains("request_git_push"), "{err}");
+    assert_eq!(w.ref_of(&up, "refs/heads/main").unwrap(), before);
+    let line = gate.last("push");
+    assert_eq!(line["decision"], "deny");
+    assert_eq!(line["rule"], "ref-not-allowed");
+    assert_eq!(line["ref"], "refs/heads/main");
+    // `*` stays in one component: bot/a/b is not covered by refs/heads/bot/*.
+    let out = w.run(&work, &["push", "origin", "HEAD:refs/heads/bot/a/b"]);
+    assert!(!out.status.success());
+    assert_eq!(w.ref_of(&up, "refs/heads/bot/a/b"), None);
+    // Tags are refs too.
+    let out = w.run(&work, &["push", "origin", "HEAD:refs/tags/v1"]);
+    assert!(!out.status.success());
+    assert_eq!(w.ref_of(&up, "refs/tags/v1"), None);
+    assert_eq!(gate.last("push")["rule"], "ref-not-allowed");
+}
+
+#[test]
+fn force_push_and_delete_refused_unless_the_rule_allows_them() {
+    let w = World::new();
+    let up = w.upstream("up");
+    let gate = Gate::start(&w, &config_for(&w, &file_url(&up), standard_rules()));
+    let work = clone(&w, &gate);
+    w.ok(&work, &["checkout", "--quiet", "-b", "bot/a"]);
+    let first = w.commit(&work, &[("a.txt", "1\n")], "one");
+    w.ok(
+        &work,
+        &["push", "--quiet", "origin", "bot/a", "bot/a:wip/a"],
+    );
+    assert_eq!(
+        w.ref_of(&up, "refs/heads/bot/a").as_deref(),
+        Some(first.as_str())
+    );
+
+    // Rewrite history and force-push: refused on bot/*.
+    w.ok(
+        &work,
+        &["commit", "--quiet", "--amend", "-m", "one, rewritten"],
+    );
+    let rewritten = w.ok(&work, &["rev-parse", "HEAD"]);
+    let out = w.run(&work, &["push", "--force", "origin", "bot/a"]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("not a fast-forward"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(
+        w.ref_of(&up, "refs/heads/bot/a").as_deref(),
+        Some(first.as_str())
+    );
+    let line = gate.last("push");
+    assert_eq!(
+        (line["decision"].as_str(), line["rule"].as_str()),
+        (Some("deny"), Some("non-fast-forward"))
+    );
+
+    // Delete: refused on bot/*.
+    let out = w.run(&work, &["push", "origin", ":refs/heads/bot/a"]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("deleting refs/heads/bot/a"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(
+        w.ref_of(&up, "refs/heads/bot/a").as_deref(),
+        Some(first.as_str())
+    );
+    let line = gate.last("push");
+    assert_eq!(
+        (line["decision"].as_str(), line["rule"].as_str()),
+        (Some("deny"), Some("delete-not-allowed"))
+    );
+
+    // wip/* allows both.
+    w.ok(
+        &work,
+        &["push", "--quiet", "--force", "origin", "HEAD:wip/a"],
+    );
+    assert_eq!(
+        w.ref_of(&up, "refs/heads/wip/a").as_deref(),
+        Some(rewritten.as_str())
+    );
+    assert_eq!(gate.last("push")["rule"], "push:refs/heads/wip/*");
+    w.ok(&work, &["push", "--quiet", "origin", ":refs/heads/wip/a"]);
+    assert_eq!(w.ref_of(&up, "refs/heads/wip/a"), None);
+    assert_eq!(gate.last("push")["decision"], "allow");
+}
+
+#[test]
+fn commits_with_secrets_are_refused_and_not_upstream() {
+    let w = World::new();
+    let up = w.upstream("up");
+    let gate = Gate::start(&w, &config_for(&w, &file_url(&up), standard_rules()));
+    let work = clone(&w, &gate);
+    w.ok(&work, &["checkout", "--quiet", "-b", "bot/leak"]);
+    w.commit(&work, &[("ok.txt", "fine\n")], "harmless");
+    w.commit(
+        &work,
+        &[("config/app.env", &format!("API_TOKEN={HELD_VALUE}\n"))],
+        "add config",
+    );
+    let out = w.run(&work, &["push", "origin", "bot/leak"]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains(&format!("rule held:{HELD_NAME}")) && err.contains("config/app.env"),
+        "{err}"
+    );
+    assert!(!err.contains(HELD_VALUE));
+    assert_eq!(w.ref_of(&up, "refs/heads/bot/leak"), None);
+    let line = gate.last("push");
+    assert_eq!(line["decision"], "deny");
+    assert_eq!(line["rule"], format!("held:{HELD_NAME}"));
+    assert_eq!(line["scanned"], 2);
+
+    // The value base64-encoded in the commit message.
+    w.ok(&work, &["reset", "--quiet", "--hard", "HEAD~1"]);
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(HELD_VALUE);
+    w.commit(&work, &[("n.txt", "n\n")], &format!("notes: {b64}"));
+    let out = w.run(&work, &["push", "origin", "bot/leak"]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("in its message"), "{}", stderr(&out));
+    assert_eq!(w.ref_of(&up, "refs/heads/bot/leak"), None);
+    assert_eq!(gate.last("push")["rule"], format!("held:{HELD_NAME}"));
+
+    // A private key block.
+    w.ok(&work, &["reset", "--quiet", "--hard", "HEAD~1"]);
+    let key = "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAABG5vbmUAAAAEbm9uZQAAAAAAAAABAAAAMwAAAAtzc2gtZW\n-----END OPENSSH PRIVATE KEY-----\n";
+    w.commit(&work, &[("deploy/id_ed25519", key)], "add key");
+    let out = w.run(&work, &["push", "origin", "bot/leak"]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("rule pattern:private-key"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(w.ref_of(&up, "refs/heads/bot/leak"), None);
+    let line = gate.last("push");
+    assert_eq!(
+        (line["decision"].as_str(), line["rule"].as_str()),
+        (Some("deny"), Some("pattern:private-key"))
+    );
+
+    // Nothing secret in the record.
+    let audit = gate.audit_text();
+    assert!(
+        !audit.contains(HELD_VALUE) && !audit.contains(&b64) && !audit.contains("b3BlbnNzaC1rZXkt")
+    );
+
+    // Clean history pushes fine afterwards.
+    w.ok(&work, &["reset", "--quiet", "--hard", "HEAD~1"]);
+    w.ok(&work, &["push", "--quiet", "origin", "bot/leak"]);
+    assert!(w.ref_of(&up, "refs/heads/bot/leak").is_some());
+}
+
+#[test]
+fn grants_in_gate_toml_are_live_and_expire() {
+    let w = World::new();
+    let up = w.upstream("up");
+    let mut cfg = config_for(&w, &file_url(&up), standard_rules());
+    let gate = Gate::start(&w, &cfg);
+    let work = clone(&w, &gate);
+    w.ok(&work, &["checkout", "--quiet", "-b", "feature/x"]);
+    w.commit(&work, &[("f.txt", "f\n")], "feature");
+    assert!(!w
+        .run(&work, &["push", "origin", "feature/x"])
+        .status
+        .success());
+
+    cfg.grants.push(Grant {
+        remote: "origin".into(),
+        pattern: "refs/heads/feature/*".into(),
+        grant: "req-expired".into(),
+        expires_at: Some("2001-01-01T00:00:00Z".into()),
+        force: false,
+        delete: false,
+    });
+    gate.update_config(&cfg);
+    assert!(!w
+        .run(&work, &["push", "origin", "feature/x"])
+        .status
+        .success());
+    assert_eq!(gate.last("push")["rule"], "ref-not-allowed");
+    assert_eq!(w.ref_of(&up, "refs/heads/feature/x"), None);
+
+    cfg.grants.push(Grant {
+        remote: "origin".into(),
+        pattern: "refs/heads/feature/*".into(),
+        grant: "req-live".into(),
+        expires_at: Some("2999-01-01T00:00:00Z".into()),
+        force: false,
+        delete: false,
+    });
+    gate.update_config(&cfg);
+    w.ok(&work, &["push", "--quiet", "origin", "feature/x"]);
+    assert!(w.ref_of(&up, "refs/heads/feature/x").is_some());
+    let line = gate.last("push");
+    assert_eq!(
+        (line["decision"].as_str(), line["rule"].as_str()),
+        (Some("allow"), Some("grant:req-live"))
+    );
+}
+
+#[test]
+fn new_branch_on_a_big_history_scans_only_new_commits() {
+    let w = World::new();
+    let up = w.upstream("up");
+    // 5,000 commits of history, one of them holding something that looks
+    // like a credential: a rescan of history would refuse the push.
+    fast_import(
+        &w,
+        &up,
+        "main",
+        5000,
+        Some("AWS_ACCESS_KEY_ID=AKIAIOSFODNN7EXAMPLE\n"),
+    );
+    let gate = Gate::start(&w, &config_for(&w, &file_url(&up), standard_rules()));
+    let work = clone(&w, &gate);
+    assert_eq!(w.ok(&work, &["rev-list", "--count", "HEAD"]), "5001");
+    w.ok(&work, &["checkout", "--quiet", "-b", "bot/new"]);
+    for i in 0..3 {
+        w.commit(
+            &work,
+            &[(&format!("new{i}.txt"), "new\n")],
+            &format!("new {i}"),
+        );
+    }
+    let started = std::time::Instant::now();
+    let out = w.run(&work, &["push", "origin", "bot/new"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("3 new commits scanned"),
+        "{}",
+        stderr(&out)
+    );
+    let line = gate.last("push");
+    assert_eq!(line["decision"], "allow");
+    assert_eq!(line["scanned"], 3, "{line}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(20));
+    assert_eq!(
+        w.ref_of(&up, "refs/heads/bot/new").unwrap(),
+        w.ok(&work, &["rev-parse", "HEAD"])
+    );
+}
+
+#[test]
+fn unreachable_upstream_fails_closed_or_serves_stale_when_configured() {
+    let w = World::new();
+    let up = w.upstream("up");
+    let mut cfg = config_for(&w, &file_url(&up), standard_rules());
+    let gate = Gate::start(&w, &cfg);
+    let work = clone(&w, &gate);
+    let moved = w.path().join("moved.git");
+    std::fs::rename(&up, &moved).unwrap();
+
+    let out = w.run(&work, &["fetch", "origin"]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("unreachable"), "{}", stderr(&out));
+    let line = gate.last("fetch");
+    assert_eq!(
+        (line["decision"].as_str(), line["rule"].as_str()),
+        (Some("deny"), Some("upstream-unreachable"))
+    );
+
+    w.ok(&work, &["checkout", "--quiet", "-b", "bot/x"]);
+    w.commit(&work, &[("x", "x\n")], "x");
+    let out = w.run(&work, &["push", "origin", "bot/x"]);
+    assert!(!out.status.success());
+    assert_eq!(gate.last("push")["rule"], "upstream-unreachable");
+
+    cfg.remotes[0].serve_stale = true;
+    gate.update_config(&cfg);
+    let out = w.run(&work, &["fetch", "origin"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let line = gate.last("fetch");
+    assert_eq!(
+        (line["decision"].as_str(), line["rule"].as_str()),
+        (Some("allow"), Some("serve-stale"))
+    );
+    assert!(line["warning"]
+        .as_str()
+        .unwrap()
+        .contains("upstream unreachable"));
+    // Push never goes stale.
+    assert!(!w.run(&work, &["push", "origin", "bot/x"]).status.success());
+    std::fs::rename(&moved, &up).unwrap();
+    assert_eq!(w.ref_of(&up, "refs/heads/bot/x"), None);
+}
+
+#[test]
+fn upstream_rejection_fails_the_agents_push() {
+    // The upstream refuses (its own hook): the agent's push must fail and the
+    // mirror must not advertise the ref afterwards.
+    let w = World::new();
+    let up = w.upstream("up");
+    let gate = Gate::start(&w, &config_for(&w, &file_url(&up), standard_rules()));
+    let work = clone(&w, &gate);
+    let hook = up.join("hooks/pre-receive");
+    std::fs::write(&hook, "#!/bin/sh\necho upstream says no >&2\nexit 1\n").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755)).unwrap();
+    w.ok(&work, &["checkout", "--quiet", "-b", "bot/r"]);
+    w.commit(&work, &[("r", "r\n")], "r");
+    let out = w.run(&work, &["push", "origin", "bot/r"]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("upstream push"), "{}", stderr(&out));
+    assert_eq!(w.ref_of(&up, "refs/heads/bot/r"), None);
+    let line = gate.last("push");
+    assert_eq!(
+        (line["decision"].as_str(), line["rule"].as_str()),
+        (Some("deny"), Some("upstream-push-failed"))
+    );
+    let adv = w.ok(&work, &["ls-remote", "origin"]);
+    assert!(!adv.contains("refs/heads/bot/r"), "{adv}");
+}
+
+// ---- ssh upstream ------------------------------------------------------
+
+/// A gate whose `origin` is `up` behind `sshd`, pinned to `known_hosts_line`.
+fn ssh_gate(w: &World, sshd: &Sshd, up: &Path, known_hosts_line: &str) -> Gate {
+    let kh = w.path().join("git/known_hosts");
+    std::fs::create_dir_all(kh.parent().unwrap()).unwrap();
+    std::fs::write(&kh, format!("{known_hosts_line}\n")).unwrap();
+    // The deploy key is a held secret like any other.
+    let key = w.secrets().join("git-origin");
+    std::fs::copy(&sshd.user_key, &key).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let mut cfg = config_for(w, &sshd.url(up), standard_rules());
+    cfg.remotes[0].identity_file = Some(key);
+    cfg.remotes[0].known_hosts = Some(kh);
+    Gate::start(w, &cfg)
+}
+
+#[test]
+fn ssh_upstream_clone_push_and_upstream_down() {
+    let Some(bin) = sshd_or_skip("ssh_upstream_clone_push_and_upstream_down") else {
+        return;
+    };
+    let w = World::new();
+    let up = w.upstream("up");
+    let mut sshd = Sshd::start(&bin, w.path());
+    let gate = ssh_gate(&w, &sshd, &up, &sshd.known_hosts_line.clone());
+    let work = clone(&w, &gate);
+    assert_eq!(
+        w.ok(&work, &["rev-parse", "HEAD"]),
+        w.ref_of(&up, "refs/heads/main").unwrap()
+    );
+    assert_eq!(gate.last("fetch")["decision"], "allow");
+
+    w.ok(&work, &["checkout", "--quiet", "-b", "bot/ssh"]);
+    let c = w.commit(&work, &[("s.txt", "over ssh\n")], "over ssh");
+    let out = w.run(&work, &["push", "origin", "bot/ssh"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        w.ref_of(&up, "refs/heads/bot/ssh").as_deref(),
+        Some(c.as_str())
+    );
+    assert_eq!(gate.last("push")["decision"], "allow");
+
+    // The deploy key itself is a held secret: committing it is refused.
+    let key_text = std::fs::read_to_string(&sshd.user_key).unwrap();
+    w.commit(&work, &[("oops/key", &key_text)], "oops");
+    let out = w.run(&work, &["push", "origin", "bot/ssh"]);
+    assert!(!out.status.success());
+    assert_eq!(
+        w.ref_of(&up, "refs/heads/bot/ssh").as_deref(),
+        Some(c.as_str())
+    );
+    let line = gate.last("push");
+    assert_eq!(line["decision"], "deny");
+    assert!(
+        line["rule"]
+            .as_str()
+            .unwrap()
+            .starts_with("held:git-origin")
+            || line["rule"] == "pattern:private-key"
+    );
+    w.ok(&work, &["reset", "--quiet", "--hard", "HEAD~1"]);
+
+    // Upstream down: the agent's push fails, nothing is accepted.
+    sshd.stop();
+    w.commit(&work, &[("t.txt", "t\n")], "while down");
+    let out = w.run(&work, &["push", "origin", "bot/ssh"]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("unreachable"), "{}", stderr(&out));
+    assert_eq!(
+        w.ref_of(&up, "refs/heads/bot/ssh").as_deref(),
+        Some(c.as_str())
+    );
+    let line = gate.last("push");
+    assert_eq!(
+        (line["decision"].as_str(), line["rule"].as_str()),
+        (Some("deny"), Some("upstream-unreachable"))
+    );
+    let out = w.run(&work, &["fetch", "origin"]);
+    assert!(!out.status.success());
+    assert_eq!(gate.last("fetch")["rule"], "upstream-unreachable");
+    let audit = gate.audit_text();
+    assert!(!audit.contains(key_text.lines().nth(1).unwrap()));
+}
+
+#[test]
+fn ssh_wrong_pinned_host_key_fails_fetch_and_push() {
+    let Some(bin) = sshd_or_skip("ssh_wrong_pinned_host_key_fails_fetch_and_push") else {
+        return;
+    };
+    let w = World::new();
+    let up = w.upstream("up");
+    let sshd = Sshd::start(&bin, w.path());
+    // Pin some other key for the same host:port.
+    let other = w.path().join("other");
+    let st = std::process::Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+        .arg(&other)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let other_pub = std::fs::read_to_string(other.with_extension("pub")).unwrap();
+    let wrong = format!("[127.0.0.1]:{} {}", sshd.port, other_pub.trim());
+    let gate = ssh_gate(&w, &sshd, &up, &wrong);
+
+    let out = w.run(
+        w.path(),
+        &[
+            "clone",
+            &gate.url("origin"),
+            w.path().join("c").to_str().unwrap(),
+        ],
+    );
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains("unreachable") && err.contains("Host key verification failed"),
+        "{err}"
+    );
+    let line = gate.last("fetch");
+    assert_eq!(
+        (line["decision"].as_str(), line["rule"].as_str()),
+        (Some("deny"), Some("upstream-unreachable"))
+    );
+
+    // Push from a repo that has the history (cloned directly from upstream).
+    let work = w.path().join("direct");
+    w.ok(
+        w.path(),
+        &[
+            "clone",
+            "--quiet",
+            up.to_str().unwrap(),
+            work.to_str().unwrap(),
+        ],
+    );
+    w.ok(&work, &["checkout", "--quiet", "-b", "bot/k"]);
+    w.commit(&work, &[("k", "k\n")], "k");
+    let out = w.run(&work, &["push", &gate.url("origin"), "bot/k"]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("Host key verification failed"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(w.ref_of(&up, "refs/heads/bot/k"), None);
+    assert_eq!(gate.last("push")["rule"], "upstream-unreachable");
+}
