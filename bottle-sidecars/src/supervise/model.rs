@@ -34,6 +34,10 @@ pub enum RequestKind {
         /// Upper-case methods; empty = all methods.
         #[serde(default)]
         methods: Vec<String>,
+        /// Operator-only: let the route reach private/loopback addresses.
+        /// A request can never carry it; only [`Narrowing::allow_private`] sets it.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        allow_private: bool,
     },
     /// Permission to push refs matching a pattern to a configured remote.
     GitPush {
@@ -69,8 +73,12 @@ impl RequestKind {
                 port,
                 paths,
                 methods,
+                allow_private,
             } => {
                 let mut s = format!("egress {host}");
+                if *allow_private {
+                    s.push_str(" (private addresses allowed)");
+                }
                 if let Some(p) = port {
                     s.push_str(&format!(":{p}"));
                 }
@@ -98,6 +106,7 @@ impl RequestKind {
                 port,
                 paths,
                 methods,
+                ..
             } => {
                 validate_host(host)?;
                 if *port == Some(0) {
@@ -210,6 +219,15 @@ impl RequestFile {
             return Err("bad request id".into());
         }
         self.kind.validate()?;
+        if matches!(
+            self.kind,
+            RequestKind::Egress {
+                allow_private: true,
+                ..
+            }
+        ) {
+            return Err("a request cannot ask for allow_private; only the operator sets it".into());
+        }
         validate_text("reason", &self.reason, MAX_REASON)?;
         let created = parse_time(&self.created).ok_or("bad created time")?;
         if created > SystemTime::now() + Duration::from_secs(120) {
@@ -279,6 +297,9 @@ pub struct Narrowing {
     pub methods: Option<Vec<String>>,
     /// Git push only: replace the ref pattern.
     pub ref_pattern: Option<String>,
+    /// Egress only: let the granted route reach private/loopback addresses
+    /// (an operator decision, e.g. for an internal service).
+    pub allow_private: bool,
 }
 
 impl Narrowing {
@@ -286,7 +307,13 @@ impl Narrowing {
     pub fn apply(&self, kind: &RequestKind) -> Result<RequestKind, String> {
         let mut out = kind.clone();
         match &mut out {
-            RequestKind::Egress { paths, methods, .. } => {
+            RequestKind::Egress {
+                paths,
+                methods,
+                allow_private,
+                ..
+            } => {
+                *allow_private = self.allow_private;
                 if self.ref_pattern.is_some() {
                     return Err("--ref-pattern applies only to git push requests".into());
                 }
@@ -298,8 +325,10 @@ impl Narrowing {
                 }
             }
             RequestKind::GitPush { ref_pattern, .. } => {
-                if self.paths.is_some() || self.methods.is_some() {
-                    return Err("--paths/--methods apply only to egress requests".into());
+                if self.paths.is_some() || self.methods.is_some() || self.allow_private {
+                    return Err(
+                        "--paths/--methods/--allow-private apply only to egress requests".into(),
+                    );
                 }
                 if let Some(r) = &self.ref_pattern {
                     *ref_pattern = r.clone();
@@ -581,11 +610,12 @@ mod tests {
             port: None,
             paths: vec![],
             methods: vec![],
+            allow_private: false,
         };
         let n = Narrowing {
             paths: Some(vec!["/v1/**".into()]),
             methods: Some(vec!["get".into()]),
-            ref_pattern: None,
+            ..Default::default()
         };
         match n.apply(&egress).unwrap() {
             RequestKind::Egress { paths, methods, .. } => {

@@ -34,6 +34,21 @@ fn write_table(path: &Path, table: &Table) -> Result<(), String> {
     atomic_write(path, text.as_bytes(), None).map_err(|e| format!("{}: {e}", path.display()))
 }
 
+/// Push rules: plain strings or `{ pattern = "…", … }` tables.
+fn push_list(v: Option<&Value>) -> Vec<String> {
+    v.and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(|x| match x {
+                    Value::String(s) => Some(s.clone()),
+                    Value::Table(t) => t.get("pattern").and_then(Value::as_str).map(str::to_owned),
+                    _ => None,
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 fn str_list(v: Option<&Value>) -> Vec<String> {
     v.and_then(Value::as_array)
         .map(|a| {
@@ -137,7 +152,7 @@ pub fn git_remotes(path: &Path, now: SystemTime) -> Result<Vec<RemoteView>, Stri
                 if let Some(name) = r.get("name").and_then(Value::as_str) {
                     out.push(RemoteView {
                         name: name.to_owned(),
-                        push: str_list(r.get("push")),
+                        push: push_list(r.get("push")),
                     });
                 }
             }
@@ -146,7 +161,7 @@ pub fn git_remotes(path: &Path, now: SystemTime) -> Result<Vec<RemoteView>, Stri
             for (name, r) in map {
                 out.push(RemoteView {
                     name: name.clone(),
-                    push: str_list(r.as_table().and_then(|t| t.get("push"))),
+                    push: push_list(r.as_table().and_then(|t| t.get("push"))),
                 });
             }
         }
@@ -177,17 +192,36 @@ pub fn git_remotes(path: &Path, now: SystemTime) -> Result<Vec<RemoteView>, Stri
     Ok(out)
 }
 
+/// The route part of an egress grant.
+#[derive(Debug, Clone, Copy)]
+pub struct EgressGrant<'a> {
+    /// Host pattern.
+    pub host: &'a str,
+    /// Port, if any.
+    pub port: Option<u16>,
+    /// Path globs (empty = all).
+    pub paths: &'a [String],
+    /// Methods (empty = all).
+    pub methods: &'a [String],
+    /// Reach private addresses.
+    pub allow_private: bool,
+}
+
 /// Append an egress grant route to `routes.toml` (the file must exist: the
 /// host's Prepare writes it).
 pub fn add_egress_grant(
     path: &Path,
-    host: &str,
-    port: Option<u16>,
-    paths: &[String],
-    methods: &[String],
+    g: &EgressGrant<'_>,
     grant: &str,
     expires_at: &str,
 ) -> Result<(), String> {
+    let EgressGrant {
+        host,
+        port,
+        paths,
+        methods,
+        allow_private,
+    } = *g;
     let mut table = read_table(path)?.ok_or_else(|| {
         format!(
             "{}: no such file (is this bottle prepared?)",
@@ -204,6 +238,9 @@ pub fn add_egress_grant(
     }
     if !methods.is_empty() {
         route.insert("methods".into(), strings(methods));
+    }
+    if allow_private {
+        route.insert("allow_private".into(), Value::Boolean(true));
     }
     route.insert("grant".into(), Value::String(grant.to_owned()));
     route.insert("expires_at".into(), Value::String(expires_at.to_owned()));
@@ -320,16 +357,15 @@ auth = { scheme = "bearer", secret = "route-api" }
         .unwrap();
         let now = SystemTime::now();
         let later = super::super::model::format_time(now + Duration::from_secs(60));
-        add_egress_grant(
-            &path,
-            "new.example.com",
-            Some(8443),
-            &[],
-            &["GET".into()],
-            "req-1",
-            &later,
-        )
-        .unwrap();
+        let methods = ["GET".to_string()];
+        let g = EgressGrant {
+            host: "new.example.com",
+            port: Some(8443),
+            paths: &[],
+            methods: &methods,
+            allow_private: false,
+        };
+        add_egress_grant(&path, &g, "req-1", &later).unwrap();
         let routes = egress_routes(&path, now).unwrap();
         assert_eq!(routes.len(), 2);
         assert!(routes[0].credential_injected);

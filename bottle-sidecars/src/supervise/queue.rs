@@ -268,12 +268,16 @@ pub fn approve(
             port,
             paths,
             methods,
+            allow_private,
         } => policy::add_egress_grant(
             &routes_path(state_dir),
-            host,
-            *port,
-            paths,
-            methods,
+            &policy::EgressGrant {
+                host,
+                port: *port,
+                paths,
+                methods,
+                allow_private: *allow_private,
+            },
             req_id,
             &expires_at,
         )

@@ -350,6 +350,7 @@ impl SuperviseServer {
                 .into_iter()
                 .map(|m| m.to_ascii_uppercase())
                 .collect(),
+            allow_private: false,
         };
         self.create("request_egress", kind, p.reason).await
     }
