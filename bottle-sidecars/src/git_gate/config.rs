@@ -144,7 +144,11 @@ pub struct Grant {
     pub grant: String,
     /// RFC 3339 UTC expiry (`2026-11-24T05:00:00Z`); an expired or
     /// unparseable expiry makes the grant absent.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "string_or_datetime"
+    )]
     pub expires_at: Option<String>,
     /// Non-fast-forward allowed (default false).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
@@ -152,6 +156,20 @@ pub struct Grant {
     /// Deletion allowed (default false).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub delete: bool,
+}
+
+/// Accept `expires_at` as a string or a bare TOML datetime.
+fn string_or_datetime<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Ts {
+        S(String),
+        D(toml::value::Datetime),
+    }
+    Ok(Option::<Ts>::deserialize(d)?.map(|t| match t {
+        Ts::S(s) => s,
+        Ts::D(d) => d.to_string(),
+    }))
 }
 
 impl Grant {
