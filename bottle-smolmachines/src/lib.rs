@@ -6,6 +6,14 @@
 //! (hypervisor checks), [`launch`] (readiness and error classification).
 #![deny(missing_docs)]
 
+pub mod backend;
 pub mod hv;
 pub mod launch;
+pub mod net;
+pub mod plan;
+pub mod probe;
+pub mod render;
 pub mod smolvm;
+
+pub use backend::{SmolRunning, SmolmachinesBackend};
+pub use plan::{bundle_host, SmolmachinesPlan};
