@@ -1,1 +1,3 @@
-//! integration tests
+//! bottle's integration tests: one binary, many modules.
+
+mod tidy;

@@ -1,6 +1,114 @@
-//! `cargo xtask`: the project's automation (test, demo, seed-base, bench, …).
+//! `cargo xtask`: the project's automation.
+//!
+//! - `test`: fmt check, clippy `-D warnings`, the whole test suite. Tests that
+//!   need a real engine/tool skip with a printed reason locally and are
+//!   required when `CI=true`.
+//! - `tidy`: the tidy checks (they are ordinary `#[test]`s).
+//! - `demo`: a built-in demo agent in a real bottle.
+//! - `seed-base`: build the base image locally on registry-less hosts.
+//! - `bench <egress|git-gate|supervise|start>`: benchmarks → docs/benchmarks.md.
+//! - `integration --backend smolmachines`: e2e + security on a VM-capable runner.
+
 mod bench_egress;
 mod bench_git_gate;
+mod bench_start;
 mod bench_supervise;
+mod demo;
+mod integration;
+mod seed_base;
 
-fn main() {}
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let (task, rest) = match args.split_first() {
+        Some((t, r)) => (t.as_str(), r),
+        None => ("help", &[][..]),
+    };
+    let result = match task {
+        "test" => test(rest),
+        "tidy" => tidy(),
+        "demo" => demo::run(rest),
+        "seed-base" => seed_base::run(rest),
+        "integration" => integration::run(rest),
+        "bench" => bench(rest),
+        "help" | "--help" | "-h" => {
+            println!("{}", HELP);
+            Ok(())
+        }
+        other => Err(format!("unknown task `{other}`\n{HELP}")),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+const HELP: &str = "usage: cargo xtask <task>
+  test                      fmt check, clippy -D warnings, every test
+  tidy                      the tidy checks
+  demo                      run the demo agent in a real bottle (needs docker)
+  seed-base                 build the base image locally (debootstrap + docker import)
+  bench <name>              egress | git-gate | supervise | start (writes docs/benchmarks.md)
+  integration --backend B   e2e + security suites on a VM-capable runner";
+
+fn bench(args: &[String]) -> Result<(), String> {
+    let (name, rest) = args
+        .split_first()
+        .ok_or("usage: cargo xtask bench <egress|git-gate|supervise|start>")?;
+    match name.as_str() {
+        "egress" => bench_egress::run(rest),
+        "git-gate" => bench_git_gate::run(rest),
+        "supervise" => bench_supervise::run(rest),
+        "start" => bench_start::run(rest),
+        other => Err(format!("unknown benchmark `{other}` (egress, git-gate, supervise, start)")),
+    }
+}
+
+fn cargo(args: &[&str]) -> Result<(), String> {
+    println!("$ cargo {}", args.join(" "));
+    let status = duct::cmd("cargo", args)
+        .unchecked()
+        .run()
+        .map_err(|e| format!("could not run cargo: {e}"))?
+        .status;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("`cargo {}` failed ({status})", args.join(" ")))
+    }
+}
+
+fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true")
+}
+
+fn test(args: &[String]) -> Result<(), String> {
+    cargo(&["fmt", "--all", "--", "--check"])?;
+    cargo(&[
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ])?;
+    if in_ci() {
+        // real-engine tests are required in CI: make sure the images they
+        // build FROM exist (cached; a warm run does nothing)
+        if duct::cmd!("docker", "info").stdout_null().stderr_null().run().is_ok() {
+            seed_base::run(&[])?;
+        }
+    }
+    let mut test_args = vec!["test", "--workspace", "--no-fail-fast"];
+    let extra: Vec<&str> = args.iter().map(String::as_str).collect();
+    test_args.extend(extra);
+    cargo(&test_args)
+}
+
+fn tidy() -> Result<(), String> {
+    cargo(&["test", "-p", "bottle-tests", "--test", "integration", "tidy::"])
+}

@@ -1,0 +1,116 @@
+//! Tidy checks as ordinary tests (rust-analyzer's `tidy.rs`).
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use bottle_tests::workspace_root;
+
+fn tracked_files() -> Vec<PathBuf> {
+    let root = workspace_root();
+    let out = duct::cmd!("git", "ls-files", "-co", "--exclude-standard")
+        .dir(&root)
+        .read()
+        .expect("git ls-files");
+    out.lines().map(|l| root.join(l)).filter(|p| p.is_file()).collect()
+}
+
+fn rust_sources() -> Vec<PathBuf> {
+    tracked_files()
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "rs"))
+        .collect()
+}
+
+fn rel(p: &Path) -> String {
+    p.strip_prefix(workspace_root()).unwrap_or(p).display().to_string()
+}
+
+#[test]
+fn no_stubs_in_sources() {
+    let tidy_file = file!().rsplit('/').next().unwrap().to_owned();
+    let needles = [concat!("todo", "!("), concat!("unimplemented", "!("), concat!("#[", "ignore")];
+    let mut bad = Vec::new();
+    for p in rust_sources() {
+        if p.ends_with(&tidy_file) {
+            continue;
+        }
+        let text = fs::read_to_string(&p).unwrap_or_default();
+        for (i, line) in text.lines().enumerate() {
+            if needles.iter().any(|n| line.contains(n)) {
+                bad.push(format!("{}:{}: {}", rel(&p), i + 1, line.trim()));
+            }
+        }
+    }
+    assert!(bad.is_empty(), "stubs or ignored tests:\n{}", bad.join("\n"));
+}
+
+#[test]
+fn no_machine_paths_in_tracked_text() {
+    let needles = [concat!("/wo", "rk/"), concat!("/ro", "ot/"), concat!("/ho", "me/runner")];
+    let mut bad = Vec::new();
+    for p in tracked_files() {
+        let Ok(text) = fs::read_to_string(&p) else { continue };
+        if p.ends_with("Cargo.lock") {
+            continue;
+        }
+        for (i, line) in text.lines().enumerate() {
+            if needles.iter().any(|n| line.contains(n)) {
+                bad.push(format!("{}:{}", rel(&p), i + 1));
+            }
+        }
+    }
+    assert!(bad.is_empty(), "absolute machine paths in tracked files:\n{}", bad.join("\n"));
+}
+
+#[test]
+fn sources_are_formatted() {
+    let out = duct::cmd!("cargo", "fmt", "--all", "--", "--check")
+        .dir(workspace_root())
+        .stderr_to_stdout()
+        .stdout_capture()
+        .unchecked()
+        .run()
+        .expect("cargo fmt runs");
+    assert!(
+        out.status.success(),
+        "cargo fmt --check found unformatted code; run `cargo fmt --all`:\n{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
+
+#[test]
+fn core_stays_free_of_docker_network_and_async() {
+    let manifest = fs::read_to_string(workspace_root().join("bottle-core/Cargo.toml")).unwrap();
+    for dep in ["tokio", "hyper", "reqwest", "hudsucker", "rmcp", "bottle-docker"] {
+        assert!(
+            !manifest.lines().any(|l| l.trim_start().starts_with(dep)),
+            "bottle-core must not depend on {dep}"
+        );
+    }
+    let lib = fs::read_to_string(workspace_root().join("bottle-core/src/lib.rs")).unwrap();
+    assert!(lib.contains("#![deny(missing_docs)]"));
+}
+
+#[test]
+fn backends_depend_on_core_only() {
+    for krate in ["bottle-docker", "bottle-smolmachines", "bottle-sidecars"] {
+        let manifest = fs::read_to_string(workspace_root().join(krate).join("Cargo.toml")).unwrap();
+        for other in ["bottle-docker", "bottle-smolmachines", "bottle-cli"] {
+            if other == krate {
+                continue;
+            }
+            assert!(
+                !manifest.lines().any(|l| l.trim_start().starts_with(&format!("{other} ")) || l.trim_start().starts_with(&format!("{other}."))),
+                "{krate} must not depend on {other}"
+            );
+        }
+    }
+}
+
+#[test]
+fn docs_exist_and_name_the_two_commands() {
+    let readme = fs::read_to_string(workspace_root().join("README.md")).expect("README.md");
+    assert!(readme.contains("cargo xtask demo"));
+    assert!(readme.contains("cargo xtask test"));
+    assert!(workspace_root().join("ARCHITECTURE.md").is_file());
+}
