@@ -1,0 +1,152 @@
+//! `launch` on a host that cannot boot micro-VMs (this CI machine: no usable
+//! hardware virtualisation) stops at the probe with a clear message and
+//! leaves nothing behind — checked with the real smolvm and docker CLIs.
+//! On a host that can boot VMs this test has nothing to prove and says so
+//! (the full path runs in `cargo xtask integration --backend smolmachines`).
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::sync::Mutex;
+
+use bottle_core::backend::{Backend, LaunchInput, Probe};
+use bottle_core::command::{CommandRunner, CommandSpec, DuctRunner, Output};
+use bottle_core::ErrorKind;
+use bottle_smolmachines::smolvm::{parse_ls, Smolvm};
+use bottle_smolmachines::SmolmachinesBackend;
+
+/// Runs for real and records what ran.
+#[derive(Default)]
+struct Tee {
+    calls: Mutex<Vec<CommandSpec>>,
+}
+
+impl CommandRunner for Tee {
+    fn output(&self, spec: &CommandSpec) -> bottle_core::Result<Output> {
+        self.calls.lock().unwrap().push(spec.clone());
+        DuctRunner.output(spec)
+    }
+    fn interactive(&self, spec: &CommandSpec) -> bottle_core::Result<i32> {
+        self.calls.lock().unwrap().push(spec.clone());
+        DuctRunner.interactive(spec)
+    }
+}
+
+fn required(what: &str) -> bool {
+    if std::env::var("CI").as_deref() == Ok("true") {
+        panic!("{what} is required in CI");
+    }
+    eprintln!("SKIP: {what} is not available");
+    false
+}
+
+fn probe_dirs() -> BTreeSet<String> {
+    std::fs::read_dir(std::env::temp_dir())
+        .map(|d| {
+            d.flatten()
+                .filter_map(|e| e.file_name().to_str().map(str::to_owned))
+                .filter(|n| n.starts_with("bottle-smolvm-probe-"))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn launch_on_a_host_that_cannot_boot_stops_at_probe_and_leaves_nothing() {
+    let Ok(smolvm) = Smolvm::locate() else {
+        required("smolvm");
+        return;
+    };
+    if DuctRunner
+        .output(&CommandSpec::new("docker").arg("version").allow_failure())
+        .map(|o| !o.success())
+        .unwrap_or(true)
+    {
+        required("docker");
+        return;
+    }
+    let backend = SmolmachinesBackend::new();
+    if let Probe::Ready { .. } = backend.probe(&DuctRunner) {
+        eprintln!("SKIP: this host can boot micro-VMs; the no-boot path has nothing to prove here");
+        return;
+    }
+
+    let before = probe_dirs();
+    let f = common::fixture("minimal");
+    let tee = Tee::default();
+    let err = match backend.launch(
+        LaunchInput {
+            plan: &f.plan,
+            state: &f.state,
+            wiring: &f.wiring,
+        },
+        &tee,
+    ) {
+        Ok(_) => panic!("launch succeeded on a host whose probe failed"),
+        Err(e) => e,
+    };
+
+    // a clear message: unavailable (exit 3), what is wrong, what to do
+    assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
+    let text = err.to_string();
+    assert!(
+        text.contains("backend `smolmachines` is unavailable"),
+        "{text}"
+    );
+    assert!(
+        text.contains("cannot boot micro-VMs") || text.contains("KVM"),
+        "{text}"
+    );
+    assert!(!err.fix().unwrap_or_default().is_empty());
+    eprintln!(
+        "launch refused as expected:\n  {text}\n  fix: {}",
+        err.fix().unwrap()
+    );
+
+    // only probe commands ran: nothing was created
+    let calls = tee.calls.lock().unwrap().clone();
+    for c in &calls {
+        let line = c.argv_line();
+        let probe_cmd = line.ends_with("--version")
+            || line.starts_with("docker version")
+            || line.starts_with("sysctl")
+            || (c.args.contains(&"run".to_owned()) && c.args.contains(&"--state-dir".to_owned()))
+            || (cfg!(target_os = "macos") && c.args.contains(&"run".to_owned()));
+        assert!(
+            probe_cmd,
+            "launch ran a non-probe command on an unbootable host: {line}"
+        );
+    }
+    assert!(!calls.iter().any(|c| c.args.contains(&"create".to_owned())));
+
+    // and nothing is left: no VM, container, network, state or probe dir
+    let ls = DuctRunner
+        .output(&CommandSpec::new(&smolvm.program).args(smolvm.ls_args()))
+        .unwrap();
+    assert!(parse_ls(&ls.stdout)
+        .unwrap()
+        .iter()
+        .all(|m| m.identity() != Some(f.plan.identity.as_str())));
+    let filter = format!("label=dev.bottle.identity={}", f.plan.identity);
+    for args in [
+        vec!["ps", "--all", "--quiet", "--filter", filter.as_str()],
+        vec!["network", "ls", "--quiet", "--filter", filter.as_str()],
+        vec!["image", "ls", "--quiet", "--filter", filter.as_str()],
+    ] {
+        let o = DuctRunner
+            .output(&CommandSpec::new("docker").args(args.clone()))
+            .unwrap();
+        assert!(
+            o.stdout.trim().is_empty(),
+            "docker {args:?} found leftovers: {}",
+            o.stdout
+        );
+    }
+    assert!(!f.state.path().exists(), "launch wrote into the state dir");
+    let after = probe_dirs();
+    assert!(
+        after.is_subset(&before),
+        "probe temp dirs left: {:?}",
+        after.difference(&before)
+    );
+}
