@@ -1,15 +1,29 @@
 //! The permission queue: `bottle queue`, `approve`, `deny`.
+//!
+//! Thin over `bottle_sidecars::supervise::queue` (sync, no tokio): requests
+//! are found across every bottle's `state/<id>/queue/`; approving writes the
+//! grant into the live policy file the bundle reloads and signs the decision
+//! with the operator key that never leaves the host.
 
-use bottle_core::{Error, Result};
+use std::path::Path;
 
+use bottle_core::{Error, Identity, Result};
+use bottle_sidecars::supervise::queue;
+use bottle_sidecars::supervise::{Narrowing, Request, Status};
+use serde::Serialize;
+
+use crate::ui::table;
 use crate::Cli;
 
 /// `bottle queue` args.
 #[derive(Debug, clap::Args)]
 pub struct QueueArgs {
-    /// JSON output.
+    /// JSON output (schema_version 1).
     #[arg(long)]
     pub json: bool,
+    /// Include decided requests, not only pending ones.
+    #[arg(long, short)]
+    pub all: bool,
 }
 
 /// `bottle approve` args.
@@ -17,7 +31,7 @@ pub struct QueueArgs {
 pub struct ApproveArgs {
     /// Request id (see `bottle queue`).
     pub req: String,
-    /// How long the grant lasts (default: the bottle's grant_ttl).
+    /// How long the grant lasts, e.g. 30m (default: the bottle's grant_ttl).
     #[arg(long)]
     pub ttl: Option<String>,
     /// Narrow an egress request to these path globs.
@@ -29,6 +43,9 @@ pub struct ApproveArgs {
     /// Narrow a git push request to this ref pattern.
     #[arg(long = "ref")]
     pub ref_pattern: Option<String>,
+    /// Let an egress grant reach private/loopback addresses (internal services).
+    #[arg(long)]
+    pub allow_private: bool,
 }
 
 /// `bottle deny` args.
@@ -41,22 +58,165 @@ pub struct DenyArgs {
     pub reason: Option<String>,
 }
 
-fn pending() -> Error {
+/// One row of `bottle queue --json`.
+#[derive(Debug, Serialize)]
+pub struct QueueEntry {
+    /// Bottle identity.
+    pub identity: String,
+    /// The request with its effective status.
+    #[serde(flatten)]
+    pub request: Request,
+}
+
+/// `bottle queue --json` output.
+#[derive(Debug, Serialize)]
+pub struct QueueReport {
+    /// Schema version (1).
+    pub schema_version: u32,
+    /// Requests, oldest first per bottle.
+    pub requests: Vec<QueueEntry>,
+}
+
+fn queue_err(e: queue::QueueError) -> Error {
     Error::other(
-        "the permission queue is not available in this build yet",
-        "see issue 6",
+        e.to_string(),
+        "check `bottle queue` for the request's current state",
     )
 }
 
+fn entries(cli: &Cli, all: bool) -> Result<Vec<QueueEntry>> {
+    let home = super::home(cli)?;
+    let mut out = Vec::new();
+    for id in home.identities()? {
+        let st = home.state(&id);
+        let dir = st.path().as_std_path();
+        if !dir.join("queue").is_dir() {
+            continue;
+        }
+        // expired grants leave the policy files (the proxy ignores them already)
+        let _ = queue::sweep_expired(dir);
+        for r in queue::list(dir).map_err(queue_err)? {
+            if all || r.status == Status::Pending {
+                out.push(QueueEntry {
+                    identity: id.to_string(),
+                    request: r,
+                });
+            }
+        }
+    }
+    Ok(out)
+}
+
 /// `bottle queue`.
-pub fn queue(_cli: &Cli, _a: &QueueArgs) -> Result<u8> {
-    Err(pending())
+pub fn queue(cli: &Cli, a: &QueueArgs) -> Result<u8> {
+    let list = entries(cli, a.all)?;
+    if a.json {
+        let report = QueueReport {
+            schema_version: 1,
+            requests: list,
+        };
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report).expect("queue serializes")
+        );
+        return Ok(0);
+    }
+    if list.is_empty() {
+        println!("no {}requests", if a.all { "" } else { "pending " });
+        return Ok(0);
+    }
+    let rows: Vec<Vec<String>> = list
+        .iter()
+        .map(|e| {
+            vec![
+                e.request.id.clone(),
+                e.identity.clone(),
+                e.request.status.to_string(),
+                e.request.kind.summary(),
+                e.request.reason.clone(),
+            ]
+        })
+        .collect();
+    print!(
+        "{}",
+        table(
+            &["REQUEST", "BOTTLE", "STATUS", "ASKS FOR", "REASON"],
+            &rows
+        )
+    );
+    println!("\napprove: bottle approve <REQUEST> [--ttl 30m] [--paths ...]   deny: bottle deny <REQUEST> --reason ...");
+    Ok(0)
 }
+
+fn find(cli: &Cli, req: &str) -> Result<(std::path::PathBuf, Request)> {
+    let home = super::home(cli)?;
+    queue::find_request(home.state_root().as_std_path(), req).ok_or_else(|| {
+        Error::other(
+            format!("no permission request `{req}`"),
+            "`bottle queue` lists pending requests (ids look like req-20261124T050000Z-…)",
+        )
+    })
+}
+
+fn identity_of(dir: &Path) -> String {
+    dir.file_name()
+        .and_then(|n| n.to_str())
+        .map(|s| {
+            Identity::parse(s)
+                .map(|i| i.to_string())
+                .unwrap_or_default()
+        })
+        .unwrap_or_default()
+}
+
 /// `bottle approve`.
-pub fn approve(_cli: &Cli, _a: &ApproveArgs) -> Result<u8> {
-    Err(pending())
+pub fn approve(cli: &Cli, a: &ApproveArgs) -> Result<u8> {
+    let (dir, req) = find(cli, &a.req)?;
+    let ttl = a
+        .ttl
+        .as_deref()
+        .map(bottle_core::units::parse_duration)
+        .transpose()
+        .map_err(|why| Error::other(format!("--ttl: {why}"), "e.g. --ttl 30m"))?;
+    let narrowing = Narrowing {
+        paths: (!a.paths.is_empty()).then(|| a.paths.clone()),
+        methods: (!a.methods.is_empty()).then(|| a.methods.clone()),
+        ref_pattern: a.ref_pattern.clone(),
+        allow_private: a.allow_private,
+    };
+    queue::approve(&dir, &req.id, ttl, &narrowing).map_err(queue_err)?;
+    if !cli.quiet {
+        let until = decision_expiry(&dir, &req.id);
+        println!(
+            "approved {} for {}: {}{}",
+            req.id,
+            identity_of(&dir),
+            req.kind.summary(),
+            until.map(|u| format!(" (until {u})")).unwrap_or_default()
+        );
+    }
+    Ok(0)
 }
+
+fn decision_expiry(dir: &Path, id: &str) -> Option<String> {
+    queue::list(dir)
+        .ok()?
+        .into_iter()
+        .find(|r| r.id == id)?
+        .expires_at
+}
+
 /// `bottle deny`.
-pub fn deny(_cli: &Cli, _a: &DenyArgs) -> Result<u8> {
-    Err(pending())
+pub fn deny(cli: &Cli, a: &DenyArgs) -> Result<u8> {
+    let (dir, req) = find(cli, &a.req)?;
+    queue::deny(&dir, &req.id, a.reason.as_deref()).map_err(queue_err)?;
+    if !cli.quiet {
+        println!(
+            "denied {} for {}: {}",
+            req.id,
+            identity_of(&dir),
+            req.kind.summary()
+        );
+    }
+    Ok(0)
 }
