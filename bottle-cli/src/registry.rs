@@ -46,10 +46,14 @@ pub static BACKENDS: &[Entry] = &[
 
 /// Look a backend up by name.
 pub fn get(name: &str) -> Result<Box<dyn Backend>> {
-    match BACKENDS.iter().find(|e| e.name == name) {
+    lookup(BACKENDS, name)
+}
+
+fn lookup(entries: &[Entry], name: &str) -> Result<Box<dyn Backend>> {
+    match entries.iter().find(|e| e.name == name) {
         None => Err(Error::UnknownBackend {
             name: name.to_owned(),
-            known: BACKENDS.iter().map(|e| e.name.to_owned()).collect(),
+            known: entries.iter().map(|e| e.name.to_owned()).collect(),
         }),
         Some(Entry {
             make: None,
@@ -62,5 +66,46 @@ pub fn get(name: &str) -> Result<Box<dyn Backend>> {
         Some(Entry {
             make: Some(make), ..
         }) => Ok(make()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_and_compiled_out_backends_say_what_to_do() {
+        let entries = [
+            Entry {
+                name: "docker",
+                feature: "docker",
+                make: None,
+            },
+            Entry {
+                name: "smolmachines",
+                feature: "smolmachines",
+                make: None,
+            },
+        ];
+        let e = lookup(&entries, "nosuch").err().unwrap();
+        assert_eq!(
+            e.to_string(),
+            "unknown backend `nosuch` (known: docker, smolmachines)"
+        );
+        assert_eq!(crate::exit_code(&e), 2);
+        let e = lookup(&entries, "smolmachines").err().unwrap();
+        assert_eq!(
+            e.to_string(),
+            "backend `smolmachines` is not compiled into this build (enable feature `smolmachines`)"
+        );
+        assert_eq!(crate::exit_code(&e), 3);
+    }
+
+    #[test]
+    fn the_registry_lists_both_backends_whatever_the_features() {
+        let names: Vec<_> = BACKENDS.iter().map(|e| e.name).collect();
+        assert_eq!(names, ["docker", "smolmachines"]);
+        assert_eq!(BACKENDS[0].make.is_some(), cfg!(feature = "docker"));
+        assert_eq!(BACKENDS[1].make.is_some(), cfg!(feature = "smolmachines"));
     }
 }

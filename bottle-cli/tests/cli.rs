@@ -1,0 +1,215 @@
+//! The `bottle` binary end to end for the commands that need no engine:
+//! init, plan, check, backend selection, errors and exit codes, completions.
+
+use std::path::Path;
+use std::process::Output;
+
+fn bottle(home: &Path, args: &[&str], path_env: Option<&str>) -> Output {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_bottle"));
+    cmd.arg("--home").arg(home).args(args);
+    cmd.env_remove("BOTTLE_SMOLVM").env_remove("RUST_LOG");
+    if let Some(p) = path_env {
+        cmd.env("PATH", p);
+    }
+    cmd.output().expect("bottle runs")
+}
+
+fn text(o: &Output) -> (String, String) {
+    (
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
+}
+
+fn fresh() -> tempfile::TempDir {
+    tempfile::tempdir().unwrap()
+}
+
+#[test]
+fn init_then_plan_json_prints_a_plan() {
+    let dir = fresh();
+    let home = dir.path().join("home");
+    let o = bottle(&home, &["init"], None);
+    assert!(o.status.success(), "{:?}", text(&o));
+    assert!(home.join("bottles/dev.toml").is_file());
+    assert!(home.join("agents/demo.toml").is_file());
+
+    let o = bottle(
+        &home,
+        &["plan", "demo", "--json", "--backend", "docker"],
+        None,
+    );
+    let (out, err) = text(&o);
+    if !o.status.success() {
+        // a build without the docker backend says which feature to enable
+        assert!(err.contains("enable feature `docker`"), "{err}");
+        return;
+    }
+    let plan: serde_json::Value = serde_json::from_str(&out).expect("plan is JSON");
+    assert_eq!(plan["schema_version"], 1);
+    assert_eq!(plan["agent"], "demo");
+    assert_eq!(plan["bottle"], "dev");
+    assert_eq!(plan["backend"], "docker");
+    let id = plan["identity"].as_str().unwrap();
+    assert!(
+        id.starts_with("demo-dev-") && id.len() == "demo-dev-".len() + 6,
+        "{id}"
+    );
+    assert_eq!(plan["names"]["agent"], format!("bottle-{id}-agent"));
+    assert_eq!(plan["labels"]["dev.bottle.identity"], id);
+    assert_eq!(plan["egress"]["routes"][0]["host"], "api.github.com");
+    // plan has no side effects: no state was created
+    assert_eq!(std::fs::read_dir(home.join("state")).unwrap().count(), 0);
+}
+
+#[test]
+fn init_never_overwrites() {
+    let dir = fresh();
+    let home = dir.path();
+    assert!(bottle(home, &["init"], None).status.success());
+    std::fs::write(home.join("bottles/dev.toml"), "# mine\n").unwrap();
+    let o = bottle(home, &["init"], None);
+    assert!(o.status.success());
+    assert!(text(&o).0.contains("kept"), "{:?}", text(&o));
+    assert_eq!(
+        std::fs::read_to_string(home.join("bottles/dev.toml")).unwrap(),
+        "# mine\n"
+    );
+}
+
+#[test]
+fn check_prints_a_table_and_fails_without_a_usable_backend() {
+    let dir = fresh();
+    let home = dir.path().join("home");
+    assert!(bottle(&home, &["init"], None).status.success());
+    // an empty PATH: neither docker nor smolvm can be found
+    let empty = dir.path().join("empty-bin");
+    std::fs::create_dir_all(&empty).unwrap();
+    let o = bottle(&home, &["check"], Some(empty.to_str().unwrap()));
+    let (out, _) = text(&o);
+    assert_eq!(o.status.code(), Some(3), "{out}");
+    assert!(out.contains("STATUS  KIND    FILE"), "{out}");
+    assert!(out.contains("ok      bottle  dev.toml"), "{out}");
+    assert!(out.contains("docker"), "{out}");
+    assert!(out.contains("fix:"), "{out}");
+    assert!(out.contains("no backend is usable here"), "{out}");
+
+    let o = bottle(&home, &["check", "--json"], Some(empty.to_str().unwrap()));
+    assert_eq!(o.status.code(), Some(3));
+    let report: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(report["schema_version"], 1);
+    let backends = report["backends"].as_array().unwrap();
+    assert_eq!(backends.len(), 2);
+    assert!(backends.iter().all(|b| b["status"] != "ready"));
+    assert!(backends
+        .iter()
+        .all(|b| b["fix"].as_str().is_some_and(|f| !f.is_empty())));
+}
+
+#[test]
+fn check_reports_a_broken_manifest_with_file_and_fix() {
+    let dir = fresh();
+    let home = dir.path();
+    assert!(bottle(home, &["init"], None).status.success());
+    std::fs::write(home.join("bottles/broken.toml"), "[egress]\nroutez = []\n").unwrap();
+    let o = bottle(home, &["check", "--json"], None);
+    assert_eq!(o.status.code(), Some(2));
+    let report: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let broken = report["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["path"].as_str().unwrap().ends_with("broken.toml"))
+        .unwrap()
+        .clone();
+    assert_eq!(broken["status"], "error");
+    let msg = broken["message"].as_str().unwrap();
+    assert!(
+        msg.contains("broken.toml:2:1: unknown field `routez`"),
+        "{msg}"
+    );
+    assert!(
+        msg.contains("expected one of `routes`, `dlp`, `max_body_scan`"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn unknown_backend_lists_the_known_ones() {
+    let dir = fresh();
+    let home = dir.path();
+    assert!(bottle(home, &["init"], None).status.success());
+    let o = bottle(home, &["--backend", "nosuch", "plan", "demo"], None);
+    let (_, err) = text(&o);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("error: unknown backend `nosuch` (known: docker, smolmachines)"),
+        "{err}"
+    );
+    assert!(
+        err.contains("fix: use one of: docker, smolmachines"),
+        "{err}"
+    );
+}
+
+#[test]
+fn missing_host_variable_names_it() {
+    let dir = fresh();
+    let home = dir.path();
+    assert!(bottle(home, &["init"], None).status.success());
+    std::fs::write(
+        home.join("bottles/dev.toml"),
+        "[env]\nTOKEN_FROM_HOST = \"${BOTTLE_TEST_SURELY_UNSET_VAR}\"\n",
+    )
+    .unwrap();
+    let o = bottle(home, &["plan", "demo"], None);
+    let (_, err) = text(&o);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("needs host environment variable `BOTTLE_TEST_SURELY_UNSET_VAR`"),
+        "{err}"
+    );
+    assert!(
+        err.contains("export BOTTLE_TEST_SURELY_UNSET_VAR=..."),
+        "{err}"
+    );
+}
+
+#[test]
+fn missing_agent_says_what_exists() {
+    let dir = fresh();
+    let home = dir.path();
+    assert!(bottle(home, &["init"], None).status.success());
+    let o = bottle(home, &["plan", "nobody"], None);
+    let (_, err) = text(&o);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(err.contains("no agent named `nobody`"), "{err}");
+    assert!(err.contains("available agents: demo"), "{err}");
+}
+
+#[test]
+fn completions_are_generated_for_common_shells() {
+    let dir = fresh();
+    for shell in ["bash", "zsh", "fish"] {
+        let o = bottle(dir.path(), &["completions", shell], None);
+        assert!(o.status.success(), "{shell}");
+        let out = String::from_utf8_lossy(&o.stdout);
+        assert!(
+            out.contains("bottle") && out.contains("approve") && out.len() > 500,
+            "{shell}: {out}"
+        );
+    }
+}
+
+#[test]
+fn empty_queue_says_so() {
+    let dir = fresh();
+    let home = dir.path();
+    assert!(bottle(home, &["init"], None).status.success());
+    let o = bottle(home, &["queue"], None);
+    assert!(o.status.success());
+    assert_eq!(text(&o).0.trim(), "no pending requests");
+    let o = bottle(home, &["approve", "req-nope"], None);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(text(&o).1.contains("no permission request `req-nope`"));
+}
