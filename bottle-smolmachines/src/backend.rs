@@ -209,16 +209,16 @@ pub fn verify_machine(p: &SmolmachinesPlan, ls_json: &str) -> Result<()> {
         ));
     }
     let crate::smolvm::ImageSource::Archive(archive) = &p.machine.image;
-    if let Ok(want_image) = crate::smolvm::local_image_ref(archive) {
-        if m.image.as_deref() != Some(want_image.as_str()) {
-            return Err(Error::Refused {
-                why: format!(
-                    "machine `{}` records image {:?}, not the archive just built ({want_image})",
-                    m.name, m.image
-                ),
-                fix: "refusing a stale or different image; retry the start".into(),
-            });
-        }
+    let want_image = crate::smolvm::local_image_ref(archive)
+        .map_err(|e| Error::io("hashing", archive.clone(), e))?;
+    if m.image.as_deref() != Some(want_image.as_str()) {
+        return Err(Error::Refused {
+            why: format!(
+                "machine `{}` records image {:?}, not the archive just built ({want_image})",
+                m.name, m.image
+            ),
+            fix: "refusing a stale or different image; retry the start".into(),
+        });
     }
     Ok(())
 }
@@ -470,6 +470,9 @@ impl SmolRunning {
         ));
         // the alias is recorded on the network; read it before removing it
         let alias = self.alias.clone().or_else(|| {
+            if self.host_os != HostOs::Macos {
+                return None;
+            }
             let fmt = format!("{{{{index .Labels \"{LABEL_ALIAS}\"}}}}");
             runner
                 .output(
