@@ -120,6 +120,8 @@ pub struct Detector {
     held_names: HashMap<Vec<u8>, String>,
     /// Curated credential patterns.
     patterns: Vec<(&'static str, Regex)>,
+    /// Every held form, for [`Detector::pending_tail_len`].
+    forms: Vec<Vec<u8>>,
     /// Number of held secrets in use (after dropping short ones).
     held_count: usize,
 }
@@ -214,6 +216,7 @@ impl Detector {
         // Longest first so that leftmost-first alternation prefers the most
         // specific form at a given position.
         order.sort_by(|a, b| b.len().cmp(&a.len()).then_with(|| a.cmp(b)));
+        let forms = order.clone();
         let held_re = if order.is_empty() {
             None
         } else {
@@ -252,6 +255,7 @@ impl Detector {
             held_re,
             held_names,
             patterns,
+            forms,
             held_count,
         }
     }
@@ -331,6 +335,27 @@ impl Detector {
             buf[m.range()].fill(b'*');
         }
         out
+    }
+}
+
+impl Detector {
+    /// For streaming masking: the length of the longest suffix of `data` that
+    /// is a proper prefix of some held form (a value that may be completed by
+    /// the next chunk). A streaming masker keeps that many bytes back.
+    pub fn pending_tail_len(&self, data: &[u8]) -> usize {
+        let longest = self.forms.first().map_or(0, Vec::len);
+        let from = data.len().saturating_sub(longest.saturating_sub(1));
+        for start in from..data.len() {
+            let tail = &data[start..];
+            if self
+                .forms
+                .iter()
+                .any(|f| f.len() > tail.len() && f.starts_with(tail))
+            {
+                return tail.len();
+            }
+        }
+        0
     }
 }
 
@@ -653,6 +678,19 @@ mod tests {
         assert!(String::from_utf8_lossy(&masked).starts_with("a *"));
         assert!(d.mask(b"clean body").is_none());
         assert!(Detector::new(vec![]).mask(TOKEN.as_bytes()).is_none());
+    }
+
+    #[test]
+    fn pending_tail_len_keeps_back_a_possible_prefix() {
+        let d = det();
+        assert_eq!(d.pending_tail_len(b"hello, world!"), 0);
+        assert_eq!(d.pending_tail_len(b"hello tok en/"), "tok en/".len());
+        assert_eq!(
+            d.pending_tail_len(TOKEN.as_bytes()),
+            0,
+            "complete value is not pending"
+        );
+        assert_eq!(Detector::default().pending_tail_len(b"tok"), 0);
     }
 
     fn pattern(data: &str) -> Option<String> {

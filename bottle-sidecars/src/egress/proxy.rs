@@ -1,0 +1,968 @@
+//! The request path: CONNECT (decided before any TLS), interception of
+//! allowed hosts, per-request route/path/method/DLP checks, credential
+//! injection, forwarding, response masking, WebSocket relay.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures::{SinkExt as _, StreamExt as _};
+use http_body_util::BodyExt as _;
+use hudsucker::certificate_authority::{CertificateAuthority, RcgenAuthority};
+use hudsucker::tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use hudsucker::tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role};
+use hudsucker::tokio_tungstenite::tungstenite::Message;
+use hudsucker::tokio_tungstenite::WebSocketStream;
+use hyper::body::Incoming;
+use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
+use hyper::http::uri::Authority;
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode, Uri, Version};
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use serde_json::json;
+use tower_service::Service as _;
+
+use super::body::{full, read_prefix, MaskBody, PrefixedBody, ProxyBody};
+use super::net::{checked_addrs, find_refused, normalize_host, GuardedConnector, Refused};
+use super::policy::Auth;
+use super::Shared;
+use crate::audit::AuditLog;
+use crate::dlp::Detector;
+
+/// Everything a connection handler needs.
+pub(crate) struct Proxy {
+    pub shared: Arc<Shared>,
+    pub audit: AuditLog,
+    pub ca: RcgenAuthority,
+    pub client: Client<HttpsConnector<GuardedConnector>, ProxyBody>,
+    pub ws_connector: HttpsConnector<GuardedConnector>,
+}
+
+/// Where a request is going.
+#[derive(Clone, Debug)]
+struct Target {
+    https: bool,
+    host: String,
+    port: u16,
+}
+
+impl Target {
+    fn default_port(&self) -> u16 {
+        if self.https {
+            443
+        } else {
+            80
+        }
+    }
+
+    fn authority(&self) -> String {
+        let host = if self.host.contains(':') {
+            format!("[{}]", self.host)
+        } else {
+            self.host.clone()
+        };
+        if self.port == self.default_port() {
+            host
+        } else {
+            format!("{host}:{}", self.port)
+        }
+    }
+}
+
+/// One audit decision (never a value, body, query or header value).
+struct Decision<'a> {
+    decision: &'a str,
+    rule: &'a str,
+    method: &'a str,
+    host: &'a str,
+    port: u16,
+    path: &'a str,
+    status: u16,
+    bytes: u64,
+    t0: Instant,
+}
+
+const HOP_BY_HOP: &[&str] = &[
+    "connection",
+    "proxy-connection",
+    "keep-alive",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "proxy-authorization",
+    "proxy-authenticate",
+];
+
+impl Proxy {
+    fn record(&self, d: Decision<'_>) {
+        self.audit.record(
+            "egress",
+            json!({
+                "decision": d.decision,
+                "rule": d.rule,
+                "method": d.method,
+                "host": d.host,
+                "port": d.port,
+                "path": d.path,
+                "status": d.status,
+                "bytes": d.bytes,
+                "ms": d.t0.elapsed().as_millis() as u64,
+            }),
+        );
+    }
+
+    /// Text that goes into the audit log: a value that looks like a secret
+    /// (held or pattern) is replaced by the rule name.
+    fn safe(detector: &Detector, s: &str) -> String {
+        match detector.scan(s.as_bytes()) {
+            Some(f) => format!("[redacted:{}]", f.rule),
+            None => s.to_owned(),
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn deny(
+        &self,
+        status: StatusCode,
+        rule: &str,
+        method: &str,
+        host: &str,
+        port: u16,
+        path: &str,
+        t0: Instant,
+        message: String,
+    ) -> Response<ProxyBody> {
+        self.record(Decision {
+            decision: "deny",
+            rule,
+            method,
+            host,
+            port,
+            path,
+            status: status.as_u16(),
+            bytes: 0,
+            t0,
+        });
+        let mut resp = Response::new(full(message));
+        *resp.status_mut() = status;
+        resp.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+        resp.headers_mut()
+            .insert("x-bottle-egress", HeaderValue::from_static("denied"));
+        resp
+    }
+
+    /// Entry point for requests on the proxy port (HTTP/1.1).
+    pub async fn outer(
+        self: Arc<Self>,
+        req: Request<Incoming>,
+    ) -> Result<Response<ProxyBody>, Infallible> {
+        if req.method() == Method::CONNECT {
+            return Ok(self.connect(req).await);
+        }
+        let uri = req.uri().clone();
+        match (uri.scheme_str(), uri.host()) {
+            (Some("http"), Some(host)) => {
+                let target = Target {
+                    https: false,
+                    host: normalize_host(host),
+                    port: uri.port_u16().unwrap_or(80),
+                };
+                Ok(self.handle(target, req).await)
+            }
+            _ => {
+                let live = self.shared.live();
+                let host = uri
+                    .host()
+                    .map(|h| Self::safe(&live.detector, h))
+                    .unwrap_or_default();
+                Ok(self.deny(
+                    StatusCode::BAD_REQUEST,
+                    "not-proxy-request",
+                    req.method().as_str(),
+                    &host,
+                    uri.port_u16().unwrap_or(0),
+                    "",
+                    Instant::now(),
+                    "bottle egress: this is an HTTP proxy; send absolute-form http:// requests or CONNECT host:port\n"
+                        .into(),
+                ))
+            }
+        }
+    }
+
+    /// CONNECT: decided before any TLS byte is read.
+    async fn connect(self: Arc<Self>, req: Request<Incoming>) -> Response<ProxyBody> {
+        let t0 = Instant::now();
+        let live = self.shared.live();
+        let Some(authority) = req.uri().authority().cloned() else {
+            return self.deny(
+                StatusCode::BAD_REQUEST,
+                "bad-connect",
+                "CONNECT",
+                "",
+                0,
+                "",
+                t0,
+                "bottle egress: CONNECT needs host:port\n".into(),
+            );
+        };
+        let host = normalize_host(authority.host());
+        let port = authority.port_u16().unwrap_or(443);
+        let audit_host = Self::safe(&live.detector, &host);
+        let (rule, allow_private) = match live.find(&host, port, 443) {
+            Ok(route) => (route.rule(), route.allow_private),
+            Err(why) => {
+                return self.deny(
+                    StatusCode::FORBIDDEN,
+                    &why.rule(),
+                    "CONNECT",
+                    &audit_host,
+                    port,
+                    "",
+                    t0,
+                    format!(
+                        "bottle egress: CONNECT to {audit_host}:{port} refused: no route allows this host and port.\n\
+                         Ask the operator for access with the supervise tool `request_egress` (host, paths, methods, reason).\n"
+                    ),
+                );
+            }
+        };
+        drop(live);
+        if let Err(refused) = checked_addrs(&self.shared, &host, port, allow_private).await {
+            return self.refused(refused, "CONNECT", &audit_host, port, "", t0);
+        }
+        self.record(Decision {
+            decision: "allow",
+            rule: &rule,
+            method: "CONNECT",
+            host: &audit_host,
+            port,
+            path: "",
+            status: 200,
+            bytes: 0,
+            t0,
+        });
+        let this = self.clone();
+        tokio::spawn(async move {
+            match hyper::upgrade::on(req).await {
+                Ok(upgraded) => this.tunnel(upgraded, host, port).await,
+                Err(e) => tracing::debug!(error = %e, "CONNECT upgrade failed"),
+            }
+        });
+        Response::new(full(Bytes::new()))
+    }
+
+    fn refused(
+        &self,
+        refused: Refused,
+        method: &str,
+        host: &str,
+        port: u16,
+        path: &str,
+        t0: Instant,
+    ) -> Response<ProxyBody> {
+        let (status, rule) = match &refused {
+            Refused::Private { .. } => (StatusCode::FORBIDDEN, "ssrf-private"),
+            Refused::NoRoute { .. } => (StatusCode::FORBIDDEN, "no-route"),
+            Refused::Resolve { .. } => (StatusCode::BAD_GATEWAY, "resolve-failed"),
+        };
+        let msg = match &refused {
+            Refused::Private { .. } => format!(
+                "bottle egress: {host} resolves only to loopback/private/link-local addresses; refused\n"
+            ),
+            Refused::NoRoute { .. } => format!("bottle egress: no route allows {host}:{port}\n"),
+            Refused::Resolve { .. } => format!("bottle egress: could not resolve {host}\n"),
+        };
+        self.deny(status, rule, method, host, port, path, t0, msg)
+    }
+
+    /// Inside an allowed CONNECT: TLS with a leaf for exactly the CONNECT
+    /// host (SNI must agree), then HTTP/1.1 or HTTP/2 per ALPN.
+    async fn tunnel(self: Arc<Self>, upgraded: hyper::upgrade::Upgraded, host: String, port: u16) {
+        let t0 = Instant::now();
+        let io = TokioIo::new(upgraded);
+        let acceptor =
+            tokio_rustls::LazyConfigAcceptor::new(rustls::server::Acceptor::default(), io);
+        let start = match tokio::time::timeout(Duration::from_secs(30), acceptor).await {
+            Ok(Ok(start)) => start,
+            _ => {
+                self.record(Decision {
+                    decision: "deny",
+                    rule: "tunnel-not-tls",
+                    method: "CONNECT",
+                    host: &host,
+                    port,
+                    path: "",
+                    status: 0,
+                    bytes: 0,
+                    t0,
+                });
+                return;
+            }
+        };
+        if let Some(sni) = start.client_hello().server_name() {
+            if normalize_host(sni) != host {
+                let live = self.shared.live();
+                let sni = Self::safe(&live.detector, sni);
+                tracing::warn!(%host, %sni, "TLS SNI does not match the CONNECT host");
+                self.record(Decision {
+                    decision: "deny",
+                    rule: "sni-mismatch",
+                    method: "CONNECT",
+                    host: &host,
+                    port,
+                    path: "",
+                    status: 0,
+                    bytes: 0,
+                    t0,
+                });
+                return;
+            }
+        }
+        let name = if host.contains(':') {
+            format!("[{host}]")
+        } else {
+            host.clone()
+        };
+        let Ok(authority) = name.parse::<Authority>() else {
+            return;
+        };
+        let config = self.ca.gen_server_config(&authority).await;
+        let tls = match start.into_stream(config).await {
+            Ok(tls) => tls,
+            Err(e) => {
+                tracing::debug!(error = %e, %host, "client TLS handshake failed");
+                return;
+            }
+        };
+        let target = Target {
+            https: true,
+            host,
+            port,
+        };
+        let this = self.clone();
+        let svc = service_fn(move |req| {
+            let this = this.clone();
+            let target = target.clone();
+            async move { Ok::<_, Infallible>(this.handle(target, req).await) }
+        });
+        let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+        if let Err(e) = builder
+            .serve_connection_with_upgrades(TokioIo::new(tls), svc)
+            .await
+        {
+            tracing::debug!(error = %e, "intercepted connection ended with an error");
+        }
+    }
+
+    /// One request to `target` (inside a tunnel, or plain http).
+    async fn handle(
+        self: Arc<Self>,
+        target: Target,
+        req: Request<Incoming>,
+    ) -> Response<ProxyBody> {
+        let t0 = Instant::now();
+        let live = self.shared.live();
+        let method = req.method().as_str().to_owned();
+        let raw_path = req.uri().path().to_owned();
+        let path = Self::safe(&live.detector, &raw_path);
+        let host = target.host.as_str();
+        let port = target.port;
+
+        // The request must name the host it was CONNECTed to (or, for plain
+        // http, the same host in the URI and the Host header).
+        let mut claimed: Vec<(String, Option<u16>)> = Vec::new();
+        if let Some(a) = req.uri().authority() {
+            claimed.push((normalize_host(a.host()), a.port_u16()));
+        }
+        if let Some(h) = req.headers().get(header::HOST) {
+            match h.to_str().ok().and_then(|s| s.parse::<Authority>().ok()) {
+                Some(a) => claimed.push((normalize_host(a.host()), a.port_u16())),
+                None => claimed.push((String::new(), None)),
+            }
+        }
+        if req.headers().get_all(header::HOST).iter().count() > 1 {
+            claimed.push((String::new(), None));
+        }
+        for (h, p) in &claimed {
+            if h != host || p.unwrap_or(target.default_port()) != port {
+                let shown = Self::safe(&live.detector, h);
+                return self.deny(
+                    StatusCode::FORBIDDEN,
+                    "host-mismatch",
+                    &method,
+                    host,
+                    port,
+                    &path,
+                    t0,
+                    format!("bottle egress: request names host `{shown}` but goes to {host}:{port}; refused\n"),
+                );
+            }
+        }
+
+        let route = match live.find(host, port, target.default_port()) {
+            Ok(r) => r,
+            Err(why) => {
+                let msg = format!(
+                    "bottle egress: no route allows {host}:{port}. Ask with the supervise tool `request_egress`.\n"
+                );
+                return self.deny(
+                    StatusCode::FORBIDDEN,
+                    &why.rule(),
+                    &method,
+                    host,
+                    port,
+                    &path,
+                    t0,
+                    msg,
+                );
+            }
+        };
+        let rule = route.rule();
+
+        // Path: matched on the percent-decoded path; dot segments refused so
+        // `/v1/../admin` cannot escape a `/v1/**` route.
+        let decoded = percent_encoding::percent_decode_str(&raw_path)
+            .decode_utf8_lossy()
+            .into_owned();
+        let unsafe_path = !decoded.starts_with('/')
+            || decoded.contains('\\')
+            || decoded.contains('\0')
+            || decoded.split('/').any(|seg| seg == "." || seg == "..");
+        if unsafe_path {
+            return self.deny(
+                StatusCode::FORBIDDEN,
+                "path-unsafe",
+                &method,
+                host,
+                port,
+                &path,
+                t0,
+                "bottle egress: path with dot segments or backslashes refused\n".into(),
+            );
+        }
+        if let Some(globs) = &route.paths {
+            if !globs.is_match(&decoded) {
+                let msg = format!("bottle egress: path {path} is not allowed on {host}. Ask with `request_egress`.\n");
+                return self.deny(
+                    StatusCode::FORBIDDEN,
+                    "path",
+                    &method,
+                    host,
+                    port,
+                    &path,
+                    t0,
+                    msg,
+                );
+            }
+        }
+        if let Some(methods) = &route.methods {
+            if !methods.contains(&method) {
+                let msg = format!("bottle egress: method {method} is not allowed on {host}. Ask with `request_egress`.\n");
+                return self.deny(
+                    StatusCode::FORBIDDEN,
+                    "method",
+                    &method,
+                    host,
+                    port,
+                    &path,
+                    t0,
+                    msg,
+                );
+            }
+        }
+
+        // DLP on the request line and headers.
+        if live.dlp {
+            let mut head = Vec::with_capacity(512);
+            head.extend_from_slice(method.as_bytes());
+            head.push(b' ');
+            head.extend_from_slice(
+                req.uri()
+                    .path_and_query()
+                    .map(|p| p.as_str())
+                    .unwrap_or("/")
+                    .as_bytes(),
+            );
+            head.extend_from_slice(b"\r\n");
+            for (name, value) in req.headers() {
+                head.extend_from_slice(name.as_str().as_bytes());
+                head.extend_from_slice(b": ");
+                head.extend_from_slice(value.as_bytes());
+                head.extend_from_slice(b"\r\n");
+            }
+            if let Some(f) = live.detector.scan(&head) {
+                let rule = format!("dlp:{}", f.rule);
+                // The secret may sit in the path: keep it out of the audit.
+                let shown = if live.detector.scan(raw_path.as_bytes()).is_some() {
+                    "[redacted]".to_owned()
+                } else {
+                    path.clone()
+                };
+                return self.deny(
+                    StatusCode::FORBIDDEN,
+                    &rule,
+                    &method,
+                    host,
+                    port,
+                    &shown,
+                    t0,
+                    format!("bottle egress: request blocked: it contains a secret ({rule})\n"),
+                );
+            }
+        }
+
+        let auth = route.auth.clone();
+        let websocket = req.version() == Version::HTTP_11
+            && req.method() == Method::GET
+            && header_has_token(req.headers(), header::CONNECTION, "upgrade")
+            && header_has_token(req.headers(), header::UPGRADE, "websocket");
+        let detector = live.detector.clone();
+        let dlp = live.dlp;
+        let max_scan = live.max_body_scan;
+        drop(live);
+
+        if websocket {
+            return self
+                .websocket(target, req, auth, rule, method, path, dlp, detector, t0)
+                .await;
+        }
+
+        // DLP on the first `max_body_scan` bytes of the body.
+        let (mut parts, mut body) = req.into_parts();
+        let body: ProxyBody = if dlp && !hyper::body::Body::is_end_stream(&body) {
+            match read_prefix(&mut body, max_scan).await {
+                Ok((prefix, trailers, ended)) => {
+                    if let Some(f) = detector.scan(&prefix) {
+                        let rule = format!("dlp:{}", f.rule);
+                        return self.deny(
+                            StatusCode::FORBIDDEN,
+                            &rule,
+                            &method,
+                            host,
+                            port,
+                            &path,
+                            t0,
+                            format!("bottle egress: request blocked: its body contains a secret ({rule})\n"),
+                        );
+                    }
+                    PrefixedBody::new(prefix, trailers, if ended { None } else { Some(body) })
+                        .boxed()
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "reading request body failed");
+                    return self.deny(
+                        StatusCode::BAD_REQUEST,
+                        "body-error",
+                        &method,
+                        host,
+                        port,
+                        &path,
+                        t0,
+                        "bottle egress: could not read the request body\n".into(),
+                    );
+                }
+            }
+        } else {
+            body.map_err(|e| Box::new(e) as super::net::BoxError)
+                .boxed()
+        };
+
+        // Upstream request: absolute URI to the target, hop-by-hop headers
+        // gone, agent credentials replaced by the route's.
+        let pq = parts
+            .uri
+            .path_and_query()
+            .map(|p| p.as_str().to_owned())
+            .unwrap_or_else(|| "/".into());
+        let scheme = if target.https { "https" } else { "http" };
+        let uri: Uri = match format!("{scheme}://{}{pq}", authority_with_port(&target)).parse() {
+            Ok(u) => u,
+            Err(_) => {
+                return self.deny(
+                    StatusCode::BAD_REQUEST,
+                    "bad-uri",
+                    &method,
+                    host,
+                    port,
+                    &path,
+                    t0,
+                    "bottle egress: invalid request URI\n".into(),
+                )
+            }
+        };
+        parts.uri = uri;
+        parts.version = Version::HTTP_11;
+        prepare_headers(
+            &mut parts.headers,
+            auth.as_ref(),
+            detector.held_count() > 0,
+            false,
+        );
+        parts.headers.remove(header::HOST);
+        let upstream_req = Request::from_parts(parts, body);
+
+        match self.client.request(upstream_req).await {
+            Ok(resp) => self.respond(resp, detector, rule, method, target, path, t0),
+            Err(e) => self.upstream_error(&e, &method, &target, &path, t0),
+        }
+    }
+
+    fn upstream_error(
+        &self,
+        e: &(dyn std::error::Error + 'static),
+        method: &str,
+        target: &Target,
+        path: &str,
+        t0: Instant,
+    ) -> Response<ProxyBody> {
+        if let Some(refused) = find_refused(e) {
+            let refused = match refused {
+                Refused::Private { host } => Refused::Private { host: host.clone() },
+                Refused::NoRoute { host, port } => Refused::NoRoute {
+                    host: host.clone(),
+                    port: *port,
+                },
+                Refused::Resolve { host } => Refused::Resolve { host: host.clone() },
+            };
+            return self.refused(refused, method, &target.host, target.port, path, t0);
+        }
+        tracing::warn!(error = %error_chain(e), host = %target.host, "upstream request failed");
+        self.record(Decision {
+            decision: "error",
+            rule: "upstream",
+            method,
+            host: &target.host,
+            port: target.port,
+            path,
+            status: 502,
+            bytes: 0,
+            t0,
+        });
+        let mut resp = Response::new(full(format!(
+            "bottle egress: upstream {}:{} failed\n",
+            target.host, target.port
+        )));
+        *resp.status_mut() = StatusCode::BAD_GATEWAY;
+        resp
+    }
+
+    /// Turn the upstream response into the agent's: hop-by-hop headers gone,
+    /// body masked, audit line written when the body ends.
+    #[allow(clippy::too_many_arguments)]
+    fn respond(
+        &self,
+        resp: Response<Incoming>,
+        detector: Arc<Detector>,
+        rule: String,
+        method: String,
+        target: Target,
+        path: String,
+        t0: Instant,
+    ) -> Response<ProxyBody> {
+        let (mut parts, body) = resp.into_parts();
+        strip_hop_by_hop(&mut parts.headers);
+        parts.version = Version::HTTP_11;
+        let status = parts.status.as_u16();
+        let audit = self.audit.clone();
+        let on_done = Box::new(move |bytes: u64| {
+            audit.record(
+                "egress",
+                json!({
+                    "decision": "allow",
+                    "rule": rule,
+                    "method": method,
+                    "host": target.host,
+                    "port": target.port,
+                    "path": path,
+                    "status": status,
+                    "bytes": bytes,
+                    "ms": t0.elapsed().as_millis() as u64,
+                }),
+            );
+        });
+        let mask = (detector.held_count() > 0).then_some(detector);
+        Response::from_parts(parts, MaskBody::new(body, mask, on_done).boxed())
+    }
+
+    /// WebSocket upgrade on an allowed route: handshake with upstream over a
+    /// checked connection, then relay messages, scanning agent→upstream
+    /// messages and masking upstream→agent ones.
+    #[allow(clippy::too_many_arguments)]
+    async fn websocket(
+        self: Arc<Self>,
+        target: Target,
+        mut req: Request<Incoming>,
+        auth: Option<Auth>,
+        rule: String,
+        method: String,
+        path: String,
+        dlp: bool,
+        detector: Arc<Detector>,
+        t0: Instant,
+    ) -> Response<ProxyBody> {
+        let client_upgrade = hyper::upgrade::on(&mut req);
+        let scheme = if target.https { "https" } else { "http" };
+        let Ok(conn_uri) = format!("{scheme}://{}/", authority_with_port(&target)).parse::<Uri>()
+        else {
+            return self.deny(
+                StatusCode::BAD_REQUEST,
+                "bad-uri",
+                &method,
+                &target.host,
+                target.port,
+                &path,
+                t0,
+                "bottle egress: invalid URI\n".into(),
+            );
+        };
+        let stream = match self.ws_connector.clone().call(conn_uri).await {
+            Ok(s) => s,
+            Err(e) => return self.upstream_error(e.as_ref(), &method, &target, &path, t0),
+        };
+        let (mut sender, conn) =
+            match hyper::client::conn::http1::handshake::<_, ProxyBody>(stream).await {
+                Ok(x) => x,
+                Err(e) => return self.upstream_error(&e, &method, &target, &path, t0),
+            };
+        tokio::spawn(async move {
+            if let Err(e) = conn.with_upgrades().await {
+                tracing::debug!(error = %e, "websocket upstream connection ended");
+            }
+        });
+        let (mut parts, _body) = req.into_parts();
+        parts.uri = parts
+            .uri
+            .path_and_query()
+            .map(|p| p.as_str())
+            .unwrap_or("/")
+            .parse()
+            .unwrap_or_else(|_| Uri::from_static("/"));
+        prepare_headers(&mut parts.headers, auth.as_ref(), false, true);
+        if let Ok(v) = HeaderValue::from_str(&target.authority()) {
+            parts.headers.insert(header::HOST, v);
+        }
+        let upstream_req = Request::from_parts(parts, full(Bytes::new()));
+        let mut resp = match sender.send_request(upstream_req).await {
+            Ok(r) => r,
+            Err(e) => return self.upstream_error(&e, &method, &target, &path, t0),
+        };
+        if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
+            return self.respond(resp, detector, rule, method, target, path, t0);
+        }
+        let upstream_upgrade = hyper::upgrade::on(&mut resp);
+        let mut out = Response::new(full(Bytes::new()));
+        *out.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+        for name in [
+            header::UPGRADE,
+            header::CONNECTION,
+            header::SEC_WEBSOCKET_ACCEPT,
+            header::SEC_WEBSOCKET_PROTOCOL,
+        ] {
+            if let Some(v) = resp.headers().get(&name) {
+                out.headers_mut().insert(name, v.clone());
+            }
+        }
+        self.record(Decision {
+            decision: "allow",
+            rule: &rule,
+            method: &method,
+            host: &target.host,
+            port: target.port,
+            path: &path,
+            status: 101,
+            bytes: 0,
+            t0,
+        });
+        let this = self.clone();
+        tokio::spawn(async move {
+            let (Ok(client), Ok(upstream)) = (client_upgrade.await, upstream_upgrade.await) else {
+                return;
+            };
+            let client =
+                WebSocketStream::from_raw_socket(TokioIo::new(client), Role::Server, None).await;
+            let upstream =
+                WebSocketStream::from_raw_socket(TokioIo::new(upstream), Role::Client, None).await;
+            this.relay(client, upstream, dlp, detector, target, path)
+                .await;
+        });
+        out
+    }
+
+    async fn relay<C, U>(
+        &self,
+        client: WebSocketStream<C>,
+        upstream: WebSocketStream<U>,
+        dlp: bool,
+        detector: Arc<Detector>,
+        target: Target,
+        path: String,
+    ) where
+        C: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+        U: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    {
+        let (mut c_tx, mut c_rx) = client.split();
+        let (mut u_tx, mut u_rx) = upstream.split();
+        let t0 = Instant::now();
+        let outbound = async {
+            while let Some(Ok(msg)) = c_rx.next().await {
+                let data: Option<&[u8]> = match &msg {
+                    Message::Text(t) => Some(t.as_bytes()),
+                    Message::Binary(b) => Some(b),
+                    _ => None,
+                };
+                if let (true, Some(data)) = (dlp, data) {
+                    if let Some(f) = detector.scan(data) {
+                        return Some(format!("dlp:{}", f.rule));
+                    }
+                }
+                let close = matches!(msg, Message::Close(_));
+                if u_tx.send(msg).await.is_err() || close {
+                    break;
+                }
+            }
+            None
+        };
+        let inbound = async {
+            while let Some(Ok(msg)) = u_rx.next().await {
+                let msg = match msg {
+                    Message::Text(t) => match detector.mask(t.as_bytes()) {
+                        Some(m) => Message::text(String::from_utf8_lossy(&m).into_owned()),
+                        None => Message::Text(t),
+                    },
+                    Message::Binary(b) => match detector.mask(&b) {
+                        Some(m) => Message::binary(m),
+                        None => Message::Binary(b),
+                    },
+                    other => other,
+                };
+                let close = matches!(msg, Message::Close(_));
+                if c_tx.send(msg).await.is_err() || close {
+                    break;
+                }
+            }
+        };
+        let blocked = tokio::select! {
+            b = outbound => b,
+            _ = inbound => None,
+        };
+        if let Some(rule) = blocked {
+            self.record(Decision {
+                decision: "deny",
+                rule: &rule,
+                method: "WEBSOCKET",
+                host: &target.host,
+                port: target.port,
+                path: &path,
+                status: 1008,
+                bytes: 0,
+                t0,
+            });
+            let frame = CloseFrame {
+                code: CloseCode::Policy,
+                reason: "bottle egress: message contains a secret".into(),
+            };
+            let _ = c_tx.send(Message::Close(Some(frame))).await;
+            let _ = u_tx.send(Message::Close(None)).await;
+        }
+    }
+}
+
+fn authority_with_port(t: &Target) -> String {
+    let host = if t.host.contains(':') {
+        format!("[{}]", t.host)
+    } else {
+        t.host.clone()
+    };
+    format!("{host}:{}", t.port)
+}
+
+fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
+
+fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let listed: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .flat_map(|v| {
+            v.as_bytes()
+                .split(|b| *b == b',')
+                .map(|t| t.trim_ascii().to_vec())
+                .collect::<Vec<_>>()
+        })
+        .filter_map(|t| HeaderName::from_bytes(&t).ok())
+        .collect();
+    for name in listed {
+        headers.remove(name);
+    }
+    for name in HOP_BY_HOP {
+        headers.remove(*name);
+    }
+}
+
+/// Outbound headers: hop-by-hop removed (kept for a WebSocket handshake),
+/// agent credentials dropped and the route's injected when it has `auth`,
+/// `Accept-Encoding` dropped when held secrets must be masked in responses.
+fn prepare_headers(
+    headers: &mut HeaderMap,
+    auth: Option<&Auth>,
+    identity_encoding: bool,
+    websocket: bool,
+) {
+    if websocket {
+        headers.remove("proxy-authorization");
+        headers.remove("proxy-connection");
+        headers.remove("keep-alive");
+        headers.remove(header::SEC_WEBSOCKET_EXTENSIONS);
+        headers.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+        headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    } else {
+        strip_hop_by_hop(headers);
+    }
+    if identity_encoding {
+        headers.remove(header::ACCEPT_ENCODING);
+    }
+    if let Some(auth) = auth {
+        headers.remove(header::AUTHORIZATION);
+        headers.remove(header::COOKIE);
+        let name = auth.header_name();
+        headers.remove(&name);
+        headers.insert(name, auth.header_value.clone());
+    }
+}
+
+/// Serve one accepted proxy connection.
+pub(crate) async fn serve_conn(proxy: Arc<Proxy>, tcp: tokio::net::TcpStream, _peer: SocketAddr) {
+    let _ = tcp.set_nodelay(true);
+    let svc = service_fn(move |req| proxy.clone().outer(req));
+    let conn = hyper::server::conn::http1::Builder::new()
+        .serve_connection(TokioIo::new(tcp), svc)
+        .with_upgrades();
+    if let Err(e) = conn.await {
+        tracing::debug!(error = %e, "proxy connection ended with an error");
+    }
+}
+
+fn header_has_token(headers: &HeaderMap, name: HeaderName, token: &str) -> bool {
+    headers.get_all(name).iter().any(|v| {
+        v.as_bytes()
+            .split(|b| *b == b',')
+            .any(|t| t.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
+    })
+}
