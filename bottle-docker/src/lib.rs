@@ -1,1 +1,375 @@
-//! bottle's docker backend (in progress)
+//! bottle's docker backend: the agent in a container whose only peer is the
+//! bundle (`bottle-sidecar`) on a per-bottle `--internal` network.
+//!
+//! Modules: [`images`] (templates, content-hash tags, build contexts),
+//! [`workspace`] (which `--cwd` files are copied), [`render`] (plan →
+//! commands, pure), [`launch`] (running them with LIFO rollback and Ctrl-C
+//! handling), [`running`] (the handle: exec/attach/logs/stop), [`tar`]
+//! (agent files with the right owner). Everything goes through the core
+//! `CommandRunner`; this crate never talks to the docker API directly.
+#![deny(missing_docs)]
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use bottle_core::backend::{Backend, LaunchInput, LaunchScript, Probe, Resource, Running};
+use bottle_core::command::{CommandRunner, CommandSpec};
+use bottle_core::manifest::Runtime;
+use bottle_core::plan::{Identity, LABEL_IDENTITY};
+use bottle_core::{Error, Metadata, Result, StateDir};
+use camino::Utf8PathBuf;
+
+pub mod images;
+pub mod launch;
+pub mod render;
+pub mod running;
+pub mod tar;
+pub mod workspace;
+
+pub use render::{RenderOptions, Rendered, BUNDLE_ALIAS};
+pub use running::{names_for, DockerRunning};
+
+/// Env var naming the `bottle-sidecar` binary to put into the bundle image.
+pub const SIDECAR_BIN_ENV: &str = "BOTTLE_SIDECAR_BIN";
+/// Env var overriding the readiness deadline (seconds).
+pub const READY_TIMEOUT_ENV: &str = "BOTTLE_READY_TIMEOUT";
+
+/// The docker backend.
+#[derive(Debug)]
+pub struct DockerBackend {
+    sidecar_bin: Option<Utf8PathBuf>,
+    bundle_user: Option<(u32, u32)>,
+    host_cpus: Option<f64>,
+    runsc: Mutex<Option<bool>>,
+}
+
+impl Default for DockerBackend {
+    fn default() -> Self {
+        Self {
+            sidecar_bin: None,
+            bundle_user: None,
+            host_cpus: std::thread::available_parallelism()
+                .ok()
+                .map(|n| n.get() as f64),
+            runsc: Mutex::new(None),
+        }
+    }
+}
+
+impl DockerBackend {
+    /// Use this `bottle-sidecar` binary (default: `$BOTTLE_SIDECAR_BIN`,
+    /// else next to the running executable).
+    pub fn with_sidecar_bin(mut self, p: impl Into<Utf8PathBuf>) -> Self {
+        self.sidecar_bin = Some(p.into());
+        self
+    }
+
+    /// Run the bundle as this uid:gid (default: the caller's).
+    pub fn with_bundle_user(mut self, uid: u32, gid: u32) -> Self {
+        self.bundle_user = Some((uid, gid));
+        self
+    }
+
+    /// Pretend the host has this many CPUs (snapshots).
+    pub fn with_host_cpus(mut self, cpus: Option<f64>) -> Self {
+        self.host_cpus = cpus;
+        self
+    }
+
+    /// Record whether runsc works (normally learnt by `probe`).
+    pub fn with_runsc(self, works: bool) -> Self {
+        *self.runsc.lock().unwrap() = Some(works);
+        self
+    }
+
+    /// Whether runsc works, as learnt by the last probe (`None`: not probed).
+    pub fn runsc_known(&self) -> Option<bool> {
+        *self.runsc.lock().unwrap()
+    }
+
+    /// The sidecar binary to use.
+    pub fn sidecar_bin(&self) -> Result<Utf8PathBuf> {
+        if let Some(p) = &self.sidecar_bin {
+            return Ok(p.clone());
+        }
+        if let Some(p) = std::env::var_os(SIDECAR_BIN_ENV) {
+            return Ok(Utf8PathBuf::from(p.to_string_lossy().into_owned()));
+        }
+        let exe = std::env::current_exe()
+            .ok()
+            .and_then(|e| Utf8PathBuf::from_path_buf(e).ok());
+        if let Some(dir) = exe.as_ref().and_then(|e| e.parent()) {
+            for cand in [dir.join("bottle-sidecar"), dir.join("../bottle-sidecar")] {
+                if cand.is_file() {
+                    return Ok(cand);
+                }
+            }
+        }
+        Err(Error::other(
+            "cannot find the `bottle-sidecar` binary for the bundle image",
+            format!(
+                "build it (`cargo build -p bottle-sidecars --bin bottle-sidecar`) and put it next to `bottle`, or set {SIDECAR_BIN_ENV}"
+            ),
+        ))
+    }
+
+    fn bundle_user(&self) -> (u32, u32) {
+        // SAFETY: getuid/getgid cannot fail.
+        self.bundle_user
+            .unwrap_or_else(|| unsafe { (libc::getuid(), libc::getgid()) })
+    }
+
+    /// Render a launch with the facts known so far.
+    pub fn rendered(&self, input: LaunchInput<'_>) -> Result<Rendered> {
+        render::render(
+            input.plan,
+            input.state,
+            input.wiring,
+            &RenderOptions {
+                sidecar_bin: self.sidecar_bin()?,
+                bundle_user: self.bundle_user(),
+                runsc_works: self.runsc_known().unwrap_or(false),
+                host_cpus: self.host_cpus,
+            },
+        )
+    }
+
+    /// The runtime the agent will get (`runc`/`runsc`) and a warning line
+    /// when `runtime = auto` falls back to runc.
+    pub fn runtime_choice(&self, plan: &bottle_core::BottlePlan) -> (&'static str, Option<String>) {
+        let works = self.runsc_known().unwrap_or(false);
+        let rt = render::choose_runtime(plan, works);
+        let warn = (plan.runtime == Runtime::Auto && rt == "runc").then(|| {
+            "gVisor (runsc) is not available: the agent shares the host kernel (runc)".to_owned()
+        });
+        (rt, warn)
+    }
+
+    /// Probe runsc: registered with the engine AND able to run `true`.
+    pub fn probe_runsc(&self, runner: &dyn CommandRunner, image: &str) -> (bool, String) {
+        let info = runner.output(
+            &CommandSpec::new("docker")
+                .args(["info", "--format", "{{json .Runtimes}}"])
+                .allow_failure(),
+        );
+        let registered = matches!(&info, Ok(o) if o.success() && o.stdout.contains("\"runsc\""));
+        let (works, note) = if !registered {
+            (
+                false,
+                "gVisor (runsc) not registered with the engine: agents run with runc (shared kernel); install gVisor for a stronger boundary".to_owned(),
+            )
+        } else {
+            let run = runner.output(
+                &CommandSpec::new("docker")
+                    .args([
+                        "run",
+                        "--rm",
+                        "--runtime",
+                        "runsc",
+                        "--network",
+                        "none",
+                        image,
+                        "true",
+                    ])
+                    .allow_failure(),
+            );
+            match run {
+                Ok(o) if o.success() => (true, "gVisor (runsc) registered and working".to_owned()),
+                Ok(o) => (
+                    false,
+                    format!(
+                        "gVisor (runsc) is registered but does not work here ({}): agents run with runc",
+                        o.stderr.lines().last().unwrap_or("no output").trim()
+                    ),
+                ),
+                Err(e) => (false, format!("gVisor (runsc) check failed ({e}): agents run with runc")),
+            }
+        };
+        *self.runsc.lock().unwrap() = Some(works);
+        (works, note)
+    }
+}
+
+fn ready_timeout() -> Duration {
+    std::env::var(READY_TIMEOUT_ENV)
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .map(Duration::from_secs)
+        .unwrap_or(Duration::from_secs(60))
+}
+
+impl Backend for DockerBackend {
+    fn id(&self) -> &'static str {
+        "docker"
+    }
+
+    fn probe(&self, runner: &dyn CommandRunner) -> Probe {
+        let v = runner.output(
+            &CommandSpec::new("docker")
+                .args(["version", "--format", "{{.Server.Version}}"])
+                .allow_failure(),
+        );
+        let version = match v {
+            Err(Error::Spawn { .. }) => {
+                return Probe::Unavailable {
+                    why: "the `docker` CLI is not installed".into(),
+                    fix: "install Docker (e.g. `apt-get install docker.io`) and start dockerd"
+                        .into(),
+                }
+            }
+            Err(e) => {
+                return Probe::Unavailable {
+                    why: format!("running `docker version` failed: {e}"),
+                    fix: "check the docker CLI installation".into(),
+                }
+            }
+            Ok(o) if !o.success() || o.stdout.trim().is_empty() => {
+                let why = o
+                    .stderr
+                    .lines()
+                    .find(|l| !l.trim().is_empty())
+                    .unwrap_or("no answer")
+                    .trim()
+                    .to_owned();
+                let fix = if why.contains("permission denied") {
+                    "add your user to the `docker` group (then log in again) or run as root"
+                } else {
+                    "start the engine (`sudo systemctl start docker` or `dockerd &`), or set DOCKER_HOST"
+                };
+                return Probe::Unavailable {
+                    why: format!("the docker engine is unreachable: {why}"),
+                    fix: fix.into(),
+                };
+            }
+            Ok(o) => o.stdout.trim().to_owned(),
+        };
+        let mut notes = Vec::new();
+        let base = bottle_core::plan::DEFAULT_BASE_IMAGE;
+        let has_base = runner
+            .output(
+                &CommandSpec::new("docker")
+                    .args(["image", "inspect", "--format", "{{.Id}}", base])
+                    .allow_failure(),
+            )
+            .map(|o| o.success())
+            .unwrap_or(false);
+        if !has_base {
+            notes.push(format!(
+                "base image {base} missing: `docker pull {base}` or, without a registry, `cargo xtask seed-base`"
+            ));
+        }
+        let (_, note) = self.probe_runsc(runner, base);
+        notes.push(note);
+        Probe::Ready { version, notes }
+    }
+
+    fn render(&self, input: LaunchInput<'_>) -> Result<LaunchScript> {
+        Ok(self.rendered(input)?.script())
+    }
+
+    fn launch(
+        &self,
+        input: LaunchInput<'_>,
+        runner: &dyn CommandRunner,
+    ) -> Result<Box<dyn Running>> {
+        self.launch_with_progress(input, runner, &|_, _, _, _| {})
+    }
+
+    fn handle(&self, meta: &Metadata, _state: &StateDir) -> Box<dyn Running> {
+        let id = Identity::parse(&meta.identity)
+            .unwrap_or_else(|_| Identity::parse("invalid").expect("valid slug"));
+        let names = names_for(&id);
+        Box::new(DockerRunning::new(id, names))
+    }
+
+    fn labelled(&self, runner: &dyn CommandRunner) -> Result<Vec<Resource>> {
+        let filter = format!("label={LABEL_IDENTITY}");
+        let fmt = format!("{{{{.Names}}}}\t{{{{.Label \"{LABEL_IDENTITY}\"}}}}");
+        let nfmt = format!("{{{{.Name}}}}\t{{{{.Label \"{LABEL_IDENTITY}\"}}}}");
+        let queries = [
+            (
+                "container",
+                vec!["ps", "--all", "--filter", &filter, "--format", &fmt],
+            ),
+            (
+                "network",
+                vec!["network", "ls", "--filter", &filter, "--format", &nfmt],
+            ),
+            (
+                "volume",
+                vec!["volume", "ls", "--filter", &filter, "--format", &nfmt],
+            ),
+        ];
+        let mut out = Vec::new();
+        for (kind, args) in queries {
+            let o = runner.output(&CommandSpec::new("docker").args(args))?;
+            for line in o.stdout.lines() {
+                if let Some((name, id)) = line.split_once('\t') {
+                    out.push(Resource {
+                        kind: kind.to_owned(),
+                        name: name.trim().to_owned(),
+                        identity: id.trim().to_owned(),
+                    });
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    fn remove_all(
+        &self,
+        identity: &Identity,
+        keep_home: bool,
+        runner: &dyn CommandRunner,
+    ) -> Result<()> {
+        running::remove(&names_for(identity), keep_home, runner)?;
+        // Anything else carrying the label (e.g. from an older naming).
+        let leftovers: Vec<Resource> = self
+            .labelled(runner)?
+            .into_iter()
+            .filter(|r| r.identity == identity.as_str())
+            .filter(|r| !(keep_home && r.kind == "volume"))
+            .collect();
+        let mut errors = Vec::new();
+        for r in leftovers {
+            let spec = match r.kind.as_str() {
+                "container" => CommandSpec::new("docker").args(["rm", "--force", &r.name]),
+                "network" => CommandSpec::new("docker").args(["network", "rm", &r.name]),
+                _ => CommandSpec::new("docker").args(["volume", "rm", "--force", &r.name]),
+            };
+            if let Err(e) = runner.output(&spec) {
+                errors.push((format!("remove {} {}", r.kind, r.name), e));
+            }
+        }
+        bottle_core::teardown::into_result(errors)
+    }
+}
+
+impl DockerBackend {
+    /// `launch` with a progress callback (step index, total, name, skipped).
+    pub fn launch_with_progress(
+        &self,
+        input: LaunchInput<'_>,
+        runner: &dyn CommandRunner,
+        progress: launch::Progress<'_>,
+    ) -> Result<Box<dyn Running>> {
+        if self.runsc_known().is_none() {
+            self.probe_runsc(runner, &input.plan.provider.base_image);
+        }
+        if input.plan.runtime == Runtime::Runsc && self.runsc_known() != Some(true) {
+            return Err(Error::Unavailable {
+                backend: "docker".into(),
+                why: "runtime = \"runsc\" but gVisor is not registered or does not work".into(),
+                fix:
+                    "install gVisor (runsc) and register it with dockerd, or use runtime = \"auto\""
+                        .into(),
+            });
+        }
+        let rendered = self.rendered(input)?;
+        launch::execute(&rendered, runner, ready_timeout(), progress)?;
+        Ok(Box::new(DockerRunning::new(
+            input.plan.identity.clone(),
+            input.plan.names.clone(),
+        )))
+    }
+}

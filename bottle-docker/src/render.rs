@@ -1,0 +1,517 @@
+//! Plan → the exact docker commands (pure apart from reading the files it
+//! hashes or copies: templates, the workspace, the sidecar binary, agent
+//! files).
+//!
+//! Order (SPEC §6 docker): base image, image builds (skipped when the
+//! content-hash tag exists), internal network (`--internal`, no host
+//! address on its bridge), egress network, home volume, bundle container
+//! (alias `bundle` on the internal network, secrets as read-only mounts,
+//! connected to the egress network), bundle start, readiness poll, agent
+//! container (non-root, no capabilities, limits, proxy + CA env), agent
+//! files copied in, agent start, exec-ready poll.
+
+use std::collections::BTreeMap;
+
+use bottle_core::backend::Step;
+use bottle_core::command::CommandSpec;
+use bottle_core::manifest::Runtime;
+use bottle_core::plan::{BottlePlan, EnvEntry};
+use bottle_core::prepare::{AGENT_CA_PATH, BUNDLE_ROOT};
+use bottle_core::{Error, LaunchScript, Result, Secret, StateDir, Wiring};
+use camino::Utf8PathBuf;
+
+use crate::images::{self, BuildSpec, ImageSet, AGENT_HOME, AGENT_UID, AGENT_WORKSPACE};
+use crate::tar;
+
+/// The agent's name for the bundle (its network alias).
+pub const BUNDLE_ALIAS: &str = "bundle";
+/// Default bundle config path inside the bundle.
+pub const DEFAULT_BUNDLE_CONFIG: &str = "/bottle/bundle.toml";
+/// The Debian system trust store (replaced by the bottle CA in the agent:
+/// every TLS connection the agent makes goes through the egress MITM).
+pub const SYSTEM_CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
+
+/// What `launch` does with a step beyond running it.
+#[derive(Debug, Clone)]
+pub enum Action {
+    /// Run; a failure fails the launch.
+    Run,
+    /// The base image must exist; try `docker pull`, else explain seed-base.
+    EnsureBase {
+        /// Image.
+        image: String,
+    },
+    /// Stage the context and build, unless the tag already exists.
+    Build(Box<BuildSpec>),
+    /// Create the home volume; its undo applies only when it did not exist
+    /// (a resumed bottle keeps its home even if the relaunch fails).
+    Volume {
+        /// Volume name.
+        name: String,
+    },
+    /// Poll `run` until it succeeds or the deadline passes, failing early
+    /// when `container` stops running.
+    Poll {
+        /// The container that must stay up.
+        container: String,
+    },
+}
+
+/// A step plus what launch does with it.
+#[derive(Debug, Clone)]
+pub struct DockerStep {
+    /// The step (shown by `--dry-run`).
+    pub step: Step,
+    /// Its handling.
+    pub action: Action,
+}
+
+/// The rendered launch.
+#[derive(Debug, Clone)]
+pub struct Rendered {
+    /// Steps in order.
+    pub steps: Vec<DockerStep>,
+    /// Images.
+    pub images: ImageSet,
+    /// `runc` or `runsc`.
+    pub runtime: String,
+}
+
+impl Rendered {
+    /// As the core's script.
+    pub fn script(&self) -> LaunchScript {
+        LaunchScript {
+            steps: self.steps.iter().map(|s| s.step.clone()).collect(),
+        }
+    }
+}
+
+/// Facts `render` needs that are not in the plan.
+#[derive(Debug, Clone)]
+pub struct RenderOptions {
+    /// The `bottle-sidecar` binary to put into the bundle image.
+    pub sidecar_bin: Utf8PathBuf,
+    /// uid:gid the bundle runs as (the operator's, so state stays theirs).
+    pub bundle_user: (u32, u32),
+    /// Whether runsc is registered and works (from the probe).
+    pub runsc_works: bool,
+    /// Host CPUs (limits are clamped to it; docker refuses more).
+    pub host_cpus: Option<f64>,
+}
+
+fn docker() -> CommandSpec {
+    CommandSpec::new("docker")
+}
+
+fn labels(plan: &BottlePlan, role: Option<&str>) -> Vec<String> {
+    let mut v = Vec::new();
+    for (k, val) in &plan.labels {
+        v.push("--label".to_owned());
+        v.push(format!("{k}={val}"));
+    }
+    if let Some(r) = role {
+        v.push("--label".to_owned());
+        v.push(format!("dev.bottle.role={r}"));
+    }
+    v
+}
+
+fn step(name: &str, run: CommandSpec, undo: Option<CommandSpec>, action: Action) -> DockerStep {
+    DockerStep {
+        step: Step {
+            name: name.to_owned(),
+            run,
+            undo,
+        },
+        action,
+    }
+}
+
+fn rm_container(name: &str) -> CommandSpec {
+    docker()
+        .args(["rm", "--force", "--volumes", name])
+        .allow_failure()
+}
+
+/// The runtime the agent gets.
+pub fn choose_runtime(plan: &BottlePlan, runsc_works: bool) -> &'static str {
+    match plan.runtime {
+        Runtime::Runc => "runc",
+        Runtime::Runsc => "runsc",
+        Runtime::Auto if runsc_works => "runsc",
+        Runtime::Auto => "runc",
+    }
+}
+
+/// The bundle config path named in the bundle args (`--config X`).
+pub fn bundle_config(wiring: &Wiring) -> String {
+    wiring
+        .bundle_args
+        .windows(2)
+        .find(|w| w[0] == "--config")
+        .map(|w| w[1].clone())
+        .unwrap_or_else(|| DEFAULT_BUNDLE_CONFIG.to_owned())
+}
+
+/// The agent's environment: plan env, then the sidecar wiring, then what the
+/// backend enforces (proxy, CA trust, home). Returns (plain, secret).
+pub fn agent_env(
+    plan: &BottlePlan,
+    wiring: &Wiring,
+) -> (BTreeMap<String, String>, BTreeMap<String, Secret>) {
+    let mut plain = BTreeMap::new();
+    let mut secret = BTreeMap::new();
+    for (k, v) in &plan.env {
+        match v {
+            EnvEntry::Literal(s) => {
+                plain.insert(k.clone(), s.clone());
+            }
+            EnvEntry::Secret(s) => {
+                secret.insert(k.clone(), s.clone());
+            }
+        }
+    }
+    for (k, v) in &wiring.agent_env {
+        secret.remove(k);
+        plain.insert(k.clone(), v.clone());
+    }
+    let proxy = format!("http://{BUNDLE_ALIAS}:{}", plan.ports.egress);
+    let enforced = [
+        ("HTTP_PROXY", proxy.as_str()),
+        ("HTTPS_PROXY", &proxy),
+        ("http_proxy", &proxy),
+        ("https_proxy", &proxy),
+        ("NO_PROXY", BUNDLE_ALIAS),
+        ("no_proxy", BUNDLE_ALIAS),
+        ("SSL_CERT_FILE", AGENT_CA_PATH),
+        ("NODE_EXTRA_CA_CERTS", AGENT_CA_PATH),
+        ("REQUESTS_CA_BUNDLE", AGENT_CA_PATH),
+        ("GIT_SSL_CAINFO", AGENT_CA_PATH),
+        ("CURL_CA_BUNDLE", AGENT_CA_PATH),
+        ("HOME", AGENT_HOME),
+        ("BOTTLE_IDENTITY", plan.identity.as_str()),
+    ];
+    for (k, v) in enforced {
+        secret.remove(k);
+        plain.insert(k.to_owned(), v.to_owned());
+    }
+    (plain, secret)
+}
+
+fn guest_path(p: &str) -> String {
+    if p == "~" {
+        AGENT_HOME.to_owned()
+    } else if let Some(rest) = p.strip_prefix("~/") {
+        format!("{AGENT_HOME}/{rest}")
+    } else {
+        p.to_owned()
+    }
+}
+
+/// The archive of agent files (`docker cp -a - <agent>:/`): files under the
+/// home are owned by the agent, others by root; the bottle CA also replaces
+/// the system trust store.
+pub fn agent_files_archive(wiring: &Wiring) -> Result<Option<Vec<u8>>> {
+    if wiring.agent_files.is_empty() {
+        return Ok(None);
+    }
+    let mut dirs = std::collections::BTreeSet::new();
+    let mut files = Vec::new();
+    for f in &wiring.agent_files {
+        let guest = guest_path(&f.guest);
+        if !guest.starts_with('/') || guest.split('/').any(|c| c == "..") {
+            return Err(Error::other(
+                format!("agent file target `{}` is not an absolute path", f.guest),
+                "agent files go to absolute paths or under ~/",
+            ));
+        }
+        let data = std::fs::read(&f.host).map_err(|e| Error::io("reading", f.host.clone(), e))?;
+        let rel = guest.trim_start_matches('/').to_owned();
+        let home_rel = AGENT_HOME.trim_start_matches('/');
+        let owner = if rel.starts_with(&format!("{home_rel}/")) {
+            let mut d = std::path::Path::new(&rel).parent();
+            while let Some(p) = d {
+                let s = p.to_string_lossy().into_owned();
+                if s.len() <= home_rel.len() {
+                    break;
+                }
+                dirs.insert(s);
+                d = p.parent();
+            }
+            AGENT_UID
+        } else {
+            0
+        };
+        if guest == AGENT_CA_PATH {
+            files.push(tar::Entry::File {
+                path: SYSTEM_CA_BUNDLE.trim_start_matches('/').to_owned(),
+                mode: 0o644,
+                owner: 0,
+                data: data.clone(),
+            });
+        }
+        files.push(tar::Entry::File {
+            path: rel,
+            mode: f.mode,
+            owner,
+            data,
+        });
+    }
+    let mut entries: Vec<tar::Entry> = dirs
+        .into_iter()
+        .map(|path| tar::Entry::Dir {
+            path,
+            mode: 0o755,
+            owner: AGENT_UID,
+        })
+        .collect();
+    entries.extend(files);
+    tar::archive(&entries)
+        .map(Some)
+        .map_err(|e| Error::other(e, "shorten the agent file paths"))
+}
+
+/// Render the whole launch.
+pub fn render(
+    plan: &BottlePlan,
+    state: &StateDir,
+    wiring: &Wiring,
+    opts: &RenderOptions,
+) -> Result<Rendered> {
+    let images = images::image_set(plan, state, &opts.sidecar_bin, opts.bundle_user)?;
+    let runtime = choose_runtime(plan, opts.runsc_works);
+    let n = &plan.names;
+    let mut steps = Vec::new();
+
+    steps.push(step(
+        "check base image",
+        docker().args(["image", "inspect", "--format", "{{.Id}}", &images.base]),
+        None,
+        Action::EnsureBase {
+            image: images.base.clone(),
+        },
+    ));
+    for b in images.builds() {
+        steps.push(step(
+            &format!("build {} image {}", b.role, b.tag),
+            b.command(),
+            None,
+            Action::Build(Box::new(b.clone())),
+        ));
+    }
+
+    // Internal network: no route out, and no address of the host on its
+    // bridge (so the agent cannot reach host listeners via the gateway).
+    let mut net = docker().args(["network", "create", "--internal"]);
+    net = net.args(["--opt", "com.docker.network.bridge.inhibit_ipv4=true"]);
+    net = net.args(labels(plan, None)).arg(&n.internal_network);
+    steps.push(step(
+        "create internal network",
+        net,
+        Some(
+            docker()
+                .args(["network", "rm", &n.internal_network])
+                .allow_failure(),
+        ),
+        Action::Run,
+    ));
+    steps.push(step(
+        "create egress network",
+        docker()
+            .args(["network", "create"])
+            .args(labels(plan, None))
+            .arg(&n.egress_network),
+        Some(
+            docker()
+                .args(["network", "rm", &n.egress_network])
+                .allow_failure(),
+        ),
+        Action::Run,
+    ));
+    steps.push(step(
+        "create home volume",
+        docker()
+            .args(["volume", "create"])
+            .args(labels(plan, None))
+            .arg(&n.home_volume),
+        Some(
+            docker()
+                .args(["volume", "rm", "--force", &n.home_volume])
+                .allow_failure(),
+        ),
+        Action::Volume {
+            name: n.home_volume.clone(),
+        },
+    ));
+
+    // Bundle.
+    let (uid, gid) = opts.bundle_user;
+    let mut bundle = docker()
+        .args(["create", "--name", &n.bundle])
+        .args(labels(plan, Some("bundle")))
+        .args([
+            "--network",
+            &n.internal_network,
+            "--network-alias",
+            BUNDLE_ALIAS,
+            "--hostname",
+            BUNDLE_ALIAS,
+            "--user",
+            &format!("{uid}:{gid}"),
+            "--cap-drop",
+            "ALL",
+            "--security-opt",
+            "no-new-privileges",
+            "--pids-limit",
+            "512",
+            "--restart",
+            "no",
+            "--env",
+            "HOME=/tmp",
+        ]);
+    for m in &wiring.bundle_mounts {
+        if !m.target.starts_with(BUNDLE_ROOT) {
+            return Err(Error::other(
+                format!(
+                    "bundle mount target `{}` is outside {BUNDLE_ROOT}",
+                    m.target
+                ),
+                "sidecar mounts belong under /bottle",
+            ));
+        }
+        let mut spec = format!("type=bind,source={},target={}", m.host, m.target);
+        if m.read_only {
+            spec.push_str(",readonly");
+        }
+        bundle = bundle.args(["--mount", &spec]);
+    }
+    bundle = bundle.arg(&images.bundle.tag).arg(images::SIDECAR_IN_IMAGE);
+    if wiring.bundle_args.is_empty() {
+        bundle = bundle.args(["run", "--config", DEFAULT_BUNDLE_CONFIG]);
+    } else {
+        bundle = bundle.args(wiring.bundle_args.iter().cloned());
+    }
+    steps.push(step(
+        "create bundle container",
+        bundle,
+        Some(rm_container(&n.bundle)),
+        Action::Run,
+    ));
+    steps.push(step(
+        "connect bundle to egress network",
+        docker().args(["network", "connect", &n.egress_network, &n.bundle]),
+        None,
+        Action::Run,
+    ));
+    steps.push(step(
+        "start bundle",
+        docker().args(["start", &n.bundle]),
+        None,
+        Action::Run,
+    ));
+    steps.push(step(
+        "wait for bundle readiness",
+        docker().args([
+            "exec",
+            &n.bundle,
+            images::SIDECAR_IN_IMAGE,
+            "health",
+            "--config",
+            &bundle_config(wiring),
+        ]),
+        None,
+        Action::Poll {
+            container: n.bundle.clone(),
+        },
+    ));
+
+    // Agent.
+    let r = &plan.resources;
+    let cpus = match opts.host_cpus {
+        Some(h) if r.cpus > h => h,
+        _ => r.cpus,
+    };
+    let workdir = if plan.workspace.is_some() {
+        AGENT_WORKSPACE
+    } else {
+        AGENT_HOME
+    };
+    let mut agent = docker()
+        .args(["create", "--name", &n.agent])
+        .args(labels(plan, Some("agent")))
+        .args([
+            "--network",
+            &n.internal_network,
+            "--hostname",
+            plan.identity.as_str(),
+            "--user",
+            &format!("{AGENT_UID}:{AGENT_UID}"),
+            "--cap-drop",
+            "ALL",
+            "--security-opt",
+            "no-new-privileges",
+            "--pids-limit",
+            &r.pids.to_string(),
+            "--memory",
+            &r.memory_bytes.to_string(),
+            "--cpus",
+            &format!("{cpus}"),
+            "--sysctl",
+            "net.ipv6.conf.all.disable_ipv6=1",
+            "--mount",
+            &format!("type=volume,source={},target={AGENT_HOME}", n.home_volume),
+            "--workdir",
+            workdir,
+            "--interactive",
+            "--tty",
+        ]);
+    if runtime == "runsc" {
+        agent = agent.args(["--runtime", "runsc"]);
+    }
+    let (plain, secret) = agent_env(plan, wiring);
+    for (k, v) in &plain {
+        agent = agent.args(["--env".to_owned(), format!("{k}={v}")]);
+    }
+    for (k, v) in secret {
+        // The value rides in the docker CLI's own environment, never argv.
+        agent = agent.args(["--env".to_owned(), k.clone()]).secret_env(k, v);
+    }
+    agent = agent
+        .arg(images.agent_image())
+        .args(plan.provider.command.iter().cloned());
+    steps.push(step(
+        "create agent container",
+        agent,
+        Some(rm_container(&n.agent)),
+        Action::Run,
+    ));
+    if let Some(bytes) = agent_files_archive(wiring)? {
+        steps.push(step(
+            "copy agent files",
+            docker()
+                .args(["cp", "--archive", "-", &format!("{}:/", n.agent)])
+                .stdin_bytes(bytes),
+            None,
+            Action::Run,
+        ));
+    }
+    steps.push(step(
+        "start agent",
+        docker().args(["start", &n.agent]),
+        None,
+        Action::Run,
+    ));
+    steps.push(step(
+        "wait for agent exec-ready",
+        docker().args(["exec", &n.agent, "true"]),
+        None,
+        Action::Poll {
+            container: n.agent.clone(),
+        },
+    ));
+    Ok(Rendered {
+        steps,
+        images,
+        runtime: runtime.to_owned(),
+    })
+}

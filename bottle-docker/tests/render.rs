@@ -1,0 +1,236 @@
+//! Snapshots of the rendered docker commands for fixture manifests
+//! (`fixtures/*.case`, same format as bottle-core's: files after
+//! `# --- <relative path>` lines; `repo/` becomes `--cwd`), and a check that
+//! no held secret value reaches any rendered command.
+
+use std::collections::BTreeMap;
+use std::fs;
+
+use bottle_core::backend::{Backend, LaunchInput};
+use bottle_core::command::{EnvValue, Stdin};
+use bottle_core::plan::{NoPrompt, ResolveOptions};
+use bottle_core::prepare::{AgentFile, Mount, AGENT_CA_PATH};
+use bottle_core::{resolve, BottlePlan, Home, Identity, Loader, RecordingRunner, Wiring};
+use bottle_docker::DockerBackend;
+use camino::{Utf8Path, Utf8PathBuf};
+
+const SECRETS: [&str; 2] = ["tok-SECRET-route-0003", "sk-ant-SECRET-provider-0001"];
+
+fn host_env(home: &Utf8Path) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        ("HOME".into(), home.join("operator").to_string()),
+        ("API_TOKEN".into(), SECRETS[0].into()),
+        ("ANTHROPIC_API_KEY".into(), SECRETS[1].into()),
+        ("HOST_VALUE".into(), "host-env-SECRET-0005".into()),
+    ])
+}
+
+fn materialize(case: &str, root: &Utf8Path) {
+    let mut current: Option<(Utf8PathBuf, String)> = None;
+    let flush = |cur: &mut Option<(Utf8PathBuf, String)>| {
+        if let Some((p, text)) = cur.take() {
+            fs::create_dir_all(p.parent().unwrap()).unwrap();
+            fs::write(&p, text).unwrap();
+        }
+    };
+    for line in case.lines() {
+        if let Some(rel) = line.strip_prefix("# --- ") {
+            flush(&mut current);
+            current = Some((root.join(rel.trim()), String::new()));
+        } else if let Some((_, text)) = current.as_mut() {
+            text.push_str(line);
+            text.push('\n');
+        }
+    }
+    flush(&mut current);
+}
+
+/// Roughly what the sidecars' `Prepare` impls return (shape only).
+fn wiring(root: &Utf8Path, state: &Utf8Path) -> Wiring {
+    let ca = state.join("ca/ca.pem");
+    fs::create_dir_all(ca.parent().unwrap()).unwrap();
+    fs::write(
+        &ca,
+        "-----BEGIN CERTIFICATE-----\nfake\n-----END CERTIFICATE-----\n",
+    )
+    .unwrap();
+    let gitconfig = state.join("agent/gitconfig");
+    fs::create_dir_all(gitconfig.parent().unwrap()).unwrap();
+    fs::write(&gitconfig, "[user]\n\tname = bot\n").unwrap();
+    let _ = root;
+    let mount = |dir: &str, ro: bool| Mount {
+        host: state.join(dir),
+        target: format!("/bottle/{dir}"),
+        read_only: ro,
+    };
+    Wiring {
+        bundle_mounts: vec![
+            Mount {
+                host: state.join("bundle.toml"),
+                target: "/bottle/bundle.toml".into(),
+                read_only: true,
+            },
+            mount("ca", true),
+            mount("secrets", true),
+            mount("egress", true),
+            mount("git", false),
+            mount("queue", false),
+            mount("audit", false),
+        ],
+        bundle_args: vec![
+            "run".into(),
+            "--config".into(),
+            "/bottle/bundle.toml".into(),
+        ],
+        agent_env: BTreeMap::from([(
+            "BOTTLE_MCP_URL".to_owned(),
+            "http://bundle:9100/mcp".to_owned(),
+        )]),
+        agent_files: vec![
+            AgentFile {
+                host: ca,
+                guest: AGENT_CA_PATH.into(),
+                mode: 0o644,
+            },
+            AgentFile {
+                host: gitconfig,
+                guest: "~/.gitconfig".into(),
+                mode: 0o644,
+            },
+        ],
+        ports: vec![8888, 9100, 9418],
+    }
+}
+
+struct Case {
+    _dir: tempfile::TempDir,
+    root: Utf8PathBuf,
+    plan: BottlePlan,
+    wiring: Wiring,
+}
+
+fn load(path: &std::path::Path) -> Case {
+    let dir = tempfile::tempdir().unwrap();
+    let root = Utf8PathBuf::from_path_buf(dir.path().to_path_buf()).unwrap();
+    materialize(&fs::read_to_string(path).unwrap(), &root);
+    let repo = root.join("repo");
+    let cwd = repo.is_dir().then(|| repo.clone());
+    let loader = Loader::new(Home::new(&root), cwd.clone());
+    let (agent, bottle) = loader.load("main").unwrap();
+    let opts = ResolveOptions {
+        cwd,
+        identity: Some(Identity::parse("main-dev-abc123").unwrap()),
+        ..Default::default()
+    };
+    let plan = resolve(&agent, &bottle, &opts, &host_env(&root), &NoPrompt).unwrap();
+    let state = root.join("state/main-dev-abc123");
+    fs::create_dir_all(&state).unwrap();
+    let wiring = wiring(&root, &state);
+    Case {
+        _dir: dir,
+        root,
+        plan,
+        wiring,
+    }
+}
+
+fn backend(root: &Utf8Path) -> DockerBackend {
+    let bin = root.join("fake-bottle-sidecar");
+    fs::write(&bin, b"\x7fELF fake sidecar binary").unwrap();
+    DockerBackend::default()
+        .with_sidecar_bin(bin)
+        .with_bundle_user(1000, 1000)
+        .with_host_cpus(None)
+        .with_runsc(true)
+}
+
+#[test]
+fn rendered_commands() {
+    insta::glob!("fixtures/*.case", |path| {
+        let case = load(path);
+        let be = backend(&case.root);
+        let state = bottle_core::StateDir::at(case.root.join("state/main-dev-abc123"));
+        let script = be
+            .render(LaunchInput {
+                plan: &case.plan,
+                state: &state,
+                wiring: &case.wiring,
+            })
+            .unwrap();
+        let text = script.to_string();
+        insta::with_settings!({filters => vec![(case.root.as_str(), "[ROOT]")]}, {
+            insta::assert_snapshot!(text);
+        });
+    });
+}
+
+#[test]
+fn no_held_secret_in_any_rendered_command() {
+    insta::glob!("fixtures/*.case", |path| {
+        let case = load(path);
+        let held = case.plan.held_secrets();
+        assert!(!held.is_empty(), "fixture holds no secret: {path:?}");
+        let be = backend(&case.root);
+        let state = bottle_core::StateDir::at(case.root.join("state/main-dev-abc123"));
+        let input = LaunchInput {
+            plan: &case.plan,
+            state: &state,
+            wiring: &case.wiring,
+        };
+        let script = be.render(input).unwrap();
+        // Rendered text, Debug, JSON, and each argv word.
+        let shown = format!(
+            "{script}\n{script:?}\n{}",
+            serde_json::to_string(&script).unwrap()
+        );
+        for (name, s) in &held {
+            assert!(!shown.contains(s.expose()), "{name} leaked into the render");
+            for st in &script.steps {
+                for a in st.run.args.iter().chain(std::iter::once(&st.run.program)) {
+                    assert!(!a.contains(s.expose()), "{name} on argv of {}", st.name);
+                }
+                if let Some(Stdin::Bytes(b)) = &st.run.stdin {
+                    let t = String::from_utf8_lossy(b);
+                    assert!(!t.contains(s.expose()), "{name} in stdin of {}", st.name);
+                }
+            }
+        }
+        // Route/provider tokens (held by egress) never reach the agent at
+        // all, not even through the docker CLI's environment.
+        let create = script
+            .steps
+            .iter()
+            .find(|s| s.name == "create agent container")
+            .unwrap();
+        for route in &case.plan.egress.routes {
+            if let Some(a) = &route.auth {
+                for v in create.run.env.values() {
+                    let raw = match v {
+                        EnvValue::Secret(s) => s.expose().to_owned(),
+                        EnvValue::Plain(p) => p.clone(),
+                    };
+                    assert_ne!(raw, a.token.expose(), "route token in agent env");
+                }
+            }
+        }
+        // Running it through a recorder records nothing secret either.
+        let rec = RecordingRunner::new();
+        rec.reply("docker image inspect", 1, "");
+        let _ = be.launch(input, &rec);
+        for s in held.values() {
+            assert!(!rec.transcript().contains(s.expose()));
+            assert!(!format!("{:?}", rec.calls()).contains(s.expose()));
+        }
+    });
+}
+
+#[test]
+fn names_match_core() {
+    let p =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/shell-basic.case");
+    let case = load(&p);
+    assert_eq!(
+        bottle_docker::names_for(&case.plan.identity),
+        case.plan.names
+    );
+}
