@@ -1,13 +1,540 @@
-//! (placeholder: being written)
+//! `bottle-sidecar run`: every daemon of a bottle under one supervisor.
+//!
+//! Fail closed: the daemons run as tokio tasks; when any of them exits — with
+//! an error *or* "successfully" — the supervisor stops all the others (their
+//! listeners close) and the process exits non-zero with the reason on stderr
+//! and in the audit log. The agent then has no way out at all; the backend
+//! notices the dead bundle. `bottle-sidecar: ready` is printed on stdout once
+//! every configured daemon has bound its port.
+//!
+//! `bottle-sidecar health` exits 0 iff every configured daemon's port accepts
+//! a TCP connection (the docker backend runs it with `docker exec`).
 
-/// Command-line arguments of this daemon.
+use std::future::Future;
+use std::io::Write;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use tokio::sync::oneshot;
+use tokio::task::JoinSet;
+
+use crate::audit::AuditLog;
+use crate::{git_gate, supervise};
+
+/// `bundle.toml`: which daemons run and with what options. A section that is
+/// absent is not started (e.g. no git remotes → no `[git_gate]`).
+///
+/// ```toml
+/// identity = "demo-dev-a1b2"
+/// audit = "/bottle/audit/audit.jsonl"
+///
+/// [egress]
+/// listen = "0.0.0.0:8888"
+/// routes = "/bottle/egress/routes.toml"
+/// ca_dir = "/bottle/ca"
+/// secrets_dir = "/bottle/secrets"        # optional
+///
+/// [git_gate]
+/// listen = "0.0.0.0:9418"
+/// config = "/bottle/git/gate.toml"
+///
+/// [supervise]
+/// listen = "0.0.0.0:9100"
+/// config = "/bottle/supervise/sv.toml"
+/// queue = "/bottle/queue"
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BundleConfig {
+    /// Bottle identity, stamped on every audit line.
+    pub identity: String,
+    /// The audit log all daemons append to.
+    pub audit: PathBuf,
+    /// The egress proxy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub egress: Option<EgressSection>,
+    /// The git gate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub git_gate: Option<GitGateSection>,
+    /// The supervise MCP server.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub supervise: Option<SuperviseSection>,
+}
+
+/// `[egress]`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EgressSection {
+    /// Listen address (default `0.0.0.0:8888`).
+    #[serde(default = "default_egress_listen")]
+    pub listen: SocketAddr,
+    /// Live `routes.toml`.
+    pub routes: PathBuf,
+    /// Dir with the per-bottle `ca.pem` + `ca.key`.
+    pub ca_dir: PathBuf,
+    /// Held-secrets dir (overrides `secrets_dir` in routes.toml).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secrets_dir: Option<PathBuf>,
+}
+
+/// `[git_gate]`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GitGateSection {
+    /// Listen address (default `0.0.0.0:9418`).
+    #[serde(default = "default_git_listen")]
+    pub listen: SocketAddr,
+    /// `gate.toml`.
+    pub config: PathBuf,
+    /// Program the mirrors' pre-receive hook runs (default: this executable).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hook_program: Option<PathBuf>,
+}
+
+/// `[supervise]`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SuperviseSection {
+    /// Listen address (default `0.0.0.0:9100`).
+    #[serde(default = "default_supervise_listen")]
+    pub listen: SocketAddr,
+    /// `sv.toml`.
+    pub config: PathBuf,
+    /// Queue dir (read-write).
+    pub queue: PathBuf,
+}
+
+fn default_egress_listen() -> SocketAddr {
+    SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 8888)
+}
+fn default_git_listen() -> SocketAddr {
+    SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 9418)
+}
+fn default_supervise_listen() -> SocketAddr {
+    SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), supervise::DEFAULT_PORT)
+}
+
+impl BundleConfig {
+    /// Parse and check a `bundle.toml`.
+    pub fn load(path: &Path) -> Result<Self, String> {
+        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let config: Self = toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+        config
+            .check()
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        Ok(config)
+    }
+
+    /// Write atomically (mode 644).
+    pub fn save(&self, path: &Path) -> Result<(), String> {
+        self.check()?;
+        let text = toml::to_string(self).map_err(|e| format!("{}: {e}", path.display()))?;
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        }
+        supervise::atomic_write(path, text.as_bytes(), Some(0o644))
+            .map_err(|e| format!("{}: {e}", path.display()))
+    }
+
+    /// At least one daemon, and no two on the same port.
+    pub fn check(&self) -> Result<(), String> {
+        let listens = self.listens();
+        if listens.is_empty() {
+            return Err("bundle.toml names no daemon ([egress], [git_gate] or [supervise])".into());
+        }
+        for (i, (a, addr_a)) in listens.iter().enumerate() {
+            for (b, addr_b) in &listens[i + 1..] {
+                if addr_a.port() != 0 && addr_a.port() == addr_b.port() {
+                    return Err(format!("{a} and {b} both listen on port {}", addr_a.port()));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// `(daemon name, listen address)` of every configured daemon.
+    pub fn listens(&self) -> Vec<(&'static str, SocketAddr)> {
+        let mut out = Vec::new();
+        if let Some(e) = &self.egress {
+            out.push(("egress", e.listen));
+        }
+        if let Some(g) = &self.git_gate {
+            out.push(("git-gate", g.listen));
+        }
+        if let Some(s) = &self.supervise {
+            out.push(("supervise", s.listen));
+        }
+        out
+    }
+}
+
+type Joined = Option<Result<(String, Result<(), String>), tokio::task::JoinError>>;
+type DaemonFuture = Pin<Box<dyn Future<Output = Result<(), String>> + Send>>;
+type Starter = Box<dyn FnOnce(oneshot::Sender<SocketAddr>) -> DaemonFuture + Send>;
+
+/// Runs daemons as tasks; the first one to exit stops them all.
+pub struct Supervisor {
+    daemons: Vec<(String, Starter)>,
+    ready_timeout: Duration,
+}
+
+impl std::fmt::Debug for Supervisor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Supervisor")
+            .field(
+                "daemons",
+                &self.daemons.iter().map(|(n, _)| n).collect::<Vec<_>>(),
+            )
+            .finish()
+    }
+}
+
+/// Why [`Supervisor::run`] returned. Every variant is a failure: the
+/// daemons are meant to run forever.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Exit {
+    /// A daemon exited (its error, or "exited" when it returned Ok).
+    DaemonExited {
+        /// Which daemon.
+        daemon: String,
+        /// Why.
+        reason: String,
+        /// Whether every daemon had reported ready before.
+        after_ready: bool,
+    },
+    /// A daemon did not report ready in time.
+    NotReady {
+        /// Which daemons were missing.
+        missing: Vec<String>,
+    },
+}
+
+impl std::fmt::Display for Exit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Exit::DaemonExited { daemon, reason, .. } => write!(f, "{daemon} stopped: {reason}"),
+            Exit::NotReady { missing } => {
+                write!(f, "not ready in time: {}", missing.join(", "))
+            }
+        }
+    }
+}
+
+impl Default for Supervisor {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Supervisor {
+    /// No daemons yet; 60 s to become ready.
+    pub fn new() -> Self {
+        Self {
+            daemons: Vec::new(),
+            ready_timeout: Duration::from_secs(60),
+        }
+    }
+
+    /// How long all daemons together may take to bind.
+    pub fn ready_timeout(mut self, t: Duration) -> Self {
+        self.ready_timeout = t;
+        self
+    }
+
+    /// Add a daemon: `start(ready)` returns its future, which must send the
+    /// bound address on `ready` and then run until it fails.
+    pub fn add<F, Fut, E>(&mut self, name: &str, start: F)
+    where
+        F: FnOnce(oneshot::Sender<SocketAddr>) -> Fut + Send + 'static,
+        Fut: Future<Output = Result<(), E>> + Send + 'static,
+        E: std::fmt::Display,
+    {
+        let starter: Starter = Box::new(move |ready| {
+            let fut = start(ready);
+            Box::pin(async move { fut.await.map_err(|e| e.to_string()) })
+        });
+        self.daemons.push((name.to_owned(), starter));
+    }
+
+    /// Names of the daemons added so far.
+    pub fn names(&self) -> Vec<String> {
+        self.daemons.iter().map(|(n, _)| n.clone()).collect()
+    }
+
+    /// Start everything; call `on_ready` once all daemons are bound; return
+    /// when the first daemon exits, after every other daemon has been stopped.
+    pub async fn run(self, on_ready: impl FnOnce(&[(String, SocketAddr)])) -> Exit {
+        let mut set: JoinSet<(String, Result<(), String>)> = JoinSet::new();
+        let mut readies = Vec::new();
+        for (name, start) in self.daemons {
+            let (tx, rx) = oneshot::channel();
+            let fut = start(tx);
+            let task_name = name.clone();
+            set.spawn(async move { (task_name, fut.await) });
+            readies.push((name, rx));
+        }
+        let names: Vec<String> = readies.iter().map(|(n, _)| n.clone()).collect();
+        let got: std::sync::Mutex<Vec<(String, SocketAddr)>> = std::sync::Mutex::new(Vec::new());
+        let all_ready = async {
+            for (name, rx) in readies {
+                match rx.await {
+                    Ok(addr) => got
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .push((name, addr)),
+                    // The daemon dropped its sender: it is exiting; join_next reports why.
+                    Err(_) => std::future::pending::<()>().await,
+                }
+            }
+        };
+        let early = tokio::select! {
+            r = tokio::time::timeout(self.ready_timeout, all_ready) => r.err().map(|_| {
+                let got = got.lock().unwrap_or_else(|p| p.into_inner());
+                Exit::NotReady {
+                    missing: names.iter().filter(|n| !got.iter().any(|(g, _)| g == *n)).cloned().collect(),
+                }
+            }),
+            joined = set.join_next() => Some(exit_of(joined, false)),
+        };
+        let exit = match early {
+            Some(exit) => exit,
+            None => {
+                let got = got.into_inner().unwrap_or_else(|p| p.into_inner());
+                on_ready(&got);
+                exit_of(set.join_next().await, true)
+            }
+        };
+        set.abort_all();
+        while set.join_next().await.is_some() {}
+        exit
+    }
+}
+
+fn exit_of(
+    joined: Joined,
+    after_ready: bool,
+) -> Exit {
+    match joined {
+        Some(Ok((daemon, Ok(())))) => Exit::DaemonExited {
+            daemon,
+            reason: "exited".into(),
+            after_ready,
+        },
+        Some(Ok((daemon, Err(reason)))) => Exit::DaemonExited {
+            daemon,
+            reason,
+            after_ready,
+        },
+        Some(Err(e)) => Exit::DaemonExited {
+            daemon: "?".into(),
+            reason: if e.is_panic() {
+                "panicked".into()
+            } else {
+                e.to_string()
+            },
+            after_ready,
+        },
+        None => Exit::DaemonExited {
+            daemon: "none".into(),
+            reason: "no daemons configured".into(),
+            after_ready,
+        },
+    }
+}
+
+/// Build the supervisor for a bundle config.
+pub fn supervisor(config: &BundleConfig, audit: &AuditLog) -> Supervisor {
+    let mut sup = Supervisor::new();
+    if let Some(e) = &config.egress {
+        // Wired to egress::serve once the egress daemon has landed.
+        let section = e.clone();
+        sup.add("egress", move |_ready| async move {
+            Err::<(), String>(format!(
+                "egress is not built into this binary yet (routes {})",
+                section.routes.display()
+            ))
+        });
+    }
+    if let Some(g) = &config.git_gate {
+        let mut opts = git_gate::Options::new(g.config.clone(), g.listen);
+        opts.hook_program = g.hook_program.clone();
+        let audit = audit.clone();
+        sup.add("git-gate", move |ready| git_gate::serve(opts, audit, ready));
+    }
+    if let Some(s) = &config.supervise {
+        let opts = supervise::Options {
+            listen: s.listen,
+            config: s.config.clone(),
+            queue: s.queue.clone(),
+        };
+        let audit = audit.clone();
+        sup.add("supervise", move |ready| {
+            supervise::serve(opts, audit, ready)
+        });
+    }
+    sup
+}
+
+/// Run a bundle until a daemon exits (returns the reason) — the library form
+/// of `bottle-sidecar run`. `on_ready` gets every daemon's bound address.
+pub async fn run(
+    config: &BundleConfig,
+    audit: AuditLog,
+    on_ready: impl FnOnce(&[(String, SocketAddr)]),
+) -> Exit {
+    let sup = supervisor(config, &audit);
+    audit.record("bundle", json!({"event": "start", "daemons": sup.names()}));
+    let exit = sup
+        .run(|addrs| {
+            let listening: serde_json::Map<String, serde_json::Value> = addrs
+                .iter()
+                .map(|(n, a)| (n.clone(), json!(a.to_string())))
+                .collect();
+            audit.record("bundle", json!({"event": "ready", "listening": listening}));
+            on_ready(addrs)
+        })
+        .await;
+    let (daemon, reason) = match &exit {
+        Exit::DaemonExited { daemon, reason, .. } => (daemon.clone(), reason.clone()),
+        Exit::NotReady { missing } => (missing.join(","), "not ready in time".into()),
+    };
+    audit.record(
+        "bundle",
+        json!({"event": "stop", "daemon": daemon, "reason": reason, "decision": "fail-closed", "rule": "daemon-exit"}),
+    );
+    exit
+}
+
+/// Arguments of `bottle-sidecar run`.
 #[derive(Debug, clap::Args)]
-pub struct Args {}
+pub struct Args {
+    /// `bundle.toml`.
+    #[arg(long)]
+    pub config: PathBuf,
+}
 
-/// Run the daemon from its command line; returns the process exit code.
-pub fn main(_args: Args) -> i32 {
-    eprintln!("not built yet");
-    1
+/// Arguments of `bottle-sidecar health`.
+#[derive(Debug, clap::Args)]
+pub struct HealthArgs {
+    /// `bundle.toml`.
+    #[arg(long)]
+    pub config: PathBuf,
+    /// Connect timeout per daemon.
+    #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+    pub timeout: Duration,
+}
+
+/// `bottle-sidecar run`: returns the process exit code (never 0 unless
+/// stopped by SIGTERM/SIGINT).
+pub fn main(args: Args) -> i32 {
+    init_tracing();
+    let config = match BundleConfig::load(&args.config) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("bottle-sidecar: invalid bundle config: {e}");
+            return 2;
+        }
+    };
+    let audit = match AuditLog::open(&config.audit, &config.identity) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("bottle-sidecar: audit log {}: {e}", config.audit.display());
+            return 1;
+        }
+    };
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("bottle-sidecar: tokio: {e}");
+            return 1;
+        }
+    };
+    runtime.block_on(async move {
+        let on_ready = |addrs: &[(String, SocketAddr)]| {
+            for (name, addr) in addrs {
+                eprintln!("bottle-sidecar: {name} listening on {addr}");
+            }
+            let mut out = std::io::stdout().lock();
+            let _ = writeln!(out, "bottle-sidecar: ready");
+            let _ = out.flush();
+        };
+        tokio::select! {
+            exit = run(&config, audit.clone(), on_ready) => {
+                eprintln!("bottle-sidecar: {exit}; stopping every daemon (fail closed)");
+                1
+            }
+            signal = shutdown_signal() => {
+                eprintln!("bottle-sidecar: {signal}; stopping");
+                audit.record("bundle", json!({"event": "stop", "reason": signal}));
+                0
+            }
+        }
+    })
+}
+
+async fn shutdown_signal() -> String {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => "SIGTERM".into(),
+        _ = int.recv() => "SIGINT".into(),
+    }
+}
+
+/// Connect to every configured daemon's port; `(name, Ok | Err(reason))`.
+/// Unspecified listen addresses (`0.0.0.0`, `::`) are probed on loopback.
+pub fn health(config: &BundleConfig, timeout: Duration) -> Vec<(String, Result<(), String>)> {
+    config
+        .listens()
+        .into_iter()
+        .map(|(name, addr)| {
+            let ip = match addr.ip() {
+                IpAddr::V4(v4) if v4.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+                IpAddr::V6(v6) if v6.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
+                ip => ip,
+            };
+            let target = SocketAddr::new(ip, addr.port());
+            let result = TcpStream::connect_timeout(&target, timeout)
+                .map(drop)
+                .map_err(|e| format!("{target}: {e}"));
+            (name.to_owned(), result)
+        })
+        .collect()
+}
+
+/// `bottle-sidecar health`: 0 iff every daemon's port accepts TCP.
+pub fn health_main(args: HealthArgs) -> i32 {
+    let config = match BundleConfig::load(&args.config) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("bottle-sidecar health: {e}");
+            return 2;
+        }
+    };
+    let mut ok = true;
+    for (name, result) in health(&config, args.timeout) {
+        match result {
+            Ok(()) => println!("{name}: ok"),
+            Err(e) => {
+                ok = false;
+                println!("{name}: down ({e})");
+            }
+        }
+    }
+    if ok {
+        0
+    } else {
+        1
+    }
 }
 
 /// Install the stderr tracing subscriber (`RUST_LOG`, default `info`); idempotent.

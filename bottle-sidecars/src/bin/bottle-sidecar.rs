@@ -21,6 +21,8 @@ enum Command {
     GitGate(git_gate::Args),
     /// Run the supervise MCP server alone.
     Supervise(supervise::Args),
+    /// Exit 0 iff every daemon in bundle.toml accepts a TCP connection.
+    Health(bundle::HealthArgs),
 }
 
 fn main() {
@@ -30,6 +32,7 @@ fn main() {
         Command::Egress(args) => egress::main(args),
         Command::GitGate(args) => git_gate::main(args),
         Command::Supervise(args) => supervise::main(args),
+        Command::Health(args) => bundle::health_main(args),
     };
     std::process::exit(code);
 }

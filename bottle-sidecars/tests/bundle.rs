@@ -1,0 +1,297 @@
+//! The bundle supervisor: all daemons up → one `ready`; any daemon exits →
+//! every daemon stops (their ports close) and the process fails.
+
+use std::io::{BufRead, BufReader};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use bottle_sidecars::audit::AuditLog;
+use bottle_sidecars::bundle::{BundleConfig, Exit, SuperviseSection, Supervisor};
+use bottle_sidecars::supervise::{self, queue};
+
+const BIN: &str = env!("CARGO_BIN_EXE_bottle-sidecar");
+
+/// A state dir with a valid sv.toml; returns the supervise section.
+fn supervise_section(state: &Path, listen: SocketAddr) -> SuperviseSection {
+    std::fs::create_dir_all(state.join("supervise")).unwrap();
+    let key = queue::init(state).unwrap();
+    let sv = supervise::SvConfig {
+        operator_key: Some(key),
+        ..Default::default()
+    };
+    sv.save(&supervise::sv_path(state)).unwrap();
+    SuperviseSection {
+        listen,
+        config: supervise::sv_path(state),
+        queue: state.join("queue"),
+    }
+}
+
+fn free_port() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap()
+}
+
+fn accepts(addr: SocketAddr) -> bool {
+    TcpStream::connect_timeout(&addr, Duration::from_millis(500)).is_ok()
+}
+
+fn audit_lines(path: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// A daemon that binds, reports ready, and fails after `after`.
+async fn flaky_daemon(
+    ready: tokio::sync::oneshot::Sender<SocketAddr>,
+    after: Duration,
+    fail: bool,
+) -> Result<(), String> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .map_err(|e| e.to_string())?;
+    let _ = ready.send(listener.local_addr().unwrap());
+    tokio::time::sleep(after).await;
+    if fail {
+        Err("boom".into())
+    } else {
+        Ok(())
+    }
+}
+
+#[test]
+fn config_round_trips_and_is_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bundle.toml");
+    let config: BundleConfig = toml::from_str(
+        r#"
+identity = "demo-dev-a1b2"
+audit = "/bottle/audit/audit.jsonl"
+[egress]
+routes = "/bottle/egress/routes.toml"
+ca_dir = "/bottle/ca"
+secrets_dir = "/bottle/secrets"
+[supervise]
+config = "/bottle/supervise/sv.toml"
+queue = "/bottle/queue"
+"#,
+    )
+    .unwrap();
+    assert!(config.git_gate.is_none());
+    assert_eq!(config.egress.as_ref().unwrap().listen.port(), 8888);
+    assert_eq!(config.supervise.as_ref().unwrap().listen.port(), 9100);
+    config.save(&path).unwrap();
+    assert_eq!(BundleConfig::load(&path).unwrap(), config);
+
+    let empty = BundleConfig {
+        identity: "x".into(),
+        audit: "/a".into(),
+        egress: None,
+        git_gate: None,
+        supervise: None,
+    };
+    assert!(empty.save(&path).unwrap_err().contains("no daemon"));
+    let mut clash = config.clone();
+    clash.supervise.as_mut().unwrap().listen = "0.0.0.0:8888".parse().unwrap();
+    assert!(clash.check().unwrap_err().contains("8888"));
+    std::fs::write(&path, "identity = \"x\"\naudit = \"/a\"\n[supervise]\nconfig = \"/s\"\nqueue = \"/q\"\ntypo = 1\n").unwrap();
+    assert!(BundleConfig::load(&path).is_err());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_daemon_exiting_stops_all_of_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let section = supervise_section(&state, "127.0.0.1:0".parse().unwrap());
+    let audit = AuditLog::open(&dir.path().join("audit.jsonl"), "t").unwrap();
+    for fail in [true, false] {
+        let mut sup = Supervisor::new();
+        let opts = supervise::Options {
+            listen: section.listen,
+            config: section.config.clone(),
+            queue: section.queue.clone(),
+        };
+        let a = audit.clone();
+        sup.add("supervise", move |ready| supervise::serve(opts, a, ready));
+        sup.add("test", move |ready| {
+            flaky_daemon(ready, Duration::from_millis(500), fail)
+        });
+        let (tx, rx) = std::sync::mpsc::channel();
+        let exit = sup
+            .run(move |addrs| {
+                // Both are bound and answering when ready fires.
+                for (_, addr) in addrs {
+                    assert!(accepts(*addr), "{addr}");
+                }
+                tx.send(addrs.to_vec()).unwrap();
+            })
+            .await;
+        let addrs = rx.recv().unwrap();
+        assert_eq!(addrs.len(), 2);
+        assert_eq!(
+            exit,
+            Exit::DaemonExited {
+                daemon: "test".into(),
+                reason: if fail { "boom".into() } else { "exited".into() },
+                after_ready: true,
+            }
+        );
+        // Fail closed: the healthy daemon is gone too.
+        let sv = addrs.iter().find(|(n, _)| n == "supervise").unwrap().1;
+        assert!(
+            !accepts(sv),
+            "supervise still listening on {sv} after the bundle stopped"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_daemon_failing_at_start_means_never_ready() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let section = supervise_section(&state, "127.0.0.1:0".parse().unwrap());
+    let mut sup = Supervisor::new();
+    let opts = supervise::Options {
+        listen: section.listen,
+        config: section.config.clone(),
+        queue: section.queue.clone(),
+    };
+    sup.add("supervise", move |ready| {
+        supervise::serve(opts, AuditLog::discard("t"), ready)
+    });
+    sup.add("broken", |_ready| async { Err::<(), _>("config invalid") });
+    let exit = sup.run(|_| panic!("must not be ready")).await;
+    assert_eq!(
+        exit,
+        Exit::DaemonExited {
+            daemon: "broken".into(),
+            reason: "config invalid".into(),
+            after_ready: false
+        }
+    );
+
+    let mut sup = Supervisor::new().ready_timeout(Duration::from_millis(300));
+    sup.add("slow", |ready| async move {
+        tokio::time::sleep(Duration::from_secs(30)).await;
+        drop(ready);
+        Ok::<(), String>(())
+    });
+    let exit = sup.run(|_| panic!("must not be ready")).await;
+    assert_eq!(
+        exit,
+        Exit::NotReady {
+            missing: vec!["slow".into()]
+        }
+    );
+}
+
+fn write_bundle(dir: &Path, supervise: SuperviseSection) -> PathBuf {
+    let config = BundleConfig {
+        identity: "demo-dev-abc1".into(),
+        audit: dir.join("audit/audit.jsonl"),
+        egress: None,
+        git_gate: None,
+        supervise: Some(supervise),
+    };
+    let path = dir.join("bundle.toml");
+    config.save(&path).unwrap();
+    path
+}
+
+fn health(config: &Path) -> i32 {
+    Command::new(BIN)
+        .args(["health", "--config"])
+        .arg(config)
+        .args(["--timeout", "500ms"])
+        .output()
+        .unwrap()
+        .status
+        .code()
+        .unwrap()
+}
+
+#[test]
+fn binary_prints_ready_passes_health_and_health_fails_when_killed() {
+    let dir = tempfile::tempdir().unwrap();
+    let addr = free_port();
+    let config = write_bundle(
+        dir.path(),
+        supervise_section(&dir.path().join("state"), addr),
+    );
+    assert_eq!(health(&config), 1, "nothing listens yet");
+    let mut child = Command::new(BIN)
+        .args(["run", "--config"])
+        .arg(&config)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    stdout.read_line(&mut line).unwrap();
+    assert_eq!(line, "bottle-sidecar: ready\n");
+    assert_eq!(health(&config), 0);
+    let audit = audit_lines(&dir.path().join("audit/audit.jsonl"));
+    assert!(audit.iter().any(|l| l["sidecar"] == "bundle"
+        && l["event"] == "ready"
+        && l["identity"] == "demo-dev-abc1"));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while health(&config) != 1 {
+        assert!(Instant::now() < deadline, "port still open after kill");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn binary_refuses_to_run_when_a_daemon_cannot_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let addr = free_port();
+    let section = supervise_section(&dir.path().join("state"), addr);
+    // Invalid supervise config: no operator key → the daemon refuses, the bundle exits.
+    std::fs::write(&section.config, "grant_ttl = \"1h\"\n").unwrap();
+    let config = write_bundle(dir.path(), section);
+    let out = Command::new(BIN)
+        .args(["run", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("ready"));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("supervise stopped") && stderr.contains("operator_key"),
+        "{stderr}"
+    );
+    let audit = audit_lines(&dir.path().join("audit/audit.jsonl"));
+    assert!(audit.iter().any(|l| l["event"] == "stop"
+        && l["daemon"] == "supervise"
+        && l["decision"] == "fail-closed"));
+
+    // A port already taken: the bundle exits non-zero, never ready.
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let section = supervise_section(&dir.path().join("state2"), taken.local_addr().unwrap());
+    let config = write_bundle(dir.path(), section);
+    let out = Command::new(BIN)
+        .args(["run", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("ready"));
+
+    // An invalid bundle.toml is a usage error.
+    std::fs::write(&config, "identity = 1\n").unwrap();
+    let out = Command::new(BIN)
+        .args(["run", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}
