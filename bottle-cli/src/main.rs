@@ -12,6 +12,7 @@ use camino::Utf8PathBuf;
 use clap::Parser;
 
 mod cmd;
+mod dashboard;
 mod registry;
 mod ui;
 

@@ -10,6 +10,7 @@ use crate::Cli;
 
 pub mod check;
 pub mod completions;
+pub mod dashboard;
 pub mod init;
 pub mod lifecycle;
 pub mod plan;
@@ -49,6 +50,8 @@ pub enum Command {
     Approve(queue::ApproveArgs),
     /// Deny a permission request.
     Deny(queue::DenyArgs),
+    /// Full-screen view: bottles, live decisions, the queue with approve/deny keys.
+    Dashboard,
     /// Print shell completions.
     Completions(completions::Args),
 }
@@ -71,6 +74,7 @@ pub fn run(cli: &Cli) -> Result<u8> {
         Command::Queue(a) => queue::queue(cli, a),
         Command::Approve(a) => queue::approve(cli, a),
         Command::Deny(a) => queue::deny(cli, a),
+        Command::Dashboard => dashboard::run(cli),
         Command::Completions(a) => completions::run(a),
     }
 }

@@ -1,0 +1,229 @@
+//! What the dashboard shows, and where it comes from.
+//!
+//! A [`Snapshot`] is plain data; [`collect`] builds one from the home
+//! (metadata, queues, audit logs) and the backends. Collection runs on a
+//! background thread so a slow engine never blocks the screen.
+
+use std::collections::BTreeSet;
+use std::io::{Read, Seek, SeekFrom};
+use std::time::{Duration, SystemTime};
+
+use bottle_core::{DuctRunner, Health, Home};
+use bottle_sidecars::supervise::{queue, Request, Status};
+
+/// One bottle row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BottleRow {
+    /// Identity.
+    pub identity: String,
+    /// Agent name.
+    pub agent: String,
+    /// Backend id.
+    pub backend: String,
+    /// running / stopped / degraded / launching / unknown.
+    pub state: String,
+    /// Age, e.g. `5m`.
+    pub age: String,
+    /// Pending requests.
+    pub pending: usize,
+}
+
+/// One pending (or recent) permission request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueRow {
+    /// Bottle identity.
+    pub identity: String,
+    /// The request.
+    pub request: Request,
+}
+
+/// One audit decision line, flattened for display.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DecisionRow {
+    /// `HH:MM:SS`.
+    pub time: String,
+    /// Full timestamp, for ordering.
+    pub ts: String,
+    /// Bottle identity.
+    pub identity: String,
+    /// egress / git-gate / supervise.
+    pub sidecar: String,
+    /// allow / deny / …
+    pub decision: String,
+    /// `GET host/path`, refs, or the event.
+    pub what: String,
+}
+
+/// Everything on screen.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Snapshot {
+    /// Bottles.
+    pub bottles: Vec<BottleRow>,
+    /// Pending requests.
+    pub queue: Vec<QueueRow>,
+    /// Latest decisions, oldest first.
+    pub decisions: Vec<DecisionRow>,
+    /// A problem collecting (shown in the status line).
+    pub problem: Option<String>,
+}
+
+/// Format an age.
+pub fn age(since: SystemTime, now: SystemTime) -> String {
+    let s = now
+        .duration_since(since)
+        .unwrap_or(Duration::ZERO)
+        .as_secs();
+    match s {
+        0..=59 => format!("{s}s"),
+        60..=3599 => format!("{}m", s / 60),
+        3600..=86399 => format!("{}h", s / 3600),
+        _ => format!("{}d", s / 86400),
+    }
+}
+
+/// Last `max` lines of a file (reads at most the last 64 KiB).
+fn tail_lines(path: &std::path::Path, max: usize) -> Vec<String> {
+    let Ok(mut f) = std::fs::File::open(path) else {
+        return Vec::new();
+    };
+    let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+    let start = len.saturating_sub(64 * 1024);
+    if f.seek(SeekFrom::Start(start)).is_err() {
+        return Vec::new();
+    }
+    let mut buf = String::new();
+    let _ = f.read_to_string(&mut buf);
+    let lines: Vec<String> = buf
+        .lines()
+        .skip(usize::from(start > 0))
+        .map(str::to_owned)
+        .collect();
+    lines[lines.len().saturating_sub(max)..].to_vec()
+}
+
+/// Flatten one audit JSON line.
+pub fn decision_row(line: &str) -> Option<DecisionRow> {
+    let v: serde_json::Value = serde_json::from_str(line).ok()?;
+    let s = |k: &str| v.get(k).and_then(|x| x.as_str()).unwrap_or("").to_owned();
+    let ts = s("ts");
+    let time = ts.get(11..19).unwrap_or("").to_owned();
+    let what = if !s("host").is_empty() {
+        format!("{} {}{}", s("method"), s("host"), s("path"))
+    } else if !s("remote").is_empty() {
+        let refs = v
+            .get("refs")
+            .and_then(|r| r.as_array())
+            .map(|a| {
+                a.iter()
+                    .filter_map(|x| x.as_str())
+                    .collect::<Vec<_>>()
+                    .join(",")
+            })
+            .unwrap_or_default();
+        format!("{} {} {}", s("op"), s("remote"), refs)
+            .trim()
+            .to_owned()
+    } else {
+        let ev = s("event");
+        let id = s("id");
+        format!("{ev} {id}").trim().to_owned()
+    };
+    let mut decision = s("decision");
+    if decision.is_empty() {
+        decision = "-".into();
+    }
+    Some(DecisionRow {
+        time,
+        ts,
+        identity: s("identity"),
+        sidecar: s("sidecar"),
+        decision,
+        what,
+    })
+}
+
+/// Collect a snapshot. `health` is asked per launched bottle (the slow part).
+pub fn collect(
+    home: &Home,
+    health: &dyn Fn(&bottle_core::Metadata, &bottle_core::StateDir) -> Option<Health>,
+) -> Snapshot {
+    let now = SystemTime::now();
+    let mut snap = Snapshot::default();
+    let ids = match home.identities() {
+        Ok(ids) => ids,
+        Err(e) => {
+            snap.problem = Some(e.to_string());
+            return snap;
+        }
+    };
+    let mut decisions = Vec::new();
+    for id in ids {
+        let st = home.state(&id);
+        let dir = st.path().as_std_path();
+        let requests = queue::list(dir).unwrap_or_default();
+        let pending: Vec<Request> = requests
+            .into_iter()
+            .filter(|r| r.status == Status::Pending)
+            .collect();
+        for line in tail_lines(st.audit_path().as_std_path(), 50) {
+            if let Some(d) = decision_row(&line) {
+                decisions.push(d);
+            }
+        }
+        let row = match st.read_metadata() {
+            Ok(meta) => {
+                let state = match meta.phase {
+                    bottle_core::state::Phase::Stopped => "stopped".to_owned(),
+                    bottle_core::state::Phase::Launching => "launching".to_owned(),
+                    bottle_core::state::Phase::Running => match health(&meta, &st) {
+                        Some(Health::Running) => "running".into(),
+                        Some(Health::Degraded) => "degraded".into(),
+                        Some(Health::Stopped) => "stopped".into(),
+                        None => "unknown".into(),
+                    },
+                };
+                let created = humantime::parse_rfc3339_weak(&meta.created).unwrap_or(now);
+                BottleRow {
+                    identity: id.to_string(),
+                    agent: meta.agent,
+                    backend: meta.backend,
+                    state,
+                    age: age(created, now),
+                    pending: pending.len(),
+                }
+            }
+            Err(_) => BottleRow {
+                identity: id.to_string(),
+                agent: "?".into(),
+                backend: "?".into(),
+                state: "broken".into(),
+                age: "-".into(),
+                pending: pending.len(),
+            },
+        };
+        snap.bottles.push(row);
+        snap.queue.extend(pending.into_iter().map(|r| QueueRow {
+            identity: id.to_string(),
+            request: r,
+        }));
+    }
+    decisions.sort_by(|a, b| a.ts.cmp(&b.ts));
+    let n = decisions.len();
+    snap.decisions = decisions.split_off(n.saturating_sub(200));
+    snap
+}
+
+/// The real health probe: the metadata's backend, through the registry.
+pub fn backend_health(meta: &bottle_core::Metadata, st: &bottle_core::StateDir) -> Option<Health> {
+    let backend = crate::registry::get(&meta.backend).ok()?;
+    backend.handle(meta, st).health(&DuctRunner).ok()
+}
+
+/// Request ids that were not in `seen`; adds them.
+pub fn new_requests(snap: &Snapshot, seen: &mut BTreeSet<String>) -> Vec<QueueRow> {
+    snap.queue
+        .iter()
+        .filter(|q| seen.insert(q.request.id.clone()))
+        .cloned()
+        .collect()
+}
