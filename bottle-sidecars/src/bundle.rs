@@ -23,7 +23,7 @@ use tokio::sync::oneshot;
 use tokio::task::JoinSet;
 
 use crate::audit::AuditLog;
-use crate::{git_gate, supervise};
+use crate::{egress, git_gate, supervise};
 
 /// `bundle.toml`: which daemons run and with what options. A section that is
 /// absent is not started (e.g. no git remotes → no `[git_gate]`).
@@ -314,10 +314,7 @@ impl Supervisor {
     }
 }
 
-fn exit_of(
-    joined: Joined,
-    after_ready: bool,
-) -> Exit {
+fn exit_of(joined: Joined, after_ready: bool) -> Exit {
     match joined {
         Some(Ok((daemon, Ok(())))) => Exit::DaemonExited {
             daemon,
@@ -350,14 +347,10 @@ fn exit_of(
 pub fn supervisor(config: &BundleConfig, audit: &AuditLog) -> Supervisor {
     let mut sup = Supervisor::new();
     if let Some(e) = &config.egress {
-        // Wired to egress::serve once the egress daemon has landed.
-        let section = e.clone();
-        sup.add("egress", move |_ready| async move {
-            Err::<(), String>(format!(
-                "egress is not built into this binary yet (routes {})",
-                section.routes.display()
-            ))
-        });
+        let mut opts = egress::Options::new(e.routes.clone(), e.ca_dir.clone(), e.listen);
+        opts.secrets_dir = e.secrets_dir.clone();
+        let audit = audit.clone();
+        sup.add("egress", move |ready| egress::serve(opts, audit, ready));
     }
     if let Some(g) = &config.git_gate {
         let mut opts = git_gate::Options::new(g.config.clone(), g.listen);

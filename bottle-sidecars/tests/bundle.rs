@@ -8,7 +8,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use bottle_sidecars::audit::AuditLog;
-use bottle_sidecars::bundle::{BundleConfig, Exit, SuperviseSection, Supervisor};
+use bottle_sidecars::bundle::{BundleConfig, EgressSection, Exit, SuperviseSection, Supervisor};
 use bottle_sidecars::supervise::{self, queue};
 
 const BIN: &str = env!("CARGO_BIN_EXE_bottle-sidecar");
@@ -191,10 +191,37 @@ async fn a_daemon_failing_at_start_means_never_ready() {
 }
 
 fn write_bundle(dir: &Path, supervise: SuperviseSection) -> PathBuf {
+    write_bundle_with(dir, None, supervise)
+}
+
+/// An `[egress]` section with a generated CA and an empty routes.toml.
+fn egress_section(state: &Path, listen: SocketAddr) -> EgressSection {
+    let ca_dir = state.join("ca");
+    bottle_sidecars::egress::ca::generate_ca(&ca_dir).unwrap();
+    std::fs::create_dir_all(state.join("egress")).unwrap();
+    std::fs::create_dir_all(state.join("secrets")).unwrap();
+    std::fs::write(
+        state.join("egress/routes.toml"),
+        "identity = \"demo-dev-abc1\"\n",
+    )
+    .unwrap();
+    EgressSection {
+        listen,
+        routes: state.join("egress/routes.toml"),
+        ca_dir,
+        secrets_dir: Some(state.join("secrets")),
+    }
+}
+
+fn write_bundle_with(
+    dir: &Path,
+    egress: Option<EgressSection>,
+    supervise: SuperviseSection,
+) -> PathBuf {
     let config = BundleConfig {
         identity: "demo-dev-abc1".into(),
         audit: dir.join("audit/audit.jsonl"),
-        egress: None,
+        egress,
         git_gate: None,
         supervise: Some(supervise),
     };
@@ -218,10 +245,13 @@ fn health(config: &Path) -> i32 {
 #[test]
 fn binary_prints_ready_passes_health_and_health_fails_when_killed() {
     let dir = tempfile::tempdir().unwrap();
-    let addr = free_port();
-    let config = write_bundle(
+    let state = dir.path().join("state");
+    let egress = egress_section(&state, free_port());
+    let egress_addr = egress.listen;
+    let config = write_bundle_with(
         dir.path(),
-        supervise_section(&dir.path().join("state"), addr),
+        Some(egress),
+        supervise_section(&state, free_port()),
     );
     assert_eq!(health(&config), 1, "nothing listens yet");
     let mut child = Command::new(BIN)
@@ -236,6 +266,7 @@ fn binary_prints_ready_passes_health_and_health_fails_when_killed() {
     stdout.read_line(&mut line).unwrap();
     assert_eq!(line, "bottle-sidecar: ready\n");
     assert_eq!(health(&config), 0);
+    assert!(accepts(egress_addr));
     let audit = audit_lines(&dir.path().join("audit/audit.jsonl"));
     assert!(audit.iter().any(|l| l["sidecar"] == "bundle"
         && l["event"] == "ready"
