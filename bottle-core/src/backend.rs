@@ -138,6 +138,12 @@ pub trait Backend: Send + Sync {
     fn id(&self) -> &'static str;
     /// Can it run here? Never fails: an error is an `Unavailable`.
     fn probe(&self, runner: &dyn CommandRunner) -> Probe;
+    /// Host name or IP the agent uses to reach the bundle (goes into
+    /// [`crate::PrepareContext::bundle_host`]). Docker: the network alias.
+    fn bundle_host(&self, plan: &BottlePlan) -> String {
+        let _ = plan;
+        "bundle".to_owned()
+    }
     /// The exact commands `launch` runs, pure.
     fn render(&self, input: LaunchInput<'_>) -> Result<LaunchScript>;
     /// Build images, create resources, start the bundle then the agent.

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use bottle_core::backend::{Backend, Health, LaunchInput, LaunchScript, Probe, Resource, Running};
 use bottle_core::command::{failure, CommandRunner, CommandSpec, Output};
-use bottle_core::plan::Identity;
+use bottle_core::plan::{BottlePlan, Identity};
 use bottle_core::state::{Metadata, StateDir};
 use bottle_core::{Error, Result};
 
@@ -264,6 +264,12 @@ fn gone(out: &Output) -> bool {
 impl Backend for SmolmachinesBackend {
     fn id(&self) -> &'static str {
         BACKEND_ID
+    }
+
+    fn bundle_host(&self, plan: &BottlePlan) -> String {
+        // slots are bounded by the state allocation, so this cannot fail for
+        // an allocated plan; fall back to the first alias for previews
+        crate::plan::bundle_host(plan).unwrap_or_else(|_| "127.77.1.1".to_owned())
     }
 
     fn probe(&self, runner: &dyn CommandRunner) -> Probe {
