@@ -285,9 +285,16 @@ async fn egress_request_approved_with_ttl_goes_live_then_expires() {
     ));
 
     // After the TTL: the agent is told it expired, the sweep removes the route.
-    tokio::time::sleep(Duration::from_millis(2100)).await;
-    let status = call_ok(&client, "request_status", json!({"id": id})).await;
-    assert_eq!(status["status"], "expired", "{status}");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let status = call_ok(&client, "request_status", json!({"id": id})).await;
+        if status["status"] == "expired" {
+            break;
+        }
+        assert_eq!(status["status"], "approved");
+        assert!(Instant::now() < deadline, "never expired: {status}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     let swept = queue::sweep_expired(&b.state).unwrap();
     assert_eq!(swept.routes, vec![id.clone()]);
     assert_eq!(b.routes()["routes"].as_array().unwrap().len(), 1);
@@ -628,5 +635,191 @@ async fn unanswered_requests_are_auto_denied() {
     let err = queue::approve(&b.state, &id, None, &Narrowing::default()).unwrap_err();
     assert!(err.to_string().contains("denied"), "{err}");
     assert_eq!(b.routes()["routes"].as_array().unwrap().len(), 1);
+    client.cancel().await.unwrap();
+}
+
+/// A plain-HTTP upstream on loopback: answers `200 data` and counts connections.
+async fn start_upstream() -> (SocketAddr, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::sync::atomic::Ordering;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let hits = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = hits.clone();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            counter.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 1024];
+                while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match stream.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                }
+                let _ = stream
+                    .write_all(
+                        b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\nConnection: close\r\n\r\ndata",
+                    )
+                    .await;
+            });
+        }
+    });
+    (addr, hits)
+}
+
+/// The real egress proxy on this bottle's routes.toml; `upstream.test` maps to 127.0.0.1.
+async fn start_egress(b: &Bottle) -> SocketAddr {
+    use bottle_sidecars::egress;
+    let ca_dir = b.state.join("ca");
+    egress::ca::generate_ca(&ca_dir).unwrap();
+    let secrets = b.state.join("secrets");
+    std::fs::create_dir_all(&secrets).unwrap();
+    std::fs::write(secrets.join("route-api-example-token"), "tok-4b1d9c7e2f").unwrap();
+    let mut opts = egress::Options::new(
+        b.state.join("egress/routes.toml"),
+        ca_dir,
+        "127.0.0.1:0".parse().unwrap(),
+    );
+    opts.secrets_dir = Some(secrets);
+    opts.resolve_overrides
+        .insert("upstream.test".into(), std::net::Ipv4Addr::LOCALHOST.into());
+    let audit = AuditLog::open(&queue::audit_path(&b.state), "demo-dev-abc1").unwrap();
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    tokio::spawn(egress::serve(opts, audit, tx));
+    tokio::time::timeout(Duration::from_secs(10), rx)
+        .await
+        .unwrap()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn approval_opens_a_running_egress_proxy_and_expiry_closes_it() {
+    use std::sync::atomic::Ordering;
+    let b = Bottle::start("").await;
+    let client = b.client().await;
+    let (upstream, hits) = start_upstream().await;
+    let proxy = start_egress(&b).await;
+    let http = reqwest::Client::builder()
+        .proxy(reqwest::Proxy::all(format!("http://{proxy}")).unwrap())
+        .pool_max_idle_per_host(0)
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    let url = format!("http://upstream.test:{}/data/set.csv", upstream.port());
+    let get = |url: String| {
+        let http = http.clone();
+        async move {
+            let r = http.get(url).send().await.unwrap();
+            (r.status().as_u16(), r.text().await.unwrap_or_default())
+        }
+    };
+
+    // Refused before any approval, and the refusal points at request_egress.
+    let (code, body) = get(url.clone()).await;
+    assert_eq!(code, 403);
+    assert!(body.contains("request_egress"), "{body}");
+    assert_eq!(hits.load(Ordering::SeqCst), 0);
+
+    let out = call_ok(
+        &client,
+        "request_egress",
+        json!({"host": format!("upstream.test:{}", upstream.port()), "paths": ["/data/**"], "methods": ["GET"], "reason": "download the data set"}),
+    )
+    .await;
+    let id = out["id"].as_str().unwrap().to_owned();
+    assert_eq!(queue::list(&b.state).unwrap()[0].status, Status::Pending);
+    assert_eq!(get(url.clone()).await.0, 403, "pending grants nothing");
+
+    // The operator approves for 2 s, narrowed to one file; loopback upstream
+    // needs the operator's allow_private.
+    let narrowing = Narrowing {
+        paths: Some(vec!["/data/set.csv".into()]),
+        allow_private: true,
+        ..Default::default()
+    };
+    let approved_at = Instant::now();
+    queue::approve(&b.state, &id, Some(Duration::from_secs(2)), &narrowing).unwrap();
+    let mut allowed_after = None;
+    while approved_at.elapsed() < Duration::from_secs(2) {
+        let (code, body) = get(url.clone()).await;
+        if code == 200 {
+            assert_eq!(body, "data");
+            allowed_after = Some(approved_at.elapsed());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let allowed_after = allowed_after.expect("approved route live within the TTL");
+    assert!(
+        allowed_after < Duration::from_secs(1),
+        "policy change took {allowed_after:?}"
+    );
+    assert_eq!(
+        call_ok(&client, "request_status", json!({"id": id})).await["status"],
+        "approved"
+    );
+    // Narrowed: another path on the same host stays closed.
+    let other = format!("http://upstream.test:{}/data/other.csv", upstream.port());
+    assert_eq!(get(other).await.0, 403);
+    let hits_while_open = hits.load(Ordering::SeqCst);
+    assert!(hits_while_open >= 1);
+
+    // After the TTL the proxy refuses again, even before anyone sweeps the file.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let (code, _) = get(url.clone()).await;
+        if code == 403 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "grant never expired in the proxy"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        approved_at.elapsed() >= Duration::from_secs(2),
+        "expired early"
+    );
+    let after = hits.load(Ordering::SeqCst);
+    assert_eq!(get(url.clone()).await.0, 403);
+    assert_eq!(
+        hits.load(Ordering::SeqCst),
+        after,
+        "refused requests never reach the upstream"
+    );
+    assert!(queue::sweep_expired(&b.state).unwrap().routes.contains(&id));
+    assert_eq!(
+        call_ok(&client, "request_status", json!({"id": id})).await["status"],
+        "expired"
+    );
+
+    let audit = b.audit();
+    let egress_lines: Vec<&Value> = audit
+        .iter()
+        .filter(|l| l["sidecar"] == "egress" && l["host"] == "upstream.test")
+        .collect();
+    assert!(
+        egress_lines
+            .iter()
+            .any(|l| l["decision"] == "allow" && l["path"] == "/data/set.csv"),
+        "{egress_lines:?}"
+    );
+    assert!(
+        egress_lines
+            .iter()
+            .filter(|l| l["decision"] == "deny")
+            .count()
+            >= 3,
+        "{egress_lines:?}"
+    );
+    assert!(has_line(&audit, |l| l["sidecar"] == "supervise"
+        && l["event"] == "decision"
+        && l["id"] == id.as_str()));
+    assert!(!std::fs::read_to_string(queue::audit_path(&b.state))
+        .unwrap()
+        .contains("tok-4b1d9c7e2f"));
     client.cancel().await.unwrap();
 }

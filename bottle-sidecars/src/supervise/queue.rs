@@ -260,7 +260,9 @@ pub fn approve(
     }
     let grant = narrowed.apply(&req.kind).map_err(QueueError::Invalid)?;
     let now = SystemTime::now();
-    let expires_at = format_time(now + ttl);
+    // Rounded up to the second (the file format's precision): a grant never
+    // lasts less than the TTL asked for, and at most 1 s more.
+    let expires_at = format_time(ceil_second(now + ttl));
     let signer = signer(state_dir)?;
     match &grant {
         RequestKind::Egress {
@@ -325,6 +327,18 @@ pub fn approve(
         }),
     );
     Ok(decision)
+}
+
+fn ceil_second(t: SystemTime) -> SystemTime {
+    let nanos = t
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    if nanos == 0 {
+        t
+    } else {
+        t + Duration::from_nanos(u64::from(1_000_000_000 - nanos))
+    }
 }
 
 fn revoke_grant(
