@@ -10,6 +10,7 @@
 //! - [`supervise`]: MCP server for permission requests (port 9100) and the
 //!   operator-side queue API the CLI uses.
 //! - [`bundle`]: `bottle-sidecar run`, all daemons under one supervisor.
+//! - [`prepare`]: the host-side `Prepare` impls (state dir files + wiring).
 //!
 //! Sidecars never depend on a backend crate.
 
@@ -18,4 +19,5 @@ pub mod bundle;
 pub mod dlp;
 pub mod egress;
 pub mod git_gate;
+pub mod prepare;
 pub mod supervise;

@@ -1,0 +1,510 @@
+//! Host side of the sidecars: the [`Prepare`] impls that turn a
+//! [`BottlePlan`] into files in the bottle's state dir and the [`Wiring`] a
+//! backend needs.
+//!
+//! Layout in the bundle (state dir pieces mounted under `/bottle`):
+//!
+//! | host (state dir)        | bundle                   | mode |
+//! |-------------------------|--------------------------|------|
+//! | `ca/`                   | `/bottle/ca`             | ro   |
+//! | `secrets/`              | `/bottle/secrets`        | ro   |
+//! | `egress/`               | `/bottle/egress`         | ro   |
+//! | `git/`                  | `/bottle/git`            | ro   |
+//! | `git/mirrors/`          | `/bottle/git/mirrors`    | rw   |
+//! | `supervise/`            | `/bottle/supervise`      | ro   |
+//! | `queue/`                | `/bottle/queue`          | rw   |
+//! | `audit/`                | `/bottle/audit`          | rw   |
+//! | `bundle.toml`           | `/bottle/bundle.toml`    | ro   |
+//!
+//! The operator's decision-signing key (`operator/`) is never mounted.
+//! Held secrets are one file each under `secrets/` (mode 600): route tokens,
+//! the provider key, git deploy keys and `?prompt`/host-variable env values
+//! (which the agent holds but egress refuses to let out). The agent gets
+//! only non-secret wiring: proxy and CA env, a git config that rewrites each
+//! remote to the gate, the supervise MCP config, and the CA certificate.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use bottle_core::plan::{BottlePlan, ImageSource};
+use bottle_core::prepare::{
+    AgentFile, Mount, Prepare, PrepareContext, Wiring, AGENT_CA_PATH, BUNDLE_ROOT,
+};
+use bottle_core::state::{atomic_write, create_private_dir};
+use bottle_core::{Error, Result, StateDir, Template};
+use camino::{Utf8Path, Utf8PathBuf};
+use serde::Serialize;
+
+use crate::bundle::{BundleConfig, EgressSection, GitGateSection, SuperviseSection};
+use crate::git_gate::config::{GateConfig, PushRule, RemoteConfig};
+use crate::supervise::SvConfig;
+
+fn bundle_path(rel: &str) -> PathBuf {
+    PathBuf::from(format!("{BUNDLE_ROOT}/{rel}"))
+}
+
+fn ro(host: Utf8PathBuf, rel: &str) -> Mount {
+    Mount {
+        host,
+        target: format!("{BUNDLE_ROOT}/{rel}"),
+        read_only: true,
+    }
+}
+
+fn rw(host: Utf8PathBuf, rel: &str) -> Mount {
+    Mount {
+        host,
+        target: format!("{BUNDLE_ROOT}/{rel}"),
+        read_only: false,
+    }
+}
+
+fn io_err(action: &'static str, path: &Utf8Path) -> impl FnOnce(std::io::Error) -> Error {
+    let path = path.to_owned();
+    move |e| Error::io(action, path, e)
+}
+
+/// The held-secret files: route tokens, provider key, `?prompt`/host env
+/// values, git deploy keys. Written mode 600 under `secrets/`.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct SecretsPrepare;
+
+impl Prepare for SecretsPrepare {
+    fn name(&self) -> &'static str {
+        "secrets"
+    }
+
+    fn prepare(&self, plan: &BottlePlan, ctx: &PrepareContext<'_>) -> Result<Wiring> {
+        let dir = ctx.state.secrets_dir();
+        create_private_dir(&dir)?;
+        for (name, secret) in plan.held_secrets() {
+            atomic_write(&dir.join(&name), secret.expose().as_bytes(), Some(0o600))?;
+        }
+        for r in &plan.git.remotes {
+            if let Some(key) = &r.identity_file {
+                let bytes = std::fs::read(key).map_err(|e| {
+                    Error::other(
+                        format!("cannot read identity_file {key} of git remote `{}`: {e}", r.name),
+                        "fix the path in the bottle's [[git.remotes]] (the gate holds this key; the agent never sees it)",
+                    )
+                })?;
+                atomic_write(&dir.join(git_key_name(&r.name)), &bytes, Some(0o600))?;
+            }
+        }
+        Ok(Wiring {
+            bundle_mounts: vec![ro(dir, "secrets")],
+            ..Wiring::default()
+        })
+    }
+}
+
+fn git_key_name(remote: &str) -> String {
+    format!("git-{remote}.key")
+}
+
+/// The egress proxy: per-bottle CA, `egress/routes.toml`, and the agent's
+/// proxy and CA env.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct EgressPrepare;
+
+#[derive(Serialize)]
+struct RoutesFile<'a> {
+    identity: &'a str,
+    dlp: bool,
+    max_body_scan: u64,
+    secrets_dir: PathBuf,
+    routes: Vec<RouteFile<'a>>,
+}
+
+#[derive(Serialize)]
+struct RouteFile<'a> {
+    host: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    port: Option<u16>,
+    #[serde(skip_serializing_if = "<[String]>::is_empty")]
+    paths: &'a [String],
+    #[serde(skip_serializing_if = "<[String]>::is_empty")]
+    methods: &'a [String],
+    allow_private: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    auth: Option<AuthFile>,
+}
+
+#[derive(Serialize)]
+struct AuthFile {
+    scheme: String,
+    secret: String,
+}
+
+/// The `routes.toml` text for a plan (no secret values: auth names a file
+/// in the secrets dir).
+pub fn routes_toml(plan: &BottlePlan) -> String {
+    let file = RoutesFile {
+        identity: plan.identity.as_str(),
+        dlp: plan.egress.dlp,
+        max_body_scan: plan.egress.max_body_scan,
+        secrets_dir: bundle_path("secrets"),
+        routes: plan
+            .egress
+            .routes
+            .iter()
+            .map(|r| RouteFile {
+                host: &r.host,
+                port: r.port,
+                paths: &r.paths,
+                methods: &r.methods,
+                allow_private: r.allow_private,
+                auth: r.auth.as_ref().map(|a| AuthFile {
+                    scheme: a.scheme.as_manifest(),
+                    secret: a.secret_name.clone(),
+                }),
+            })
+            .collect(),
+    };
+    let mut text = String::from(
+        "# Live egress policy of this bottle. The bundle reloads it on change.\n# Grants added by `bottle approve` carry `grant` and `expires_at`.\n",
+    );
+    text.push_str(&toml::to_string(&file).expect("routes serialize"));
+    text
+}
+
+impl Prepare for EgressPrepare {
+    fn name(&self) -> &'static str {
+        "egress"
+    }
+
+    fn prepare(&self, plan: &BottlePlan, ctx: &PrepareContext<'_>) -> Result<Wiring> {
+        let ca = ctx.state.ca_dir();
+        create_private_dir(&ca)?;
+        crate::egress::ca::generate_ca(ca.as_std_path())
+            .map_err(io_err("writing the CA in", &ca))?;
+        let routes = ctx.state.routes_path();
+        // resume keeps the live policy (with its grants) as it is
+        if !routes.exists() {
+            atomic_write(&routes, routes_toml(plan).as_bytes(), Some(0o644))?;
+        }
+        let proxy = format!("http://{}:{}", ctx.bundle_host, plan.ports.egress);
+        let mut env = BTreeMap::new();
+        for k in [
+            "HTTP_PROXY",
+            "HTTPS_PROXY",
+            "http_proxy",
+            "https_proxy",
+            "ALL_PROXY",
+            "all_proxy",
+        ] {
+            env.insert(k.to_owned(), proxy.clone());
+        }
+        // only the bundle itself bypasses the proxy (git-gate, supervise)
+        env.insert("NO_PROXY".into(), ctx.bundle_host.clone());
+        env.insert("no_proxy".into(), ctx.bundle_host.clone());
+        for k in [
+            "SSL_CERT_FILE",
+            "NODE_EXTRA_CA_CERTS",
+            "REQUESTS_CA_BUNDLE",
+            "GIT_SSL_CAINFO",
+            "CURL_CA_BUNDLE",
+        ] {
+            env.insert(k.to_owned(), AGENT_CA_PATH.to_owned());
+        }
+        Ok(Wiring {
+            bundle_mounts: vec![ro(ca.clone(), "ca"), ro(ctx.state.egress_dir(), "egress")],
+            agent_env: env,
+            agent_files: vec![AgentFile {
+                host: ca.join(crate::egress::ca::CERT_FILE),
+                guest: AGENT_CA_PATH.to_owned(),
+                mode: 0o644,
+            }],
+            ports: vec![plan.ports.egress],
+            ..Wiring::default()
+        })
+    }
+}
+
+/// The pinned `known_hosts` line for an ssh URL, if it is one.
+pub fn known_hosts_line(url: &str, key: &str) -> Option<String> {
+    let (host, port) = if let Some(rest) = url.strip_prefix("ssh://") {
+        let authority = rest.split('/').next()?;
+        let hostport = authority.rsplit('@').next()?;
+        match hostport.rsplit_once(':') {
+            Some((h, p)) if !h.contains(']') || h.ends_with(']') => {
+                (h.trim_matches(['[', ']']).to_owned(), p.parse().ok()?)
+            }
+            _ => (hostport.trim_matches(['[', ']']).to_owned(), 22u16),
+        }
+    } else if !url.contains("://") {
+        let (userhost, _) = url.split_once(':')?;
+        (userhost.rsplit('@').next()?.to_owned(), 22)
+    } else {
+        return None;
+    };
+    let key = key.split_whitespace().take(2).collect::<Vec<_>>().join(" ");
+    Some(if port == 22 {
+        format!("{host} {key}")
+    } else {
+        format!("[{host}]:{port} {key}")
+    })
+}
+
+/// The git gate: `git/gate.toml`, `git/known_hosts` (only the pinned keys),
+/// the mirrors dir, and the agent's git config.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct GitGatePrepare;
+
+impl Prepare for GitGatePrepare {
+    fn name(&self) -> &'static str {
+        "git-gate"
+    }
+
+    fn prepare(&self, plan: &BottlePlan, ctx: &PrepareContext<'_>) -> Result<Wiring> {
+        let dir = ctx.state.git_dir();
+        let mirrors = dir.join("mirrors");
+        create_private_dir(&dir)?;
+        create_private_dir(&mirrors)?;
+        let known_hosts: Vec<String> = plan
+            .git
+            .remotes
+            .iter()
+            .filter_map(|r| known_hosts_line(&r.url, r.known_host_key.as_deref()?))
+            .collect();
+        atomic_write(
+            &dir.join("known_hosts"),
+            format!("{}\n", known_hosts.join("\n")).as_bytes(),
+            Some(0o644),
+        )?;
+        let gate_path = dir.join("gate.toml");
+        if !gate_path.exists() {
+            let mut gate = GateConfig::new(bundle_path("git/mirrors"), bundle_path("secrets"));
+            gate.identity = Some(plan.identity.to_string());
+            gate.remotes = plan
+                .git
+                .remotes
+                .iter()
+                .map(|r| RemoteConfig {
+                    name: r.name.clone(),
+                    url: r.url.clone(),
+                    identity_file: r
+                        .identity_file
+                        .as_ref()
+                        .map(|_| bundle_path(&format!("secrets/{}", git_key_name(&r.name)))),
+                    known_hosts: r
+                        .known_host_key
+                        .as_ref()
+                        .map(|_| bundle_path("git/known_hosts")),
+                    push: r.push.iter().map(PushRule::new).collect(),
+                    fetch: r.fetch,
+                    serve_stale: false,
+                })
+                .collect();
+            gate.validate().map_err(|why| {
+                Error::other(
+                    format!("git gate config: {why}"),
+                    "fix [[git.remotes]] in the bottle",
+                )
+            })?;
+            gate.save(gate_path.as_std_path())
+                .map_err(io_err("writing", &gate_path))?;
+        }
+
+        // the agent's git config: every remote URL goes through the gate
+        let mut gitconfig = format!(
+            "[user]\n\tname = {}\n\temail = {}\n[push]\n\tdefault = current\n[init]\n\tdefaultBranch = main\n",
+            plan.git.user.name, plan.git.user.email
+        );
+        for r in &plan.git.remotes {
+            gitconfig.push_str(&format!(
+                "[url \"git://{}:{}/{}.git\"]\n\tinsteadOf = {}\n",
+                ctx.bundle_host, plan.ports.git_gate, r.name, r.url
+            ));
+        }
+        let agent_dir = ctx.state.agent_dir();
+        create_private_dir(&agent_dir)?;
+        let gc_path = agent_dir.join("gitconfig");
+        atomic_write(&gc_path, gitconfig.as_bytes(), Some(0o644))?;
+        let mut w = Wiring {
+            bundle_mounts: vec![ro(dir, "git"), rw(mirrors, "git/mirrors")],
+            agent_files: vec![AgentFile {
+                host: gc_path,
+                guest: "~/.gitconfig".into(),
+                mode: 0o644,
+            }],
+            ..Wiring::default()
+        };
+        if !plan.git.remotes.is_empty() {
+            w.ports.push(plan.ports.git_gate);
+        }
+        Ok(w)
+    }
+}
+
+/// Supervise: `supervise/sv.toml` (with the operator's public key), the
+/// queue dir, and the agent's MCP client config.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct SupervisePrepare;
+
+impl Prepare for SupervisePrepare {
+    fn name(&self) -> &'static str {
+        "supervise"
+    }
+
+    fn prepare(&self, plan: &BottlePlan, ctx: &PrepareContext<'_>) -> Result<Wiring> {
+        let state = ctx.state.path().as_std_path();
+        let queue = ctx.state.queue_dir();
+        create_private_dir(&queue)?;
+        create_private_dir(&ctx.state.supervise_dir())?;
+        if !plan.supervise.enabled {
+            return Ok(Wiring {
+                bundle_mounts: vec![rw(queue, "queue")],
+                ..Wiring::default()
+            });
+        }
+        let public = crate::supervise::queue::init(state).map_err(|e| {
+            Error::other(
+                format!("supervise operator key: {e}"),
+                "check the state dir's permissions",
+            )
+        })?;
+        let mut allowed_hosts = SvConfig::default().allowed_hosts;
+        if !allowed_hosts.contains(&ctx.bundle_host) {
+            allowed_hosts.push(ctx.bundle_host.clone());
+        }
+        allowed_hosts.push(format!("{}:{}", ctx.bundle_host, plan.ports.supervise));
+        let sv = SvConfig {
+            identity: Some(plan.identity.to_string()),
+            operator_key: Some(public),
+            routes: Some(bundle_path("egress/routes.toml")),
+            gate: Some(bundle_path("git/gate.toml")),
+            grant_ttl: std::time::Duration::from_secs(plan.supervise.grant_ttl_secs),
+            auto_deny_after: std::time::Duration::from_secs(plan.supervise.auto_deny_after_secs),
+            allowed_hosts,
+            ..SvConfig::default()
+        };
+        let sv_path = ctx.state.supervise_dir().join("sv.toml");
+        sv.save(sv_path.as_std_path()).map_err(|e| {
+            Error::other(
+                format!("writing {sv_path}: {e}"),
+                "check the state dir's permissions",
+            )
+        })?;
+
+        let url = format!("http://{}:{}/mcp", ctx.bundle_host, plan.ports.supervise);
+        let agent_dir = ctx.state.agent_dir();
+        create_private_dir(&agent_dir)?;
+        let mut files = Vec::new();
+        let claude = serde_json::json!({
+            "mcpServers": { "bottle-supervise": { "type": "http", "url": url } }
+        });
+        let codex = format!("[mcp_servers.bottle-supervise]\nurl = \"{url}\"\n");
+        let template = match &plan.provider.image {
+            ImageSource::Template(t) => Some(*t),
+            ImageSource::Dockerfile(_) => None,
+        };
+        if matches!(template, Some(Template::Claude) | None) {
+            let p = agent_dir.join("claude-mcp.json");
+            atomic_write(
+                &p,
+                serde_json::to_string_pretty(&claude)
+                    .expect("json")
+                    .as_bytes(),
+                Some(0o644),
+            )?;
+            files.push(AgentFile {
+                host: p,
+                guest: "~/.claude.json".into(),
+                mode: 0o644,
+            });
+        }
+        if matches!(template, Some(Template::Codex) | None) {
+            let p = agent_dir.join("codex-config.toml");
+            atomic_write(&p, codex.as_bytes(), Some(0o644))?;
+            files.push(AgentFile {
+                host: p,
+                guest: "~/.codex/config.toml".into(),
+                mode: 0o644,
+            });
+        }
+        let mut env = BTreeMap::new();
+        env.insert("BOTTLE_MCP_URL".to_owned(), url);
+        Ok(Wiring {
+            bundle_mounts: vec![
+                ro(ctx.state.supervise_dir(), "supervise"),
+                rw(queue, "queue"),
+            ],
+            agent_env: env,
+            agent_files: files,
+            ports: vec![plan.ports.supervise],
+            ..Wiring::default()
+        })
+    }
+}
+
+/// Every sidecar's Prepare in order, then `bundle.toml` and the audit dir.
+pub fn prepare_all(plan: &BottlePlan, ctx: &PrepareContext<'_>) -> Result<Wiring> {
+    let mut wiring = Wiring::default();
+    let steps: [&dyn Prepare; 4] = [
+        &SecretsPrepare,
+        &EgressPrepare,
+        &GitGatePrepare,
+        &SupervisePrepare,
+    ];
+    for p in steps {
+        wiring.merge(p.prepare(plan, ctx)?);
+    }
+    let audit = ctx.state.audit_dir();
+    create_private_dir(&audit)?;
+    wiring.bundle_mounts.push(rw(audit, "audit"));
+    if let Some(prompt) = &plan.provider.prompt {
+        let p = ctx.state.agent_dir().join("prompt.md");
+        atomic_write(&p, prompt.as_bytes(), Some(0o644))?;
+        wiring.agent_files.push(AgentFile {
+            host: p,
+            guest: "~/.bottle/prompt.md".into(),
+            mode: 0o644,
+        });
+    }
+    write_bundle_config(plan, ctx.state)?;
+    wiring.bundle_mounts.push(Mount {
+        host: ctx.state.bundle_config_path(),
+        target: format!("{BUNDLE_ROOT}/bundle.toml"),
+        read_only: true,
+    });
+    wiring.bundle_args = vec![
+        "run".into(),
+        "--config".into(),
+        format!("{BUNDLE_ROOT}/bundle.toml"),
+    ];
+    Ok(wiring)
+}
+
+/// Write `bundle.toml`: which daemons run, where they listen, and where
+/// their files are inside the bundle.
+pub fn write_bundle_config(plan: &BottlePlan, state: &StateDir) -> Result<()> {
+    let any = |port: u16| std::net::SocketAddr::from(([0, 0, 0, 0], port));
+    let config = BundleConfig {
+        identity: plan.identity.to_string(),
+        audit: bundle_path("audit/audit.jsonl"),
+        egress: Some(EgressSection {
+            listen: any(plan.ports.egress),
+            routes: bundle_path("egress/routes.toml"),
+            ca_dir: bundle_path("ca"),
+            secrets_dir: Some(bundle_path("secrets")),
+        }),
+        git_gate: (!plan.git.remotes.is_empty()).then(|| GitGateSection {
+            listen: any(plan.ports.git_gate),
+            config: bundle_path("git/gate.toml"),
+            hook_program: None,
+        }),
+        supervise: plan.supervise.enabled.then(|| SuperviseSection {
+            listen: any(plan.ports.supervise),
+            config: bundle_path("supervise/sv.toml"),
+            queue: bundle_path("queue"),
+        }),
+    };
+    let path = state.bundle_config_path();
+    config.save(path.as_std_path()).map_err(|e| {
+        Error::other(
+            format!("writing {path}: {e}"),
+            "check the state dir's permissions",
+        )
+    })
+}

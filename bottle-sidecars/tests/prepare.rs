@@ -1,0 +1,286 @@
+//! The host-side Prepare impls against the real daemon config loaders: what
+//! they write must load in egress, git-gate, supervise and the bundle, hold
+//! every secret only in mode-600 files, and give the agent nothing secret.
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::PermissionsExt;
+
+use bottle_core::plan::{Prompter, ResolveOptions};
+use bottle_core::{resolve, Home, Identity, Loader, PrepareContext, Secret, StateDir};
+use bottle_sidecars::bundle::BundleConfig;
+use bottle_sidecars::egress::policy::Live;
+use bottle_sidecars::git_gate::config::GateConfig;
+use bottle_sidecars::prepare::{known_hosts_line, prepare_all};
+use bottle_sidecars::supervise::SvConfig;
+use camino::Utf8PathBuf;
+
+const TOKEN: &str = "ghp_prepareTestTOKEN0123456789abcdef";
+const PROVIDER: &str = "sk-ant-prepare-test-KEY-0123456789";
+const ASKED: &str = "asked-answer-SECRET-42";
+const DEPLOY_KEY: &str = "-----BEGIN OPENSSH PRIVATE KEY-----\nfake-deploy-key-material\n-----END OPENSSH PRIVATE KEY-----\n";
+
+struct Answer;
+impl Prompter for Answer {
+    fn ask(&self, _k: &str, _q: &str) -> bottle_core::Result<Secret> {
+        Ok(Secret::new(ASKED))
+    }
+}
+
+fn setup() -> (
+    tempfile::TempDir,
+    Utf8PathBuf,
+    bottle_core::BottlePlan,
+    StateDir,
+) {
+    let dir = tempfile::tempdir().unwrap();
+    let root = Utf8PathBuf::from_path_buf(dir.path().to_path_buf()).unwrap();
+    std::fs::create_dir_all(root.join("bottles")).unwrap();
+    std::fs::create_dir_all(root.join("agents")).unwrap();
+    std::fs::create_dir_all(root.join("keys")).unwrap();
+    std::fs::write(root.join("keys/deploy"), DEPLOY_KEY).unwrap();
+    std::fs::write(
+        root.join("bottles/dev.toml"),
+        format!(
+            r#"
+[agent_provider]
+template = "claude"
+auth = {{ host = "api.anthropic.com", scheme = "x-api-key", token = "${{PROVIDER_KEY}}" }}
+[env]
+NAME = "?your name"
+[git]
+user = {{ name = "Bot", email = "bot@example.com" }}
+[[git.remotes]]
+name = "origin"
+url = "ssh://git@git.example.com:2222/team/repo.git"
+identity_file = "{root}/keys/deploy"
+known_host_key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIPinnedKeyForTest comment"
+push = ["refs/heads/bot/*"]
+[[egress.routes]]
+host = "api.github.com"
+paths = ["/repos/**"]
+methods = ["GET"]
+auth = {{ scheme = "bearer", token = "${{GH_TOKEN}}" }}
+"#
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        root.join("agents/main.toml"),
+        "bottle = \"dev\"\nprompt = \"do the thing\"\n",
+    )
+    .unwrap();
+    let home = Home::new(&root);
+    let (a, b) = Loader::new(home.clone(), None).load("main").unwrap();
+    let (id, slot) = home.allocate("main", "dev").unwrap();
+    let env = BTreeMap::from([
+        ("PROVIDER_KEY".to_owned(), PROVIDER.to_owned()),
+        ("GH_TOKEN".to_owned(), TOKEN.to_owned()),
+    ]);
+    let opts = ResolveOptions {
+        identity: Some(id.clone()),
+        slot,
+        ..Default::default()
+    };
+    let plan = resolve(&a, &b, &opts, &env, &Answer).unwrap();
+    let state = home.state(&Identity::parse(id.as_str()).unwrap());
+    (dir, root, plan, state)
+}
+
+#[test]
+fn prepared_files_load_in_every_daemon_and_hold_secrets_only_in_600_files() {
+    let (_dir, _root, plan, state) = setup();
+    let ctx = PrepareContext {
+        state: &state,
+        bundle_host: "bundle".into(),
+    };
+    let wiring = prepare_all(&plan, &ctx).unwrap();
+
+    // secrets: one file each, mode 600, exact values
+    let secrets = state.secrets_dir();
+    for (name, value) in [
+        ("route-api.github.com", TOKEN),
+        ("provider", PROVIDER),
+        ("env-NAME", ASKED),
+        ("git-origin.key", DEPLOY_KEY),
+    ] {
+        let p = secrets.join(name);
+        assert_eq!(std::fs::read_to_string(&p).unwrap(), value, "{name}");
+        assert_eq!(
+            std::fs::metadata(&p).unwrap().permissions().mode() & 0o777,
+            0o600,
+            "{name}"
+        );
+    }
+    let ca_key = state.ca_dir().join("ca.key");
+    assert_eq!(
+        std::fs::metadata(&ca_key).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+
+    // routes.toml loads in the egress policy loader (with the host's secrets dir)
+    let live = Live::load(
+        state.routes_path().as_std_path(),
+        Some(secrets.as_std_path()),
+    )
+    .unwrap();
+    assert_eq!(live.identity.as_deref(), Some(plan.identity.as_str()));
+    let gh = live.find("api.github.com", 443, 443).unwrap();
+    assert!(gh.auth.is_some());
+    assert!(live.find("api.anthropic.com", 443, 443).is_ok());
+    assert!(live.find("evil.example.com", 443, 443).is_err());
+
+    // gate.toml, sv.toml, bundle.toml load and validate
+    let gate = GateConfig::load(state.git_dir().join("gate.toml").as_std_path()).unwrap();
+    gate.validate().unwrap();
+    assert_eq!(gate.remotes[0].name, "origin");
+    assert_eq!(
+        gate.remotes[0]
+            .identity_file
+            .as_deref()
+            .unwrap()
+            .to_str()
+            .unwrap(),
+        "/bottle/secrets/git-origin.key"
+    );
+    let kh = std::fs::read_to_string(state.git_dir().join("known_hosts")).unwrap();
+    assert_eq!(
+        kh.trim(),
+        "[git.example.com]:2222 ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIPinnedKeyForTest"
+    );
+    let sv = SvConfig::load(state.supervise_dir().join("sv.toml").as_std_path()).unwrap();
+    assert!(sv.operator_key.as_deref().is_some_and(|k| k.len() == 64));
+    let bundle = BundleConfig::load(state.bundle_config_path().as_std_path()).unwrap();
+    bundle.check().unwrap();
+    assert!(bundle.egress.is_some() && bundle.git_gate.is_some() && bundle.supervise.is_some());
+
+    // no file outside secrets/ and ca.key carries a secret value
+    let mut leaks = Vec::new();
+    for entry in walk(state.path().as_std_path()) {
+        if entry.starts_with(secrets.as_std_path())
+            || entry.ends_with("ca.key")
+            || entry.to_string_lossy().contains("/operator/")
+        {
+            continue;
+        }
+        let text = String::from_utf8_lossy(&std::fs::read(&entry).unwrap()).into_owned();
+        for v in [TOKEN, PROVIDER, ASKED, "fake-deploy-key-material"] {
+            if text.contains(v) {
+                leaks.push(format!("{} holds a secret", entry.display()));
+            }
+        }
+    }
+    assert!(leaks.is_empty(), "{leaks:?}");
+
+    // the agent gets proxy/CA env pointing at the bundle, and nothing secret
+    assert_eq!(wiring.agent_env["HTTPS_PROXY"], "http://bundle:8888");
+    assert_eq!(wiring.agent_env["NO_PROXY"], "bundle");
+    assert_eq!(
+        wiring.agent_env["SSL_CERT_FILE"],
+        bottle_core::prepare::AGENT_CA_PATH
+    );
+    assert_eq!(wiring.agent_env["BOTTLE_MCP_URL"], "http://bundle:9100/mcp");
+    let wiring_json = serde_json::to_string(&wiring).unwrap();
+    for v in [TOKEN, PROVIDER, ASKED] {
+        assert!(!wiring_json.contains(v));
+    }
+    for f in &wiring.agent_files {
+        assert!(
+            !f.host.starts_with(&secrets),
+            "agent file from the secrets dir: {}",
+            f.host
+        );
+        assert!(!f.host.as_str().ends_with("ca.key"));
+        let text = std::fs::read_to_string(&f.host).unwrap();
+        assert!(!text.contains("PRIVATE KEY"), "{}", f.host);
+    }
+    let gitconfig = std::fs::read_to_string(state.agent_dir().join("gitconfig")).unwrap();
+    assert!(gitconfig.contains("[url \"git://bundle:9418/origin.git\"]\n\tinsteadOf = ssh://git@git.example.com:2222/team/repo.git"), "{gitconfig}");
+    let claude: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(state.agent_dir().join("claude-mcp.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        claude["mcpServers"]["bottle-supervise"]["url"],
+        "http://bundle:9100/mcp"
+    );
+
+    // the bundle mounts: secrets/ca/egress/git/supervise read-only, never the operator key
+    let ro: BTreeMap<_, _> = wiring
+        .bundle_mounts
+        .iter()
+        .map(|m| (m.target.as_str(), m.read_only))
+        .collect();
+    for t in [
+        "/bottle/secrets",
+        "/bottle/ca",
+        "/bottle/egress",
+        "/bottle/git",
+        "/bottle/supervise",
+        "/bottle/bundle.toml",
+    ] {
+        assert_eq!(ro.get(t), Some(&true), "{t}");
+    }
+    for t in ["/bottle/queue", "/bottle/audit", "/bottle/git/mirrors"] {
+        assert_eq!(ro.get(t), Some(&false), "{t}");
+    }
+    assert!(wiring
+        .bundle_mounts
+        .iter()
+        .all(|m| !m.host.as_str().contains("operator")));
+    assert_eq!(
+        wiring.bundle_args,
+        ["run", "--config", "/bottle/bundle.toml"]
+    );
+    assert_eq!(wiring.ports, [8888, 9100, 9418]);
+}
+
+#[test]
+fn resume_keeps_the_live_policy_and_the_ca() {
+    let (_dir, _root, plan, state) = setup();
+    let ctx = PrepareContext {
+        state: &state,
+        bundle_host: "bundle".into(),
+    };
+    prepare_all(&plan, &ctx).unwrap();
+    let ca = std::fs::read(state.ca_dir().join("ca.pem")).unwrap();
+    let mut routes = std::fs::read_to_string(state.routes_path()).unwrap();
+    routes.push_str("\n[[routes]]\nhost = \"granted.example.com\"\ngrant = \"req-x\"\n");
+    std::fs::write(state.routes_path(), &routes).unwrap();
+    prepare_all(&plan, &ctx).unwrap();
+    assert_eq!(std::fs::read(state.ca_dir().join("ca.pem")).unwrap(), ca);
+    assert_eq!(
+        std::fs::read_to_string(state.routes_path()).unwrap(),
+        routes
+    );
+}
+
+#[test]
+fn known_hosts_lines_pin_host_and_port() {
+    let key = "ssh-ed25519 AAAAkey comment";
+    assert_eq!(
+        known_hosts_line("git@github.com:o/r.git", key).unwrap(),
+        "github.com ssh-ed25519 AAAAkey"
+    );
+    assert_eq!(
+        known_hosts_line("ssh://git@h.example:22/r.git", key).unwrap(),
+        "h.example ssh-ed25519 AAAAkey"
+    );
+    assert_eq!(
+        known_hosts_line("ssh://h.example:2222/r.git", key).unwrap(),
+        "[h.example]:2222 ssh-ed25519 AAAAkey"
+    );
+    assert!(known_hosts_line("https://h.example/r.git", key).is_none());
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
