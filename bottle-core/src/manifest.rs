@@ -402,76 +402,7 @@ impl Loader {
     /// Load and validate one agent file.
     pub fn load_agent_file(&self, path: &Utf8Path, source: AgentSource) -> Result<LoadedAgent> {
         let text = read(path)?;
-        let table: toml::Table = parse(path, &text)?;
-        let bottle_keys: Vec<&str> = table
-            .keys()
-            .map(String::as_str)
-            .filter(|k| BOTTLE_KEYS.contains(k) && *k != "env")
-            .collect();
-        if !bottle_keys.is_empty() {
-            let (line, column) = key_position(&text, bottle_keys[0]);
-            let fix = match source {
-                AgentSource::Repo => "a repo agent may only name a bottle (`bottle = \"<name>\"`); policy lives in $BOTTLE_HOME/bottles/<name>.toml, which only the operator writes",
-                AgentSource::Home => "move these keys into a bottle file in $BOTTLE_HOME/bottles/ and reference it with `bottle = \"<name>\"`",
-            };
-            return Err(Error::Manifest {
-                file: path.to_owned(),
-                line,
-                column,
-                message: format!(
-                    "an agent file cannot carry bottle keys ({})",
-                    bottle_keys.join(", ")
-                ),
-                fix: fix.into(),
-            });
-        }
-        let file: AgentFile = parse(path, &text)?;
-        let name = path.file_stem().unwrap_or_default().to_owned();
-        let err = |message: String, fix: &str| Error::Manifest {
-            file: path.to_owned(),
-            line: None,
-            column: None,
-            message,
-            fix: fix.into(),
-        };
-        if !valid_name(&name) {
-            return Err(bad_name("agent", &name, Some(path)));
-        }
-        if !valid_name(&file.bottle) {
-            return Err(bad_name("bottle", &file.bottle, Some(path)));
-        }
-        if file.prompt.is_some() && file.prompt_file.is_some() {
-            return Err(err(
-                "`prompt` and `prompt_file` are both set".into(),
-                "keep one of them",
-            ));
-        }
-        if let Some(pf) = &file.prompt_file {
-            let p = path.parent().unwrap_or(Utf8Path::new(".")).join(pf);
-            if !p.is_file() {
-                return Err(err(
-                    format!("`prompt_file` {p} does not exist"),
-                    "create the file or fix the path (relative to the agent file)",
-                ));
-            }
-        }
-        if let Some(cmd) = &file.command {
-            if cmd.is_empty() || cmd[0].is_empty() {
-                return Err(err(
-                    "`command` is empty".into(),
-                    "write the program and its arguments, e.g. command = [\"bash\", \"-lc\", \"./run.sh\"]",
-                ));
-            }
-        }
-        if let Some(env) = &file.env {
-            validate_env(path, env)?;
-        }
-        Ok(LoadedAgent {
-            name,
-            path: path.to_owned(),
-            source,
-            file,
-        })
+        agent_from_text(path, &text, source)
     }
 
     /// Load bottle `name` with its `extends` chain merged (maps merge by key,
@@ -571,6 +502,121 @@ impl Loader {
         let b = self.load_bottle_from(&a.file.bottle, Some(&a.path))?;
         Ok((a, b))
     }
+}
+
+/// Parse and validate a self-contained bottle from text (no `extends`):
+/// for tools that embed bottle and keep policy in memory. `path` names it in
+/// errors and anchors a relative `dockerfile`.
+///
+/// ```
+/// use bottle_core::manifest::bottle_from_text;
+/// let b = bottle_from_text("ci", "memory/ci.toml".into(), r#"
+/// [[egress.routes]]
+/// host = "api.github.com"
+/// methods = ["GET"]
+/// "#).unwrap();
+/// assert_eq!(b.file.egress.unwrap().routes.unwrap()[0].host, "api.github.com");
+///
+/// let err = bottle_from_text("ci", "memory/ci.toml".into(), "egres = {}").unwrap_err();
+/// assert!(err.to_string().starts_with("memory/ci.toml:1:1: unknown field `egres`"));
+/// ```
+pub fn bottle_from_text(name: &str, path: Utf8PathBuf, text: &str) -> Result<LoadedBottle> {
+    if !valid_name(name) {
+        return Err(bad_name("bottle", name, Some(&path)));
+    }
+    let file: BottleFile = parse(&path, text)?;
+    validate_bottle(&path, text, &file)?;
+    if file.extends.is_some() {
+        return Err(Error::Manifest {
+            file: path,
+            line: None,
+            column: None,
+            message: "an in-memory bottle cannot `extends` another".into(),
+            fix: "merge the parent's keys into it, or load bottles from a home with `Loader`"
+                .into(),
+        });
+    }
+    validate_merged(&path, &file)?;
+    Ok(LoadedBottle {
+        name: name.to_owned(),
+        chain: vec![path],
+        file,
+    })
+}
+
+/// Parse and validate an agent from text; `path` names it in errors and
+/// anchors a relative `prompt_file` (used for files and in-memory manifests).
+pub fn agent_from_text(path: &Utf8Path, text: &str, source: AgentSource) -> Result<LoadedAgent> {
+    let table: toml::Table = parse(path, text)?;
+    let bottle_keys: Vec<&str> = table
+        .keys()
+        .map(String::as_str)
+        .filter(|k| BOTTLE_KEYS.contains(k) && *k != "env")
+        .collect();
+    if !bottle_keys.is_empty() {
+        let (line, column) = key_position(text, bottle_keys[0]);
+        let fix = match source {
+            AgentSource::Repo => "a repo agent may only name a bottle (`bottle = \"<name>\"`); policy lives in $BOTTLE_HOME/bottles/<name>.toml, which only the operator writes",
+            AgentSource::Home => "move these keys into a bottle file in $BOTTLE_HOME/bottles/ and reference it with `bottle = \"<name>\"`",
+        };
+        return Err(Error::Manifest {
+            file: path.to_owned(),
+            line,
+            column,
+            message: format!(
+                "an agent file cannot carry bottle keys ({})",
+                bottle_keys.join(", ")
+            ),
+            fix: fix.into(),
+        });
+    }
+    let file: AgentFile = parse(path, text)?;
+    let name = path.file_stem().unwrap_or_default().to_owned();
+    let err = |message: String, fix: &str| Error::Manifest {
+        file: path.to_owned(),
+        line: None,
+        column: None,
+        message,
+        fix: fix.into(),
+    };
+    if !valid_name(&name) {
+        return Err(bad_name("agent", &name, Some(path)));
+    }
+    if !valid_name(&file.bottle) {
+        return Err(bad_name("bottle", &file.bottle, Some(path)));
+    }
+    if file.prompt.is_some() && file.prompt_file.is_some() {
+        return Err(err(
+            "`prompt` and `prompt_file` are both set".into(),
+            "keep one of them",
+        ));
+    }
+    if let Some(pf) = &file.prompt_file {
+        let p = path.parent().unwrap_or(Utf8Path::new(".")).join(pf);
+        if !p.is_file() {
+            return Err(err(
+                format!("`prompt_file` {p} does not exist"),
+                "create the file or fix the path (relative to the agent file)",
+            ));
+        }
+    }
+    if let Some(cmd) = &file.command {
+        if cmd.is_empty() || cmd[0].is_empty() {
+            return Err(err(
+                "`command` is empty".into(),
+                "write the program and its arguments, e.g. command = [\"bash\", \"-lc\", \"./run.sh\"]",
+            ));
+        }
+    }
+    if let Some(env) = &file.env {
+        validate_env(path, env)?;
+    }
+    Ok(LoadedAgent {
+        name,
+        path: path.to_owned(),
+        source,
+        file,
+    })
 }
 
 fn names_in(dir: &Utf8Path) -> Vec<String> {

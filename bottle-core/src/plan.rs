@@ -493,6 +493,26 @@ fn template_command(t: Template) -> Vec<String> {
 }
 
 /// Resolve an agent + bottle into a plan.
+///
+/// ```
+/// use std::collections::BTreeMap;
+/// use bottle_core::manifest::{agent_from_text, bottle_from_text, AgentSource};
+/// use bottle_core::plan::{resolve, NoPrompt, ResolveOptions};
+///
+/// let bottle = bottle_from_text("dev", "mem/dev.toml".into(), r#"
+/// [[egress.routes]]
+/// host = "api.github.com"
+/// auth = { scheme = "bearer", token = "${GH_TOKEN}" }
+/// "#)?;
+/// let agent = agent_from_text("mem/demo.toml".into(), "bottle = \"dev\"\n", AgentSource::Home)?;
+/// let host_env = BTreeMap::from([("GH_TOKEN".to_string(), "ghp_example".to_string())]);
+/// let plan = resolve(&agent, &bottle, &ResolveOptions::default(), &host_env, &NoPrompt)?;
+/// assert_eq!(plan.backend, "docker");
+/// assert_eq!(plan.egress.routes[0].auth.as_ref().unwrap().token.expose(), "ghp_example");
+/// // printing the plan never shows the token
+/// assert!(!serde_json::to_string(&plan).unwrap().contains("ghp_example"));
+/// # Ok::<(), bottle_core::Error>(())
+/// ```
 pub fn resolve(
     agent: &LoadedAgent,
     bottle: &LoadedBottle,
