@@ -208,7 +208,7 @@ fn guest_path(p: &str) -> String {
     }
 }
 
-/// The archive of agent files (`docker cp -a - <agent>:/`): files under the
+/// The archive of agent files (`docker cp - <agent>:/`: without `-a` docker keeps the archive's owners): files under the
 /// home are owned by the agent, others by root; the bottle CA also replaces
 /// the system trust store.
 pub fn agent_files_archive(wiring: &Wiring) -> Result<Option<Vec<u8>>> {
@@ -489,7 +489,7 @@ pub fn render(
         steps.push(step(
             "copy agent files",
             docker()
-                .args(["cp", "--archive", "-", &format!("{}:/", n.agent)])
+                .args(["cp", "-", &format!("{}:/", n.agent)])
                 .stdin_bytes(bytes),
             None,
             Action::Run,

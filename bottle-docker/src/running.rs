@@ -81,6 +81,26 @@ pub fn remove(names: &Names, keep_home: bool, runner: &dyn CommandRunner) -> Res
         ]),
     );
     for net in [&names.internal_network, &names.egress_network] {
+        // The bottle owns its networks: detach anything else attached to
+        // them (test upstreams, a debugging container) so removal succeeds.
+        if let Ok(o) = runner.output(
+            &CommandSpec::new("docker")
+                .args([
+                    "network",
+                    "inspect",
+                    "--format",
+                    "{{range .Containers}}{{.Name}}\n{{end}}",
+                    net,
+                ])
+                .allow_failure(),
+        ) {
+            for c in o.stdout.lines().map(str::trim).filter(|c| !c.is_empty()) {
+                run(
+                    "detach from network",
+                    CommandSpec::new("docker").args(["network", "disconnect", "--force", net, c]),
+                );
+            }
+        }
         run(
             "remove network",
             CommandSpec::new("docker").args(["network", "rm", net]),

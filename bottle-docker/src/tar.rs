@@ -1,5 +1,5 @@
 //! A minimal ustar writer: regular files and directories with explicit
-//! owner and mode, fed to `docker cp -a - <container>:/` so files land in the
+//! owner and mode, fed to `docker cp - <container>:/` (without `-a`, which would chown to the container user, docker keeps the archive's owners) so files land in the
 //! agent owned by the right uid without a shell, a temp dir or a `chown`.
 
 /// One archive entry.
