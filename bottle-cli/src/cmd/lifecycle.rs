@@ -1,7 +1,16 @@
-//! Lifecycle commands of existing bottles (owned by the docker-backend work).
+//! Lifecycle commands of existing bottles: `ls`, `attach`, `exec`, `logs`,
+//! `stop`, `resume`, `rm`, `gc`. Each finds the bottle's state dir, reads its
+//! `metadata.json` and talks to the backend that launched it.
 
-use bottle_core::{Error, Result};
+use std::collections::BTreeSet;
 
+use bottle_core::backend::{Backend, Running};
+use bottle_core::state::{Metadata, Phase};
+use bottle_core::{DuctRunner, Error, Home, Identity, Result, StateDir};
+use serde::Serialize;
+
+use super::PlanFlags;
+use crate::ui::table;
 use crate::Cli;
 
 /// An identity argument.
@@ -53,42 +62,384 @@ pub struct GcArgs {
     pub dry_run: bool,
 }
 
-fn pending(cmd: &str) -> Error {
-    Error::other(
-        format!("`bottle {cmd}` is not available in this build yet"),
-        "use `bottle plan` to inspect a plan",
-    )
+struct Found {
+    id: Identity,
+    state: StateDir,
+    meta: Metadata,
+    backend: Box<dyn Backend>,
+}
+
+fn find(home: &Home, id: &str) -> Result<Found> {
+    let id = Identity::parse(id)?;
+    let state = home.state(&id);
+    if !state.path().is_dir() {
+        return Err(Error::NoSuchBottle {
+            identity: id.to_string(),
+        });
+    }
+    let meta = state.read_metadata()?;
+    let backend = crate::registry::get(&meta.backend)?;
+    Ok(Found {
+        id,
+        state,
+        meta,
+        backend,
+    })
+}
+
+fn handle(f: &Found) -> Box<dyn Running> {
+    f.backend.handle(&f.meta, &f.state)
+}
+
+fn code(c: i32) -> u8 {
+    u8::try_from(c).unwrap_or(1)
+}
+
+/// Whether a pid is alive (signal 0).
+pub fn pid_alive(pid: u32) -> bool {
+    let Ok(pid) = libc::pid_t::try_from(pid) else {
+        return false;
+    };
+    // SAFETY: kill with signal 0 only checks for existence/permission.
+    let r = unsafe { libc::kill(pid, 0) };
+    r == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+}
+
+/// One row of `bottle ls --json` (schema_version 1).
+#[derive(Debug, Serialize)]
+pub struct LsRow {
+    /// Identity.
+    pub identity: String,
+    /// Agent.
+    pub agent: String,
+    /// Bottle.
+    pub bottle: String,
+    /// Backend.
+    pub backend: String,
+    /// running | stopped | degraded | launching | unknown.
+    pub state: String,
+    /// RFC 3339 creation time.
+    pub created: String,
+    /// Seconds since creation.
+    pub age_secs: u64,
+    /// Pending permission requests.
+    pub pending_requests: usize,
+}
+
+fn age_secs(created: &str) -> u64 {
+    humantime::parse_rfc3339_weak(created)
+        .ok()
+        .and_then(|t| t.elapsed().ok())
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 /// `bottle ls`.
-pub fn ls(_cli: &Cli, _a: &LsArgs) -> Result<u8> {
-    Err(pending("ls"))
+pub fn ls(cli: &Cli, a: &LsArgs) -> Result<u8> {
+    let home = super::home(cli)?;
+    let mut rows = Vec::new();
+    for id in home.identities()? {
+        let state = home.state(&id);
+        let Ok(meta) = state.read_metadata() else {
+            continue;
+        };
+        let st = match meta.phase {
+            Phase::Stopped => "stopped".to_owned(),
+            Phase::Launching if meta.owner_pid.is_some_and(pid_alive) => "launching".to_owned(),
+            _ => match crate::registry::get(&meta.backend) {
+                Ok(b) => match b.handle(&meta, &state).health(&DuctRunner) {
+                    Ok(h) => serde_json::to_value(h)
+                        .ok()
+                        .and_then(|v| v.as_str().map(str::to_owned))
+                        .unwrap_or_default(),
+                    Err(_) => "unknown".to_owned(),
+                },
+                Err(_) => "unknown".to_owned(),
+            },
+        };
+        rows.push(LsRow {
+            identity: id.to_string(),
+            agent: meta.agent.clone(),
+            bottle: meta.bottle.clone(),
+            backend: meta.backend.clone(),
+            state: st,
+            age_secs: age_secs(&meta.created),
+            created: meta.created.clone(),
+            pending_requests: bottle_sidecars::supervise::queue::pending_count(
+                state.path().as_std_path(),
+            ),
+        });
+    }
+    if a.json {
+        let doc = serde_json::json!({ "schema_version": 1, "bottles": rows });
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&doc).expect("serializes")
+        );
+        return Ok(0);
+    }
+    let body: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| {
+            vec![
+                r.identity.clone(),
+                r.agent.clone(),
+                r.backend.clone(),
+                r.state.clone(),
+                humantime::format_duration(std::time::Duration::from_secs(r.age_secs))
+                    .to_string()
+                    .split(' ')
+                    .next()
+                    .unwrap_or("0s")
+                    .to_owned(),
+                r.pending_requests.to_string(),
+            ]
+        })
+        .collect();
+    print!(
+        "{}",
+        table(
+            &["IDENTITY", "AGENT", "BACKEND", "STATE", "AGE", "PENDING"],
+            &body
+        )
+    );
+    Ok(0)
 }
+
 /// `bottle attach`.
-pub fn attach(_cli: &Cli, _a: &IdArgs) -> Result<u8> {
-    Err(pending("attach"))
+pub fn attach(cli: &Cli, a: &IdArgs) -> Result<u8> {
+    let f = find(&super::home(cli)?, &a.id)?;
+    Ok(code(handle(&f).attach(&DuctRunner)?))
 }
+
 /// `bottle exec`.
-pub fn exec(_cli: &Cli, _a: &ExecArgs) -> Result<u8> {
-    Err(pending("exec"))
+pub fn exec(cli: &Cli, a: &ExecArgs) -> Result<u8> {
+    let f = find(&super::home(cli)?, &a.id)?;
+    Ok(code(handle(&f).exec(&a.cmd, &DuctRunner)?))
 }
+
 /// `bottle logs`.
-pub fn logs(_cli: &Cli, _a: &LogsArgs) -> Result<u8> {
-    Err(pending("logs"))
+pub fn logs(cli: &Cli, a: &LogsArgs) -> Result<u8> {
+    let f = find(&super::home(cli)?, &a.id)?;
+    if a.audit {
+        let path = f.state.audit_path();
+        let text = match std::fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+            Err(e) => return Err(Error::io("reading", path, e)),
+        };
+        print!("{text}");
+        return Ok(0);
+    }
+    if let Some(s) = &a.sidecar {
+        if !["egress", "git-gate", "supervise"].contains(&s.as_str()) {
+            return Err(Error::other(
+                format!("unknown sidecar `{s}`"),
+                "use --sidecar egress, git-gate or supervise",
+            ));
+        }
+    }
+    Ok(code(handle(&f).logs(
+        a.sidecar.as_deref(),
+        a.follow,
+        &DuctRunner,
+    )?))
 }
+
 /// `bottle stop`.
-pub fn stop(_cli: &Cli, _a: &IdArgs) -> Result<u8> {
-    Err(pending("stop"))
+pub fn stop(cli: &Cli, a: &IdArgs) -> Result<u8> {
+    let f = find(&super::home(cli)?, &a.id)?;
+    handle(&f).stop(&DuctRunner)?;
+    let mut meta = f.meta;
+    meta.phase = Phase::Stopped;
+    meta.owner_pid = None;
+    f.state.write_metadata(&meta)?;
+    if !cli.quiet {
+        eprintln!(
+            "stopped {} (state and home kept; `bottle resume {}`)",
+            f.id, f.id
+        );
+    }
+    Ok(0)
 }
-/// `bottle resume`.
-pub fn resume(_cli: &Cli, _a: &IdArgs) -> Result<u8> {
-    Err(pending("resume"))
+
+/// `bottle resume`: relaunch from metadata with the same identity,
+/// workspace and home volume.
+pub fn resume(cli: &Cli, a: &IdArgs) -> Result<u8> {
+    let home = super::home(cli)?;
+    let f = find(&home, &a.id)?;
+    let h = handle(&f);
+    if matches!(h.health(&DuctRunner)?, bottle_core::Health::Running) {
+        return Err(Error::other(
+            format!("{} is already running", f.id),
+            format!("`bottle attach {}` or `bottle stop {}` first", f.id, f.id),
+        ));
+    }
+    // Whatever a crash left (a half bottle) goes first; the home stays.
+    f.backend.remove_all(&f.id, true, &DuctRunner)?;
+    let flags = PlanFlags {
+        cwd: f.meta.workspace.clone(),
+        runtime: None,
+        env: Vec::new(),
+    };
+    let cli_backend = Cli {
+        home: Some(home.root().to_owned()),
+        backend: Some(f.meta.backend.clone()),
+        verbose: cli.verbose,
+        quiet: cli.quiet,
+        command: super::Command::Init,
+    };
+    let plan = super::resolve_plan(
+        &cli_backend,
+        &f.meta.agent,
+        &flags,
+        Some((f.id.clone(), f.meta.slot)),
+        &super::start::TtyPrompt,
+    )?;
+    let mut meta = f.meta.clone();
+    meta.phase = Phase::Launching;
+    meta.owner_pid = Some(std::process::id());
+    meta.plan_hash = plan.hash();
+    f.state.write_metadata(&meta)?;
+    let wiring = super::start::prepare(&*f.backend, &plan, &f.state)?;
+    let result = super::start::launch(&*f.backend, &plan, &f.state, &wiring, cli.quiet);
+    meta.owner_pid = None;
+    meta.phase = if result.is_ok() {
+        Phase::Running
+    } else {
+        Phase::Stopped
+    };
+    f.state.write_metadata(&meta)?;
+    result?;
+    if !cli.quiet {
+        eprintln!("resumed {}", f.id);
+    }
+    Ok(0)
 }
-/// `bottle rm`.
-pub fn rm(_cli: &Cli, _a: &IdArgs) -> Result<u8> {
-    Err(pending("rm"))
+
+/// `bottle rm`: remove everything of a bottle, state included.
+pub fn rm(cli: &Cli, a: &IdArgs) -> Result<u8> {
+    let home = super::home(cli)?;
+    let id = Identity::parse(&a.id)?;
+    let state = home.state(&id);
+    if !state.path().is_dir() {
+        return Err(Error::NoSuchBottle {
+            identity: id.to_string(),
+        });
+    }
+    let backend_name = state
+        .read_metadata()
+        .map(|m| m.backend)
+        .unwrap_or_else(|_| "docker".into());
+    if let Ok(b) = crate::registry::get(&backend_name) {
+        b.remove_all(&id, false, &DuctRunner)?;
+    }
+    state.remove()?;
+    if !cli.quiet {
+        eprintln!("removed {id}");
+    }
+    Ok(0)
 }
+
+/// Why gc removes an identity's resources, or `None` to keep them.
+fn gc_reason(home: &Home, id: &str) -> Option<String> {
+    let Ok(ident) = Identity::parse(id) else {
+        return Some("unparseable identity".into());
+    };
+    let state = home.state(&ident);
+    if !state.path().is_dir() {
+        return Some("its state is gone".into());
+    }
+    if state.preserved() {
+        return None;
+    }
+    match state.read_metadata() {
+        Err(_) => Some("its metadata is unreadable".into()),
+        Ok(m) if m.phase == Phase::Launching && !m.owner_pid.is_some_and(pid_alive) => {
+            Some("its launcher died mid-launch".into())
+        }
+        Ok(_) => None,
+    }
+}
+
 /// `bottle gc`.
-pub fn gc(_cli: &Cli, _a: &GcArgs) -> Result<u8> {
-    Err(pending("gc"))
+pub fn gc(cli: &Cli, a: &GcArgs) -> Result<u8> {
+    let home = super::home(cli)?;
+    let mut removed = 0usize;
+    let mut problems = Vec::new();
+    for entry in crate::registry::BACKENDS {
+        let Some(make) = entry.make else { continue };
+        let backend = make();
+        if !backend.probe(&DuctRunner).is_ready() {
+            continue;
+        }
+        let resources = match backend.labelled(&DuctRunner) {
+            Ok(r) => r,
+            Err(e) => {
+                problems.push((format!("list {} resources", entry.name), e));
+                continue;
+            }
+        };
+        let ids: BTreeSet<String> = resources.iter().map(|r| r.identity.clone()).collect();
+        for id in ids {
+            let Some(why) = gc_reason(&home, &id) else {
+                continue;
+            };
+            for r in resources.iter().filter(|r| r.identity == id) {
+                println!(
+                    "{} {} {} ({why})",
+                    if a.dry_run { "would remove" } else { "remove" },
+                    r.kind,
+                    r.name
+                );
+            }
+            if a.dry_run {
+                continue;
+            }
+            let Ok(ident) = Identity::parse(&id) else {
+                continue;
+            };
+            match backend.remove_all(&ident, false, &DuctRunner) {
+                Ok(()) => removed += 1,
+                Err(e) => problems.push((format!("remove {id}"), e)),
+            }
+        }
+    }
+    // State dirs of launches that died before creating anything.
+    for id in home.identities()? {
+        let state = home.state(&id);
+        if state.preserved() {
+            continue;
+        }
+        let dead = match state.read_metadata() {
+            Ok(m) => m.phase == Phase::Launching && !m.owner_pid.is_some_and(pid_alive),
+            Err(_) => !state.metadata_path().exists() && state.slot().is_some() && stale(&state),
+        };
+        if dead {
+            println!(
+                "{} state {id} (launch never finished)",
+                if a.dry_run { "would remove" } else { "remove" }
+            );
+            if !a.dry_run {
+                state.remove()?;
+            }
+        }
+    }
+    if !problems.is_empty() {
+        return Err(Error::Teardown(problems));
+    }
+    if !cli.quiet && !a.dry_run {
+        eprintln!("gc: cleaned {removed} bottle(s)");
+    }
+    Ok(0)
+}
+
+/// A state dir without metadata older than a minute (an allocation whose
+/// `start` died before writing anything).
+fn stale(state: &StateDir) -> bool {
+    std::fs::metadata(state.path())
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| t.elapsed().ok())
+        .is_some_and(|d| d.as_secs() > 60)
 }

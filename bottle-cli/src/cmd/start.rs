@@ -1,6 +1,16 @@
-//! `bottle start` (owned by the docker-backend work; this is the entry point).
+//! `bottle start`: preflight summary and y/N, then allocate an identity,
+//! resolve the plan (asking `?prompt` values), let the sidecars' `Prepare`
+//! fill the state dir, launch on the backend and attach (or `--detach`).
+//!
+//! `--dry-run` prints the exact commands (secrets redacted) and removes the
+//! state it prepared. Without a TTY, `--yes` is required (exit 4 otherwise).
 
-use bottle_core::{Error, Result};
+use std::io::{BufRead, IsTerminal, Write};
+
+use bottle_core::backend::{Backend, LaunchInput, Probe, Running};
+use bottle_core::plan::{BottlePlan, PlaceholderPrompt, Prompter};
+use bottle_core::state::{Metadata, Phase, METADATA_SCHEMA};
+use bottle_core::{DuctRunner, Error, PrepareContext, Result, Secret, StateDir};
 
 use super::PlanFlags;
 use crate::Cli;
@@ -23,10 +33,288 @@ pub struct Args {
     pub detach: bool,
 }
 
+/// Asks `?prompt` values on the terminal (never echoed, never stored).
+pub struct TtyPrompt;
+
+impl Prompter for TtyPrompt {
+    fn ask(&self, key: &str, question: &str) -> Result<Secret> {
+        if !std::io::stdin().is_terminal() {
+            return Err(Error::Prompt {
+                key: key.into(),
+                why: "stdin is not a terminal".into(),
+            });
+        }
+        eprint!("{question} ({key}): ");
+        let _ = std::io::stderr().flush();
+        let echo_off = set_echo(false);
+        let mut line = String::new();
+        let r = std::io::stdin().lock().read_line(&mut line);
+        if echo_off {
+            set_echo(true);
+            eprintln!();
+        }
+        r.map_err(|e| Error::Prompt {
+            key: key.into(),
+            why: e.to_string(),
+        })?;
+        Ok(Secret::new(line.trim_end_matches(['\n', '\r'])))
+    }
+}
+
+fn set_echo(on: bool) -> bool {
+    // SAFETY: termios calls on fd 0 with a zeroed, then filled, struct.
+    unsafe {
+        let mut t: libc::termios = std::mem::zeroed();
+        if libc::tcgetattr(0, &mut t) != 0 {
+            return false;
+        }
+        if on {
+            t.c_lflag |= libc::ECHO;
+        } else {
+            t.c_lflag &= !libc::ECHO;
+        }
+        libc::tcsetattr(0, libc::TCSANOW, &t) == 0
+    }
+}
+
+/// What the agent can reach, one line per channel.
+pub fn reach_lines(plan: &BottlePlan) -> Vec<String> {
+    let mut v = Vec::new();
+    if plan.egress.routes.is_empty() {
+        v.push("http(s)   nothing (every host refused; the agent can ask via supervise)".into());
+    }
+    for r in &plan.egress.routes {
+        let mut s = format!("http(s)   {}", r.host);
+        if let Some(p) = r.port {
+            s.push_str(&format!(":{p}"));
+        }
+        if !r.paths.is_empty() {
+            s.push_str(&format!(" paths {}", r.paths.join(",")));
+        }
+        if !r.methods.is_empty() {
+            s.push_str(&format!(" methods {}", r.methods.join(",")));
+        }
+        if let Some(a) = &r.auth {
+            s.push_str(&format!(
+                " (credential injected: {})",
+                a.scheme.as_manifest()
+            ));
+        }
+        v.push(s);
+    }
+    for g in &plan.git.remotes {
+        v.push(format!(
+            "git       {} {} (push {})",
+            g.name,
+            g.url,
+            if g.push.is_empty() {
+                "none".to_owned()
+            } else {
+                g.push.join(",")
+            }
+        ));
+    }
+    if plan.supervise.enabled {
+        v.push("supervise requests go to `bottle queue` for you to approve".into());
+    }
+    v.push("else      nothing: no DNS, no direct TCP/UDP, no host".into());
+    v
+}
+
+fn preflight(plan: &BottlePlan, runtime_note: &[String]) -> String {
+    let mut s = super::plan::summary(plan);
+    for n in runtime_note {
+        s.push_str(&format!("{:<11}{n}\n", "note"));
+    }
+    s.push_str("reach\n");
+    for l in reach_lines(plan) {
+        s.push_str(&format!("  {l}\n"));
+    }
+    s
+}
+
+fn confirm() -> Result<()> {
+    if !std::io::stdin().is_terminal() {
+        return Err(Error::Refused {
+            why: "no terminal to confirm the preflight on".into(),
+            fix: "pass --yes to start without asking".into(),
+        });
+    }
+    eprint!("start this bottle? [y/N] ");
+    let _ = std::io::stderr().flush();
+    let mut line = String::new();
+    std::io::stdin()
+        .lock()
+        .read_line(&mut line)
+        .map_err(|e| Error::other(e.to_string(), "answer y or n"))?;
+    if matches!(line.trim(), "y" | "Y" | "yes") {
+        Ok(())
+    } else {
+        Err(Error::Refused {
+            why: "declined at the preflight".into(),
+            fix: "run it again and answer y, or adjust the bottle".into(),
+        })
+    }
+}
+
+fn now_rfc3339() -> String {
+    humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string()
+}
+
+/// Metadata for a launch.
+pub fn metadata(plan: &BottlePlan, runtime: &str, phase: Phase) -> Metadata {
+    Metadata {
+        schema_version: METADATA_SCHEMA,
+        identity: plan.identity.to_string(),
+        agent: plan.agent.clone(),
+        bottle: plan.bottle.clone(),
+        backend: plan.backend.clone(),
+        runtime: runtime.to_owned(),
+        plan_hash: plan.hash(),
+        images: Default::default(),
+        created: now_rfc3339(),
+        workspace: plan.workspace.clone(),
+        owner_pid: Some(std::process::id()),
+        phase,
+        slot: plan.slot,
+        capabilities: Vec::new(),
+    }
+}
+
+/// Runtime line(s) for the preflight, and the runtime name.
+fn runtime_notes(backend: &dyn Backend, plan: &BottlePlan, probe: &Probe) -> (String, Vec<String>) {
+    let mut notes = Vec::new();
+    if let Probe::Ready { version, notes: n } = probe {
+        notes.push(format!("{} {version}", backend.id()));
+        notes.extend(n.iter().cloned());
+    }
+    #[cfg(feature = "docker")]
+    if plan.backend == "docker" {
+        let ok = matches!(probe, Probe::Ready { notes, .. } if notes.iter().any(|n| n.contains("registered and working")));
+        let d = bottle_docker::DockerBackend::default().with_runsc(ok);
+        let (rt, warn) = d.runtime_choice(plan);
+        if let Some(w) = warn {
+            notes.push(format!("WARNING: {w}"));
+        }
+        return (rt.to_owned(), notes);
+    }
+    let _ = plan;
+    ("vm".to_owned(), notes)
+}
+
+/// Prepare the sidecars' state and return the wiring.
+pub fn prepare(
+    backend: &dyn Backend,
+    plan: &BottlePlan,
+    state: &StateDir,
+) -> Result<bottle_core::Wiring> {
+    let ctx = PrepareContext {
+        state,
+        bundle_host: backend.bundle_host(plan),
+    };
+    bottle_sidecars::prepare::prepare_all(plan, &ctx)
+}
+
+/// Launch a prepared plan, printing progress; records the images.
+pub fn launch(
+    backend: &dyn Backend,
+    plan: &BottlePlan,
+    state: &StateDir,
+    wiring: &bottle_core::Wiring,
+    quiet: bool,
+) -> Result<Box<dyn Running>> {
+    let input = LaunchInput {
+        plan,
+        state,
+        wiring,
+    };
+    #[cfg(feature = "docker")]
+    if backend.id() == "docker" {
+        let d = bottle_docker::DockerBackend::default();
+        let progress = |i: usize, total: usize, name: &str, skipped: bool| {
+            if !quiet {
+                let tag = if skipped { " (cached)" } else { "" };
+                eprintln!("[{}/{}] {name}{tag}", i + 1, total);
+            }
+        };
+        return d.launch_with_progress(input, &DuctRunner, &progress);
+    }
+    let _ = quiet;
+    backend.launch(input, &DuctRunner)
+}
+
 /// Run `bottle start`.
-pub fn run(_cli: &Cli, _a: &Args) -> Result<u8> {
-    Err(Error::other(
-        "`bottle start` is not available in this build yet",
-        "use `bottle plan` to inspect the plan",
-    ))
+pub fn run(cli: &Cli, a: &Args) -> Result<u8> {
+    let home = super::home(cli)?;
+    // Preview for the preflight: nothing asked, nothing written.
+    let preview = super::resolve_plan(cli, &a.agent, &a.flags, None, &PlaceholderPrompt)?;
+    let backend = crate::registry::get(&preview.backend)?;
+    let probe = backend.probe(&DuctRunner);
+    if let Probe::Unavailable { why, fix } = &probe {
+        return Err(Error::Unavailable {
+            backend: backend.id().into(),
+            why: why.clone(),
+            fix: fix.clone(),
+        });
+    }
+    let (runtime, notes) = runtime_notes(&*backend, &preview, &probe);
+    if !cli.quiet || !a.yes {
+        eprint!("{}", preflight(&preview, &notes));
+    }
+    if !a.yes && !a.dry_run {
+        confirm()?;
+    }
+
+    let (id, slot) = home.allocate(&preview.agent, &preview.bottle)?;
+    let state = home.state(&id);
+    let result = (|| -> Result<(BottlePlan, Option<Box<dyn Running>>)> {
+        let prompter: &dyn Prompter = if a.dry_run {
+            &PlaceholderPrompt
+        } else {
+            &TtyPrompt
+        };
+        let plan =
+            super::resolve_plan(cli, &a.agent, &a.flags, Some((id.clone(), slot)), prompter)?;
+        state.write_metadata(&metadata(&plan, &runtime, Phase::Launching))?;
+        let wiring = prepare(&*backend, &plan, &state)?;
+        if a.dry_run {
+            let script = backend.render(LaunchInput {
+                plan: &plan,
+                state: &state,
+                wiring: &wiring,
+            })?;
+            print!("{script}");
+            return Ok((plan, None));
+        }
+        let running = launch(&*backend, &plan, &state, &wiring, cli.quiet)?;
+        let mut meta = metadata(&plan, &runtime, Phase::Running);
+        meta.owner_pid = None;
+        state.write_metadata(&meta)?;
+        Ok((plan, Some(running)))
+    })();
+    let (plan, running) = match result {
+        Ok(v) => v,
+        Err(e) => {
+            // Launch rolled its resources back; the state has nothing to resume.
+            if !state.preserved() {
+                let _ = state.remove();
+            }
+            return Err(e);
+        }
+    };
+    let Some(running) = running else {
+        let _ = state.remove();
+        return Ok(0);
+    };
+    if a.detach {
+        println!("{}", plan.identity);
+        if !cli.quiet {
+            eprintln!(
+                "started {id} (detached): `bottle exec {id} -- CMD`, `bottle attach {id}`, `bottle stop {id}`"
+            );
+        }
+        return Ok(0);
+    }
+    let code = running.attach(&DuctRunner)?;
+    Ok(u8::try_from(code).unwrap_or(1))
 }
