@@ -1,0 +1,168 @@
+//! Fuzz the policy parsers: egress `routes.toml` (`Live::load`, with a real
+//! secrets dir), git-gate `gate.toml` (`GateConfig::from_toml`) and
+//! supervise `sv.toml` (`SvConfig`). The same text goes to all three.
+//!
+//! Oracles besides "never panics":
+//! - a loaded `Live`'s `Debug` and every load error never contain a secret
+//!   value from the secrets dir; injected header values are marked sensitive;
+//! - every exact-host route is found by `Live::find` on its own host/port
+//!   (unless expired), and host patterns match what they claim;
+//! - `gate.toml` and `sv.toml` round-trip: what `to_toml`/`save` writes
+//!   parses back to the same value (the operator's `bottle approve` rewrites
+//!   these files).
+
+#![no_main]
+
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+use std::time::SystemTime;
+
+use bottle_sidecars::egress::policy::{HostPattern, Live};
+use bottle_sidecars::git_gate::config::{compile_glob, url_kind, valid_remote_name, GateConfig};
+use bottle_sidecars::supervise::config::SvConfig;
+use libfuzzer_sys::fuzz_target;
+
+/// Secret files (name, value) in the scratch secrets dir.
+const SECRETS: &[(&str, &str)] = &[
+    ("github_token", "ghp_FuzzSecretValue0123456789abcdefABCDEF"),
+    ("api", "fuzz-api-secret-value-42"),
+    ("basic", "user:fuzz-basic-password"),
+    ("short", "abc"),
+];
+
+struct Scratch {
+    routes: PathBuf,
+    secrets: PathBuf,
+}
+
+fn scratch() -> &'static Scratch {
+    static S: OnceLock<Scratch> = OnceLock::new();
+    S.get_or_init(|| {
+        let dir = tempfile::Builder::new()
+            .prefix("bottle-fuzz-routes-")
+            .tempdir()
+            .expect("temp dir")
+            .keep();
+        let secrets = dir.join("secrets");
+        std::fs::create_dir_all(&secrets).expect("secrets dir");
+        for (name, value) in SECRETS {
+            std::fs::write(secrets.join(name), format!("{value}\n")).expect("secret");
+        }
+        Scratch {
+            routes: dir.join("routes.toml"),
+            secrets,
+        }
+    })
+}
+
+fn assert_no_secret(what: &str, text: &str) {
+    for (name, value) in SECRETS {
+        if value.len() >= 8 {
+            assert!(
+                !text.contains(value),
+                "{what} shows the value of secret `{name}`"
+            );
+        }
+    }
+}
+
+fn check_routes(text: &str, path: &Path, secrets: &Path) {
+    std::fs::write(path, text).expect("write routes.toml");
+    let live = match Live::load(path, Some(secrets)) {
+        Ok(live) => live,
+        Err(e) => {
+            assert_no_secret("a routes.toml error", &e);
+            return;
+        }
+    };
+    assert_no_secret("Live's Debug", &format!("{live:?}"));
+    let now = SystemTime::now();
+    for route in &live.routes {
+        assert_no_secret("a route rule", &route.rule());
+        if let Some(auth) = &route.auth {
+            assert!(
+                auth.header_value.is_sensitive(),
+                "injected credential not marked sensitive"
+            );
+            let _ = auth.header_name();
+        }
+        match &route.host {
+            HostPattern::Exact(h) => {
+                assert!(
+                    route.host.matches(h),
+                    "exact pattern does not match its own host"
+                );
+                let port = route.port.unwrap_or(443);
+                // (a margin so the route cannot expire between now and find)
+                let unexpired = route
+                    .expires_at
+                    .is_none_or(|t| t > now + std::time::Duration::from_secs(60));
+                if unexpired {
+                    let found = live.find(h, port, 443);
+                    assert!(found.is_ok(), "route for {h}:{port} not found: {found:?}");
+                    let found = found.unwrap();
+                    assert!(found.host.matches(h));
+                    assert_eq!(found.port.unwrap_or(443), port);
+                }
+            }
+            HostPattern::Subdomains(s) => {
+                assert!(!route.host.matches(s), "*.{s} matches {s} itself");
+                assert!(
+                    route.host.matches(&format!("a.{s}")),
+                    "*.{s} does not match a.{s}"
+                );
+                assert!(!route.host.matches(&format!("a{s}")), "*.{s} matches a{s}");
+            }
+        }
+    }
+    // Lookups of arbitrary names must not panic.
+    for line in text.lines().take(8) {
+        let _ = live.find(line, 443, 443);
+        let _ = live.find(line, 80, 80);
+    }
+}
+
+fn check_gate(text: &str) {
+    let Ok(cfg) = GateConfig::from_toml(text) else {
+        return;
+    };
+    let written = cfg.to_toml();
+    let back = GateConfig::from_toml(&written)
+        .unwrap_or_else(|e| panic!("gate.toml as written does not load: {e}\n{written}"));
+    assert_eq!(back, cfg, "gate.toml does not round-trip:\n{written}");
+    let now = SystemTime::now();
+    for r in &cfg.remotes {
+        assert!(valid_remote_name(&r.name));
+        assert!(url_kind(&r.url).is_ok());
+        for (_, rule) in cfg.push_rules(&r.name, now) {
+            let _ = compile_glob(&rule.pattern);
+        }
+    }
+    for g in &cfg.grants {
+        let _ = g.is_live(now);
+    }
+}
+
+fn check_sv(text: &str) {
+    let Ok(cfg) = toml::from_str::<SvConfig>(text) else {
+        return;
+    };
+    let written =
+        toml::to_string(&cfg).unwrap_or_else(|e| panic!("sv.toml does not serialize: {e}"));
+    let back: SvConfig = toml::from_str(&written)
+        .unwrap_or_else(|e| panic!("sv.toml as written does not load: {e}\n{written}"));
+    assert_eq!(back, cfg, "sv.toml does not round-trip:\n{written}");
+}
+
+fuzz_target!(|data: &[u8]| {
+    if data.len() > 16 * 1024 {
+        return;
+    }
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    let s = scratch();
+    check_routes(text, &s.routes, &s.secrets);
+    check_gate(text);
+    check_sv(text);
+});
