@@ -193,6 +193,34 @@ fn short(h: impl AsRef<[u8]>) -> String {
     hex::encode(h.as_ref())[..16].to_owned()
 }
 
+/// Content hash of a (large) file, cached by (path, size, mtime) under
+/// `cache_dir` so a warm start does not rehash a 200 MB debug binary.
+fn sha_file_cached(path: &Utf8Path, cache_dir: &Utf8Path) -> Result<Vec<u8>> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(path).map_err(|e| Error::io("reading", path.to_owned(), e))?;
+    let key = hex::encode(Sha256::digest(format!(
+        "{}\0{}\0{}.{}",
+        path,
+        meta.len(),
+        meta.mtime(),
+        meta.mtime_nsec()
+    )));
+    let entry = cache_dir.join(format!("sha256-{}", &key[..32]));
+    if let Ok(text) = std::fs::read_to_string(&entry) {
+        if let Ok(bytes) = hex::decode(text.trim()) {
+            if bytes.len() == 32 {
+                return Ok(bytes);
+            }
+        }
+    }
+    let digest = sha_file(path)?;
+    // A cache: failing to write it only costs time.
+    if std::fs::create_dir_all(cache_dir).is_ok() {
+        let _ = bottle_core::state::atomic_write(&entry, hex::encode(&digest).as_bytes(), None);
+    }
+    Ok(digest)
+}
+
 fn sha_file(path: &Utf8Path) -> Result<Vec<u8>> {
     use std::io::Read;
     let mut f = std::fs::File::open(path).map_err(|e| Error::io("reading", path.to_owned(), e))?;
@@ -284,7 +312,12 @@ pub fn image_set(
     let mut h = Sha256::new();
     h.update(&text);
     h.update([0]);
-    h.update(sha_file(sidecar_bin)?);
+    let cache = state
+        .path()
+        .parent()
+        .map(|p| p.join(".cache"))
+        .unwrap_or_else(|| build_root.join(".cache"));
+    h.update(sha_file_cached(sidecar_bin, &cache)?);
     let dir = build_root.join("bundle");
     let bundle = BuildSpec {
         role: "bundle",

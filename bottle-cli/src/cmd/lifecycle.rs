@@ -116,7 +116,7 @@ pub struct LsRow {
     pub bottle: String,
     /// Backend.
     pub backend: String,
-    /// running | stopped | degraded | launching | unknown.
+    /// running | stopped | degraded | launching | crashed | unknown.
     pub state: String,
     /// RFC 3339 creation time.
     pub created: String,
@@ -146,6 +146,7 @@ pub fn ls(cli: &Cli, a: &LsArgs) -> Result<u8> {
         let st = match meta.phase {
             Phase::Stopped => "stopped".to_owned(),
             Phase::Launching if meta.owner_pid.is_some_and(pid_alive) => "launching".to_owned(),
+            Phase::Launching => "crashed".to_owned(),
             _ => match crate::registry::get(&meta.backend) {
                 Ok(b) => match b.handle(&meta, &state).health(&DuctRunner) {
                     Ok(h) => serde_json::to_value(h)
