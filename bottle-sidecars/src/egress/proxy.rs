@@ -408,6 +408,20 @@ impl Proxy {
             }
         }
 
+        // No tunnels inside tunnels (HTTP/2 CONNECT or CONNECT inside TLS).
+        if req.method() == Method::CONNECT {
+            return self.deny(
+                StatusCode::FORBIDDEN,
+                "nested-connect",
+                &method,
+                host,
+                port,
+                &path,
+                t0,
+                "bottle egress: CONNECT inside an intercepted connection is refused\n".into(),
+            );
+        }
+
         let route = match live.find(host, port, target.default_port()) {
             Ok(r) => r,
             Err(why) => {
