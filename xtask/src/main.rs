@@ -28,6 +28,7 @@ fn main() -> ExitCode {
     let result = match task {
         "test" => test(rest),
         "tidy" => tidy(),
+        "features" => feature_matrix(),
         "demo" => demo::run(rest),
         "seed-base" => seed_base::run(rest),
         "integration" => integration::run(rest),
@@ -50,6 +51,7 @@ fn main() -> ExitCode {
 const HELP: &str = "usage: cargo xtask <task>
   test                      fmt check, clippy -D warnings, every test
   tidy                      the tidy checks
+  features                  check a docker-only build names the missing smolmachines feature
   demo                      run the demo agent in a real bottle (needs docker)
   seed-base                 build the base image locally (debootstrap + docker import)
   bench <name>              egress | git-gate | supervise | start (writes docs/benchmarks.md)
@@ -64,7 +66,9 @@ fn bench(args: &[String]) -> Result<(), String> {
         "git-gate" => bench_git_gate::run(rest),
         "supervise" => bench_supervise::run(rest),
         "start" => bench_start::run(rest),
-        other => Err(format!("unknown benchmark `{other}` (egress, git-gate, supervise, start)")),
+        other => Err(format!(
+            "unknown benchmark `{other}` (egress, git-gate, supervise, start)"
+        )),
     }
 }
 
@@ -99,16 +103,90 @@ fn test(args: &[String]) -> Result<(), String> {
     if in_ci() {
         // real-engine tests are required in CI: make sure the images they
         // build FROM exist (cached; a warm run does nothing)
-        if duct::cmd!("docker", "info").stdout_null().stderr_null().run().is_ok() {
+        if duct::cmd!("docker", "info")
+            .stdout_null()
+            .stderr_null()
+            .run()
+            .is_ok()
+        {
             seed_base::run(&[])?;
         }
     }
+    // the docs build clean (rustdoc warnings are errors)
+    println!("$ RUSTDOCFLAGS='-D warnings' cargo doc --workspace --no-deps");
+    let doc = duct::cmd!("cargo", "doc", "--workspace", "--no-deps", "-q")
+        .env("RUSTDOCFLAGS", "-D warnings")
+        .unchecked()
+        .run()
+        .map_err(|e| format!("could not run cargo doc: {e}"))?;
+    if !doc.status.success() {
+        return Err("`cargo doc` has warnings".into());
+    }
+    feature_matrix()?;
     let mut test_args = vec!["test", "--workspace", "--no-fail-fast"];
     let extra: Vec<&str> = args.iter().map(String::as_str).collect();
     test_args.extend(extra);
     cargo(&test_args)
 }
 
+/// A build with only the docker backend must name the missing feature when
+/// asked for smolmachines (object_store style), and exit 3.
+fn feature_matrix() -> Result<(), String> {
+    // same target dir: only bottle-cli itself rebuilds (dependency features
+    // are unchanged), and `cargo test` rebuilds it with default features
+    let target = "target";
+    cargo(&[
+        "build",
+        "-q",
+        "-p",
+        "bottle-cli",
+        "--no-default-features",
+        "--features",
+        "docker",
+    ])?;
+    let home = std::env::temp_dir().join(format!("bottle-feature-check-{}", std::process::id()));
+    let bin = format!("{target}/debug/bottle");
+    let run = |args: &[&str]| {
+        duct::cmd(&bin, args)
+            .stdout_capture()
+            .stderr_capture()
+            .unchecked()
+            .run()
+            .map_err(|e| format!("could not run {bin}: {e}"))
+    };
+    let home_s = home.to_string_lossy().into_owned();
+    run(&["--home", &home_s, "init", "-q"])?;
+    let out = run(&[
+        "--home",
+        &home_s,
+        "--backend",
+        "smolmachines",
+        "plan",
+        "demo",
+    ])?;
+    let _ = std::fs::remove_dir_all(&home);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let want =
+        "backend `smolmachines` is not compiled into this build (enable feature `smolmachines`)";
+    if out.status.code() != Some(3) || !stderr.contains(want) {
+        return Err(format!(
+            "docker-only build: expected exit 3 and `{want}`, got {:?}: {stderr}",
+            out.status.code()
+        ));
+    }
+    println!(
+        "feature matrix: docker-only build refuses smolmachines with the feature name (exit 3)"
+    );
+    Ok(())
+}
+
 fn tidy() -> Result<(), String> {
-    cargo(&["test", "-p", "bottle-tests", "--test", "integration", "tidy::"])
+    cargo(&[
+        "test",
+        "-p",
+        "bottle-tests",
+        "--test",
+        "integration",
+        "tidy::",
+    ])
 }
