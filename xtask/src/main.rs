@@ -8,12 +8,14 @@
 //! - `seed-base`: build the base image locally on registry-less hosts.
 //! - `bench <egress|git-gate|supervise|start>`: benchmarks → docs/benchmarks.md.
 //! - `integration --backend smolmachines`: e2e + security on a VM-capable runner.
+//! - `fuzz --seconds N`: every cargo-fuzz target (fuzz/ is outside the workspace).
 
 mod bench_egress;
 mod bench_git_gate;
 mod bench_start;
 mod bench_supervise;
 mod demo;
+mod fuzz;
 mod integration;
 mod seed_base;
 
@@ -32,6 +34,7 @@ fn main() -> ExitCode {
         "demo" => demo::run(rest),
         "seed-base" => seed_base::run(rest),
         "integration" => integration::run(rest),
+        "fuzz" => fuzz::run(rest),
         "bench" => bench(rest),
         "help" | "--help" | "-h" => {
             println!("{}", HELP);
@@ -55,7 +58,8 @@ const HELP: &str = "usage: cargo xtask <task>
   demo                      run the demo agent in a real bottle (needs docker)
   seed-base                 build the base image locally (debootstrap + docker import)
   bench <name>              egress | git-gate | supervise | start (writes docs/benchmarks.md)
-  integration --backend B   e2e + security suites on a VM-capable runner";
+  integration --backend B   e2e + security suites on a VM-capable runner
+  fuzz --seconds N          run every cargo-fuzz target for N seconds";
 
 fn bench(args: &[String]) -> Result<(), String> {
     let (name, rest) = args
