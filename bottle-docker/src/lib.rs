@@ -283,37 +283,7 @@ impl Backend for DockerBackend {
     }
 
     fn labelled(&self, runner: &dyn CommandRunner) -> Result<Vec<Resource>> {
-        let filter = format!("label={LABEL_IDENTITY}");
-        let fmt = format!("{{{{.Names}}}}\t{{{{.Label \"{LABEL_IDENTITY}\"}}}}");
-        let nfmt = format!("{{{{.Name}}}}\t{{{{.Label \"{LABEL_IDENTITY}\"}}}}");
-        let queries = [
-            (
-                "container",
-                vec!["ps", "--all", "--filter", &filter, "--format", &fmt],
-            ),
-            (
-                "network",
-                vec!["network", "ls", "--filter", &filter, "--format", &nfmt],
-            ),
-            (
-                "volume",
-                vec!["volume", "ls", "--filter", &filter, "--format", &nfmt],
-            ),
-        ];
-        let mut out = Vec::new();
-        for (kind, args) in queries {
-            let o = runner.output(&CommandSpec::new("docker").args(args))?;
-            for line in o.stdout.lines() {
-                if let Some((name, id)) = line.split_once('\t') {
-                    out.push(Resource {
-                        kind: kind.to_owned(),
-                        name: name.trim().to_owned(),
-                        identity: id.trim().to_owned(),
-                    });
-                }
-            }
-        }
-        Ok(out)
+        self.list_labelled(None, runner)
     }
 
     fn remove_all(
@@ -346,6 +316,54 @@ impl Backend for DockerBackend {
 }
 
 impl DockerBackend {
+    /// Resources labelled by bottle AND belonging to the home at `home_root`
+    /// (what `bottle gc` of that home may collect).
+    pub fn labelled_in_home(
+        &self,
+        home_root: &camino::Utf8Path,
+        runner: &dyn CommandRunner,
+    ) -> Result<Vec<Resource>> {
+        let home = format!(
+            "label={}={}",
+            render::LABEL_HOME,
+            render::home_label(home_root)
+        );
+        self.list_labelled(Some(&home), runner)
+    }
+
+    fn list_labelled(
+        &self,
+        extra: Option<&str>,
+        runner: &dyn CommandRunner,
+    ) -> Result<Vec<Resource>> {
+        let filter = format!("label={LABEL_IDENTITY}");
+        let fmt = format!("{{{{.Names}}}}\t{{{{.Label \"{LABEL_IDENTITY}\"}}}}");
+        let nfmt = format!("{{{{.Name}}}}\t{{{{.Label \"{LABEL_IDENTITY}\"}}}}");
+        let mut out = Vec::new();
+        for (kind, mut args) in [
+            ("container", vec!["ps", "--all"]),
+            ("network", vec!["network", "ls"]),
+            ("volume", vec!["volume", "ls"]),
+        ] {
+            args.extend(["--filter", &filter]);
+            if let Some(e) = extra {
+                args.extend(["--filter", e]);
+            }
+            args.extend(["--format", if kind == "container" { &fmt } else { &nfmt }]);
+            let o = runner.output(&CommandSpec::new("docker").args(args))?;
+            for line in o.stdout.lines() {
+                if let Some((name, id)) = line.split_once('\t') {
+                    out.push(Resource {
+                        kind: kind.to_owned(),
+                        name: name.trim().to_owned(),
+                        identity: id.trim().to_owned(),
+                    });
+                }
+            }
+        }
+        Ok(out)
+    }
+
     /// `launch` with a progress callback (step index, total, name, skipped).
     pub fn launch_with_progress(
         &self,

@@ -103,12 +103,34 @@ fn docker() -> CommandSpec {
     CommandSpec::new("docker")
 }
 
-fn labels(plan: &BottlePlan, role: Option<&str>) -> Vec<String> {
+/// Label naming the `$BOTTLE_HOME` a resource belongs to (so `gc` of one
+/// home never touches another home's bottles).
+pub const LABEL_HOME: &str = "dev.bottle.home";
+
+/// The value of [`LABEL_HOME`] for a home directory.
+pub fn home_label(home_root: &camino::Utf8Path) -> String {
+    use sha2::Digest;
+    hex::encode(&sha2::Sha256::digest(home_root.as_str().as_bytes())[..8])
+}
+
+/// The home of a state dir (`<home>/state/<id>`).
+pub fn home_of(state: &StateDir) -> camino::Utf8PathBuf {
+    state
+        .path()
+        .parent()
+        .and_then(|p| p.parent())
+        .map(camino::Utf8Path::to_owned)
+        .unwrap_or_else(|| state.path().to_owned())
+}
+
+fn labels(plan: &BottlePlan, home: &str, role: Option<&str>) -> Vec<String> {
     let mut v = Vec::new();
     for (k, val) in &plan.labels {
         v.push("--label".to_owned());
         v.push(format!("{k}={val}"));
     }
+    v.push("--label".to_owned());
+    v.push(format!("{LABEL_HOME}={home}"));
     if let Some(r) = role {
         v.push("--label".to_owned());
         v.push(format!("dev.bottle.role={r}"));
@@ -281,6 +303,7 @@ pub fn render(
     let images = images::image_set(plan, state, &opts.sidecar_bin, opts.bundle_user)?;
     let runtime = choose_runtime(plan, opts.runsc_works);
     let n = &plan.names;
+    let home = home_label(&home_of(state));
     let mut steps = Vec::new();
 
     steps.push(step(
@@ -304,7 +327,7 @@ pub fn render(
     // bridge (so the agent cannot reach host listeners via the gateway).
     let mut net = docker().args(["network", "create", "--internal"]);
     net = net.args(["--opt", "com.docker.network.bridge.inhibit_ipv4=true"]);
-    net = net.args(labels(plan, None)).arg(&n.internal_network);
+    net = net.args(labels(plan, &home, None)).arg(&n.internal_network);
     steps.push(step(
         "create internal network",
         net,
@@ -319,7 +342,7 @@ pub fn render(
         "create egress network",
         docker()
             .args(["network", "create"])
-            .args(labels(plan, None))
+            .args(labels(plan, &home, None))
             .arg(&n.egress_network),
         Some(
             docker()
@@ -332,7 +355,7 @@ pub fn render(
         "create home volume",
         docker()
             .args(["volume", "create"])
-            .args(labels(plan, None))
+            .args(labels(plan, &home, None))
             .arg(&n.home_volume),
         Some(
             docker()
@@ -348,7 +371,7 @@ pub fn render(
     let (uid, gid) = opts.bundle_user;
     let mut bundle = docker()
         .args(["create", "--name", &n.bundle])
-        .args(labels(plan, Some("bundle")))
+        .args(labels(plan, &home, Some("bundle")))
         .args([
             "--network",
             &n.internal_network,
@@ -438,7 +461,7 @@ pub fn render(
     };
     let mut agent = docker()
         .args(["create", "--name", &n.agent])
-        .args(labels(plan, Some("agent")))
+        .args(labels(plan, &home, Some("agent")))
         .args([
             "--network",
             &n.internal_network,

@@ -158,7 +158,10 @@ fn rendered_commands() {
             })
             .unwrap();
         let text = script.to_string();
-        insta::with_settings!({filters => vec![(case.root.as_str(), "[ROOT]")]}, {
+        insta::with_settings!({filters => vec![
+            (case.root.as_str(), "[ROOT]"),
+            (r"dev\.bottle\.home=[0-9a-f]{16}", "dev.bottle.home=[HOME]"),
+        ]}, {
             insta::assert_snapshot!(text);
         });
     });

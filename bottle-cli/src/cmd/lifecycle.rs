@@ -102,7 +102,16 @@ pub fn pid_alive(pid: u32) -> bool {
     };
     // SAFETY: kill with signal 0 only checks for existence/permission.
     let r = unsafe { libc::kill(pid, 0) };
-    r == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+    let exists = r == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM);
+    // A zombie (killed, not yet reaped) is dead.
+    let zombie = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            s.rsplit_once(')')
+                .map(|(_, rest)| rest.trim_start().starts_with('Z'))
+        })
+        .unwrap_or(false);
+    exists && !zombie
 }
 
 /// One row of `bottle ls --json` (schema_version 1).
@@ -363,6 +372,16 @@ fn gc_reason(home: &Home, id: &str) -> Option<String> {
     }
 }
 
+/// Resources of this home (docker labels the home; other backends list all).
+fn labelled_here(backend: &dyn Backend, home: &Home) -> Result<Vec<bottle_core::Resource>> {
+    #[cfg(feature = "docker")]
+    if backend.id() == "docker" {
+        return bottle_docker::DockerBackend::default().labelled_in_home(home.root(), &DuctRunner);
+    }
+    let _ = home;
+    backend.labelled(&DuctRunner)
+}
+
 /// `bottle gc`.
 pub fn gc(cli: &Cli, a: &GcArgs) -> Result<u8> {
     let home = super::home(cli)?;
@@ -374,7 +393,7 @@ pub fn gc(cli: &Cli, a: &GcArgs) -> Result<u8> {
         if !backend.probe(&DuctRunner).is_ready() {
             continue;
         }
-        let resources = match backend.labelled(&DuctRunner) {
+        let resources = match labelled_here(&*backend, &home) {
             Ok(r) => r,
             Err(e) => {
                 problems.push((format!("list {} resources", entry.name), e));
