@@ -655,3 +655,24 @@ async fn websocket_upgrade_on_allowed_route() {
     .await;
     b.assert_audit_clean();
 }
+
+#[tokio::test]
+async fn sighup_reloads_the_policy() {
+    let b = Bottle::start(BASIC).await;
+    // SIGHUP alone (no file change) triggers a reload, audited with its trigger.
+    // SAFETY: kill(2) on our own pid; the proxy registered a SIGHUP handler
+    // before it reported ready.
+    let rc = unsafe { libc::kill(libc::getpid(), libc::SIGHUP) };
+    assert_eq!(rc, 0);
+    b.expect_audit("sighup reload", |l| {
+        l["event"] == "reload" && l["trigger"] == "sighup" && l["decision"] == "ok"
+    })
+    .await;
+    let r = b
+        .client()
+        .get(b.url("allowed.test", "/v1/after-hup"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+}

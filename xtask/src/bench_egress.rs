@@ -426,12 +426,18 @@ fn ms(us: u64) -> String {
 fn render(targets: &[Target], n1: usize, n32: usize) -> String {
     let mut s = String::new();
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let load = std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|l| l.split_whitespace().next().map(str::to_owned))
+        .unwrap_or_else(|| "?".into());
     let _ = writeln!(
         s,
         "Workload: HTTPS GET through the proxy to a loopback upstream (`bench.test` → 127.0.0.1), \
          bearer-token injection on (the upstream answers 200 only with the injected token), \
          keep-alive HTTP/1.1; {n1} requests at concurrency 1, {n32} at concurrency 32 (after a warm-up). \
-         Load generator, upstream and proxy share one {cores}-core machine. \
+         Load generator, upstream and proxy share one {cores}-core machine \
+         (1-minute load average when the table was written: {load}; on a busy machine \
+         tail latencies are noisy). \
          Added latency = proxy p50/p99 − direct p50/p99 at the same concurrency.\n"
     );
     let _ = writeln!(

@@ -235,11 +235,15 @@ pub async fn serve(
 
     let listener = tokio::net::TcpListener::bind(opts.listen).await?;
     let addr = listener.local_addr()?;
+    // Registered before `ready` so a SIGHUP sent once the proxy is up is
+    // never the default (terminating) action.
+    let hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
     tokio::spawn(reload_loop(
         shared,
         audit,
         opts.routes.clone(),
         opts.secrets_dir.clone(),
+        hup,
     ));
     let _ = ready.send(addr);
     tracing::info!(%addr, "egress listening");
@@ -285,6 +289,7 @@ async fn reload_loop(
     audit: AuditLog,
     routes: PathBuf,
     secrets_override: Option<PathBuf>,
+    mut hup: Option<tokio::signal::unix::Signal>,
 ) {
     use notify::Watcher as _;
     let secrets_dir = || {
@@ -319,7 +324,6 @@ async fn reload_loop(
             None
         }
     };
-    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
     let mut tick = tokio::time::interval(Duration::from_millis(500));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last = fingerprint(&routes, secrets_dir().as_deref());
