@@ -162,7 +162,7 @@ memory = "1GiB"
     assert_eq!(out.trim(), "403", "{out}");
     let (_, decoy_log, _) = docker(&["logs", &decoy]);
     assert!(
-        !decoy_log.contains("REQUEST"),
+        !decoy_log.contains("HTTP/1"),
         "decoy was reached: {decoy_log}"
     );
     let audit = h.audit(&id);
@@ -234,6 +234,8 @@ memory = "1GiB"
     assert!(out.contains("hello from upstream"), "{out}");
     let landed = docker_ok(&[
         "exec",
+        "-u",
+        "git",
         &git,
         "git",
         "-C",
@@ -250,6 +252,8 @@ memory = "1GiB"
     assert_ne!(code, 0, "push to main accepted: {out}");
     let main = docker_ok(&[
         "exec",
+        "-u",
+        "git",
         &git,
         "git",
         "-C",
