@@ -8,7 +8,9 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use bottle_sidecars::audit::AuditLog;
-use bottle_sidecars::bundle::{BundleConfig, EgressSection, Exit, SuperviseSection, Supervisor};
+use bottle_sidecars::bundle::{
+    BundleConfig, EgressSection, Exit, GitGateSection, SuperviseSection, Supervisor,
+};
 use bottle_sidecars::supervise::{self, queue};
 
 const BIN: &str = env!("CARGO_BIN_EXE_bottle-sidecar");
@@ -213,16 +215,50 @@ fn egress_section(state: &Path, listen: SocketAddr) -> EgressSection {
     }
 }
 
+/// A `[git_gate]` section with one `file://` remote (a fresh bare repo).
+fn git_gate_section(state: &Path, listen: SocketAddr) -> GitGateSection {
+    let upstream = state.join("upstream.git");
+    let st = Command::new("git")
+        .args(["init", "-q", "--bare"])
+        .arg(&upstream)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    std::fs::create_dir_all(state.join("git")).unwrap();
+    std::fs::create_dir_all(state.join("secrets")).unwrap();
+    let gate = format!(
+        "identity = \"demo-dev-abc1\"\nmirrors_dir = {:?}\nsecrets_dir = {:?}\n\n[[remotes]]\nname = \"origin\"\nurl = \"file://{}\"\npush = [\"refs/heads/bot/*\"]\n",
+        state.join("git/mirrors"),
+        state.join("secrets"),
+        upstream.display()
+    );
+    std::fs::write(state.join("git/gate.toml"), gate).unwrap();
+    GitGateSection {
+        listen,
+        config: state.join("git/gate.toml"),
+        hook_program: None,
+    }
+}
+
 fn write_bundle_with(
     dir: &Path,
     egress: Option<EgressSection>,
+    supervise: SuperviseSection,
+) -> PathBuf {
+    write_bundle_full(dir, egress, None, supervise)
+}
+
+fn write_bundle_full(
+    dir: &Path,
+    egress: Option<EgressSection>,
+    git_gate: Option<GitGateSection>,
     supervise: SuperviseSection,
 ) -> PathBuf {
     let config = BundleConfig {
         identity: "demo-dev-abc1".into(),
         audit: dir.join("audit/audit.jsonl"),
         egress,
-        git_gate: None,
+        git_gate,
         supervise: Some(supervise),
     };
     let path = dir.join("bundle.toml");
@@ -244,13 +280,25 @@ fn health(config: &Path) -> i32 {
 
 #[test]
 fn binary_prints_ready_passes_health_and_health_fails_when_killed() {
+    if Command::new("git").arg("--version").output().is_err() {
+        assert_ne!(
+            std::env::var("CI").as_deref(),
+            Ok("true"),
+            "git is required in CI"
+        );
+        eprintln!("skipping: git is not installed (the bundle's git-gate needs it)");
+        return;
+    }
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("state");
     let egress = egress_section(&state, free_port());
     let egress_addr = egress.listen;
-    let config = write_bundle_with(
+    let git = git_gate_section(&state, free_port());
+    let git_addr = git.listen;
+    let config = write_bundle_full(
         dir.path(),
         Some(egress),
+        Some(git),
         supervise_section(&state, free_port()),
     );
     assert_eq!(health(&config), 1, "nothing listens yet");
@@ -267,6 +315,16 @@ fn binary_prints_ready_passes_health_and_health_fails_when_killed() {
     assert_eq!(line, "bottle-sidecar: ready\n");
     assert_eq!(health(&config), 0);
     assert!(accepts(egress_addr));
+    // The gate in the bundle serves git for real.
+    let ls = Command::new("git")
+        .args(["ls-remote", &format!("git://{git_addr}/origin.git")])
+        .output()
+        .unwrap();
+    assert!(
+        ls.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ls.stderr)
+    );
     let audit = audit_lines(&dir.path().join("audit/audit.jsonl"));
     assert!(audit.iter().any(|l| l["sidecar"] == "bundle"
         && l["event"] == "ready"
