@@ -1,0 +1,3 @@
+# S2: direct TCP to a listener on the host via either bridge gateway
+# expect: fail
+tcp "$EGRESS_GW" "$HOST_PORT" || tcp "$INT_GW" "$HOST_PORT"

@@ -1,0 +1,4 @@
+# S6: the Docker socket
+# expect: fail
+ls -la /var/run/docker.sock /run/docker.sock 2>&1
+test -S /var/run/docker.sock || test -S /run/docker.sock
