@@ -46,10 +46,12 @@ fn is(line: &serde_json::Value, decision: &str, rule: &str, path: &str) -> bool 
 #[tokio::test]
 async fn allowed_route_injects_credential_and_drops_agent_auth() {
     let b = Bottle::start(BASIC).await;
+    // The agent's placeholder looks like a provider key: it is dropped, so it
+    // is neither forwarded nor a DLP hit.
     let resp = b
         .client()
         .get(b.url("allowed.test", "/v1/things?q=1"))
-        .header("authorization", "Bearer agent-made-up")
+        .header("authorization", "Bearer sk-ant-api03-placeholder-not-a-real-key")
         .header("cookie", "session=agent")
         .send()
         .await

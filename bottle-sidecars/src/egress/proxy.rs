@@ -507,7 +507,20 @@ impl Proxy {
                     .as_bytes(),
             );
             head.extend_from_slice(b"\r\n");
+            // Headers the proxy drops never leave, so they are not scanned
+            // (an agent-side placeholder key must not trip a pattern).
+            let dropped = |name: &HeaderName| {
+                *name == header::PROXY_AUTHORIZATION
+                    || route.auth.as_ref().is_some_and(|a| {
+                        *name == header::AUTHORIZATION
+                            || *name == header::COOKIE
+                            || *name == a.header_name()
+                    })
+            };
             for (name, value) in req.headers() {
+                if dropped(name) {
+                    continue;
+                }
                 head.extend_from_slice(name.as_str().as_bytes());
                 head.extend_from_slice(b": ");
                 head.extend_from_slice(value.as_bytes());
