@@ -312,7 +312,7 @@ pub fn resume(cli: &Cli, a: &IdArgs) -> Result<u8> {
     meta.plan_hash = plan.hash();
     f.state.write_metadata(&meta)?;
     let wiring = super::start::prepare(&*f.backend, &plan, &f.state)?;
-    let result = super::start::launch(&*f.backend, &plan, &f.state, &wiring, cli.quiet);
+    let result = super::start::launch(&*f.backend, &plan, &f.state, &wiring, cli.quiet, None);
     meta.owner_pid = None;
     meta.phase = if result.is_ok() {
         Phase::Running

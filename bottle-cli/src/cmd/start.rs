@@ -181,6 +181,16 @@ pub fn metadata(plan: &BottlePlan, runtime: &str, phase: Phase) -> Metadata {
     }
 }
 
+/// Whether the probe found a working runsc (docker only).
+pub fn runsc_works(probe: &Probe) -> Option<bool> {
+    match probe {
+        Probe::Ready { notes, .. } => {
+            Some(notes.iter().any(|n| n.contains("registered and working")))
+        }
+        Probe::Unavailable { .. } => None,
+    }
+}
+
 /// Runtime line(s) for the preflight, and the runtime name.
 fn runtime_notes(backend: &dyn Backend, plan: &BottlePlan, probe: &Probe) -> (String, Vec<String>) {
     let mut notes = Vec::new();
@@ -222,6 +232,7 @@ pub fn launch(
     state: &StateDir,
     wiring: &bottle_core::Wiring,
     quiet: bool,
+    runsc: Option<bool>,
 ) -> Result<Box<dyn Running>> {
     let input = LaunchInput {
         plan,
@@ -230,16 +241,26 @@ pub fn launch(
     };
     #[cfg(feature = "docker")]
     if backend.id() == "docker" {
-        let d = bottle_docker::DockerBackend::default();
+        let mut d = bottle_docker::DockerBackend::default();
+        if let Some(works) = runsc {
+            d = d.with_runsc(works);
+        }
+        let last = std::cell::Cell::new(std::time::Instant::now());
         let progress = |i: usize, total: usize, name: &str, skipped: bool| {
+            let took = last.replace(std::time::Instant::now()).elapsed();
             if !quiet {
-                let tag = if skipped { " (cached)" } else { "" };
-                eprintln!("[{}/{}] {name}{tag}", i + 1, total);
+                let tag = if skipped { ", cached" } else { "" };
+                eprintln!(
+                    "[{}/{}] {name} ({} ms{tag})",
+                    i + 1,
+                    total,
+                    took.as_millis()
+                );
             }
         };
         return d.launch_with_progress(input, &DuctRunner, &progress);
     }
-    let _ = quiet;
+    let _ = (quiet, runsc);
     backend.launch(input, &DuctRunner)
 }
 
@@ -286,7 +307,14 @@ pub fn run(cli: &Cli, a: &Args) -> Result<u8> {
             print!("{script}");
             return Ok((plan, None));
         }
-        let running = launch(&*backend, &plan, &state, &wiring, cli.quiet)?;
+        let running = launch(
+            &*backend,
+            &plan,
+            &state,
+            &wiring,
+            cli.quiet,
+            runsc_works(&probe),
+        )?;
         let mut meta = metadata(&plan, &runtime, Phase::Running);
         meta.owner_pid = None;
         state.write_metadata(&meta)?;
