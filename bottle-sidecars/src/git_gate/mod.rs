@@ -212,6 +212,9 @@ pub async fn serve(
         Some(p) => p.clone(),
         None => std::env::current_exe().map_err(io_err("locating the hook program"))?,
     };
+    // The hook runs with the mirror as cwd: the path must be absolute.
+    let hook_program = std::fs::canonicalize(&hook_program)
+        .map_err(io_err(format!("hook program {}", hook_program.display())))?;
     std::fs::create_dir_all(&cfg.mirrors_dir)
         .map_err(io_err(format!("creating {}", cfg.mirrors_dir.display())))?;
     for r in &cfg.remotes {
@@ -631,15 +634,15 @@ async fn decide_push(st: Arc<State>, req: HookRequest, started: Instant) -> Hook
         }
     };
     let decision = if outcome.ok { "allow" } else { "deny" };
-    st.audit.record(
-        SIDECAR,
-        audit_line(
-            decision,
-            &outcome.rule,
-            outcome.scanned,
-            outcome.refname.as_deref(),
-        ),
+    let mut line = audit_line(
+        decision,
+        &outcome.rule,
+        outcome.scanned,
+        outcome.refname.as_deref(),
     );
+    line["scan_ms"] = json!(outcome.scan_ms);
+    line["upstream_ms"] = json!(outcome.upstream_ms);
+    st.audit.record(SIDECAR, line);
     HookReply {
         ok: outcome.ok,
         messages: outcome.messages,

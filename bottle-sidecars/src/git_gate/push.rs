@@ -28,6 +28,10 @@ pub struct Outcome {
     pub scanned: usize,
     /// Lines for the agent's terminal.
     pub messages: Vec<String>,
+    /// Time spent scanning (ms).
+    pub scan_ms: u64,
+    /// Time spent pushing upstream (ms).
+    pub upstream_ms: u64,
 }
 
 impl Outcome {
@@ -38,6 +42,8 @@ impl Outcome {
             refname: refname.map(str::to_owned),
             scanned: 0,
             messages,
+            scan_ms: 0,
+            upstream_ms: 0,
         }
     }
 }
@@ -193,6 +199,7 @@ pub fn decide(ctx: &PushContext<'_>, updates: &[RefUpdate]) -> Outcome {
         .filter(|u| !u.is_delete())
         .map(|u| u.new.as_str())
         .collect();
+    let scan_started = std::time::Instant::now();
     let scan = match scan_new(ctx, &detector, &news, &tags) {
         Ok(s) => s,
         Err(e) => {
@@ -203,6 +210,7 @@ pub fn decide(ctx: &PushContext<'_>, updates: &[RefUpdate]) -> Outcome {
             )
         }
     };
+    let scan_ms = scan_started.elapsed().as_millis() as u64;
     if let Some(hit) = scan.hit {
         let place = match &hit.path {
             Some(p) => format!("in {p} "),
@@ -220,17 +228,23 @@ pub fn decide(ctx: &PushContext<'_>, updates: &[RefUpdate]) -> Outcome {
             ],
         );
         out.scanned = scan.commits;
+        out.scan_ms = scan_ms;
         return out;
     }
 
     // Land it upstream; only then may the mirror accept it.
-    if let Err(e) = push_upstream(ctx, updates) {
+    let push_started = std::time::Instant::now();
+    let pushed = push_upstream(ctx, updates);
+    let upstream_ms = push_started.elapsed().as_millis() as u64;
+    if let Err(e) = pushed {
         let mut out = Outcome::deny(
             "upstream-push-failed",
             None,
             vec![format!("{PREFIX} push refused: the upstream push to remote \"{remote}\" failed, nothing was accepted: {e}")],
         );
         out.scanned = scan.commits;
+        out.scan_ms = scan_ms;
+        out.upstream_ms = upstream_ms;
         return out;
     }
     labels.dedup();
@@ -239,6 +253,8 @@ pub fn decide(ctx: &PushContext<'_>, updates: &[RefUpdate]) -> Outcome {
         rule: labels.join(","),
         refname: None,
         scanned: scan.commits,
+        scan_ms,
+        upstream_ms,
         messages: vec![format!(
             "{PREFIX} pushed to upstream \"{remote}\" ({} new commit{} scanned).",
             scan.commits,

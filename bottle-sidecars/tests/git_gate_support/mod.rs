@@ -162,7 +162,18 @@ pub struct Gate {
 }
 
 impl Gate {
+    /// Start with the `bottle-sidecar` binary cargo built for this test (or
+    /// `$BOTTLE_SIDECAR_BIN`) as the mirrors' pre-receive hook.
     pub fn start(world: &World, cfg: &GateConfig) -> Gate {
+        let hook = std::env::var_os("BOTTLE_SIDECAR_BIN")
+            .map(PathBuf::from)
+            .or(option_env!("CARGO_BIN_EXE_bottle-sidecar").map(PathBuf::from))
+            .expect("set BOTTLE_SIDECAR_BIN to the bottle-sidecar binary");
+        Self::start_with(world, cfg, hook)
+    }
+
+    /// Start with an explicit hook program.
+    pub fn start_with(world: &World, cfg: &GateConfig, hook: PathBuf) -> Gate {
         let config_path = world.path().join("git/gate.toml");
         cfg.save(&config_path).unwrap();
         let audit_path = world.path().join("audit/audit.jsonl");
@@ -173,7 +184,7 @@ impl Gate {
             .build()
             .unwrap();
         let mut opts = git_gate::Options::new(&config_path, "127.0.0.1:0".parse().unwrap());
-        opts.hook_program = Some(PathBuf::from(env!("CARGO_BIN_EXE_bottle-sidecar")));
+        opts.hook_program = Some(hook);
         opts.upstream_timeout = Duration::from_secs(20);
         let (tx, rx) = tokio::sync::oneshot::channel();
         rt.spawn(async move {
@@ -377,13 +388,14 @@ impl Drop for Sshd {
 }
 
 /// Write `n` linear commits onto `refs/heads/<branch>` of the bare repo with
-/// `git fast-import`, parented on the branch's current tip. `extra` (if any)
+/// `git fast-import`, parented on the branch's current tip (content depends
+/// on `branch`, so two branches never share commits). `extra` (if any)
 /// is put in file `old.txt` of commit number 10.
 pub fn fast_import(world: &World, bare: &Path, branch: &str, n: usize, extra: Option<&str>) {
     let tip = world.ref_of(bare, &format!("refs/heads/{branch}"));
     let mut s = String::new();
     for i in 1..=n {
-        let msg = format!("history commit {i}\n");
+        let msg = format!("commit {i} of {branch}\n");
         s.push_str(&format!(
             "commit refs/heads/{branch}\nmark :{i}\ncommitter Hist <hist@example.test> {} +0000\n",
             1_600_000_000 + i
@@ -396,7 +408,7 @@ pub fn fast_import(world: &World, bare: &Path, branch: &str, n: usize, extra: Op
         } else {
             s.push_str(&format!("from :{}\n", i - 1));
         }
-        let content = format!("line {i}\n");
+        let content = format!("line {i} of {branch}\n");
         s.push_str(&format!(
             "M 644 inline history/f{}.txt\ndata {}\n{content}\n",
             i % 50,
