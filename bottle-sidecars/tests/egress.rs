@@ -51,7 +51,10 @@ async fn allowed_route_injects_credential_and_drops_agent_auth() {
     let resp = b
         .client()
         .get(b.url("allowed.test", "/v1/things?q=1"))
-        .header("authorization", "Bearer sk-ant-api03-placeholder-not-a-real-key")
+        .header(
+            "authorization",
+            "Bearer sk-ant-api03-placeholder-not-a-real-key",
+        )
         .header("cookie", "session=agent")
         .send()
         .await
@@ -114,6 +117,9 @@ async fn unlisted_host_and_other_port_refused_at_connect_before_tls() {
     );
     // An allowed host on another port.
     let (_s, head) = b.connect_tunnel("allowed.test:443").await;
+    assert!(head.starts_with("HTTP/1.1 403"), "{head}");
+    // The allowed host's address as an IPv6 literal (routes name hosts, not IPs).
+    let (_s, head) = b.connect_tunnel(&format!("[::1]:{}", b.tls_port())).await;
     assert!(head.starts_with("HTTP/1.1 403"), "{head}");
     assert_eq!(b.upstream.conns(), 0, "upstream must never be contacted");
     let l = b

@@ -222,6 +222,7 @@ pub async fn serve(
         .enable_http1()
         .wrap_connector(connector);
     let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .pool_timer(hyper_util::rt::TokioTimer::new())
         .pool_idle_timeout(Duration::from_secs(60))
         .build(https);
 

@@ -354,7 +354,11 @@ impl Proxy {
             let target = target.clone();
             async move { Ok::<_, Infallible>(this.handle(target, req).await) }
         });
-        let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+        let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+        builder
+            .http1()
+            .timer(hyper_util::rt::TokioTimer::new())
+            .header_read_timeout(Duration::from_secs(60));
         if let Err(e) = builder
             .serve_connection_with_upgrades(TokioIo::new(tls), svc)
             .await
@@ -979,6 +983,8 @@ pub(crate) async fn serve_conn(proxy: Arc<Proxy>, tcp: tokio::net::TcpStream, _p
     let _ = tcp.set_nodelay(true);
     let svc = service_fn(move |req| proxy.clone().outer(req));
     let conn = hyper::server::conn::http1::Builder::new()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(Duration::from_secs(30))
         .serve_connection(TokioIo::new(tcp), svc)
         .with_upgrades();
     if let Err(e) = conn.await {
