@@ -18,7 +18,7 @@ identity = "test-bottle"
 [[routes]]
 host = "allowed.test"
 port = {TLS}
-paths = ["/v1/**", "/echo-secret", "/ws"]
+paths = ["/v1/**", "/echo-secret", "/chunked-secret", "/ws"]
 methods = ["GET", "POST"]
 allow_private = true
 auth = { scheme = "bearer", secret = "route-token" }
@@ -557,6 +557,27 @@ async fn responses_carrying_held_secrets_are_masked() {
     );
     b.expect_audit("masked response", |l| {
         is(l, "allow", "route:allowed.test", "/echo-secret")
+    })
+    .await;
+    b.assert_audit_clean();
+}
+
+#[tokio::test]
+async fn secrets_split_across_streamed_frames_are_masked() {
+    let b = Bottle::start(BASIC).await;
+    for client in [b.client(), b.client_builder().http1_only().build().unwrap()] {
+        let r = client
+            .get(b.url("allowed.test", "/chunked-secret"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let text = r.text().await.unwrap();
+        let stars = "*".repeat(ROUTE_TOKEN.len());
+        assert_eq!(text, format!("start {stars} middle {stars} end"));
+    }
+    b.expect_audit("chunked", |l| {
+        is(l, "allow", "route:allowed.test", "/chunked-secret")
     })
     .await;
     b.assert_audit_clean();

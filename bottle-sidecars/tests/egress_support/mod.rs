@@ -15,7 +15,7 @@ use bottle_sidecars::audit::AuditLog;
 use bottle_sidecars::egress;
 use bytes::Bytes;
 use futures::{SinkExt as _, StreamExt as _};
-use http_body_util::{BodyExt as _, Full};
+use http_body_util::{BodyExt, Full};
 use hudsucker::tokio_tungstenite::tungstenite::protocol::Role;
 use hudsucker::tokio_tungstenite::tungstenite::Message;
 use hudsucker::tokio_tungstenite::WebSocketStream;
@@ -87,11 +87,13 @@ impl Upstream {
     }
 }
 
+type UpBody = http_body_util::combinators::BoxBody<Bytes, Infallible>;
+
 async fn upstream_handler(
     req: Request<Incoming>,
     seen: Arc<Mutex<Vec<Seen>>>,
     ws_seen: Arc<Mutex<Vec<String>>>,
-) -> Result<Response<Full<Bytes>>, Infallible> {
+) -> Result<Response<UpBody>, Infallible> {
     if req.uri().path() == "/ws" {
         seen.lock().unwrap().push(Seen {
             method: req.method().to_string(),
@@ -100,7 +102,7 @@ async fn upstream_handler(
             headers: req.headers().clone(),
             body: Vec::new(),
         });
-        return Ok(ws_echo(req, ws_seen));
+        return Ok(ws_echo(req, ws_seen).map(|b| b.boxed()));
     }
     let (parts, body) = req.into_parts();
     let body = body
@@ -119,13 +121,29 @@ async fn upstream_handler(
         headers: parts.headers.clone(),
         body: body.to_vec(),
     });
+    if parts.uri.path() == "/chunked-secret" {
+        // The token split over many small, separately flushed frames.
+        let text = format!("start {ROUTE_TOKEN} middle {ROUTE_TOKEN} end");
+        let chunks: Vec<Bytes> = text
+            .as_bytes()
+            .chunks(5)
+            .map(Bytes::copy_from_slice)
+            .collect();
+        let stream = futures::stream::iter(chunks).then(|c| async move {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+            Ok::<_, Infallible>(hyper::body::Frame::data(c))
+        });
+        return Ok(Response::new(BodyExt::boxed(
+            http_body_util::StreamBody::new(stream),
+        )));
+    }
     let text = match parts.uri.path() {
         "/echo-secret" => {
             format!("the route token is {ROUTE_TOKEN} and the answer is {PROMPT_ANSWER}. bye")
         }
         p => format!("ok {p} {:?}", parts.version),
     };
-    Ok(Response::new(Full::new(Bytes::from(text))))
+    Ok(Response::new(Full::new(Bytes::from(text)).boxed()))
 }
 
 fn ws_echo(mut req: Request<Incoming>, ws_seen: Arc<Mutex<Vec<String>>>) -> Response<Full<Bytes>> {
