@@ -3,3 +3,4 @@
 mod tidy;
 mod docker_e2e;
 mod security;
+mod fault;
