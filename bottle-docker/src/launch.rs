@@ -145,6 +145,25 @@ fn logs_tail(runner: &dyn CommandRunner, container: &str) -> String {
 /// Progress callback: (step index, total, step name, skipped).
 pub type Progress<'a> = &'a dyn Fn(usize, usize, &str, bool);
 
+type Pending<'s> = Vec<(
+    String,
+    std::thread::ScopedJoinHandle<'s, Result<bottle_core::Output>>,
+)>;
+
+/// Wait for every background step; the first failure, by step name.
+fn join_all(pending: &mut Pending<'_>) -> std::result::Result<(), (String, Error)> {
+    let mut first = None;
+    for (name, h) in pending.drain(..) {
+        let r = h
+            .join()
+            .unwrap_or_else(|_| Err(Error::other("background step panicked", "report a bug")));
+        if let (Err(e), None) = (r, &first) {
+            first = Some((name, e));
+        }
+    }
+    first.map_or(Ok(()), Err)
+}
+
 /// Run every step; on failure or interrupt unwind everything created.
 pub fn execute(
     rendered: &Rendered,
@@ -155,81 +174,106 @@ pub fn execute(
     let guard = InterruptGuard::install();
     let mut undo = UndoStack::new(runner);
     let total = rendered.steps.len();
-    for (i, s) in rendered.steps.iter().enumerate() {
-        let name = s.step.name.clone();
+    std::thread::scope(|scope| {
+        let mut pending: Pending<'_> = Vec::new();
+        for (i, s) in rendered.steps.iter().enumerate() {
+            let mut name = s.step.name.clone();
+            if guard.interrupted() {
+                let _ = join_all(&mut pending);
+                let cleanup = undo.unwind();
+                return Err(interrupted(name, cleanup));
+            }
+            let mut skipped = false;
+            let result: Result<bool> = match &s.action {
+                Action::Run => runner.output(&s.step.run).map(|_| true),
+                Action::Background => {
+                    let spec = s.step.run.clone();
+                    pending.push((name.clone(), scope.spawn(move || runner.output(&spec))));
+                    Ok(true)
+                }
+                Action::EnsureBase { image } => ensure_base(runner, image).map(|_| true),
+                Action::Build(b) => {
+                    if !b.always && image_exists(runner, &b.tag)? {
+                        skipped = true;
+                        Ok(false)
+                    } else {
+                        b.stage()
+                            .and_then(|_| runner.output(&s.step.run))
+                            .map(|_| {
+                                b.unstage();
+                                false
+                            })
+                            .map_err(|e| {
+                                b.unstage();
+                                build_error(b.role, &b.tag, e)
+                            })
+                    }
+                }
+                Action::Volume { name: vol } => {
+                    let existed = runner
+                        .output(
+                            &CommandSpec::new("docker")
+                                .args(["volume", "inspect", vol])
+                                .allow_failure(),
+                        )?
+                        .success();
+                    runner.output(&s.step.run).map(|_| !existed)
+                }
+                Action::Poll { container } => match join_all(&mut pending) {
+                    Err((bg, e)) => {
+                        name = bg;
+                        Err(e)
+                    }
+                    Ok(()) => {
+                        poll(runner, &s.step.run, container, ready_timeout, &guard).map(|_| true)
+                    }
+                },
+            };
+            progress(i, total, &name, skipped);
+            match result {
+                Ok(push_undo) => {
+                    if push_undo {
+                        if let Some(u) = &s.step.undo {
+                            undo.push(&name, u.clone());
+                        }
+                    }
+                }
+                Err(e) => {
+                    // A failed create may still have made the thing: undo it too.
+                    if let Some(u) = &s.step.undo {
+                        if matches!(s.action, Action::Run) {
+                            undo.push(&name, u.clone());
+                        }
+                    }
+                    // Let background steps finish before removing what they use.
+                    let _ = join_all(&mut pending);
+                    let cleanup = undo.unwind();
+                    if guard.interrupted() {
+                        return Err(interrupted(name, cleanup));
+                    }
+                    return Err(Error::Launch {
+                        step: name,
+                        source: Box::new(e),
+                        cleanup,
+                    });
+                }
+            }
+        }
+        if let Err((name, e)) = join_all(&mut pending) {
+            let cleanup = undo.unwind();
+            return Err(Error::Launch {
+                step: name,
+                source: Box::new(e),
+                cleanup,
+            });
+        }
         if guard.interrupted() {
             let cleanup = undo.unwind();
-            return Err(interrupted(name, cleanup));
+            return Err(interrupted("the last step".into(), cleanup));
         }
-        let mut skipped = false;
-        let result: Result<bool> = match &s.action {
-            Action::Run => runner.output(&s.step.run).map(|_| true),
-            Action::EnsureBase { image } => ensure_base(runner, image).map(|_| true),
-            Action::Build(b) => {
-                if !b.always && image_exists(runner, &b.tag)? {
-                    skipped = true;
-                    Ok(false)
-                } else {
-                    b.stage()
-                        .and_then(|_| runner.output(&s.step.run))
-                        .map(|_| {
-                            b.unstage();
-                            false
-                        })
-                        .map_err(|e| {
-                            b.unstage();
-                            build_error(b.role, &b.tag, e)
-                        })
-                }
-            }
-            Action::Volume { name: vol } => {
-                let existed = runner
-                    .output(
-                        &CommandSpec::new("docker")
-                            .args(["volume", "inspect", vol])
-                            .allow_failure(),
-                    )?
-                    .success();
-                runner.output(&s.step.run).map(|_| !existed)
-            }
-            Action::Poll { container } => {
-                poll(runner, &s.step.run, container, ready_timeout, &guard).map(|_| true)
-            }
-        };
-        progress(i, total, &name, skipped);
-        match result {
-            Ok(push_undo) => {
-                if push_undo {
-                    if let Some(u) = &s.step.undo {
-                        undo.push(&name, u.clone());
-                    }
-                }
-            }
-            Err(e) => {
-                // A failed create may still have made the thing: undo it too.
-                if let Some(u) = &s.step.undo {
-                    if matches!(s.action, Action::Run) {
-                        undo.push(&name, u.clone());
-                    }
-                }
-                let cleanup = undo.unwind();
-                if guard.interrupted() {
-                    return Err(interrupted(name, cleanup));
-                }
-                return Err(Error::Launch {
-                    step: name,
-                    source: Box::new(e),
-                    cleanup,
-                });
-            }
-        }
-    }
-    if guard.interrupted() {
-        let cleanup = undo.unwind();
-        return Err(interrupted("the last step".into(), cleanup));
-    }
-    undo.disarm();
-    Ok(())
+        undo.disarm();
+        Ok(())
+    })
 }
 
 fn interrupted(step: String, cleanup: Vec<(String, Error)>) -> Error {

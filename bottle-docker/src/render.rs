@@ -6,9 +6,10 @@
 //! content-hash tag exists), internal network (`--internal`, no host
 //! address on its bridge), egress network, home volume, bundle container
 //! (alias `bundle` on the internal network, secrets as read-only mounts,
-//! connected to the egress network), bundle start, readiness poll, agent
-//! container (non-root, no capabilities, limits, proxy + CA env), agent
-//! files copied in, agent start, exec-ready poll.
+//! connected to the egress network), bundle start (in the background while
+//! the agent container is created: non-root, no capabilities, limits, proxy
+//! + CA env, and its files copied in), bundle readiness poll, and only then
+//! agent start and its exec-ready poll.
 
 use std::collections::BTreeMap;
 
@@ -49,6 +50,9 @@ pub enum Action {
         /// Volume name.
         name: String,
     },
+    /// Run in the background while the next steps (creating the agent,
+    /// which does not start it) proceed; joined before the next `Poll`.
+    Background,
     /// Poll `run` until it succeeds or the deadline passes, failing early
     /// when `container` stops running.
     Poll {
@@ -426,28 +430,6 @@ pub fn render(
         None,
         Action::Run,
     ));
-    steps.push(step(
-        "start bundle",
-        docker().args(["start", &n.bundle]),
-        None,
-        Action::Run,
-    ));
-    steps.push(step(
-        "wait for bundle readiness",
-        docker().args([
-            "exec",
-            &n.bundle,
-            images::SIDECAR_IN_IMAGE,
-            "health",
-            "--config",
-            &bundle_config(wiring),
-        ]),
-        None,
-        Action::Poll {
-            container: n.bundle.clone(),
-        },
-    ));
-
     // Agent.
     let r = &plan.resources;
     let cpus = match opts.host_cpus {
@@ -502,6 +484,13 @@ pub fn render(
     agent = agent
         .arg(images.agent_image())
         .args(plan.provider.command.iter().cloned());
+    // The bundle starts while the agent is created (not started).
+    steps.push(step(
+        "start bundle",
+        docker().args(["start", &n.bundle]),
+        None,
+        Action::Background,
+    ));
     steps.push(step(
         "create agent container",
         agent,
@@ -518,6 +507,23 @@ pub fn render(
             Action::Run,
         ));
     }
+    // Bundle first: the agent starts only once every sidecar answers.
+    steps.push(step(
+        "wait for bundle readiness",
+        docker().args([
+            "exec",
+            &n.bundle,
+            images::SIDECAR_IN_IMAGE,
+            "health",
+            "--config",
+            &bundle_config(wiring),
+        ]),
+        None,
+        Action::Poll {
+            container: n.bundle.clone(),
+        },
+    ));
+
     steps.push(step(
         "start agent",
         docker().args(["start", &n.agent]),
