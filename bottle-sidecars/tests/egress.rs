@@ -18,7 +18,7 @@ identity = "test-bottle"
 [[routes]]
 host = "allowed.test"
 port = {TLS}
-paths = ["/v1/**", "/echo-secret", "/chunked-secret", "/ws"]
+paths = ["/v1/**", "/echo-secret", "/chunked-secret", "/gzip-secret", "/ws"]
 methods = ["GET", "POST"]
 allow_private = true
 auth = { scheme = "bearer", secret = "route-token" }
@@ -578,6 +578,30 @@ async fn secrets_split_across_streamed_frames_are_masked() {
     }
     b.expect_audit("chunked", |l| {
         is(l, "allow", "route:allowed.test", "/chunked-secret")
+    })
+    .await;
+    b.assert_audit_clean();
+}
+
+#[tokio::test]
+async fn compressed_responses_are_decoded_then_masked() {
+    let b = Bottle::start(BASIC).await;
+    let r = b
+        .client()
+        .get(b.url("allowed.test", "/gzip-secret"))
+        .header("accept-encoding", "gzip")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.headers().get("content-encoding").is_none());
+    let text = r.text().await.unwrap();
+    assert_eq!(text, format!("gz {} gz", "*".repeat(ROUTE_TOKEN.len())));
+    // The proxy asked upstream for identity encoding.
+    let seen = b.upstream.seen();
+    assert!(seen[0].headers.get("accept-encoding").is_none());
+    b.expect_audit("gzip", |l| {
+        is(l, "allow", "route:allowed.test", "/gzip-secret")
     })
     .await;
     b.assert_audit_clean();

@@ -129,7 +129,7 @@ pub type OnDone = Box<dyn FnOnce(u64) + Send + Sync>;
 /// streaming. It keeps back only a tail that could be the start of a held
 /// value, so streamed responses (SSE) are not delayed otherwise.
 pub struct MaskBody {
-    inner: Incoming,
+    inner: ProxyBody,
     detector: Option<Arc<Detector>>,
     carry: BytesMut,
     pending_trailers: Option<HeaderMap>,
@@ -140,7 +140,7 @@ pub struct MaskBody {
 
 impl MaskBody {
     /// Wrap `inner`; `detector` is `None` when nothing is held or masking is off.
-    pub fn new(inner: Incoming, detector: Option<Arc<Detector>>, on_done: OnDone) -> Self {
+    pub fn new(inner: ProxyBody, detector: Option<Arc<Detector>>, on_done: OnDone) -> Self {
         Self {
             inner,
             detector,
@@ -214,7 +214,7 @@ impl Body for MaskBody {
                 Poll::Ready(None) => this.ended = true,
                 Poll::Ready(Some(Err(e))) => {
                     this.finish();
-                    return Poll::Ready(Some(Err(Box::new(e))));
+                    return Poll::Ready(Some(Err(e)));
                 }
                 Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
                     Ok(data) => {

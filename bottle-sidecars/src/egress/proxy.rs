@@ -699,7 +699,41 @@ impl Proxy {
         path: String,
         t0: Instant,
     ) -> Response<ProxyBody> {
+        let mask = (detector.held_count() > 0).then_some(detector);
         let (mut parts, body) = resp.into_parts();
+        // Masking needs the plain bytes: a compressed response (sent although
+        // the proxy asked for identity) is decoded; an encoding that cannot
+        // be decoded is refused rather than passed through unmasked.
+        let encoded = parts
+            .headers
+            .get(header::CONTENT_ENCODING)
+            .is_some_and(|v| !v.as_bytes().eq_ignore_ascii_case(b"identity"));
+        let body: ProxyBody = if mask.is_some() && encoded {
+            let r = Response::from_parts(parts, hudsucker::Body::from(body));
+            match hudsucker::decode_response(r) {
+                Ok(r) => {
+                    let (p, b) = r.into_parts();
+                    parts = p;
+                    b.map_err(|e| Box::new(e) as super::net::BoxError).boxed()
+                }
+                Err(_) => {
+                    return self.deny(
+                        StatusCode::BAD_GATEWAY,
+                        "response-encoding",
+                        &method,
+                        &target.host,
+                        target.port,
+                        &path,
+                        t0,
+                        "bottle egress: upstream response uses an encoding the proxy cannot inspect\n"
+                            .into(),
+                    );
+                }
+            }
+        } else {
+            body.map_err(|e| Box::new(e) as super::net::BoxError)
+                .boxed()
+        };
         strip_hop_by_hop(&mut parts.headers);
         parts.version = Version::HTTP_11;
         let status = parts.status.as_u16();
@@ -720,7 +754,6 @@ impl Proxy {
                 }),
             );
         });
-        let mask = (detector.held_count() > 0).then_some(detector);
         Response::from_parts(parts, MaskBody::new(body, mask, on_done).boxed())
     }
 

@@ -137,6 +137,16 @@ async fn upstream_handler(
             http_body_util::StreamBody::new(stream),
         )));
     }
+    if parts.uri.path() == "/gzip-secret" {
+        // Compressed although the proxy did not ask for it.
+        let plain = format!("gz {ROUTE_TOKEN} gz");
+        let mut resp = Response::new(Full::new(Bytes::from(gzip_stored(plain.as_bytes()))).boxed());
+        resp.headers_mut().insert(
+            "content-encoding",
+            hyper::header::HeaderValue::from_static("gzip"),
+        );
+        return Ok(resp);
+    }
     let text = match parts.uri.path() {
         "/echo-secret" => {
             format!("the route token is {ROUTE_TOKEN} and the answer is {PROMPT_ANSWER}. bye")
@@ -144,6 +154,30 @@ async fn upstream_handler(
         p => format!("ok {p} {:?}", parts.version),
     };
     Ok(Response::new(Full::new(Bytes::from(text)).boxed()))
+}
+
+/// A gzip member holding `data` in one stored (uncompressed) deflate block.
+pub fn gzip_stored(data: &[u8]) -> Vec<u8> {
+    let mut crc = 0xffff_ffffu32;
+    for &b in data {
+        crc ^= b as u32;
+        for _ in 0..8 {
+            crc = if crc & 1 != 0 {
+                (crc >> 1) ^ 0xedb8_8320
+            } else {
+                crc >> 1
+            };
+        }
+    }
+    let crc = !crc;
+    let len = data.len() as u16;
+    let mut out = vec![0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 0xff, 0x01];
+    out.extend_from_slice(&len.to_le_bytes());
+    out.extend_from_slice(&(!len).to_le_bytes());
+    out.extend_from_slice(data);
+    out.extend_from_slice(&crc.to_le_bytes());
+    out.extend_from_slice(&(data.len() as u32).to_le_bytes());
+    out
 }
 
 fn ws_echo(mut req: Request<Incoming>, ws_seen: Arc<Mutex<Vec<String>>>) -> Response<Full<Bytes>> {
