@@ -65,3 +65,4 @@ pub fn workspace_bin(package: &str, bin: &str) -> PathBuf {
     assert!(status.status.success(), "building {bin} failed");
     path
 }
+pub mod support_docker;

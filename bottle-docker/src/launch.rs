@@ -151,7 +151,7 @@ type Pending<'s> = Vec<(
 )>;
 
 /// Wait for every background step; the first failure, by step name.
-fn join_all(pending: &mut Pending<'_>) -> std::result::Result<(), (String, Error)> {
+fn join_all(pending: &mut Pending<'_>) -> Option<(String, Error)> {
     let mut first = None;
     for (name, h) in pending.drain(..) {
         let r = h
@@ -161,7 +161,7 @@ fn join_all(pending: &mut Pending<'_>) -> std::result::Result<(), (String, Error
             first = Some((name, e));
         }
     }
-    first.map_or(Ok(()), Err)
+    first
 }
 
 /// Run every step; on failure or interrupt unwind everything created.
@@ -220,11 +220,11 @@ pub fn execute(
                     runner.output(&s.step.run).map(|_| !existed)
                 }
                 Action::Poll { container } => match join_all(&mut pending) {
-                    Err((bg, e)) => {
+                    Some((bg, e)) => {
                         name = bg;
                         Err(e)
                     }
-                    Ok(()) => {
+                    None => {
                         poll(runner, &s.step.run, container, ready_timeout, &guard).map(|_| true)
                     }
                 },
@@ -259,7 +259,7 @@ pub fn execute(
                 }
             }
         }
-        if let Err((name, e)) = join_all(&mut pending) {
+        if let Some((name, e)) = join_all(&mut pending) {
             let cleanup = undo.unwind();
             return Err(Error::Launch {
                 step: name,

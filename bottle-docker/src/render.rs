@@ -8,8 +8,8 @@
 //! (alias `bundle` on the internal network, secrets as read-only mounts,
 //! connected to the egress network), bundle start (in the background while
 //! the agent container is created: non-root, no capabilities, limits, proxy
-//! + CA env, and its files copied in), bundle readiness poll, and only then
-//! agent start and its exec-ready poll.
+//! and CA env, and its files copied in), bundle readiness poll, and only
+//! then agent start and its exec-ready poll.
 
 use std::collections::BTreeMap;
 
