@@ -594,3 +594,72 @@ fn ssh_wrong_pinned_host_key_fails_fetch_and_push() {
     assert_eq!(w.ref_of(&up, "refs/heads/bot/k"), None);
     assert_eq!(gate.last("push")["rule"], "upstream-unreachable");
 }
+
+#[test]
+fn upstream_change_unseen_by_the_agent_is_never_overwritten() {
+    // The agent may force-push wip/*, but only over what it has seen: each
+    // upstream update carries a lease on the value the gate advertised.
+    let w = World::new();
+    let up = w.upstream("up");
+    let gate = Gate::start(&w, &config_for(&w, &file_url(&up), standard_rules()));
+    let work = clone(&w, &gate);
+    w.ok(&work, &["checkout", "--quiet", "-b", "wip/x"]);
+    w.commit(&work, &[("a", "a\n")], "a");
+    w.ok(&work, &["push", "--quiet", "origin", "wip/x"]);
+
+    // Someone else moves wip/x upstream, bypassing the gate.
+    let other = w.path().join("other");
+    w.ok(
+        w.path(),
+        &[
+            "clone",
+            "--quiet",
+            "-b",
+            "wip/x",
+            up.to_str().unwrap(),
+            other.to_str().unwrap(),
+        ],
+    );
+    let theirs = w.commit(&other, &[("b", "b\n")], "theirs");
+    w.ok(&other, &["push", "--quiet", "origin", "wip/x"]);
+
+    // The agent rewrites and force-pushes without fetching.
+    w.ok(&work, &["commit", "--quiet", "--amend", "-m", "mine"]);
+    let out = w.run(&work, &["push", "--force", "origin", "wip/x"]);
+    assert!(!out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        w.ref_of(&up, "refs/heads/wip/x").as_deref(),
+        Some(theirs.as_str())
+    );
+    let line = gate.last("push");
+    assert_eq!(
+        (line["decision"].as_str(), line["rule"].as_str()),
+        (Some("deny"), Some("upstream-push-failed"))
+    );
+}
+
+#[test]
+fn a_secret_added_by_a_merge_commit_itself_is_caught() {
+    let w = World::new();
+    let up = w.upstream("up");
+    let gate = Gate::start(&w, &config_for(&w, &file_url(&up), standard_rules()));
+    let work = clone(&w, &gate);
+    w.ok(&work, &["checkout", "--quiet", "-b", "bot/side"]);
+    w.commit(&work, &[("side.txt", "side\n")], "side");
+    w.ok(&work, &["checkout", "--quiet", "-b", "bot/m", "main"]);
+    w.commit(&work, &[("main2.txt", "main2\n")], "main2");
+    w.ok(
+        &work,
+        &["merge", "--quiet", "--no-ff", "--no-commit", "bot/side"],
+    );
+    std::fs::write(work.join("evil.txt"), format!("k={HELD_VALUE}\n")).unwrap();
+    w.ok(&work, &["add", "evil.txt"]);
+    w.ok(&work, &["commit", "--quiet", "-m", "merge side"]);
+    let out = w.run(&work, &["push", "origin", "bot/m"]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("evil.txt"), "{}", stderr(&out));
+    assert_eq!(w.ref_of(&up, "refs/heads/bot/m"), None);
+    let line = gate.last("push");
+    assert_eq!(line["rule"], format!("held:{HELD_NAME}"));
+    assert_eq!(line["scanned"], 3);
+}

@@ -174,6 +174,8 @@ pub fn main(args: Args) -> i32 {
 
 struct Session {
     remote: String,
+    /// Result of the mirror refresh that runs while the agent uploads.
+    refreshed: tokio::sync::watch::Receiver<Option<Result<(), String>>>,
 }
 
 struct State {
@@ -429,17 +431,23 @@ async fn handle_conn(st: Arc<State>, mut stream: TcpStream, peer: SocketAddr) {
             }
         }
         Service::ReceivePack => {
-            // Hold the remote's lock for the whole push so a concurrent
-            // refresh cannot race the mirror's ref update.
+            // Hold the remote's lock for the whole push so no other session's
+            // refresh can race the mirror's ref update.
             let _guard = lock.lock().await;
-            if let Err(e) = refresh(&mirror, &remote, st.opts.upstream_timeout).await {
-                let msg = format!(
-                    "git-gate: upstream of remote '{}' is unreachable, push refused: {e}",
-                    remote.name
-                );
-                who.deny(&mut stream, "upstream-unreachable", msg).await;
-                return;
-            }
+            // Refresh the mirror while the agent uploads its pack; the hook
+            // waits for it before deciding (and refuses if upstream is down).
+            // The advertisement may predate the refresh: every upstream
+            // update carries a lease on the advertised value, so a ref that
+            // moved upstream fails the push instead of being overwritten.
+            let (done, refreshed) = tokio::sync::watch::channel(None);
+            let refresher = {
+                let (mirror, remote, limit) =
+                    (mirror.clone(), remote.clone(), st.opts.upstream_timeout);
+                tokio::spawn(async move {
+                    let r = refresh(&mirror, &remote, limit).await;
+                    let _ = done.send(Some(r));
+                })
+            };
             let token = random_token();
             st.sessions
                 .lock()
@@ -448,6 +456,7 @@ async fn handle_conn(st: Arc<State>, mut stream: TcpStream, peer: SocketAddr) {
                     token.clone(),
                     Session {
                         remote: remote.name.clone(),
+                        refreshed,
                     },
                 );
             let env = [
@@ -455,6 +464,8 @@ async fn handle_conn(st: Arc<State>, mut stream: TcpStream, peer: SocketAddr) {
                 (ENV_TOKEN, token.clone()),
             ];
             let res = run_service(&st, stream, &mirror, &req, &env).await;
+            // Never leave a fetch running into the next session's lock.
+            let _ = refresher.await;
             st.sessions
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
@@ -587,6 +598,22 @@ async fn decide_push(st: Arc<State>, req: HookRequest, started: Instant) -> Hook
         }
         l
     };
+    let mut refreshed = session.refreshed.clone();
+    let refresh = match refreshed.wait_for(Option::is_some).await {
+        Ok(v) => v.clone().unwrap_or(Err("refresh did not finish".into())),
+        Err(_) => Err("refresh did not finish".into()),
+    };
+    if let Err(e) = refresh {
+        st.audit
+            .record(SIDECAR, audit_line("deny", "upstream-unreachable", 0, None));
+        return HookReply {
+            ok: false,
+            messages: vec![format!(
+                "git-gate: upstream of remote '{}' is unreachable, push refused (nothing was accepted): {e}",
+                session.remote
+            )],
+        };
+    }
     let cfg = match GateConfig::load(&st.opts.config) {
         Ok(c) => c,
         Err(e) => {

@@ -351,22 +351,6 @@ fn scan_new(
             hit: None,
         });
     }
-    // How many new commits (for the audit line).
-    let count = ctx
-        .git()
-        .args(["rev-list", "--count"])
-        .args(news)
-        .args(["--not", "--all", "--"])
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|e| e.to_string())?;
-    if !count.status.success() {
-        return Err(short_stderr(&count.stderr));
-    }
-    let total: usize = String::from_utf8_lossy(&count.stdout)
-        .trim()
-        .parse()
-        .map_err(|_| "bad rev-list count")?;
     // 1. Metadata and messages.
     let out = ctx
         .git()
@@ -395,7 +379,7 @@ fn scan_new(
             })
             .unwrap_or_default();
         return Ok(ScanResult {
-            commits: total,
+            commits: count_new(ctx, news)?,
             hit: Some(Hit {
                 rule: f.rule,
                 kind: "commit",
@@ -486,10 +470,34 @@ fn scan_new(
     if hit.is_none() && !status.success() {
         return Err("git log failed".into());
     }
-    Ok(ScanResult {
-        commits: total.max(commits),
-        hit,
-    })
+    // Without a hit every new commit passed through the loop above (its
+    // marker line cannot be forged: diff lines always carry a +/-/space
+    // prefix); with one, count them all for the audit line.
+    let commits = if hit.is_some() {
+        count_new(ctx, news)?
+    } else {
+        commits
+    };
+    Ok(ScanResult { commits, hit })
+}
+
+/// Number of commits reachable from `news` and from no ref the gate has.
+fn count_new(ctx: &PushContext<'_>, news: &[&str]) -> Result<usize, String> {
+    let out = ctx
+        .git()
+        .args(["rev-list", "--count"])
+        .args(news)
+        .args(["--not", "--all", "--"])
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| e.to_string())?;
+    if !out.status.success() {
+        return Err(short_stderr(&out.stderr));
+    }
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .map_err(|_| "bad rev-list count".to_string())
 }
 
 fn short(oid: &str) -> String {
