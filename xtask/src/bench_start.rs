@@ -141,10 +141,16 @@ pub fn run(args: &[String]) -> Result<(), String> {
     .map_err(|e| e.to_string())?;
     std::fs::write(dir.join("agents/bench.toml"), "bottle = \"bench\"\n")
         .map_err(|e| e.to_string())?;
+    // Private copies: a concurrent `cargo build` replacing target/debug must
+    // not turn a warm start into a rebuild halfway through the runs.
+    let bottle_copy = dir.join("bottle");
+    let sidecar_copy = dir.join("bottle-sidecar");
+    std::fs::copy(&bottle, &bottle_copy).map_err(|e| format!("copy bottle: {e}"))?;
+    std::fs::copy(&sidecar, &sidecar_copy).map_err(|e| format!("copy bottle-sidecar: {e}"))?;
     let home = Home {
         dir,
-        bottle,
-        sidecar,
+        bottle: bottle_copy,
+        sidecar: sidecar_copy,
     };
 
     eprintln!("bench start: warm-up (builds images once) …");
@@ -200,7 +206,11 @@ pub fn run(args: &[String]) -> Result<(), String> {
          bottle with one route: identity + state, sidecar prepare (CA, policy files), two networks, \
          home volume, bundle container up and `bottle-sidecar health` passing, agent container \
          created, files copied in, started and answering `docker exec … true`. Bare = `docker run -d` \
-         of the same agent image polled the same way. Debug build of `bottle`. Machine: {}, docker {}.\n\n{}",
+         of the same agent image polled the same way. Debug build of `bottle`. Machine: {}, docker {}.\n\n{}\n\n\
+         Where the difference goes: a bottle starts two containers (the bundle in the background \
+         while the agent is created; the agent only once the bundle is healthy), creates two \
+         networks and a volume, and the sidecars' prepare writes the CA and policy files with \
+         fsync'd atomic writes. `bottle start` prints each step's time.",
         machine(),
         docker(&["version", "--format", "{{.Server.Version}}"]).1,
         table.trim_end()
