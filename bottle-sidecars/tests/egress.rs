@@ -729,3 +729,17 @@ async fn sighup_reloads_the_policy() {
         .unwrap();
     assert_eq!(r.status(), 200);
 }
+
+#[tokio::test]
+async fn ip_literal_route_gets_an_ip_leaf_certificate() {
+    let b = Bottle::start(
+        "[[routes]]\nhost = \"127.0.0.1\"\nport = {TLS}\nallow_private = true\npaths = [\"/v1/**\"]\n",
+    )
+    .await;
+    let url = format!("https://127.0.0.1:{}/v1/ip", b.tls_port());
+    let r = b.client().get(&url).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(b.upstream.seen()[0].uri, "/v1/ip");
+    b.expect_audit("ip allow", |l| is(l, "allow", "route:127.0.0.1", "/v1/ip"))
+        .await;
+}

@@ -44,7 +44,6 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
 
-use hudsucker::certificate_authority::RcgenAuthority;
 use serde::Deserialize;
 use serde_json::json;
 
@@ -179,7 +178,10 @@ pub async fn serve(
         source,
     })?;
     let provider = rustls::crypto::aws_lc_rs::default_provider();
-    let authority = RcgenAuthority::new(loaded.issuer, 1024, provider.clone());
+    let authority = ca::LeafSigner::new(loaded, provider.clone()).map_err(|source| Error::Ca {
+        dir: opts.ca_dir.clone(),
+        source,
+    })?;
 
     let mut roots = rustls::RootCertStore::empty();
     roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());

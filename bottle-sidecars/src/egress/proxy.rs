@@ -10,7 +10,6 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use futures::{SinkExt as _, StreamExt as _};
 use http_body_util::BodyExt as _;
-use hudsucker::certificate_authority::{CertificateAuthority, RcgenAuthority};
 use hudsucker::tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use hudsucker::tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role};
 use hudsucker::tokio_tungstenite::tungstenite::Message;
@@ -37,7 +36,7 @@ use crate::dlp::Detector;
 pub(crate) struct Proxy {
     pub shared: Arc<Shared>,
     pub audit: AuditLog,
-    pub ca: RcgenAuthority,
+    pub ca: super::ca::LeafSigner,
     pub client: Client<HttpsConnector<GuardedConnector>, ProxyBody>,
     pub ws_connector: HttpsConnector<GuardedConnector>,
 }
@@ -327,15 +326,13 @@ impl Proxy {
                 return;
             }
         }
-        let name = if host.contains(':') {
-            format!("[{host}]")
-        } else {
-            host.clone()
+        let config = match self.ca.server_config(&host) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!(error = %e, %host, "could not sign a leaf certificate");
+                return;
+            }
         };
-        let Ok(authority) = name.parse::<Authority>() else {
-            return;
-        };
-        let config = self.ca.gen_server_config(&authority).await;
         let tls = match start.into_stream(config).await {
             Ok(tls) => tls,
             Err(e) => {
