@@ -219,14 +219,20 @@ pub fn execute(
                         .success();
                     runner.output(&s.step.run).map(|_| !existed)
                 }
-                Action::Poll { container } => match join_all(&mut pending) {
+                Action::Poll { container, exit_ok } => match join_all(&mut pending) {
                     Some((bg, e)) => {
                         name = bg;
                         Err(e)
                     }
-                    None => {
-                        poll(runner, &s.step.run, container, ready_timeout, &guard).map(|_| true)
-                    }
+                    None => poll(
+                        runner,
+                        &s.step.run,
+                        container,
+                        *exit_ok,
+                        ready_timeout,
+                        &guard,
+                    )
+                    .map(|_| true),
                 },
             };
             progress(i, total, &name, skipped);
@@ -324,6 +330,7 @@ fn poll(
     runner: &dyn CommandRunner,
     cmd: &CommandSpec,
     container: &str,
+    exit_ok: bool,
     timeout: Duration,
     guard: &InterruptGuard,
 ) -> Result<()> {
@@ -341,6 +348,9 @@ fn poll(
             });
         }
         if !running(runner, container)? {
+            if exit_ok {
+                return Ok(());
+            }
             return Err(Error::other(
                 format!(
                     "{container} exited before it was ready; its last log lines:\n{}",

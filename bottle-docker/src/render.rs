@@ -58,6 +58,9 @@ pub enum Action {
     Poll {
         /// The container that must stay up.
         container: String,
+        /// The container exiting ends the wait successfully (an agent whose
+        /// command ran to completion; its output is in its logs).
+        exit_ok: bool,
     },
 }
 
@@ -521,6 +524,7 @@ pub fn render(
         None,
         Action::Poll {
             container: n.bundle.clone(),
+            exit_ok: false,
         },
     ));
 
@@ -536,6 +540,7 @@ pub fn render(
         None,
         Action::Poll {
             container: n.agent.clone(),
+            exit_ok: true,
         },
     ));
     Ok(Rendered {

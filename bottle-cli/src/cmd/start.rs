@@ -343,6 +343,24 @@ pub fn run(cli: &Cli, a: &Args) -> Result<u8> {
         }
         return Ok(0);
     }
-    let code = running.attach(&DuctRunner)?;
+    // An agent whose command already finished cannot be attached: show
+    // its output instead.
+    let code = if running.health(&DuctRunner)? == bottle_core::Health::Running {
+        running.attach(&DuctRunner)?
+    } else {
+        running.logs(None, false, &DuctRunner)?;
+        0
+    };
+    // The agent's session ended: stop the bottle (state and home kept) so
+    // no bundle is left running without its agent.
+    if running.health(&DuctRunner)? != bottle_core::Health::Running {
+        running.stop(&DuctRunner)?;
+        let mut meta = state.read_metadata()?;
+        meta.phase = Phase::Stopped;
+        state.write_metadata(&meta)?;
+        if !cli.quiet {
+            eprintln!("agent exited; stopped {id} (`bottle resume {id}` continues it)");
+        }
+    }
     Ok(u8::try_from(code).unwrap_or(1))
 }
