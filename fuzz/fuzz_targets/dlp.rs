@@ -18,8 +18,11 @@
 
 #![no_main]
 
+#[path = "scratch.rs"]
+mod scratch;
+
 use std::path::PathBuf;
-use std::sync::OnceLock;
+use std::sync::{Arc, Mutex, OnceLock};
 
 use base64::Engine as _;
 use bottle_sidecars::dlp::{Detector, HeldSecret, MIN_HELD_LEN, MIN_LINE_FRAGMENT};
@@ -69,13 +72,7 @@ const SET: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
 
 fn scratch() -> &'static PathBuf {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| {
-        tempfile::Builder::new()
-            .prefix("bottle-fuzz-dlp-")
-            .tempdir()
-            .expect("temp dir")
-            .keep()
-    })
+    DIR.get_or_init(|| scratch::dir("dlp").join("secrets"))
 }
 
 fn trim_newlines(mut v: &[u8]) -> &[u8] {
@@ -189,6 +186,28 @@ fn lower_hex(s: &str) -> String {
     out
 }
 
+fn build(held: &[Vec<u8>], from_dir: bool) -> Detector {
+    if from_dir {
+        let dir = scratch();
+        let _ = std::fs::remove_dir_all(dir);
+        std::fs::create_dir_all(dir).expect("scratch dir");
+        for (i, h) in held.iter().enumerate() {
+            std::fs::write(dir.join(format!("s{i}")), h).expect("write secret");
+        }
+        Detector::load_dir(dir).expect("load_dir")
+    } else {
+        Detector::new(
+            held.iter()
+                .enumerate()
+                .map(|(i, h)| HeldSecret {
+                    name: format!("s{i}"),
+                    value: String::from_utf8(h.clone()).expect("utf-8"),
+                })
+                .collect(),
+        )
+    }
+}
+
 fn contains(hay: &[u8], needle: &[u8]) -> bool {
     !needle.is_empty() && hay.windows(needle.len()).any(|w| w == needle)
 }
@@ -210,24 +229,22 @@ fuzz_target!(|bytes: &[u8]| {
             .map(|h| String::from_utf8_lossy(h).into_owned().into_bytes())
             .collect()
     };
-    let detector = if input.from_dir {
-        let dir = scratch();
-        let _ = std::fs::remove_dir_all(dir);
-        std::fs::create_dir_all(dir).expect("scratch dir");
-        for (i, h) in held.iter().enumerate() {
-            std::fs::write(dir.join(format!("s{i}")), h).expect("write secret");
+    // Building a detector compiles its regexes; the last one is reused
+    // while mutations leave the held values alone.
+    static LAST: Mutex<Option<(Vec<Vec<u8>>, bool, Arc<Detector>)>> = Mutex::new(None);
+    let cached = LAST
+        .lock()
+        .unwrap()
+        .as_ref()
+        .filter(|(h, d, _)| *h == held && *d == input.from_dir)
+        .map(|(_, _, det)| det.clone());
+    let detector = match cached {
+        Some(det) => det,
+        None => {
+            let det = Arc::new(build(&held, input.from_dir));
+            *LAST.lock().unwrap() = Some((held.clone(), input.from_dir, det.clone()));
+            det
         }
-        Detector::load_dir(dir).expect("load_dir")
-    } else {
-        Detector::new(
-            held.iter()
-                .enumerate()
-                .map(|(i, h)| HeldSecret {
-                    name: format!("s{i}"),
-                    value: String::from_utf8(h.clone()).expect("utf-8"),
-                })
-                .collect(),
-        )
     };
 
     let mut data = input.data.clone();

@@ -19,6 +19,9 @@
 
 #![no_main]
 
+#[path = "scratch.rs"]
+mod scratch;
+
 use std::collections::BTreeMap;
 use std::sync::OnceLock;
 
@@ -59,12 +62,7 @@ impl Prompter for SecretPrompt {
 fn home_root() -> &'static Utf8Path {
     static ROOT: OnceLock<Utf8PathBuf> = OnceLock::new();
     ROOT.get_or_init(|| {
-        let dir = tempfile::Builder::new()
-            .prefix("bottle-fuzz-manifest-")
-            .tempdir()
-            .expect("temp dir")
-            .keep();
-        Utf8PathBuf::from_path_buf(dir).expect("utf-8 temp dir")
+        Utf8PathBuf::from_path_buf(scratch::dir("manifest")).expect("utf-8 temp dir")
     })
 }
 

@@ -25,6 +25,9 @@
 
 #![no_main]
 
+#[path = "scratch.rs"]
+mod scratch;
+
 use std::sync::OnceLock;
 
 use bottle_sidecars::egress::net::normalize_host;
@@ -67,11 +70,7 @@ expires_at = "2000-01-01T00:00:00Z"
 fn live() -> &'static Live {
     static LIVE: OnceLock<Live> = OnceLock::new();
     LIVE.get_or_init(|| {
-        let dir = tempfile::Builder::new()
-            .prefix("bottle-fuzz-head-")
-            .tempdir()
-            .expect("temp dir")
-            .keep();
+        let dir = scratch::dir("request_head");
         let secrets = dir.join("secrets");
         std::fs::create_dir_all(&secrets).expect("secrets dir");
         std::fs::write(secrets.join("token"), "fuzz-route-token-value\n").expect("secret");

@@ -13,13 +13,16 @@
 
 #![no_main]
 
+#[path = "scratch.rs"]
+mod scratch;
+
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::time::SystemTime;
 
 use bottle_sidecars::egress::policy::{HostPattern, Live};
 use bottle_sidecars::git_gate::config::{compile_glob, url_kind, valid_remote_name, GateConfig};
-use bottle_sidecars::supervise::config::SvConfig;
+use bottle_sidecars::supervise::SvConfig;
 use libfuzzer_sys::fuzz_target;
 
 /// Secret files (name, value) in the scratch secrets dir.
@@ -38,11 +41,7 @@ struct Scratch {
 fn scratch() -> &'static Scratch {
     static S: OnceLock<Scratch> = OnceLock::new();
     S.get_or_init(|| {
-        let dir = tempfile::Builder::new()
-            .prefix("bottle-fuzz-routes-")
-            .tempdir()
-            .expect("temp dir")
-            .keep();
+        let dir = scratch::dir("routes");
         let secrets = dir.join("secrets");
         std::fs::create_dir_all(&secrets).expect("secrets dir");
         for (name, value) in SECRETS {
