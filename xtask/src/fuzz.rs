@@ -120,17 +120,26 @@ fn cargo_fuzz(sub: &str, sanitizer: &str) -> Vec<String> {
     .collect()
 }
 
-fn fuzz_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
+/// `<workspace>/fuzz`: next to xtask, else the nearest `fuzz/Cargo.toml`
+/// above the current directory.
+fn fuzz_dir() -> Result<PathBuf, String> {
+    let beside = Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
-        .expect("xtask lives in the workspace")
-        .join("fuzz")
+        .map(|root| root.join("fuzz"));
+    if let Some(dir) = beside.filter(|d| d.join("Cargo.toml").is_file()) {
+        return Ok(dir);
+    }
+    let cwd = std::env::current_dir().map_err(|e| format!("current dir: {e}"))?;
+    cwd.ancestors()
+        .map(|a| a.join("fuzz"))
+        .find(|d| d.join("Cargo.toml").is_file())
+        .ok_or_else(|| "no fuzz/Cargo.toml found (run from the workspace)".into())
 }
 
 /// Run `cargo-fuzz`: build once, then each target for `--seconds`.
 pub fn run(args: &[String]) -> Result<(), String> {
     let opts = parse(args)?;
-    let dir = fuzz_dir();
+    let dir = fuzz_dir()?;
     let have = duct::cmd!("cargo", "fuzz", "--version")
         .stdout_null()
         .stderr_null()
