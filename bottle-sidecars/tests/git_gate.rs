@@ -372,6 +372,20 @@ fn new_branch_on_a_big_history_scans_only_new_commits() {
         w.ref_of(&up, "refs/heads/bot/new").unwrap(),
         w.ok(&work, &["rev-parse", "HEAD"])
     );
+
+    // A gate whose mirror was never fetched through (fresh start): the push
+    // waits for the mirror refresh, so it still scans only the new commits.
+    let mut cfg2 = config_for(&w, &file_url(&up), standard_rules());
+    cfg2.mirrors_dir = w.path().join("mirrors2");
+    let w2 = World::new();
+    let gate2 = Gate::start(&w2, &cfg2);
+    w.ok(&work, &["checkout", "--quiet", "-b", "bot/new2"]);
+    w.commit(&work, &[("n2.txt", "n2\n")], "new 2");
+    let out = w.run(&work, &["push", &gate2.url("origin"), "bot/new2"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let line = gate2.last("push");
+    assert_eq!(line["decision"], "allow");
+    assert_eq!(line["scanned"], 1, "{line}");
 }
 
 #[test]
@@ -509,24 +523,38 @@ fn ssh_upstream_clone_push_and_upstream_down() {
     );
     w.ok(&work, &["reset", "--quiet", "--hard", "HEAD~1"]);
 
-    // Upstream down: the agent's push fails, nothing is accepted.
+    // Upstream down: the agent's push fails, nothing is accepted. (The
+    // mirror was refreshed moments ago, so the gate goes straight to the
+    // upstream push, which cannot connect.)
     sshd.stop();
     w.commit(&work, &[("t.txt", "t\n")], "while down");
     let out = w.run(&work, &["push", "origin", "bot/ssh"]);
     assert!(!out.status.success());
-    assert!(stderr(&out).contains("unreachable"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("nothing was accepted"),
+        "{}",
+        stderr(&out)
+    );
     assert_eq!(
         w.ref_of(&up, "refs/heads/bot/ssh").as_deref(),
         Some(c.as_str())
     );
     let line = gate.last("push");
-    assert_eq!(
-        (line["decision"].as_str(), line["rule"].as_str()),
-        (Some("deny"), Some("upstream-unreachable"))
-    );
+    assert_eq!(line["decision"], "deny");
+    assert_eq!(line["rule"], "upstream-push-failed");
+    // A fetch refreshes first and fails closed; after that failed refresh the
+    // next push re-checks upstream before taking the upload.
     let out = w.run(&work, &["fetch", "origin"]);
     assert!(!out.status.success());
+    assert!(stderr(&out).contains("unreachable"), "{}", stderr(&out));
     assert_eq!(gate.last("fetch")["rule"], "upstream-unreachable");
+    let out = w.run(&work, &["push", "origin", "bot/ssh"]);
+    assert!(!out.status.success());
+    assert_eq!(gate.last("push")["rule"], "upstream-unreachable");
+    assert_eq!(
+        w.ref_of(&up, "refs/heads/bot/ssh").as_deref(),
+        Some(c.as_str())
+    );
     let audit = gate.audit_text();
     assert!(!audit.contains(key_text.lines().nth(1).unwrap()));
 }

@@ -78,6 +78,13 @@ pub struct Options {
     pub upstream_timeout: Duration,
     /// Deadline for one whole agent session (fetch or push).
     pub session_timeout: Duration,
+    /// A push skips the pre-push mirror refresh when the mirror was
+    /// refreshed successfully less than this long ago (fetches always
+    /// refresh). Safe either way: every upstream update carries a lease on
+    /// the value the agent saw; the window only trades a wider scan scope
+    /// (commits upstream gained meanwhile get scanned too) for one upstream
+    /// round trip less per push.
+    pub push_refresh_window: Duration,
 }
 
 impl Options {
@@ -89,6 +96,7 @@ impl Options {
             hook_program: None,
             upstream_timeout: Duration::from_secs(120),
             session_timeout: Duration::from_secs(30 * 60),
+            push_refresh_window: Duration::from_secs(60),
         }
     }
 }
@@ -185,10 +193,33 @@ struct State {
     socket: PathBuf,
     sessions: Mutex<HashMap<String, Session>>,
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Last successful refresh per remote.
+    fresh: Mutex<HashMap<String, Instant>>,
     slots: tokio::sync::Semaphore,
 }
 
 impl State {
+    /// Refresh `remote`'s mirror and remember when it last succeeded.
+    async fn refresh(&self, mirror: &Path, remote: &RemoteConfig) -> Result<(), String> {
+        let r = refresh(mirror, remote, self.opts.upstream_timeout).await;
+        let mut fresh = self.fresh.lock().unwrap_or_else(|p| p.into_inner());
+        if r.is_ok() {
+            fresh.insert(remote.name.clone(), Instant::now());
+        } else {
+            fresh.remove(&remote.name);
+        }
+        r
+    }
+
+    /// Refreshed successfully within `window`?
+    fn is_fresh(&self, remote: &str, window: Duration) -> bool {
+        self.fresh
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(remote)
+            .is_some_and(|t| t.elapsed() < window)
+    }
+
     fn lock_for(&self, remote: &str) -> Arc<tokio::sync::Mutex<()>> {
         let mut m = self.locks.lock().unwrap_or_else(|p| p.into_inner());
         m.entry(remote.to_owned()).or_default().clone()
@@ -241,6 +272,7 @@ pub async fn serve(
         socket,
         sessions: Mutex::new(HashMap::new()),
         locks: Mutex::new(HashMap::new()),
+        fresh: Mutex::new(HashMap::new()),
         slots: tokio::sync::Semaphore::new(64),
     });
     let _ = ready.send(addr);
@@ -403,7 +435,7 @@ async fn handle_conn(st: Arc<State>, mut stream: TcpStream, peer: SocketAddr) {
                 return;
             }
             let guard = lock.lock().await;
-            let refreshed = refresh(&mirror, &remote, st.opts.upstream_timeout).await;
+            let refreshed = st.refresh(&mirror, &remote).await;
             drop(guard);
             let (rule, warning) = match refreshed {
                 Ok(()) => ("fetch", None),
@@ -440,13 +472,15 @@ async fn handle_conn(st: Arc<State>, mut stream: TcpStream, peer: SocketAddr) {
             // update carries a lease on the advertised value, so a ref that
             // moved upstream fails the push instead of being overwritten.
             let (done, refreshed) = tokio::sync::watch::channel(None);
-            let refresher = {
-                let (mirror, remote, limit) =
-                    (mirror.clone(), remote.clone(), st.opts.upstream_timeout);
-                tokio::spawn(async move {
-                    let r = refresh(&mirror, &remote, limit).await;
+            let refresher = if st.is_fresh(&remote.name, st.opts.push_refresh_window) {
+                let _ = done.send(Some(Ok(())));
+                None
+            } else {
+                let (st2, mirror, remote) = (st.clone(), mirror.clone(), remote.clone());
+                Some(tokio::spawn(async move {
+                    let r = st2.refresh(&mirror, &remote).await;
                     let _ = done.send(Some(r));
-                })
+                }))
             };
             let token = random_token();
             st.sessions
@@ -465,7 +499,9 @@ async fn handle_conn(st: Arc<State>, mut stream: TcpStream, peer: SocketAddr) {
             ];
             let res = run_service(&st, stream, &mirror, &req, &env).await;
             // Never leave a fetch running into the next session's lock.
-            let _ = refresher.await;
+            if let Some(r) = refresher {
+                let _ = r.await;
+            }
             st.sessions
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
