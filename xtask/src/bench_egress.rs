@@ -423,6 +423,15 @@ fn ms(us: u64) -> String {
     format!("{:.3} ms", us as f64 / 1000.0)
 }
 
+/// A latency difference; negative values are measurement noise and shown as such.
+fn signed_ms(us: i64) -> String {
+    if us < 0 {
+        format!("−{:.3} ms", (-us) as f64 / 1000.0)
+    } else {
+        format!("{:.3} ms", us as f64 / 1000.0)
+    }
+}
+
 fn render(targets: &[Target], n1: usize, n32: usize) -> String {
     let mut s = String::new();
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
@@ -438,7 +447,8 @@ fn render(targets: &[Target], n1: usize, n32: usize) -> String {
          Load generator, upstream and proxy share one {cores}-core machine \
          (1-minute load average when the table was written: {load}; on a busy machine \
          tail latencies are noisy). \
-         Added latency = proxy p50/p99 − direct p50/p99 at the same concurrency.\n"
+         Added latency = proxy p50/p99 − direct p50/p99 at the same concurrency \
+         (a negative value means the difference is below the noise).\n"
     );
     let _ = writeln!(
         s,
@@ -467,8 +477,8 @@ fn render(targets: &[Target], n1: usize, n32: usize) -> String {
                 ("–".to_owned(), "–".to_owned())
             } else {
                 (
-                    ms(r.p50_us.saturating_sub(base.p50_us)),
-                    ms(r.p99_us.saturating_sub(base.p99_us)),
+                    signed_ms(r.p50_us as i64 - base.p50_us as i64),
+                    signed_ms(r.p99_us as i64 - base.p99_us as i64),
                 )
             };
             let _ = writeln!(
