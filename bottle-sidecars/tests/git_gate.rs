@@ -691,3 +691,31 @@ fn a_secret_added_by_a_merge_commit_itself_is_caught() {
     assert_eq!(line["rule"], format!("held:{HELD_NAME}"));
     assert_eq!(line["scanned"], 3);
 }
+
+#[test]
+fn push_only_remote_refuses_fetch() {
+    let w = World::new();
+    let up = w.upstream("up");
+    let mut cfg = config_for(&w, &file_url(&up), standard_rules());
+    cfg.remotes[0].fetch = false;
+    let gate = Gate::start(&w, &cfg);
+    let out = w.run(
+        w.path(),
+        &[
+            "clone",
+            &gate.url("origin"),
+            w.path().join("c").to_str().unwrap(),
+        ],
+    );
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("fetching from remote 'origin' is disabled"),
+        "{}",
+        stderr(&out)
+    );
+    let line = gate.last("fetch");
+    assert_eq!(
+        (line["decision"].as_str(), line["rule"].as_str()),
+        (Some("deny"), Some("fetch-disabled"))
+    );
+}
