@@ -480,13 +480,30 @@ pub fn render(
     for (k, v) in &plain {
         agent = agent.args(["--env".to_owned(), format!("{k}={v}")]);
     }
-    for (k, v) in secret {
-        // The value rides in the docker CLI's own environment, never argv.
-        agent = agent.args(["--env".to_owned(), k.clone()]).secret_env(k, v);
+    // Secret env values never enter the container config (`docker inspect`
+    // would show them): the entry command waits for an env file the launch
+    // writes over `docker exec` stdin once the agent runs. An image whose
+    // own CMD is used (no command to wrap) gets them as `--env NAME`, the
+    // value in the docker CLI's environment, never on argv.
+    let env_file =
+        (!secret.is_empty() && !plan.provider.command.is_empty()).then(|| secret_env_file(&secret));
+    if env_file.is_none() {
+        for (k, v) in &secret {
+            agent = agent
+                .args(["--env".to_owned(), k.clone()])
+                .secret_env(k, v.clone());
+        }
     }
-    agent = agent
-        .arg(images.agent_image())
-        .args(plan.provider.command.iter().cloned());
+    agent = agent.arg(images.agent_image());
+    if env_file.is_some() {
+        agent = agent.args([
+            "/bin/sh".to_owned(),
+            "-c".to_owned(),
+            AWAIT_ENV.to_owned(),
+            "bottle-agent".to_owned(),
+        ]);
+    }
+    agent = agent.args(plan.provider.command.iter().cloned());
     // The bundle starts while the agent is created (not started).
     steps.push(step(
         "start bundle",
@@ -543,9 +560,50 @@ pub fn render(
             exit_ok: true,
         },
     ));
+    if let Some(text) = env_file {
+        steps.push(step(
+            "hand the agent its secret env",
+            docker()
+                .args([
+                    "exec",
+                    "--interactive",
+                    "--user",
+                    &format!("{AGENT_UID}:{AGENT_UID}"),
+                    &n.agent,
+                ])
+                .args(["/bin/sh", "-c", WRITE_ENV]),
+            None,
+            Action::Run,
+        ));
+        let last = steps.len() - 1;
+        steps[last].step.run.stdin = Some(bottle_core::command::Stdin::Secret(text));
+    }
     Ok(Rendered {
         steps,
         images,
         runtime: runtime.to_owned(),
     })
+}
+
+/// Where the agent's secret env lives (container layer, agent-owned, 0600;
+/// never in the container config, never on the home volume).
+pub const AGENT_ENV_FILE: &str = "/tmp/.bottle-env";
+/// Entry wrapper: wait for the env file, load it, run the real command.
+const AWAIT_ENV: &str =
+    "while [ ! -e /tmp/.bottle-env.ready ]; do sleep 0.05; done; . /tmp/.bottle-env; exec \"$@\"";
+/// Writes the env file from stdin (run as the agent user).
+const WRITE_ENV: &str = "umask 077 && cat > /tmp/.bottle-env && touch /tmp/.bottle-env.ready";
+/// Prefix for `bottle exec`: the same env as the agent's main process.
+pub const EXEC_WITH_ENV: &str = "[ -r /tmp/.bottle-env ] && . /tmp/.bottle-env; exec \"$@\"";
+
+/// `export NAME='value'` lines for the secret env (single-quote escaped).
+fn secret_env_file(secret: &BTreeMap<String, Secret>) -> Secret {
+    let mut text = String::new();
+    for (k, v) in secret {
+        text.push_str(&format!(
+            "export {k}='{}'\n",
+            v.expose().replace('\'', "'\\''")
+        ));
+    }
+    Secret::new(text)
 }

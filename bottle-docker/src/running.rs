@@ -47,7 +47,10 @@ impl DockerRunning {
                 spec = spec.arg("--tty");
             }
         }
-        spec.arg(&self.names.agent).args(cmd.iter().cloned())
+        // load the secret env the agent's main process has (see render)
+        spec.arg(&self.names.agent)
+            .args(["/bin/sh", "-c", crate::render::EXEC_WITH_ENV, "bottle-exec"])
+            .args(cmd.iter().cloned())
     }
 }
 
