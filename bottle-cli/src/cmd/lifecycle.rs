@@ -299,14 +299,16 @@ pub fn resume(cli: &Cli, a: &IdArgs) -> Result<u8> {
         quiet: cli.quiet,
         command: super::Command::Init,
     };
-    let plan = super::resolve_plan(
+    let mut plan = super::resolve_plan(
         &cli_backend,
         &f.meta.agent,
         &flags,
         Some((f.id.clone(), f.meta.slot)),
         &super::start::TtyPrompt,
     )?;
+    let applied = apply_capabilities(&mut plan, f.state.path().as_std_path(), cli.quiet);
     let mut meta = f.meta.clone();
+    meta.capabilities = applied;
     meta.phase = Phase::Launching;
     meta.owner_pid = Some(std::process::id());
     meta.plan_hash = plan.hash();
@@ -462,4 +464,59 @@ fn stale(state: &StateDir) -> bool {
         .ok()
         .and_then(|t| t.elapsed().ok())
         .is_some_and(|d| d.as_secs() > 60)
+}
+
+/// Apply the operator-approved capability requests of a bottle on resume
+/// (SPEC §5: recorded, applied on resume). Resource asks (`memory`, `cpus`,
+/// `pids`) change the plan's limits; anything else (a package, a tool) is
+/// listed for the operator, who adds it to the bottle's image. Returns a
+/// summary of each, for `metadata.json`.
+pub fn apply_capabilities(
+    plan: &mut bottle_core::BottlePlan,
+    state: &std::path::Path,
+    quiet: bool,
+) -> Vec<String> {
+    use bottle_sidecars::supervise::RequestKind;
+    let approved =
+        bottle_sidecars::supervise::queue::approved_capabilities(state).unwrap_or_default();
+    let mut out = Vec::new();
+    for req in approved {
+        let RequestKind::Capability { kind, detail } = &req.kind else {
+            continue;
+        };
+        let value = detail.trim();
+        let applied = match kind.as_str() {
+            "memory" => bottle_core::units::parse_bytes(value)
+                .ok()
+                .filter(|b| *b >= 64 << 20)
+                .map(|b| plan.resources.memory_bytes = b)
+                .is_some(),
+            "cpus" => value
+                .parse::<f64>()
+                .ok()
+                .filter(|c| *c > 0.0 && *c <= 1024.0)
+                .map(|c| plan.resources.cpus = c)
+                .is_some(),
+            "pids" => value
+                .parse::<u32>()
+                .ok()
+                .filter(|p| *p > 0)
+                .map(|p| plan.resources.pids = p)
+                .is_some(),
+            _ => false,
+        };
+        let summary = format!("{kind}: {value}");
+        if !quiet {
+            if applied {
+                eprintln!("applying approved capability {} ({summary})", req.id);
+            } else {
+                eprintln!(
+                    "approved capability {} ({summary}) is recorded; add it to the bottle's image or manifest to apply it",
+                    req.id
+                );
+            }
+        }
+        out.push(summary);
+    }
+    out
 }
