@@ -27,7 +27,9 @@ struct Inner {
 
 impl std::fmt::Debug for AuditLog {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AuditLog").field("identity", &self.inner.identity).finish()
+        f.debug_struct("AuditLog")
+            .field("identity", &self.inner.identity)
+            .finish()
     }
 }
 
@@ -66,7 +68,10 @@ impl AuditLog {
     pub fn record(&self, sidecar: &str, fields: Value) {
         let mut line = Map::new();
         line.insert("ts".into(), Value::String(now_rfc3339()));
-        line.insert("identity".into(), Value::String(self.inner.identity.clone()));
+        line.insert(
+            "identity".into(),
+            Value::String(self.inner.identity.clone()),
+        );
         line.insert("sidecar".into(), Value::String(sidecar.to_owned()));
         if let Value::Object(map) = fields {
             for (k, v) in map {
@@ -98,10 +103,16 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("audit.jsonl");
         let log = AuditLog::open(&path, "demo-dev-abc1").unwrap();
-        log.record("egress", serde_json::json!({"decision": "deny", "host": "x.test"}));
+        log.record(
+            "egress",
+            serde_json::json!({"decision": "deny", "host": "x.test"}),
+        );
         log.record("git-gate", serde_json::json!({"decision": "allow"}));
         let text = std::fs::read_to_string(&path).unwrap();
-        let lines: Vec<Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        let lines: Vec<Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
         assert_eq!(lines.len(), 2);
         assert_eq!(lines[0]["identity"], "demo-dev-abc1");
         assert_eq!(lines[0]["sidecar"], "egress");

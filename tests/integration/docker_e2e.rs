@@ -146,9 +146,10 @@ memory = "1GiB"
     assert!(!out.contains(TOKEN), "token reached the agent: {out}");
     let (_, up_log, _) = docker(&["logs", &echo]);
     assert!(
-        up_log
-            .to_ascii_lowercase()
-            .contains(&format!("authorization: bearer {}", TOKEN.to_ascii_lowercase())),
+        up_log.to_ascii_lowercase().contains(&format!(
+            "authorization: bearer {}",
+            TOKEN.to_ascii_lowercase()
+        )),
         "token not injected upstream: {up_log}"
     );
     assert!(!up_log.contains("agent-supplied"), "agent header forwarded");

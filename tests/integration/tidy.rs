@@ -11,7 +11,10 @@ fn tracked_files() -> Vec<PathBuf> {
         .dir(&root)
         .read()
         .expect("git ls-files");
-    out.lines().map(|l| root.join(l)).filter(|p| p.is_file()).collect()
+    out.lines()
+        .map(|l| root.join(l))
+        .filter(|p| p.is_file())
+        .collect()
 }
 
 fn rust_sources() -> Vec<PathBuf> {
@@ -22,13 +25,20 @@ fn rust_sources() -> Vec<PathBuf> {
 }
 
 fn rel(p: &Path) -> String {
-    p.strip_prefix(workspace_root()).unwrap_or(p).display().to_string()
+    p.strip_prefix(workspace_root())
+        .unwrap_or(p)
+        .display()
+        .to_string()
 }
 
 #[test]
 fn no_stubs_in_sources() {
     let tidy_file = file!().rsplit('/').next().unwrap().to_owned();
-    let needles = [concat!("todo", "!("), concat!("unimplemented", "!("), concat!("#[", "ignore")];
+    let needles = [
+        concat!("todo", "!("),
+        concat!("unimplemented", "!("),
+        concat!("#[", "ignore"),
+    ];
     let mut bad = Vec::new();
     for p in rust_sources() {
         if p.ends_with(&tidy_file) {
@@ -41,15 +51,25 @@ fn no_stubs_in_sources() {
             }
         }
     }
-    assert!(bad.is_empty(), "stubs or ignored tests:\n{}", bad.join("\n"));
+    assert!(
+        bad.is_empty(),
+        "stubs or ignored tests:\n{}",
+        bad.join("\n")
+    );
 }
 
 #[test]
 fn no_machine_paths_in_tracked_text() {
-    let needles = [concat!("/wo", "rk/"), concat!("/ro", "ot/"), concat!("/ho", "me/runner")];
+    let needles = [
+        concat!("/wo", "rk/"),
+        concat!("/ro", "ot/"),
+        concat!("/ho", "me/runner"),
+    ];
     let mut bad = Vec::new();
     for p in tracked_files() {
-        let Ok(text) = fs::read_to_string(&p) else { continue };
+        let Ok(text) = fs::read_to_string(&p) else {
+            continue;
+        };
         if p.ends_with("Cargo.lock") {
             continue;
         }
@@ -59,7 +79,11 @@ fn no_machine_paths_in_tracked_text() {
             }
         }
     }
-    assert!(bad.is_empty(), "absolute machine paths in tracked files:\n{}", bad.join("\n"));
+    assert!(
+        bad.is_empty(),
+        "absolute machine paths in tracked files:\n{}",
+        bad.join("\n")
+    );
 }
 
 #[test]
@@ -81,7 +105,14 @@ fn sources_are_formatted() {
 #[test]
 fn core_stays_free_of_docker_network_and_async() {
     let manifest = fs::read_to_string(workspace_root().join("bottle-core/Cargo.toml")).unwrap();
-    for dep in ["tokio", "hyper", "reqwest", "hudsucker", "rmcp", "bottle-docker"] {
+    for dep in [
+        "tokio",
+        "hyper",
+        "reqwest",
+        "hudsucker",
+        "rmcp",
+        "bottle-docker",
+    ] {
         assert!(
             !manifest.lines().any(|l| l.trim_start().starts_with(dep)),
             "bottle-core must not depend on {dep}"
@@ -100,7 +131,10 @@ fn backends_depend_on_core_only() {
                 continue;
             }
             assert!(
-                !manifest.lines().any(|l| l.trim_start().starts_with(&format!("{other} ")) || l.trim_start().starts_with(&format!("{other}."))),
+                !manifest
+                    .lines()
+                    .any(|l| l.trim_start().starts_with(&format!("{other} "))
+                        || l.trim_start().starts_with(&format!("{other}."))),
                 "{krate} must not depend on {other}"
             );
         }
