@@ -260,6 +260,7 @@ pub fn logs(cli: &Cli, a: &LogsArgs) -> Result<u8> {
 pub fn stop(cli: &Cli, a: &IdArgs) -> Result<u8> {
     let f = find(&super::home(cli)?, &a.id)?;
     handle(&f).stop(&DuctRunner)?;
+    forget_env_secrets(&f.state);
     let mut meta = f.meta;
     meta.phase = Phase::Stopped;
     meta.owner_pid = None;
@@ -519,4 +520,16 @@ pub fn apply_capabilities(
         out.push(summary);
     }
     out
+}
+
+/// A stopped bottle keeps no `?prompt` answer or host-variable env value:
+/// `resume` asks / reads them again (only the bundle held them, for DLP).
+fn forget_env_secrets(state: &bottle_core::StateDir) {
+    if let Ok(rd) = std::fs::read_dir(state.secrets_dir()) {
+        for e in rd.flatten() {
+            if e.file_name().to_string_lossy().starts_with("env-") {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+    }
 }
