@@ -13,6 +13,7 @@ use clap::Parser;
 
 mod cmd;
 mod dashboard;
+mod progress;
 mod registry;
 mod ui;
 

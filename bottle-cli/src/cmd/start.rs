@@ -245,20 +245,23 @@ pub fn launch(
         if let Some(works) = runsc {
             d = d.with_runsc(works);
         }
-        let last = std::cell::Cell::new(std::time::Instant::now());
-        let progress = |i: usize, total: usize, name: &str, skipped: bool| {
-            let took = last.replace(std::time::Instant::now()).elapsed();
-            if !quiet {
-                let tag = if skipped { ", cached" } else { "" };
-                eprintln!(
-                    "[{}/{}] {name} ({} ms{tag})",
-                    i + 1,
-                    total,
-                    took.as_millis()
-                );
-            }
+        let mode = crate::progress::Mode::detect(quiet);
+        // Step names let the bar say what is running (the backend reports
+        // a step after it finished); plain lines do not need them.
+        let names = match mode {
+            crate::progress::Mode::Bar => d
+                .rendered(input)
+                .map(|r| r.script().steps.into_iter().map(|s| s.name).collect())
+                .unwrap_or_default(),
+            _ => Vec::new(),
         };
-        return d.launch_with_progress(input, &DuctRunner, &progress);
+        let steps = crate::progress::Steps::new(mode, names);
+        let progress = |i: usize, total: usize, name: &str, skipped: bool| {
+            steps.step_done(i, total, name, skipped)
+        };
+        let result = d.launch_with_progress(input, &DuctRunner, &progress);
+        steps.finish();
+        return result;
     }
     let _ = (quiet, runsc);
     backend.launch(input, &DuctRunner)
