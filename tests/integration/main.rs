@@ -4,3 +4,4 @@ mod docker_e2e;
 mod fault;
 mod security;
 mod tidy;
+mod queue_cli;
