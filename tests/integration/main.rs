@@ -2,6 +2,6 @@
 
 mod docker_e2e;
 mod fault;
+mod queue_cli;
 mod security;
 mod tidy;
-mod queue_cli;
