@@ -4,9 +4,12 @@
 
 use std::collections::BTreeSet;
 
+use bottle_core::backend::Probe;
 use bottle_core::backend::{Backend, Running};
 use bottle_core::state::{Metadata, Phase};
-use bottle_core::{DuctRunner, Error, Home, Identity, Result, StateDir};
+use bottle_core::{
+    CommandRunner, CommandSpec, DuctRunner, Error, Home, Identity, Result, StateDir,
+};
 use serde::Serialize;
 
 use super::PlanFlags;
@@ -87,6 +90,49 @@ fn find(home: &Home, id: &str) -> Result<Found> {
     })
 }
 
+/// Whether the backend's engine answers. A cheap `docker version` for
+/// docker (other backends: assumed yes); when it does not answer, the
+/// backend's probe says why and what to do (exit 3) instead of the
+/// engine's raw error or a misleading cleanup report.
+fn engine_answers(backend: &dyn Backend) -> Result<()> {
+    if backend.id() != "docker" {
+        return Ok(());
+    }
+    let answered = DuctRunner
+        .output(
+            &CommandSpec::new("docker")
+                .args(["version", "--format", "{{.Server.Version}}"])
+                .allow_failure(),
+        )
+        .is_ok_and(|o| o.success() && !o.stdout.trim().is_empty());
+    if answered {
+        return Ok(());
+    }
+    match backend.probe(&DuctRunner) {
+        Probe::Unavailable { why, fix } => Err(Error::Unavailable {
+            backend: backend.id().into(),
+            why,
+            fix,
+        }),
+        Probe::Ready { .. } => Ok(()),
+    }
+}
+
+/// A stopped bottle has no containers: say so (and how to go on) before
+/// asking the engine for them.
+fn refuse_stopped(f: &Found, what: &str) -> Result<()> {
+    if f.meta.phase != Phase::Stopped {
+        return Ok(());
+    }
+    Err(Error::other(
+        format!("{} is stopped: {what}", f.id),
+        format!(
+            "`bottle resume {}` relaunches it (`bottle logs {} --audit` shows its decisions)",
+            f.id, f.id
+        ),
+    ))
+}
+
 fn handle(f: &Found) -> Box<dyn Running> {
     f.backend.handle(&f.meta, &f.state)
 }
@@ -147,6 +193,7 @@ fn age_secs(created: &str) -> u64 {
 pub fn ls(cli: &Cli, a: &LsArgs) -> Result<u8> {
     let home = super::home(cli)?;
     let mut rows = Vec::new();
+    let mut answers = std::collections::BTreeMap::new();
     for id in home.identities()? {
         let state = home.state(&id);
         let Ok(meta) = state.read_metadata() else {
@@ -157,6 +204,15 @@ pub fn ls(cli: &Cli, a: &LsArgs) -> Result<u8> {
             Phase::Launching if meta.owner_pid.is_some_and(pid_alive) => "launching".to_owned(),
             Phase::Launching => "crashed".to_owned(),
             _ => match crate::registry::get(&meta.backend) {
+                // An engine that does not answer reports every container
+                // as absent: that is "unknown", not "stopped".
+                Ok(b)
+                    if !*answers
+                        .entry(meta.backend.clone())
+                        .or_insert_with(|| engine_answers(&*b).is_ok()) =>
+                {
+                    "unknown".to_owned()
+                }
                 Ok(b) => match b.handle(&meta, &state).health(&DuctRunner) {
                     Ok(h) => serde_json::to_value(h)
                         .ok()
@@ -219,12 +275,16 @@ pub fn ls(cli: &Cli, a: &LsArgs) -> Result<u8> {
 /// `bottle attach`.
 pub fn attach(cli: &Cli, a: &IdArgs) -> Result<u8> {
     let f = find(&super::home(cli)?, &a.id)?;
+    refuse_stopped(&f, "there is no agent to attach to")?;
+    engine_answers(&*f.backend)?;
     Ok(code(handle(&f).attach(&DuctRunner)?))
 }
 
 /// `bottle exec`.
 pub fn exec(cli: &Cli, a: &ExecArgs) -> Result<u8> {
     let f = find(&super::home(cli)?, &a.id)?;
+    refuse_stopped(&f, "there is no agent to run a command in")?;
+    engine_answers(&*f.backend)?;
     Ok(code(handle(&f).exec(&a.cmd, &DuctRunner)?))
 }
 
@@ -249,6 +309,8 @@ pub fn logs(cli: &Cli, a: &LogsArgs) -> Result<u8> {
             ));
         }
     }
+    refuse_stopped(&f, "its containers and their logs are gone")?;
+    engine_answers(&*f.backend)?;
     Ok(code(handle(&f).logs(
         a.sidecar.as_deref(),
         a.follow,
@@ -259,6 +321,7 @@ pub fn logs(cli: &Cli, a: &LogsArgs) -> Result<u8> {
 /// `bottle stop`.
 pub fn stop(cli: &Cli, a: &IdArgs) -> Result<u8> {
     let f = find(&super::home(cli)?, &a.id)?;
+    engine_answers(&*f.backend)?;
     handle(&f).stop(&DuctRunner)?;
     forget_env_secrets(&f.state);
     let mut meta = f.meta;
@@ -279,6 +342,7 @@ pub fn stop(cli: &Cli, a: &IdArgs) -> Result<u8> {
 pub fn resume(cli: &Cli, a: &IdArgs) -> Result<u8> {
     let home = super::home(cli)?;
     let f = find(&home, &a.id)?;
+    engine_answers(&*f.backend)?;
     let h = handle(&f);
     if matches!(h.health(&DuctRunner)?, bottle_core::Health::Running) {
         return Err(Error::other(
@@ -345,6 +409,7 @@ pub fn rm(cli: &Cli, a: &IdArgs) -> Result<u8> {
         .map(|m| m.backend)
         .unwrap_or_else(|_| "docker".into());
     if let Ok(b) = crate::registry::get(&backend_name) {
+        engine_answers(&*b)?;
         b.remove_all(&id, false, &DuctRunner)?;
     }
     state.remove()?;

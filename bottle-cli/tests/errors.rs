@@ -1,0 +1,215 @@
+//! Every command that takes an identity (`exec`, `attach`, `logs`, `stop`,
+//! `resume`, `rm`) fails with "what went wrong" + a `fix:` line and the
+//! documented exit code for: a non-existent identity, a stopped bottle
+//! (where it matters) and an unreachable engine. No real engine is used:
+//! `PATH` holds only a fake `docker` that answers like a docker CLI whose
+//! daemon is down and records every call it gets.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use bottle_core::state::{Metadata, Phase, METADATA_SCHEMA};
+
+const DAEMON_DOWN: &str = "Cannot connect to the Docker daemon at unix:///var/run/docker.sock. Is the docker daemon running?";
+
+/// A temp home plus a `PATH` dir holding a fake, unreachable `docker`.
+struct Env {
+    dir: tempfile::TempDir,
+}
+
+impl Env {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let bin = dir.path().join("bin");
+        std::fs::create_dir_all(&bin).unwrap();
+        let docker = bin.join("docker");
+        std::fs::write(
+            &docker,
+            format!(
+                "#!/bin/sh\necho \"$*\" >> '{}'\necho '{DAEMON_DOWN}' >&2\nexit 1\n",
+                dir.path().join("docker-calls").display()
+            ),
+        )
+        .unwrap();
+        std::fs::set_permissions(&docker, std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::create_dir_all(dir.path().join("home")).unwrap();
+        Self { dir }
+    }
+
+    fn home(&self) -> PathBuf {
+        self.dir.path().join("home")
+    }
+
+    /// Write `state/<id>/metadata.json` as `bottle start` would.
+    fn bottle(&self, id: &str, phase: Phase) {
+        let state = self.home().join("state").join(id);
+        std::fs::create_dir_all(&state).unwrap();
+        std::fs::write(state.join("slot"), "1").unwrap();
+        let meta = Metadata {
+            schema_version: METADATA_SCHEMA,
+            identity: id.into(),
+            agent: "demo".into(),
+            bottle: "dev".into(),
+            backend: "docker".into(),
+            runtime: "runc".into(),
+            plan_hash: "0".repeat(64),
+            images: Default::default(),
+            created: "2025-01-01T00:00:00Z".into(),
+            workspace: None,
+            owner_pid: None,
+            phase,
+            slot: 1,
+            capabilities: Vec::new(),
+        };
+        std::fs::write(
+            state.join("metadata.json"),
+            serde_json::to_string_pretty(&meta).unwrap(),
+        )
+        .unwrap();
+    }
+
+    /// Run `bottle --home <home> ARGS` with only the fake docker on PATH;
+    /// returns the exit code and stderr, temp paths redacted.
+    fn run(&self, args: &[&str]) -> (i32, String) {
+        let o = std::process::Command::new(env!("CARGO_BIN_EXE_bottle"))
+            .arg("--home")
+            .arg(self.home())
+            .args(args)
+            .env("PATH", self.dir.path().join("bin"))
+            .env_remove("BOTTLE_HOME")
+            .env_remove("BOTTLE_SMOLVM")
+            .env_remove("RUST_LOG")
+            .env_remove("DOCKER_HOST")
+            .stdin(std::process::Stdio::null())
+            .output()
+            .expect("bottle runs");
+        let err = String::from_utf8_lossy(&o.stderr).into_owned();
+        (o.status.code().unwrap_or(-1), err)
+    }
+
+    fn docker_calls(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("docker-calls")).unwrap_or_default()
+    }
+
+    /// Snapshot settings that replace this env's temp dir with `[TMP]`.
+    fn settings(&self) -> insta::Settings {
+        let mut s = insta::Settings::clone_current();
+        s.add_filter(&regex_escape(self.dir.path()), "[TMP]");
+        s.set_prepend_module_to_snapshot(false);
+        s
+    }
+}
+
+fn regex_escape(p: &Path) -> String {
+    let mut out = String::new();
+    for c in p.to_string_lossy().chars() {
+        if !c.is_ascii_alphanumeric() && c != '/' && c != '_' {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// The identity-taking commands, with `{id}` for the identity.
+const COMMANDS: &[(&str, &[&str])] = &[
+    ("exec", &["exec", "{id}", "--", "true"]),
+    ("attach", &["attach", "{id}"]),
+    ("logs", &["logs", "{id}"]),
+    ("stop", &["stop", "{id}"]),
+    ("resume", &["resume", "{id}"]),
+    ("rm", &["rm", "{id}"]),
+];
+
+fn args<'a>(template: &[&'a str], id: &'a str) -> Vec<&'a str> {
+    template
+        .iter()
+        .map(|a| if *a == "{id}" { id } else { a })
+        .collect()
+}
+
+fn report(code: i32, stderr: &str) -> String {
+    format!("exit: {code}\n{stderr}")
+}
+
+fn assert_says_what_to_do(what: &str, stderr: &str) {
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert!(
+        lines.iter().any(|l| l.starts_with("error: ")),
+        "{what}: no error line: {stderr}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.trim_start().starts_with("fix: ") && l.len() > 12),
+        "{what}: no fix line: {stderr}"
+    );
+}
+
+#[test]
+fn non_existent_identity() {
+    let env = Env::new();
+    let settings = env.settings();
+    for (name, template) in COMMANDS {
+        let (code, err) = env.run(&args(template, "demo-dev-nope00"));
+        assert_eq!(code, 2, "{name}: {err}");
+        assert_says_what_to_do(name, &err);
+        settings.bind(|| insta::assert_snapshot!(format!("missing_{name}"), report(code, &err)));
+    }
+    assert_eq!(env.docker_calls(), "", "a missing bottle needs no engine");
+}
+
+#[test]
+fn stopped_bottle() {
+    let env = Env::new();
+    let settings = env.settings();
+    let id = "demo-dev-stop01";
+    env.bottle(id, Phase::Stopped);
+    for (name, template) in COMMANDS
+        .iter()
+        .filter(|(n, _)| ["exec", "attach", "logs"].contains(n))
+    {
+        let (code, err) = env.run(&args(template, id));
+        assert_ne!(code, 0, "{name}: {err}");
+        assert_says_what_to_do(name, &err);
+        assert!(
+            err.contains(&format!("bottle resume {id}")),
+            "{name}: {err}"
+        );
+        settings.bind(|| insta::assert_snapshot!(format!("stopped_{name}"), report(code, &err)));
+    }
+    assert_eq!(
+        env.docker_calls(),
+        "",
+        "a stopped bottle is refused before asking the engine"
+    );
+    // its decision log stays readable
+    let (code, err) = env.run(&["logs", id, "--audit"]);
+    assert_eq!(code, 0, "{err}");
+}
+
+#[test]
+fn unreachable_engine() {
+    let env = Env::new();
+    let settings = env.settings();
+    let id = "demo-dev-run001";
+    env.bottle(id, Phase::Running);
+    for (name, template) in COMMANDS {
+        let (code, err) = env.run(&args(template, id));
+        assert_eq!(code, 3, "{name}: backend unavailable: {err}");
+        assert_says_what_to_do(name, &err);
+        settings
+            .bind(|| insta::assert_snapshot!(format!("unreachable_{name}"), report(code, &err)));
+    }
+    assert!(
+        !env.docker_calls().is_empty(),
+        "the engine was asked (and did not answer)"
+    );
+    // nothing was lost: the state is still there for a retry
+    assert!(env
+        .home()
+        .join("state")
+        .join(id)
+        .join("metadata.json")
+        .is_file());
+}
