@@ -1,0 +1,176 @@
+//! The documented `--json` shapes, pinned: `ls`, `check`, `queue`, `plan`.
+//! Each document carries `schema_version: 1`; a change to a snapshot here is
+//! a change to a public interface (bump `schema_version` if it breaks
+//! readers). Temp paths, generated identities and ages are redacted. No
+//! real engine is used: `PATH` holds only a fake `docker` whose daemon is
+//! down (or nothing at all).
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use bottle_core::state::{Metadata, Phase, METADATA_SCHEMA};
+
+struct Env {
+    dir: tempfile::TempDir,
+}
+
+impl Env {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let bin = dir.path().join("bin");
+        std::fs::create_dir_all(&bin).unwrap();
+        let docker = bin.join("docker");
+        std::fs::write(
+            &docker,
+            "#!/bin/sh\necho 'Cannot connect to the Docker daemon at unix:///var/run/docker.sock. Is the docker daemon running?' >&2\nexit 1\n",
+        )
+        .unwrap();
+        std::fs::set_permissions(&docker, std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::create_dir_all(dir.path().join("empty")).unwrap();
+        std::fs::create_dir_all(dir.path().join("cwd")).unwrap();
+        Self { dir }
+    }
+
+    fn home(&self) -> PathBuf {
+        self.dir.path().join("home")
+    }
+
+    fn bottle(&self, id: &str, phase: Phase) {
+        let state = self.home().join("state").join(id);
+        std::fs::create_dir_all(&state).unwrap();
+        std::fs::write(state.join("slot"), "1").unwrap();
+        let meta = Metadata {
+            schema_version: METADATA_SCHEMA,
+            identity: id.into(),
+            agent: "demo".into(),
+            bottle: "dev".into(),
+            backend: "docker".into(),
+            runtime: "runc".into(),
+            plan_hash: "0".repeat(64),
+            images: Default::default(),
+            created: "2025-01-01T00:00:00Z".into(),
+            workspace: None,
+            owner_pid: None,
+            phase,
+            slot: 1,
+            capabilities: Vec::new(),
+        };
+        std::fs::write(
+            state.join("metadata.json"),
+            serde_json::to_string_pretty(&meta).unwrap(),
+        )
+        .unwrap();
+    }
+
+    /// Run `bottle --home <home> ARGS` from an empty dir with `PATH` set to
+    /// `path` (`bin`: the fake docker, `empty`: nothing); (exit, stdout).
+    fn run(&self, path: &str, args: &[&str]) -> (i32, String) {
+        let o = std::process::Command::new(env!("CARGO_BIN_EXE_bottle"))
+            .arg("--home")
+            .arg(self.home())
+            .args(args)
+            .current_dir(self.dir.path().join("cwd"))
+            .env("PATH", self.dir.path().join(path))
+            .env_remove("BOTTLE_HOME")
+            .env_remove("BOTTLE_SMOLVM")
+            .env_remove("RUST_LOG")
+            .env_remove("DOCKER_HOST")
+            .stdin(std::process::Stdio::null())
+            .output()
+            .expect("bottle runs");
+        (
+            o.status.code().unwrap_or(-1),
+            String::from_utf8(o.stdout).expect("UTF-8 JSON"),
+        )
+    }
+
+    /// Redact the temp dir, generated identities and ages.
+    fn settings(&self) -> insta::Settings {
+        let mut s = insta::Settings::clone_current();
+        s.add_filter(&regex_escape(self.dir.path()), "[TMP]");
+        s.add_filter(r"demo-dev-[0-9a-z]{6}\b", "demo-dev-[ID]");
+        s.add_filter(r#""age_secs": \d+"#, r#""age_secs": "[AGE]""#);
+        s.set_prepend_module_to_snapshot(false);
+        s
+    }
+}
+
+fn regex_escape(p: &Path) -> String {
+    let mut out = String::new();
+    for c in p.to_string_lossy().chars() {
+        if !c.is_ascii_alphanumeric() && c != '/' && c != '_' {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// Parse, check `schema_version: 1`, and snapshot the text as printed.
+fn pin(env: &Env, name: &str, out: &str) -> serde_json::Value {
+    let v: serde_json::Value = serde_json::from_str(out).expect("stdout is one JSON document");
+    assert_eq!(v["schema_version"], 1, "{name}: {out}");
+    env.settings()
+        .bind(|| insta::assert_snapshot!(format!("json_{name}"), out.trim_end()));
+    v
+}
+
+#[test]
+fn ls_json() {
+    let env = Env::new();
+    env.bottle("demo-dev-stopped", Phase::Stopped);
+    let (code, out) = env.run("bin", &["ls", "--json"]);
+    assert_eq!(code, 0, "{out}");
+    let v = pin(&env, "ls", &out);
+    assert_eq!(v["bottles"][0]["state"], "stopped");
+
+    // a running bottle whose engine does not answer is "unknown", not "stopped"
+    env.bottle("demo-dev-running", Phase::Running);
+    let (code, out) = env.run("bin", &["ls", "--json"]);
+    assert_eq!(code, 0, "{out}");
+    let v = pin(&env, "ls_engine_down", &out);
+    let states: Vec<&str> = v["bottles"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["state"].as_str().unwrap())
+        .collect();
+    assert_eq!(states, ["unknown", "stopped"]);
+}
+
+#[test]
+fn ls_json_empty_home() {
+    let env = Env::new();
+    let (code, out) = env.run("bin", &["ls", "--json"]);
+    assert_eq!(code, 0, "{out}");
+    pin(&env, "ls_empty", &out);
+}
+
+#[test]
+fn check_json() {
+    let env = Env::new();
+    assert_eq!(env.run("empty", &["init"]).0, 0);
+    let (code, out) = env.run("empty", &["check", "--json"]);
+    assert_eq!(code, 3, "no backend is usable with an empty PATH: {out}");
+    pin(&env, "check", &out);
+}
+
+#[test]
+fn queue_json() {
+    let env = Env::new();
+    assert_eq!(env.run("empty", &["init"]).0, 0);
+    let (code, out) = env.run("empty", &["queue", "--json"]);
+    assert_eq!(code, 0, "{out}");
+    let v = pin(&env, "queue", &out);
+    assert_eq!(v["requests"], serde_json::json!([]));
+}
+
+#[test]
+fn plan_json() {
+    let env = Env::new();
+    assert_eq!(env.run("empty", &["init"]).0, 0);
+    let (code, out) = env.run("empty", &["plan", "demo", "--json"]);
+    assert_eq!(code, 0, "{out}");
+    let v = pin(&env, "plan", &out);
+    assert_eq!(v["agent"], "demo");
+}
