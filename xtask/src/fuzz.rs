@@ -76,6 +76,8 @@ fn parse(args: &[String]) -> Result<Opts, String> {
 /// libFuzzer's numbers for one run.
 #[derive(Default, Debug)]
 struct Stats {
+    /// From `Done <runs> runs in <secs> second(s)`.
+    fuzz_secs: Option<u64>,
     execs: Option<u64>,
     new_units: Option<u64>,
     peak_rss_mb: Option<u64>,
@@ -98,6 +100,11 @@ fn scan_line(line: &str, s: &mut Stats) {
         s.new_units = Some(v);
     } else if let Some(v) = stat(line, "stat::peak_rss_mb") {
         s.peak_rss_mb = Some(v);
+    } else if let Some(rest) = line.trim().strip_prefix("Done ") {
+        s.fuzz_secs = rest
+            .split_once(" runs in ")
+            .and_then(|(_, t)| t.split_whitespace().next())
+            .and_then(|t| t.parse().ok());
     } else if let Some(i) = line.find("Test unit written to ") {
         s.artifact = Some(line[i + "Test unit written to ".len()..].trim().to_owned());
     }
@@ -220,7 +227,8 @@ pub fn run(args: &[String]) -> Result<(), String> {
 }
 
 fn row(target: &str, elapsed: Duration, s: &Stats, corpus: usize, result: &str) -> String {
-    let secs = elapsed.as_secs_f64();
+    // libFuzzer's own run time (the wall time also covers a rebuild).
+    let secs = s.fuzz_secs.map_or(elapsed.as_secs_f64(), |t| t as f64);
     let opt = |v: Option<u64>| v.map_or("?".to_owned(), |v| v.to_string());
     let rate = s.execs.map_or("?".to_owned(), |e| {
         format!("{:.0}", e as f64 / secs.max(1.0))
@@ -310,6 +318,7 @@ mod tests {
             scan_line(line, &mut s);
         }
         assert_eq!(s.execs, Some(123456));
+        assert_eq!(s.fuzz_secs, Some(301));
         assert_eq!(s.new_units, Some(87));
         assert_eq!(s.peak_rss_mb, Some(95));
         assert_eq!(s.artifact.as_deref(), Some("fuzz/artifacts/dlp/crash-abc"));
