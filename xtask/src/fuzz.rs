@@ -210,7 +210,7 @@ pub fn run(args: &[String]) -> Result<(), String> {
 
     println!();
     println!(
-        "| target | seconds | executions | exec/s | new units | corpus | peak RSS MB | result |"
+        "| target | fuzzing seconds | executions | exec/s | new units | corpus | peak RSS MB | result |"
     );
     println!("|---|---|---|---|---|---|---|---|");
     for r in &rows {
