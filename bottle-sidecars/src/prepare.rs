@@ -508,3 +508,59 @@ pub fn write_bundle_config(plan: &BottlePlan, state: &StateDir) -> Result<()> {
         )
     })
 }
+
+/// One approved capability request and whether it changed the plan.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppliedCapability {
+    /// Request id.
+    pub id: String,
+    /// `kind: detail`.
+    pub summary: String,
+    /// Whether it changed the plan (resource asks do; a package or a tool
+    /// must be added to the bottle's image by the operator).
+    pub applied: bool,
+}
+
+/// Apply a bottle's approved capability requests to its plan (SPEC §5:
+/// recorded, applied on resume). `memory`, `cpus` and `pids` change the
+/// limits; anything else is returned with `applied: false`.
+pub fn apply_capabilities(
+    plan: &mut BottlePlan,
+    state: &std::path::Path,
+) -> Vec<AppliedCapability> {
+    use crate::supervise::RequestKind;
+    let approved = crate::supervise::queue::approved_capabilities(state).unwrap_or_default();
+    let mut out = Vec::new();
+    for req in approved {
+        let RequestKind::Capability { kind, detail } = &req.kind else {
+            continue;
+        };
+        let value = detail.trim();
+        let applied = match kind.as_str() {
+            "memory" => bottle_core::units::parse_bytes(value)
+                .ok()
+                .filter(|b| *b >= 64 << 20)
+                .map(|b| plan.resources.memory_bytes = b)
+                .is_some(),
+            "cpus" => value
+                .parse::<f64>()
+                .ok()
+                .filter(|c| *c > 0.0 && *c <= 1024.0)
+                .map(|c| plan.resources.cpus = c)
+                .is_some(),
+            "pids" => value
+                .parse::<u32>()
+                .ok()
+                .filter(|p| *p > 0)
+                .map(|p| plan.resources.pids = p)
+                .is_some(),
+            _ => false,
+        };
+        out.push(AppliedCapability {
+            id: req.id.clone(),
+            summary: format!("{kind}: {value}"),
+            applied,
+        });
+    }
+    out
+}

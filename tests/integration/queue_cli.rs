@@ -147,6 +147,18 @@ fn prepared_state(root: &Utf8PathBuf) -> (Home, StateDir) {
     (home, state)
 }
 
+/// The plan of the bottle in `state` (as `resume` resolves it).
+fn plan_for(home: &Home, state: &StateDir) -> bottle_core::BottlePlan {
+    let (a, b) = Loader::new(home.clone(), None).load("demo").unwrap();
+    let id = bottle_core::Identity::parse(state.path().file_name().unwrap()).unwrap();
+    let opts = ResolveOptions {
+        identity: Some(id),
+        slot: state.slot().unwrap(),
+        ..Default::default()
+    };
+    resolve(&a, &b, &opts, &BTreeMap::<String, String>::new(), &NoPrompt).unwrap()
+}
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -276,6 +288,45 @@ fn operator_queue_commands_drive_a_real_supervise_daemon() {
     let (code, _, err) = bottle(&home, &["approve", &id2]);
     assert_ne!(code, 0);
     assert!(err.contains("fix:"), "{err}");
+
+    // capability requests are recorded and applied on resume: resource asks
+    // change the plan's limits, a package is listed for the operator
+    for (kind, detail) in [("memory", "2GiB"), ("package", "jq")] {
+        agent.call(
+            "request_capability",
+            serde_json::json!({"kind": kind, "detail": detail, "reason": "the tests need it"}),
+        );
+    }
+    let (_, out, _) = bottle(&home, &["queue", "--json"]);
+    let q: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let ids: Vec<String> = q["requests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(ids.len(), 2, "{out}");
+    for cap in &ids {
+        let (code, _, err) = bottle(&home, &["approve", cap]);
+        assert_eq!(code, 0, "{err}");
+    }
+    let mut plan = plan_for(&home, &state);
+    let before = plan.resources.memory_bytes;
+    let applied =
+        bottle_sidecars::prepare::apply_capabilities(&mut plan, state.path().as_std_path());
+    assert_eq!(plan.resources.memory_bytes, 2 << 30, "memory was {before}");
+    let summary: Vec<(String, bool)> = applied
+        .iter()
+        .map(|c| (c.summary.clone(), c.applied))
+        .collect();
+    assert!(
+        summary.contains(&("memory: 2GiB".to_owned(), true)),
+        "{summary:?}"
+    );
+    assert!(
+        summary.contains(&("package: jq".to_owned(), false)),
+        "{summary:?}"
+    );
 
     // every step is on record
     let audit = std::fs::read_to_string(state.audit_path()).unwrap();

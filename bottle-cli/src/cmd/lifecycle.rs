@@ -532,59 +532,28 @@ fn stale(state: &StateDir) -> bool {
         .is_some_and(|d| d.as_secs() > 60)
 }
 
-/// Apply the operator-approved capability requests of a bottle on resume
-/// (SPEC §5: recorded, applied on resume). Resource asks (`memory`, `cpus`,
-/// `pids`) change the plan's limits; anything else (a package, a tool) is
-/// listed for the operator, who adds it to the bottle's image. Returns a
-/// summary of each, for `metadata.json`.
+/// Apply the operator-approved capability requests on resume and say what
+/// happened to each; returns their summaries for `metadata.json`.
 pub fn apply_capabilities(
     plan: &mut bottle_core::BottlePlan,
     state: &std::path::Path,
     quiet: bool,
 ) -> Vec<String> {
-    use bottle_sidecars::supervise::RequestKind;
-    let approved =
-        bottle_sidecars::supervise::queue::approved_capabilities(state).unwrap_or_default();
-    let mut out = Vec::new();
-    for req in approved {
-        let RequestKind::Capability { kind, detail } = &req.kind else {
+    let applied = bottle_sidecars::prepare::apply_capabilities(plan, state);
+    for c in &applied {
+        if quiet {
             continue;
-        };
-        let value = detail.trim();
-        let applied = match kind.as_str() {
-            "memory" => bottle_core::units::parse_bytes(value)
-                .ok()
-                .filter(|b| *b >= 64 << 20)
-                .map(|b| plan.resources.memory_bytes = b)
-                .is_some(),
-            "cpus" => value
-                .parse::<f64>()
-                .ok()
-                .filter(|c| *c > 0.0 && *c <= 1024.0)
-                .map(|c| plan.resources.cpus = c)
-                .is_some(),
-            "pids" => value
-                .parse::<u32>()
-                .ok()
-                .filter(|p| *p > 0)
-                .map(|p| plan.resources.pids = p)
-                .is_some(),
-            _ => false,
-        };
-        let summary = format!("{kind}: {value}");
-        if !quiet {
-            if applied {
-                eprintln!("applying approved capability {} ({summary})", req.id);
-            } else {
-                eprintln!(
-                    "approved capability {} ({summary}) is recorded; add it to the bottle's image or manifest to apply it",
-                    req.id
-                );
-            }
         }
-        out.push(summary);
+        if c.applied {
+            eprintln!("applying approved capability {} ({})", c.id, c.summary);
+        } else {
+            eprintln!(
+                "approved capability {} ({}) is recorded; add it to the bottle's image or manifest to apply it",
+                c.id, c.summary
+            );
+        }
     }
-    out
+    applied.into_iter().map(|c| c.summary).collect()
 }
 
 /// A stopped bottle keeps no `?prompt` answer or host-variable env value:
