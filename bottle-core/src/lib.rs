@@ -10,6 +10,7 @@
 pub mod backend;
 pub mod command;
 pub mod error;
+pub mod fixture;
 pub mod manifest;
 pub mod plan;
 pub mod prepare;

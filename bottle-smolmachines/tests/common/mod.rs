@@ -32,23 +32,7 @@ impl Prompter for FixedAnswers {
 }
 
 fn materialize(case: &str, root: &Utf8Path) {
-    let mut current: Option<(Utf8PathBuf, String)> = None;
-    let flush = |cur: &mut Option<(Utf8PathBuf, String)>| {
-        if let Some((p, text)) = cur.take() {
-            fs::create_dir_all(p.parent().unwrap()).unwrap();
-            fs::write(&p, text).unwrap();
-        }
-    };
-    for line in case.lines() {
-        if let Some(rel) = line.strip_prefix("# --- ") {
-            flush(&mut current);
-            current = Some((root.join(rel.trim()), String::new()));
-        } else if let Some((_, text)) = current.as_mut() {
-            text.push_str(line);
-            text.push('\n');
-        }
-    }
-    flush(&mut current);
+    bottle_core::fixture::write_case(case, root).expect("fixture files are written");
 }
 
 pub struct Fixture {
