@@ -5,63 +5,14 @@
 //! real engine is used: `PATH` holds only a fake `docker` whose daemon is
 //! down (or nothing at all).
 
-use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use bottle_core::state::{Metadata, Phase, METADATA_SCHEMA};
+use bottle_core::state::Phase;
 
-struct Env {
-    dir: tempfile::TempDir,
-}
+mod common;
+use common::Env;
 
 impl Env {
-    fn new() -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let bin = dir.path().join("bin");
-        std::fs::create_dir_all(&bin).unwrap();
-        let docker = bin.join("docker");
-        std::fs::write(
-            &docker,
-            "#!/bin/sh\necho 'Cannot connect to the Docker daemon at unix:///var/run/docker.sock. Is the docker daemon running?' >&2\nexit 1\n",
-        )
-        .unwrap();
-        std::fs::set_permissions(&docker, std::fs::Permissions::from_mode(0o755)).unwrap();
-        std::fs::create_dir_all(dir.path().join("empty")).unwrap();
-        std::fs::create_dir_all(dir.path().join("cwd")).unwrap();
-        Self { dir }
-    }
-
-    fn home(&self) -> PathBuf {
-        self.dir.path().join("home")
-    }
-
-    fn bottle(&self, id: &str, phase: Phase) {
-        let state = self.home().join("state").join(id);
-        std::fs::create_dir_all(&state).unwrap();
-        std::fs::write(state.join("slot"), "1").unwrap();
-        let meta = Metadata {
-            schema_version: METADATA_SCHEMA,
-            identity: id.into(),
-            agent: "demo".into(),
-            bottle: "dev".into(),
-            backend: "docker".into(),
-            runtime: "runc".into(),
-            plan_hash: "0".repeat(64),
-            images: Default::default(),
-            created: "2025-01-01T00:00:00Z".into(),
-            workspace: None,
-            owner_pid: None,
-            phase,
-            slot: 1,
-            capabilities: Vec::new(),
-        };
-        std::fs::write(
-            state.join("metadata.json"),
-            serde_json::to_string_pretty(&meta).unwrap(),
-        )
-        .unwrap();
-    }
-
     /// Run `bottle --home <home> ARGS` from an empty dir with `PATH` set to
     /// `path` (`bin`: the fake docker, `empty`: nothing); (exit, stdout).
     fn run(&self, path: &str, args: &[&str]) -> (i32, String) {
