@@ -130,6 +130,7 @@ async fn main() {
         listen: "127.0.0.1:0".parse().unwrap(),
         config: supervise::sv_path(&state),
         queue: state.join("queue"),
+        access_key: None,
     };
     tokio::spawn(supervise::serve(sopts, audit, tx));
     let mcp = rx.await.unwrap();

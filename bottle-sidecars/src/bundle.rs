@@ -31,6 +31,7 @@ use crate::{egress, git_gate, supervise};
 /// ```toml
 /// identity = "demo-dev-a1b2"
 /// audit = "/bottle/audit/audit.jsonl"
+/// access_key = "/bottle/access/key"     # optional: only its holder may use the bundle
 ///
 /// [egress]
 /// listen = "0.0.0.0:8888"
@@ -63,6 +64,12 @@ pub struct BundleConfig {
     /// The supervise MCP server.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub supervise: Option<SuperviseSection>,
+    /// The bottle's access credential file (`crate::access`): when set,
+    /// every daemon refuses a client that does not present it (egress:
+    /// `Proxy-Authorization`, supervise: `Authorization: Bearer`, git-gate:
+    /// the first path segment). Absent: no check.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access_key: Option<PathBuf>,
 }
 
 /// `[egress]`.
@@ -349,12 +356,14 @@ pub fn supervisor(config: &BundleConfig, audit: &AuditLog) -> Supervisor {
     if let Some(e) = &config.egress {
         let mut opts = egress::Options::new(e.routes.clone(), e.ca_dir.clone(), e.listen);
         opts.secrets_dir = e.secrets_dir.clone();
+        opts.access_key = config.access_key.clone();
         let audit = audit.clone();
         sup.add("egress", move |ready| egress::serve(opts, audit, ready));
     }
     if let Some(g) = &config.git_gate {
         let mut opts = git_gate::Options::new(g.config.clone(), g.listen);
         opts.hook_program = g.hook_program.clone();
+        opts.access_key = config.access_key.clone();
         let audit = audit.clone();
         sup.add("git-gate", move |ready| git_gate::serve(opts, audit, ready));
     }
@@ -363,6 +372,7 @@ pub fn supervisor(config: &BundleConfig, audit: &AuditLog) -> Supervisor {
             listen: s.listen,
             config: s.config.clone(),
             queue: s.queue.clone(),
+            access_key: config.access_key.clone(),
         };
         let audit = audit.clone();
         sup.add("supervise", move |ready| {

@@ -5,6 +5,7 @@
 //! Module ownership:
 //! - [`dlp`]: the one secret detector shared by egress and git-gate (the
 //!   `bottle-dlp` crate, re-exported).
+//! - [`access`]: the bundle's access credential (only its own agent may use it).
 //! - [`audit`]: the JSONL decision log every daemon writes.
 //! - [`egress`]: default-deny HTTPS proxy (port 8888).
 //! - [`git_gate`]: gated git fetch/push (port 9418).
@@ -15,6 +16,7 @@
 //!
 //! Sidecars never depend on a backend crate.
 
+pub mod access;
 pub mod audit;
 pub mod bundle;
 pub use bottle_dlp as dlp;

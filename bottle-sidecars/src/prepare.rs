@@ -603,6 +603,7 @@ pub fn write_bundle_config(plan: &BottlePlan, state: &StateDir) -> Result<()> {
             config: bundle_path("supervise/sv.toml"),
             queue: bundle_path("queue"),
         }),
+        access_key: None,
     };
     let path = state.bundle_config_path();
     config.save(path.as_std_path()).map_err(|e| {

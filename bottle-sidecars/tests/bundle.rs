@@ -96,6 +96,7 @@ queue = "/bottle/queue"
         egress: None,
         git_gate: None,
         supervise: None,
+        access_key: None,
     };
     assert!(empty.save(&path).unwrap_err().contains("no daemon"));
     let mut clash = config.clone();
@@ -117,6 +118,7 @@ async fn one_daemon_exiting_stops_all_of_them() {
             listen: section.listen,
             config: section.config.clone(),
             queue: section.queue.clone(),
+            access_key: None,
         };
         let a = audit.clone();
         sup.add("supervise", move |ready| supervise::serve(opts, a, ready));
@@ -162,6 +164,7 @@ async fn a_daemon_failing_at_start_means_never_ready() {
         listen: section.listen,
         config: section.config.clone(),
         queue: section.queue.clone(),
+        access_key: None,
     };
     sup.add("supervise", move |ready| {
         supervise::serve(opts, AuditLog::discard("t"), ready)
@@ -260,6 +263,7 @@ fn write_bundle_full(
         egress,
         git_gate,
         supervise: Some(supervise),
+        access_key: None,
     };
     let path = dir.join("bundle.toml");
     config.save(&path).unwrap();

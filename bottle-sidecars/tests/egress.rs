@@ -743,3 +743,73 @@ async fn ip_literal_route_gets_an_ip_leaf_certificate() {
     b.expect_audit("ip allow", |l| is(l, "allow", "route:127.0.0.1", "/v1/ip"))
         .await;
 }
+
+#[tokio::test]
+async fn only_the_holder_of_the_access_credential_uses_the_proxy() {
+    let key = bottle_sidecars::access::AccessKey::generate();
+    let other = bottle_sidecars::access::AccessKey::generate();
+    let keys = tempfile::tempdir().unwrap();
+    let key_file = keys.path().join("access-key");
+    std::fs::write(&key_file, key.expose()).unwrap();
+    let b = Bottle::start_with(BASIC, |o| o.access_key = Some(key_file)).await;
+    let basic = |k: &str| base64::engine::general_purpose::STANDARD.encode(format!("bottle:{k}"));
+    let authority = format!("allowed.test:{}", b.tls_port());
+
+    // Anyone else on the host: CONNECT without, or with a wrong, credential.
+    let (_, head) = b.connect_tunnel(&authority).await;
+    assert!(head.starts_with("HTTP/1.1 407"), "{head}");
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("proxy-authenticate: basic"),
+        "{head}"
+    );
+    let resp = b
+        .raw(&format!(
+            "CONNECT {authority} HTTP/1.1\r\nHost: {authority}\r\nProxy-Authorization: Basic {}\r\n\r\n",
+            basic(other.expose())
+        ))
+        .await;
+    assert!(resp.starts_with("HTTP/1.1 407"), "{resp}");
+    // A plain-HTTP proxy request without it.
+    let resp = b
+        .raw(&format!(
+            "GET http://allowed.test:{}/v1/x HTTP/1.1\r\nHost: allowed.test\r\nConnection: close\r\n\r\n",
+            b.plain_port()
+        ))
+        .await;
+    assert!(resp.starts_with("HTTP/1.1 407"), "{resp}");
+    assert!(resp.contains("access denied"), "{resp}");
+    let denials: Vec<_> = b
+        .audit_lines()
+        .into_iter()
+        .filter(|l| l["rule"] == "access-credential")
+        .collect();
+    assert_eq!(denials.len(), 3, "{denials:?}");
+    assert!(denials
+        .iter()
+        .all(|l| l["decision"] == "deny" && l["status"] == 407));
+    assert!(
+        b.upstream.seen().is_empty(),
+        "a refused client reached upstream"
+    );
+
+    // The agent: its proxy URL carries the credential.
+    let client = reqwest::Client::builder()
+        .proxy(reqwest::Proxy::all(format!("http://bottle:{}@{}", key.expose(), b.proxy)).unwrap())
+        .tls_certs_only([reqwest::Certificate::from_pem(&b.ca_pem).unwrap()])
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    let resp = client
+        .get(b.url("allowed.test", "/v1/things"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let seen = b.upstream.seen();
+    assert_eq!(seen.len(), 1);
+    assert!(seen[0].headers.get("proxy-authorization").is_none());
+    let audit = std::fs::read_to_string(&b.audit).unwrap();
+    assert!(!audit.contains(key.expose()) && !audit.contains(other.expose()));
+    b.assert_audit_clean();
+}

@@ -1029,3 +1029,64 @@ fn a_ref_named_after_a_secret_is_refused_and_never_recorded() {
     );
     assert!(!audit.contains("a1B2c3D4e5a1B2c3D4e5"), "{audit}");
 }
+
+#[test]
+fn only_the_holder_of_the_access_credential_uses_the_gate() {
+    let w = World::new();
+    let up = w.upstream("up");
+    let key = bottle_sidecars::access::AccessKey::generate();
+    let other = bottle_sidecars::access::AccessKey::generate();
+    let key_file = w.path().join("access-key");
+    std::fs::write(&key_file, key.expose()).unwrap();
+    let gate = Gate::start_with_access(
+        &w,
+        &config_for(&w, &file_url(&up), standard_rules()),
+        key_file,
+    );
+    // Anyone else on the host: the plain path, a wrong credential.
+    for url in [
+        format!("git://{}/origin.git", gate.addr),
+        format!("git://{}/{}/origin.git", gate.addr, other.expose()),
+    ] {
+        let out = w.run(w.path(), &["ls-remote", &url]);
+        assert!(!out.status.success(), "{url}");
+        assert!(stderr(&out).contains("access denied"), "{}", stderr(&out));
+        let line = gate.last("fetch");
+        assert_eq!(
+            (line["decision"].as_str(), line["rule"].as_str()),
+            (Some("deny"), Some("access-credential"))
+        );
+    }
+    // A push without it is refused the same way; upstream unchanged.
+    let out = w.run(
+        &w.path().join("up-seed"),
+        &[
+            "push",
+            &format!("git://{}/origin.git", gate.addr),
+            "HEAD:refs/heads/bot/x",
+        ],
+    );
+    assert!(!out.status.success());
+    assert_eq!(gate.last("push")["rule"], "access-credential");
+    assert_eq!(w.ref_of(&up, "refs/heads/bot/x"), None);
+    // The agent: its git config rewrites remotes to `/<credential>/<remote>.git`.
+    let url = format!("git://{}/{}/origin.git", gate.addr, key.expose());
+    let work = w.path().join("work");
+    w.ok(
+        w.path(),
+        &["clone", "--quiet", &url, work.to_str().unwrap()],
+    );
+    w.ok(&work, &["checkout", "--quiet", "-b", "bot/ok"]);
+    let c = w.commit(&work, &[("ok.txt", "ok\n")], "ok");
+    w.ok(&work, &["push", "--quiet", "origin", "bot/ok"]);
+    assert_eq!(
+        w.ref_of(&up, "refs/heads/bot/ok").as_deref(),
+        Some(c.as_str())
+    );
+    assert_eq!(gate.last("push")["remote"], "origin");
+    let audit = gate.audit_text();
+    assert!(
+        !audit.contains(key.expose()) && !audit.contains(other.expose()),
+        "{audit}"
+    );
+}

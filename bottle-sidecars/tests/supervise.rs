@@ -52,6 +52,12 @@ push = ["refs/heads/bot/*", { pattern = "refs/heads/wip/*", force = true }]
 
 impl Bottle {
     async fn start(sv_extra: &str) -> Bottle {
+        Self::start_with_access(sv_extra, None).await
+    }
+
+    /// With `access`: the bundle's access credential file holds it and the
+    /// daemon requires it.
+    async fn start_with_access(sv_extra: &str, access: Option<&str>) -> Bottle {
         let tmp = tempfile::tempdir().unwrap();
         let root = tmp.path().join("state");
         let state = root.join("demo-dev-abc1");
@@ -69,10 +75,16 @@ impl Bottle {
         std::fs::write(supervise::sv_path(&state), sv).unwrap();
         let audit = AuditLog::open(&queue::audit_path(&state), "demo-dev-abc1").unwrap();
         let (tx, rx) = tokio::sync::oneshot::channel();
+        let access_key = access.map(|k| {
+            let p = state.join("access-key");
+            std::fs::write(&p, k).unwrap();
+            p
+        });
         let opts = supervise::Options {
             listen: "127.0.0.1:0".parse().unwrap(),
             config: supervise::sv_path(&state),
             queue: state.join("queue"),
+            access_key,
         };
         let task = tokio::spawn(supervise::serve(opts, audit, tx));
         let addr = tokio::time::timeout(Duration::from_secs(10), rx)
@@ -822,4 +834,54 @@ async fn approval_opens_a_running_egress_proxy_and_expiry_closes_it() {
         .unwrap()
         .contains("tok-4b1d9c7e2f"));
     client.cancel().await.unwrap();
+}
+
+#[tokio::test]
+async fn only_the_holder_of_the_access_credential_reaches_mcp() {
+    let key = bottle_sidecars::access::AccessKey::generate();
+    let other = bottle_sidecars::access::AccessKey::generate();
+    let b = Bottle::start_with_access("", Some(key.expose())).await;
+    let url = format!("http://{}/mcp", b.addr);
+    let init = r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-03-26","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}"#;
+    let http = reqwest::Client::new();
+    let send = |auth: Option<String>| {
+        let mut r = http
+            .post(&url)
+            .header("content-type", "application/json")
+            .header("accept", "application/json, text/event-stream")
+            .body(init);
+        if let Some(a) = auth {
+            r = r.header("authorization", a);
+        }
+        r.send()
+    };
+    // Anyone else on the host: no credential, a wrong one, the right one as Basic.
+    for auth in [
+        None,
+        Some(format!("Bearer {}", other.expose())),
+        Some("Bearer ".to_owned()),
+        Some(format!("Basic {}", key.expose())),
+    ] {
+        let resp = send(auth.clone()).await.unwrap();
+        assert_eq!(resp.status(), 401, "{auth:?}");
+        let body = resp.text().await.unwrap();
+        assert!(body.contains("access denied"), "{body}");
+    }
+    let audit = std::fs::read_to_string(queue::audit_path(&b.state)).unwrap();
+    let denials: Vec<serde_json::Value> = audit
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|l| l["rule"] == "access-credential")
+        .collect();
+    assert_eq!(denials.len(), 4, "{audit}");
+    assert!(denials
+        .iter()
+        .all(|l| l["decision"] == "deny" && l["sidecar"] == "supervise"));
+    assert!(!audit.contains(key.expose()) && !audit.contains(other.expose()));
+    // The agent: its MCP config carries the bearer.
+    let resp = send(Some(format!("Bearer {}", key.expose())))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert!(resp.headers().contains_key("mcp-session-id"));
 }

@@ -101,6 +101,10 @@ pub struct Options {
     /// guard still applies to the mapped address.
     #[serde(default)]
     pub resolve_overrides: BTreeMap<String, IpAddr>,
+    /// The bottle's access credential file (`crate::access`): when set,
+    /// every proxy request must carry it in `Proxy-Authorization`.
+    #[serde(default)]
+    pub access_key: Option<PathBuf>,
 }
 
 impl Options {
@@ -113,6 +117,7 @@ impl Options {
             secrets_dir: None,
             upstream_ca: None,
             resolve_overrides: BTreeMap::new(),
+            access_key: None,
         }
     }
 }
@@ -135,6 +140,9 @@ pub enum Error {
     /// Upstream TLS setup failed (e.g. a bad `upstream_ca`).
     #[error("egress TLS setup: {0}")]
     Tls(String),
+    /// The access credential could not be read (fail closed: no proxy).
+    #[error("egress access credential: {0}")]
+    Access(std::io::Error),
     /// Binding or accepting failed.
     #[error("egress: {0}")]
     Io(#[from] std::io::Error),
@@ -172,6 +180,10 @@ pub async fn serve(
     ready: tokio::sync::oneshot::Sender<SocketAddr>,
 ) -> Result<(), Error> {
     install_crypto_provider();
+    let access = match &opts.access_key {
+        Some(p) => Some(crate::access::AccessKey::load(p).map_err(Error::Access)?),
+        None => None,
+    };
     let live = Live::load(&opts.routes, opts.secrets_dir.as_deref()).map_err(Error::Config)?;
     let loaded = ca::load(&opts.ca_dir).map_err(|source| Error::Ca {
         dir: opts.ca_dir.clone(),
@@ -234,6 +246,7 @@ pub async fn serve(
         ca: authority,
         client,
         ws_connector,
+        access,
     });
 
     let listener = tokio::net::TcpListener::bind(opts.listen).await?;

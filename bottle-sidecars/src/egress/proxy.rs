@@ -39,6 +39,8 @@ pub(crate) struct Proxy {
     pub ca: super::ca::LeafSigner,
     pub client: Client<HttpsConnector<GuardedConnector>, ProxyBody>,
     pub ws_connector: HttpsConnector<GuardedConnector>,
+    /// The bottle's access credential (None: no check, tests of egress alone).
+    pub access: Option<crate::access::AccessKey>,
 }
 
 /// Where a request is going.
@@ -158,11 +160,52 @@ impl Proxy {
         resp
     }
 
+    /// Only the bottle's own agent may use the proxy: it holds the access
+    /// credential (`crate::access`) as the password of its proxy URL, so
+    /// every request and CONNECT carries `Proxy-Authorization`. Anyone else
+    /// gets 407 and an audit line (the target is recorded, redacted if
+    /// secret-shaped; the header never is).
+    fn access_denied(&self, req: &Request<Incoming>) -> Option<Response<ProxyBody>> {
+        let key = self.access.as_ref()?;
+        if req
+            .headers()
+            .get_all(header::PROXY_AUTHORIZATION)
+            .iter()
+            .any(|v| key.matches_basic(v.as_bytes()))
+        {
+            return None;
+        }
+        let live = self.shared.live();
+        let host = req
+            .uri()
+            .host()
+            .map(|h| Self::safe(&live.detector, h))
+            .unwrap_or_default();
+        let mut resp = self.deny(
+            StatusCode::PROXY_AUTHENTICATION_REQUIRED,
+            "access-credential",
+            req.method().as_str(),
+            &host,
+            req.uri().port_u16().unwrap_or(0),
+            "",
+            Instant::now(),
+            "bottle egress: access denied: this proxy serves only its own bottle's agent (use the proxy URL from the agent's environment)\n".into(),
+        );
+        resp.headers_mut().insert(
+            header::PROXY_AUTHENTICATE,
+            HeaderValue::from_static("Basic realm=\"bottle\""),
+        );
+        Some(resp)
+    }
+
     /// Entry point for requests on the proxy port (HTTP/1.1).
     pub async fn outer(
         self: Arc<Self>,
         req: Request<Incoming>,
     ) -> Result<Response<ProxyBody>, Infallible> {
+        if let Some(refused) = self.access_denied(&req) {
+            return Ok(refused);
+        }
         if req.method() == Method::CONNECT {
             return Ok(self.connect(req).await);
         }

@@ -85,6 +85,10 @@ pub struct Options {
     /// (commits upstream gained meanwhile get scanned too) for one upstream
     /// round trip less per push.
     pub push_refresh_window: Duration,
+    /// The bottle's access credential file (`crate::access`): when set, a
+    /// request path must start with `/<credential>/`; anyone else is
+    /// refused. None (tests of the gate alone): no check.
+    pub access_key: Option<PathBuf>,
 }
 
 impl Options {
@@ -97,6 +101,7 @@ impl Options {
             upstream_timeout: Duration::from_secs(120),
             session_timeout: Duration::from_secs(30 * 60),
             push_refresh_window: Duration::from_secs(60),
+            access_key: None,
         }
     }
 }
@@ -107,6 +112,9 @@ pub enum Error {
     /// gate.toml is missing or invalid.
     #[error(transparent)]
     Config(#[from] ConfigError),
+    /// The access credential could not be read (fail closed: no gate).
+    #[error("git-gate access credential: {0}")]
+    Access(std::io::Error),
     /// An I/O error (binding, creating dirs).
     #[error("{what}: {source}")]
     Io {
@@ -196,6 +204,7 @@ struct State {
     /// Last successful refresh per remote.
     fresh: Mutex<HashMap<String, Instant>>,
     slots: tokio::sync::Semaphore,
+    access: Option<crate::access::AccessKey>,
 }
 
 impl State {
@@ -241,6 +250,10 @@ pub async fn serve(
     ready: tokio::sync::oneshot::Sender<SocketAddr>,
 ) -> Result<(), Error> {
     let cfg = GateConfig::load(&opts.config)?;
+    let access = match &opts.access_key {
+        Some(p) => Some(crate::access::AccessKey::load(p).map_err(Error::Access)?),
+        None => None,
+    };
     let hook_program = match &opts.hook_program {
         Some(p) => p.clone(),
         None => std::env::current_exe().map_err(io_err("locating the hook program"))?,
@@ -274,6 +287,7 @@ pub async fn serve(
         locks: Mutex::new(HashMap::new()),
         fresh: Mutex::new(HashMap::new()),
         slots: tokio::sync::Semaphore::new(64),
+        access,
     });
     let _ = ready.send(addr);
     let hook_state = state.clone();
@@ -340,6 +354,25 @@ fn random_token() -> String {
     hex::encode(bytes)
 }
 
+/// With an access credential: the request path must be
+/// `/<credential>/<remote>.git`; returns the request with the credential
+/// removed, or the service of a refused one. Without: the request as is.
+fn check_access(
+    access: Option<&crate::access::AccessKey>,
+    mut req: Request,
+) -> Result<Request, Service> {
+    let Some(key) = access else {
+        return Ok(req);
+    };
+    match req.remote.split_once('/') {
+        Some((cred, remote)) if key.matches(cred.as_bytes()) => {
+            req.remote = remote.to_owned();
+            Ok(req)
+        }
+        _ => Err(req.service),
+    }
+}
+
 fn op_name(s: Service) -> &'static str {
     match s {
         Service::UploadPack => "fetch",
@@ -363,8 +396,22 @@ async fn handle_conn(st: Arc<State>, mut stream: TcpStream, peer: SocketAddr) {
             Ok(Err(e)) => Err(e),
             Err(_) => Err(pktline::RequestError::Bad("no request within 15s".into())),
         };
-    let req = match req {
-        Ok(r) => r,
+    let req = match req.map(|r| check_access(st.access.as_ref(), r)) {
+        Ok(Ok(r)) => r,
+        Ok(Err(service)) => {
+            // No credential, or a wrong one: not this bottle's agent.
+            let _ = stream
+                .write_all(&err_pkt(
+                    "git-gate: access denied: this gate serves only its own bottle's agent (use the remote URLs the agent's git config sets)",
+                ))
+                .await;
+            st.audit.record(
+                SIDECAR,
+                json!({"op": op_name(service), "peer": peer.to_string(), "decision": "deny", "rule": "access-credential",
+                       "ms": started.elapsed().as_millis() as u64}),
+            );
+            return;
+        }
         Err(e) => {
             let msg = format!("git-gate: bad request: {e}");
             let _ = stream.write_all(&err_pkt(&msg)).await;

@@ -87,6 +87,9 @@ pub struct Options {
     pub config: PathBuf,
     /// Queue directory (created if missing).
     pub queue: PathBuf,
+    /// The bottle's access credential file (`crate::access`): when set,
+    /// every request must carry `Authorization: Bearer <credential>`.
+    pub access_key: Option<PathBuf>,
 }
 
 /// Why the daemon stopped.
@@ -104,6 +107,9 @@ pub enum Error {
         /// Cause.
         source: std::io::Error,
     },
+    /// The access credential could not be read (fail closed: no server).
+    #[error("supervise access credential: {0}")]
+    Access(std::io::Error),
     /// Could not bind.
     #[error("supervise: cannot listen on {addr}: {source}")]
     Bind {
@@ -124,6 +130,10 @@ pub async fn serve(
     ready: tokio::sync::oneshot::Sender<SocketAddr>,
 ) -> Result<(), Error> {
     let config = SvConfig::load(&opts.config).map_err(Error::Config)?;
+    let access = match &opts.access_key {
+        Some(p) => Some(crate::access::AccessKey::load(p).map_err(Error::Access)?),
+        None => None,
+    };
     let key = config.operator_key.as_deref().ok_or_else(|| {
         Error::Config(format!(
             "{}: no operator_key (the host writes it from supervise::queue::init)",
@@ -163,7 +173,17 @@ pub async fn serve(
             Default::default(),
             http,
         );
-    let router = axum::Router::new().nest_service("/mcp", service);
+    let mut router = axum::Router::new().nest_service("/mcp", service);
+    if let Some(key) = access {
+        let gate = server::AccessGate {
+            key: Arc::new(key),
+            audit: shared.audit.clone(),
+        };
+        router = router.layer(axum::middleware::from_fn_with_state(
+            gate,
+            server::require_access,
+        ));
+    }
     let listener = tokio::net::TcpListener::bind(opts.listen)
         .await
         .map_err(|source| Error::Bind {
@@ -256,6 +276,7 @@ pub fn main(args: Args) -> i32 {
         listen: args.listen,
         config: args.config,
         queue: args.queue,
+        access_key: None,
     };
     runtime.block_on(async move {
         let (tx, rx) = tokio::sync::oneshot::channel();

@@ -28,6 +28,42 @@ use crate::audit::AuditLog;
 
 const SIDECAR: &str = "supervise";
 
+/// What [`require_access`] checks against.
+#[derive(Clone)]
+pub(crate) struct AccessGate {
+    pub key: Arc<crate::access::AccessKey>,
+    pub audit: AuditLog,
+}
+
+/// Only the bottle's own agent may talk to supervise: its MCP config carries
+/// `Authorization: Bearer <access credential>` (`crate::access`). Anyone
+/// else gets 401 and an audit line, before any MCP processing.
+pub(crate) async fn require_access(
+    axum::extract::State(gate): axum::extract::State<AccessGate>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse as _;
+    let ok = req
+        .headers()
+        .get_all(axum::http::header::AUTHORIZATION)
+        .iter()
+        .any(|v| gate.key.matches_bearer(v.as_bytes()));
+    if ok {
+        return next.run(req).await;
+    }
+    gate.audit.record(
+        SIDECAR,
+        json!({"op": "access", "method": req.method().as_str(), "decision": "deny", "rule": "access-credential"}),
+    );
+    (
+        axum::http::StatusCode::UNAUTHORIZED,
+        [(axum::http::header::WWW_AUTHENTICATE, "Bearer realm=\"bottle\"")],
+        "supervise: access denied: this MCP server serves only its own bottle's agent (use the MCP config written for the agent)\n",
+    )
+        .into_response()
+}
+
 /// A token bucket: `burst` at once, then one per `refill`.
 #[derive(Debug)]
 pub(crate) struct TokenBucket {

@@ -172,8 +172,21 @@ impl Gate {
         Self::start_with(world, cfg, hook)
     }
 
+    /// Start requiring the access credential in `key_file`.
+    pub fn start_with_access(world: &World, cfg: &GateConfig, key_file: PathBuf) -> Gate {
+        let hook = std::env::var_os("BOTTLE_SIDECAR_BIN")
+            .map(PathBuf::from)
+            .or(option_env!("CARGO_BIN_EXE_bottle-sidecar").map(PathBuf::from))
+            .expect("set BOTTLE_SIDECAR_BIN to the bottle-sidecar binary");
+        Self::start_opts(world, cfg, hook, Some(key_file))
+    }
+
     /// Start with an explicit hook program.
     pub fn start_with(world: &World, cfg: &GateConfig, hook: PathBuf) -> Gate {
+        Self::start_opts(world, cfg, hook, None)
+    }
+
+    fn start_opts(world: &World, cfg: &GateConfig, hook: PathBuf, access: Option<PathBuf>) -> Gate {
         let config_path = world.path().join("git/gate.toml");
         cfg.save(&config_path).unwrap();
         let audit_path = world.path().join("audit/audit.jsonl");
@@ -185,6 +198,7 @@ impl Gate {
             .unwrap();
         let mut opts = git_gate::Options::new(&config_path, "127.0.0.1:0".parse().unwrap());
         opts.hook_program = Some(hook);
+        opts.access_key = access;
         opts.upstream_timeout = Duration::from_secs(20);
         let (tx, rx) = tokio::sync::oneshot::channel();
         rt.spawn(async move {
