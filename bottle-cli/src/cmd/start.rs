@@ -288,7 +288,8 @@ pub fn run(cli: &Cli, a: &Args) -> Result<u8> {
             fix: fix.clone(),
         });
     }
-    let (runtime, notes) = runtime_notes(&*backend, &preview, &probe);
+    let (runtime, mut notes) = runtime_notes(&*backend, &preview, &probe);
+    notes.extend(super::plan::source_notes(cli, &preview, &a.flags));
     if !cli.quiet || !a.yes {
         eprint!("{}", preflight(&preview, &notes));
     }
