@@ -453,6 +453,28 @@ impl RuleSet {
         RuleSet::from_sources(&sources, disable)
     }
 
+    /// Check one operator rule file on top of the built-ins: the number of
+    /// rules it defines, or what is wrong (file, line, rule).
+    pub fn check_file(path: &Path) -> Result<usize, RuleError> {
+        let text = std::fs::read_to_string(path).map_err(|e| RuleError {
+            file: path.display().to_string(),
+            line: None,
+            rule: None,
+            message: e.to_string(),
+        })?;
+        let n = parse(&path.display().to_string(), &text)?.cfg.rules.len();
+        let mut sources = builtin_sources();
+        sources.push((path.display().to_string(), text));
+        RuleSet::from_sources(&sources, &[])?;
+        Ok(n)
+    }
+
+    /// Every rule id known to this set: in use, disabled or path-scoped.
+    pub fn known_ids(&self) -> impl Iterator<Item = &str> {
+        self.ids()
+            .chain(self.dropped.iter().map(|(id, _)| id.as_str()))
+    }
+
     /// Compile `(file name, text)` sources in order (later ids replace
     /// earlier ones), minus `disable`.
     pub fn from_sources(
