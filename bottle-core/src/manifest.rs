@@ -689,6 +689,16 @@ pub fn agent_from_text(path: &Utf8Path, text: &str, source: AgentSource) -> Resu
         }
     }
     if let Some(cmd) = &file.command {
+        if let Some(rule) = cmd.iter().find_map(|a| bottle_dlp::pattern_hit(a)) {
+            let (line, column) = key_position(text, "command");
+            return Err(Error::Manifest {
+                file: path.to_owned(),
+                line,
+                column,
+                message: format!("`command` carries a literal credential (matches `{rule}`)"),
+                fix: "never put a secret in a command: hold it with an egress route's auth (token = \"${VAR}\") or a bottle env entry { secret = \"${VAR}\" }".into(),
+            });
+        }
         if cmd.is_empty() || cmd[0].is_empty() {
             return Err(err(
                 "`command` is empty".into(),
@@ -978,6 +988,15 @@ fn validate_env(
                 format!("`env.{k}` {what}, but this agent comes from the repository, which may set only literal values"),
                 format!("host variables and ?prompt come only from $BOTTLE_HOME: set {k} in the bottle ($BOTTLE_HOME/bottles/) or in a home agent ($BOTTLE_HOME/agents/), or write a literal value"),
             ));
+        }
+        if !v.from_host() {
+            if let Some(rule) = bottle_dlp::pattern_hit(raw) {
+                return Err(ck.fail(
+                    k,
+                    format!("`env.{k}` is a literal credential (matches `{rule}`); the agent would hold it and anyone who reads this file has it"),
+                    format!("export it on the host and write {k} = {{ secret = \"${{{k}}}\" }} in $BOTTLE_HOME; better, let an egress route's auth hold an API token so the agent never sees it"),
+                ));
+            }
         }
         match v {
             EnvValue::Secret { secret } if !secret.starts_with('?') && refs.is_empty() => {

@@ -625,6 +625,19 @@ pub fn resolve(
                 fix: "use --env NAME=VALUE".into(),
             });
         }
+        if let Some(rule) = bottle_dlp::pattern_hit(v) {
+            return Err(Error::Manifest {
+                file: "<command line>".into(),
+                line: None,
+                column: None,
+                message: format!(
+                    "`--env {k}=...` is a literal credential (matches `{rule}`); a secret on a command line ends up in shell history and process lists, and the agent would hold it"
+                ),
+                fix: format!(
+                    "export {k} on the host and reference it from the bottle: {k} = {{ secret = \"${{{k}}}\" }}"
+                ),
+            });
+        }
         held_env.remove(k);
         env.insert(k.clone(), EnvEntry::Literal(v.clone()));
     }
