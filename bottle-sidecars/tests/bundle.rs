@@ -97,6 +97,7 @@ queue = "/bottle/queue"
         git_gate: None,
         supervise: None,
         access_key: None,
+        dlp: None,
     };
     assert!(empty.save(&path).unwrap_err().contains("no daemon"));
     let mut clash = config.clone();
@@ -264,6 +265,7 @@ fn write_bundle_full(
         git_gate,
         supervise: Some(supervise),
         access_key: None,
+        dlp: None,
     };
     let path = dir.join("bundle.toml");
     config.save(&path).unwrap();
