@@ -263,3 +263,48 @@ fn literal_credentials_are_refused_and_never_printed() {
         assert!(!err.contains(openai), "{err}");
     }
 }
+
+/// The preflight (and `plan`) of a `--cwd` repository whose `.git/config`
+/// carries credentials says which ones the copy drops, never their values.
+#[test]
+fn plan_says_which_git_credentials_the_copy_drops() {
+    let dir = fresh();
+    let home = dir.path().join("home");
+    assert!(bottle(&home, &["init"], None).status.success());
+    let repo = dir.path().join("repo");
+    std::fs::create_dir_all(&repo).unwrap();
+    let git = |args: &[&str]| {
+        let o = std::process::Command::new("git")
+            .args(args)
+            .current_dir(&repo)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "git {args:?}");
+    };
+    git(&["init", "-q"]);
+    git(&[
+        "config",
+        "http.extraheader",
+        "AUTHORIZATION: basic c2VjcmV0LXZhbHVl",
+    ]);
+    git(&[
+        "config",
+        "remote.origin.url",
+        "https://bob:pw-value-77@git.example.invalid/x.git",
+    ]);
+    let o = bottle(
+        &home,
+        &["plan", "demo", "--cwd", repo.to_str().unwrap()],
+        None,
+    );
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{err}");
+    assert!(
+        out.contains("git credentials removed from the copy: http extraheader (.git/config), userinfo in remote.origin.url (.git/config)"),
+        "{out}"
+    );
+    assert!(
+        !out.contains("pw-value-77") && !out.contains("c2VjcmV0"),
+        "{out}"
+    );
+}
