@@ -178,6 +178,8 @@ pub struct EgressSection {
     pub dlp: Option<bool>,
     /// How much of a body to scan (default `1MiB`).
     pub max_body_scan: Option<String>,
+    /// DLP pattern rules (by gitleaks/bottle rule id) this bottle turns off.
+    pub dlp_disable: Option<Vec<String>>,
 }
 
 /// `[[egress.routes]]`.
@@ -1194,6 +1196,19 @@ fn validate_bottle(path: &Utf8Path, text: &str, b: &BottleFile) -> Result<()> {
         if let Some(s) = &e.max_body_scan {
             units::parse_bytes(s)
                 .map_err(|why| ck.fail("max_body_scan", why, "e.g. max_body_scan = \"1MiB\""))?;
+        }
+        for id in e.dlp_disable.iter().flatten() {
+            let ok = !id.is_empty()
+                && id
+                    .bytes()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.'));
+            if !ok {
+                return Err(ck.fail(
+                    "dlp_disable",
+                    format!("`{id}` is not a DLP rule id"),
+                    "name rules by id, e.g. dlp_disable = [\"generic-api-key\"] (ids: docs/security.md)",
+                ));
+            }
         }
         for r in e.routes.iter().flatten() {
             if !valid_route_host(&r.host) {

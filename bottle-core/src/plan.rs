@@ -304,6 +304,9 @@ pub struct EgressPlan {
     pub dlp: bool,
     /// Bytes of body scanned.
     pub max_body_scan: u64,
+    /// DLP pattern rule ids turned off for this bottle.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub dlp_disable: Vec<String>,
 }
 
 /// A gated git remote.
@@ -704,6 +707,7 @@ pub fn resolve(
             .transpose()
             .map_err(|e| Error::other(e, "fix egress.max_body_scan"))?
             .unwrap_or(1 << 20),
+        dlp_disable: eg.dlp_disable.clone().unwrap_or_default(),
     };
 
     // git
