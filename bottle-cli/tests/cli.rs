@@ -223,7 +223,7 @@ fn literal_credentials_are_refused_and_never_printed() {
     let dir = fresh();
     let home = dir.path();
     assert!(bottle(home, &["init"], None).status.success());
-    let key = "sk-ant-api03-abcdefghijklmnopqrstuvwxyz0123";
+    let key = "sk-ant-api03-Xq7vR2mK9pL4tW8zN3bH6cJ1fD5gS0yE";
     let flag = format!("ANTHROPIC_API_KEY={key}");
     let o = bottle(home, &["plan", "demo", "--json", "--env", &flag], None);
     let (out, err) = text(&o);
@@ -241,7 +241,7 @@ fn literal_credentials_are_refused_and_never_printed() {
         .position(|l| l.starts_with("EDITOR = "))
         .unwrap()
         + 2;
-    let openai = "sk-proj-abcdefghijklmnopqrstuvwx1234";
+    let openai = "sk-proj-Q8fZ2mR7kV4pX9tL3wN6bH1cJ5dG0sYe";
     std::fs::write(
         &dev,
         text_before.replace(
