@@ -3,5 +3,4 @@
 mod docker_e2e;
 mod fault;
 mod queue_cli;
-mod security;
 mod tidy;
