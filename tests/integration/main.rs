@@ -4,3 +4,4 @@ mod docker_e2e;
 mod fault;
 mod queue_cli;
 mod tidy;
+mod ux;

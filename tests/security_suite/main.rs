@@ -57,7 +57,7 @@ use bottle_tests::support_docker::{
 use bottle_tests::{docker_available, in_ci, workspace_bin, workspace_root};
 
 const ROUTE_TOKEN: &str = "sec-route-TOKEN-7f3a9c21e5d4b8a6";
-/// A held secret the agent has in its env (a `${HOST_VAR}` env value):
+/// A held secret the agent has in its env (a `{ secret = "${HOST_VAR}" }` env value):
 /// egress and the git gate must refuse to let it out in any encoding.
 const DB_PASSWORD: &str = "db-Pa55+w/rd=S3CRET-9f3e";
 
@@ -408,7 +408,7 @@ fn setup_inner(t: Target) -> Env {
 template = "shell"
 
 [env]
-DB_PASSWORD = "${{SEC_DB_PASSWORD}}"
+DB_PASSWORD = {{ secret = "${{SEC_DB_PASSWORD}}" }}
 
 [[egress.routes]]
 host = "echo.test"
