@@ -292,13 +292,19 @@ pub fn exec(cli: &Cli, a: &ExecArgs) -> Result<u8> {
 pub fn logs(cli: &Cli, a: &LogsArgs) -> Result<u8> {
     let f = find(&super::home(cli)?, &a.id)?;
     if a.audit {
+        // Rotated files first (oldest to newest), then the live file.
         let path = f.state.audit_path();
-        let text = match std::fs::read_to_string(&path) {
-            Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
-            Err(e) => return Err(Error::io("reading", path, e)),
-        };
-        print!("{text}");
+        for file in bottle_sidecars::audit::files_oldest_first(path.as_std_path()) {
+            let text = match std::fs::read_to_string(&file) {
+                Ok(t) => t,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+                Err(e) => {
+                    let file = camino::Utf8PathBuf::from_path_buf(file).unwrap_or_else(|_| path.clone());
+                    return Err(Error::io("reading", file, e));
+                }
+            };
+            print!("{text}");
+        }
         return Ok(0);
     }
     if let Some(s) = &a.sidecar {
