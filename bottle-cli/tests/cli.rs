@@ -156,7 +156,10 @@ fn check_warns_about_routes_that_send_credentials_in_clear_text() {
     assert_eq!(clear.len(), 1, "{clear:?}");
     assert_eq!(clear[0]["status"], "warning");
     let msg = clear[0]["message"].as_str().unwrap();
-    assert!(msg.contains("legacy.example.com:8080") && msg.contains("plain HTTP"), "{msg}");
+    assert!(
+        msg.contains("legacy.example.com:8080") && msg.contains("plain HTTP"),
+        "{msg}"
+    );
     assert!(clear[0]["fix"].as_str().unwrap().contains("https"));
 }
 

@@ -170,7 +170,6 @@ impl Writer {
     }
 }
 
-
 impl std::fmt::Debug for AuditLog {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AuditLog")
@@ -303,7 +302,11 @@ mod tests {
         let mut seen = std::collections::BTreeSet::new();
         for f in &files {
             let text = std::fs::read_to_string(f).unwrap();
-            assert!(text.len() as u64 <= rotation.max_bytes, "{} is too big", f.display());
+            assert!(
+                text.len() as u64 <= rotation.max_bytes,
+                "{} is too big",
+                f.display()
+            );
             for line in text.lines() {
                 let v: Value = serde_json::from_str(line).expect("whole JSON line");
                 assert!(seen.insert((v["w"].as_u64(), v["t"].as_u64(), v["i"].as_u64())));
@@ -313,7 +316,15 @@ mod tests {
 
         // With a small `keep`, only that many rotated files remain.
         let path2 = dir.path().join("small.jsonl");
-        let log = AuditLog::open_with(&path2, "t", Rotation { max_bytes: 512, keep: 2 }).unwrap();
+        let log = AuditLog::open_with(
+            &path2,
+            "t",
+            Rotation {
+                max_bytes: 512,
+                keep: 2,
+            },
+        )
+        .unwrap();
         for i in 0..100 {
             log.record("egress", serde_json::json!({"i": i}));
         }

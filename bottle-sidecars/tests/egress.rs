@@ -859,7 +859,10 @@ async fn credential_routes_refuse_plain_http_unless_marked_plaintext() {
         (r.status() == 200).then_some(())
     })
     .await;
-    assert!(ok.is_some(), "plaintext = true route did not allow plain http");
+    assert!(
+        ok.is_some(),
+        "plaintext = true route did not allow plain http"
+    );
     let seen = b.upstream.seen();
     assert_eq!(seen.last().unwrap().uri, "/v1/optin");
     b.expect_audit("plaintext opt-in", |l| {
@@ -935,7 +938,10 @@ async fn grant_for_a_host_with_a_route_is_decided_over_every_route() {
         // The host's credential, never the agent's.
         let auths: Vec<_> = s.headers.get_all("authorization").iter().collect();
         assert_eq!(auths.len(), 1);
-        assert_eq!(auths[0].as_bytes(), format!("Bearer {ROUTE_TOKEN}").as_bytes());
+        assert_eq!(
+            auths[0].as_bytes(),
+            format!("Bearer {ROUTE_TOKEN}").as_bytes()
+        );
     }
     assert!(!seen.iter().any(|s| s.uri == "/v1/c"));
     b.expect_audit("grant allow", |l| {
@@ -986,8 +992,7 @@ fn encode(coding: &str, data: &[u8]) -> Vec<u8> {
             e.finish().unwrap()
         }
         "deflate" => {
-            let mut e =
-                flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
+            let mut e = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
             e.write_all(data).unwrap();
             e.finish().unwrap()
         }
@@ -1008,12 +1013,9 @@ fn encode(coding: &str, data: &[u8]) -> Vec<u8> {
 async fn encoded_request_bodies_are_decoded_before_scanning() {
     let b = Bottle::start(BASIC).await;
     let secret_json = format!("{{\"note\":\"x\",\"p\":\"{PROMPT_ANSWER}\"}}");
-    for (n, c) in [
-        b.client(),
-        b.client_builder().http1_only().build().unwrap(),
-    ]
-    .iter()
-    .enumerate()
+    for (n, c) in [b.client(), b.client_builder().http1_only().build().unwrap()]
+        .iter()
+        .enumerate()
     {
         for coding in ["gzip", "deflate", "br", "zstd"] {
             let path = format!("/v1/enc-{coding}-{n}");
@@ -1080,8 +1082,10 @@ async fn encoded_request_bodies_are_decoded_before_scanning() {
     // Nothing but the clean bodies reached the upstream.
     let uris: Vec<String> = b.upstream.seen().iter().map(|s| s.uri.clone()).collect();
     assert_eq!(uris, vec!["/v1/clean-0", "/v1/clean-1"]);
-    b.expect_audit("stacked", |l| is(l, "deny", "dlp:held:prompt-answer", "/v1/stacked-0"))
-        .await;
+    b.expect_audit("stacked", |l| {
+        is(l, "deny", "dlp:held:prompt-answer", "/v1/stacked-0")
+    })
+    .await;
     b.expect_audit("unknown coding", |l| {
         is(l, "deny", "body-encoding", "/v1/unknown-1") && l["status"] == 415
     })
@@ -1241,7 +1245,8 @@ async fn request_trailers_are_scanned_or_dropped() {
     let mut leak = hyper::HeaderMap::new();
     leak.insert("x-leak", PROMPT_ANSWER.parse().unwrap());
     // h2: a trailer with a held secret is refused.
-    let (status, text) = h2_post_with_trailers(&b, "/v1/t-h2", b"hello".to_vec(), leak.clone()).await;
+    let (status, text) =
+        h2_post_with_trailers(&b, "/v1/t-h2", b"hello".to_vec(), leak.clone()).await;
     assert_eq!(status, 403, "{text}");
     assert!(text.contains("dlp:held:prompt-answer"));
     // h1 chunked with a trailer section.
@@ -1269,15 +1274,26 @@ async fn request_trailers_are_scanned_or_dropped() {
     let uris: Vec<&str> = seen.iter().map(|s| s.uri.as_str()).collect();
     assert_eq!(uris, vec!["/v1/t-clean", "/v1/t-long"]);
     assert_eq!(
-        seen[0].trailers.as_ref().and_then(|t| t.get("x-checksum")).map(|v| v.as_bytes()),
+        seen[0]
+            .trailers
+            .as_ref()
+            .and_then(|t| t.get("x-checksum"))
+            .map(|v| v.as_bytes()),
         Some(&b"abc123"[..])
     );
-    assert!(seen[1].trailers.as_ref().is_none_or(|t| t.get("x-leak").is_none()));
+    assert!(seen[1]
+        .trailers
+        .as_ref()
+        .is_none_or(|t| t.get("x-leak").is_none()));
     assert!(!b.upstream.everything().contains(PROMPT_ANSWER));
-    b.expect_audit("h2 trailer", |l| is(l, "deny", "dlp:held:prompt-answer", "/v1/t-h2"))
-        .await;
-    b.expect_audit("h1 trailer", |l| is(l, "deny", "dlp:held:prompt-answer", "/v1/t-h1"))
-        .await;
+    b.expect_audit("h2 trailer", |l| {
+        is(l, "deny", "dlp:held:prompt-answer", "/v1/t-h2")
+    })
+    .await;
+    b.expect_audit("h1 trailer", |l| {
+        is(l, "deny", "dlp:held:prompt-answer", "/v1/t-h1")
+    })
+    .await;
     b.assert_audit_clean();
 }
 
@@ -1286,8 +1302,12 @@ async fn request_trailers_are_scanned_or_dropped() {
 #[tokio::test]
 async fn connections_past_the_cap_get_503_and_are_audited() {
     let b = Bottle::start_with(BASIC, |o| o.max_connections = 2).await;
-    let (t1, h1) = b.connect_tunnel(&format!("allowed.test:{}", b.tls_port())).await;
-    let (_t2, h2) = b.connect_tunnel(&format!("allowed.test:{}", b.tls_port())).await;
+    let (t1, h1) = b
+        .connect_tunnel(&format!("allowed.test:{}", b.tls_port()))
+        .await;
+    let (_t2, h2) = b
+        .connect_tunnel(&format!("allowed.test:{}", b.tls_port()))
+        .await;
     assert!(h1.starts_with("HTTP/1.1 200") && h2.starts_with("HTTP/1.1 200"));
     let raw = b
         .raw(&format!(
@@ -1304,7 +1324,9 @@ async fn connections_past_the_cap_get_503_and_are_audited() {
     // Closing a tunnel frees its slot.
     drop(t1);
     let ok = poll_until(Duration::from_secs(5), || async {
-        let (_s, head) = b.connect_tunnel(&format!("allowed.test:{}", b.tls_port())).await;
+        let (_s, head) = b
+            .connect_tunnel(&format!("allowed.test:{}", b.tls_port()))
+            .await;
         head.starts_with("HTTP/1.1 200").then_some(())
     })
     .await;

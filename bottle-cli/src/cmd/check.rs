@@ -68,9 +68,12 @@ fn manifests(loader: &Loader) -> Vec<ManifestReport> {
     for (kind, path) in loader.all_files() {
         let name = path.file_stem().unwrap_or_default().to_owned();
         let result = if kind == "bottle" {
-            loader
-                .load_bottle(&name)
-                .map(|b| (b.file.env.clone().unwrap_or_default(), plaintext_routes(&b.file)))
+            loader.load_bottle(&name).map(|b| {
+                (
+                    b.file.env.clone().unwrap_or_default(),
+                    plaintext_routes(&b.file),
+                )
+            })
         } else {
             let source = if path.starts_with(loader.home().agents_dir()) {
                 AgentSource::Home
@@ -156,7 +159,13 @@ fn plaintext_routes(b: &bottle_core::manifest::BottleFile) -> Vec<String> {
         .into_iter()
         .flatten()
         .filter(|r| r.plaintext == Some(true))
-        .map(|r| format!("{}:{}", r.host, r.port.map_or("?".into(), |p| p.to_string())))
+        .map(|r| {
+            format!(
+                "{}:{}",
+                r.host,
+                r.port.map_or("?".into(), |p| p.to_string())
+            )
+        })
         .collect()
 }
 

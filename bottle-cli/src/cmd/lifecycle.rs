@@ -299,7 +299,8 @@ pub fn logs(cli: &Cli, a: &LogsArgs) -> Result<u8> {
                 Ok(t) => t,
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
                 Err(e) => {
-                    let file = camino::Utf8PathBuf::from_path_buf(file).unwrap_or_else(|_| path.clone());
+                    let file =
+                        camino::Utf8PathBuf::from_path_buf(file).unwrap_or_else(|_| path.clone());
                     return Err(Error::io("reading", file, e));
                 }
             };

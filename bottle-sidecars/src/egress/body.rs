@@ -366,7 +366,11 @@ const ZSTD_WINDOW_LOG_MAX: u32 = 23;
 
 /// Undo `codings` (applied in that order) on `data`, never producing or
 /// buffering more than `limit` bytes of output per step.
-pub fn decode_bounded(data: &[u8], codings: &[Coding], limit: usize) -> Result<Vec<u8>, DecodeError> {
+pub fn decode_bounded(
+    data: &[u8],
+    codings: &[Coding],
+    limit: usize,
+) -> Result<Vec<u8>, DecodeError> {
     let mut cur = data.to_vec();
     for &coding in codings.iter().rev() {
         cur = decode_one(&cur, coding, limit)?;
@@ -398,8 +402,8 @@ fn decode_one(data: &[u8], coding: Coding, limit: usize) -> Result<Vec<u8>, Deco
             coding,
         ),
         Coding::Zstd => {
-            let mut d = zstd::stream::read::Decoder::new(data)
-                .map_err(|_| DecodeError::Corrupt(coding))?;
+            let mut d =
+                zstd::stream::read::Decoder::new(data).map_err(|_| DecodeError::Corrupt(coding))?;
             d.window_log_max(ZSTD_WINDOW_LOG_MAX)
                 .map_err(|_| DecodeError::Corrupt(coding))?;
             drain(d, limit, coding)
@@ -423,11 +427,17 @@ mod tests {
         let mut h = HeaderMap::new();
         h.append("content-encoding", "gzip, identity".parse().unwrap());
         h.append("content-encoding", "BR".parse().unwrap());
-        assert_eq!(content_codings(&h).unwrap(), vec![Coding::Gzip, Coding::Brotli]);
+        assert_eq!(
+            content_codings(&h).unwrap(),
+            vec![Coding::Gzip, Coding::Brotli]
+        );
         h.append("content-encoding", "compress".parse().unwrap());
         assert_eq!(content_codings(&h).unwrap_err(), "compress");
         let mut h = HeaderMap::new();
-        h.insert("content-encoding", "gzip,gzip,gzip,gzip,gzip".parse().unwrap());
+        h.insert(
+            "content-encoding",
+            "gzip,gzip,gzip,gzip,gzip".parse().unwrap(),
+        );
         assert!(content_codings(&h).is_err());
     }
 

@@ -291,7 +291,11 @@ pub async fn serve(
                 tokio::spawn(proxy::serve_conn(proxy.clone(), tcp, peer, permit));
             }
             Err(_) => {
-                tokio::spawn(proxy::over_capacity(proxy.clone(), tcp, opts.max_connections));
+                tokio::spawn(proxy::over_capacity(
+                    proxy.clone(),
+                    tcp,
+                    opts.max_connections,
+                ));
             }
         }
     }

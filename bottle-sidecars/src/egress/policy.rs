@@ -680,7 +680,13 @@ host = "*.example.org"
         );
     }
 
-    fn facts<'a>(host: &'a str, port: u16, tls: bool, method: &'a str, path: &'a str) -> RequestFacts<'a> {
+    fn facts<'a>(
+        host: &'a str,
+        port: u16,
+        tls: bool,
+        method: &'a str,
+        path: &'a str,
+    ) -> RequestFacts<'a> {
         RequestFacts {
             host,
             port,

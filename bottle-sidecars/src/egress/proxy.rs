@@ -736,9 +736,11 @@ impl Proxy {
                 }
             }
         }
-        let hit = hit
-            .or_else(|| detector.scan(&prefix))
-            .or_else(|| trailers.as_ref().and_then(|t| detector.scan(&header_text(t))));
+        let hit = hit.or_else(|| detector.scan(&prefix)).or_else(|| {
+            trailers
+                .as_ref()
+                .and_then(|t| detector.scan(&header_text(t)))
+        });
         if let Some(found) = hit {
             let rule = format!("dlp:{}", found.rule);
             return Err(deny(
