@@ -284,10 +284,23 @@ template = "shell"
 [env]
 DB_PASSWORD = "${{SEC_DB_PASSWORD}}"
 
+# The echo upstream speaks plain HTTP only: its route opts in to sending
+# the credential in clear text (`plaintext = true` needs an explicit port).
 [[egress.routes]]
 host = "echo.test"
+port = 80
+plaintext = true
 paths = ["/allowed/**"]
 methods = ["GET", "POST"]
+allow_private = true
+auth = {{ scheme = "bearer", token = "${{SEC_ROUTE_TOKEN}}" }}
+
+# Same host, a port whose route does not opt in: plain HTTP is refused
+# before the credential is injected (s5-04).
+[[egress.routes]]
+host = "echo.test"
+port = 8080
+paths = ["/allowed/**"]
 allow_private = true
 auth = {{ scheme = "bearer", token = "${{SEC_ROUTE_TOKEN}}" }}
 
