@@ -282,7 +282,7 @@ fn run_suite(t: Target) {
 template = "shell"
 
 [env]
-DB_PASSWORD = "${{SEC_DB_PASSWORD}}"
+DB_PASSWORD = {{ secret = "${{SEC_DB_PASSWORD}}" }}
 
 # The echo upstream speaks plain HTTP only: its route opts in to sending
 # the credential in clear text (`plaintext = true` needs an explicit port).

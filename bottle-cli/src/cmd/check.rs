@@ -104,7 +104,7 @@ fn manifests(loader: &Loader) -> Vec<ManifestReport> {
             Ok((env, plaintext)) => {
                 let suspicious: Vec<String> = env
                     .iter()
-                    .filter(|(k, v)| looks_like_secret(k, v))
+                    .filter(|(k, v)| looks_like_secret(k, v.raw()))
                     .map(|(k, _)| k.clone())
                     .collect();
                 if !plaintext.is_empty() {
