@@ -118,6 +118,12 @@ pub struct EgressSection {
     /// (default [`egress::DEFAULT_MAX_BUFFERED_BYTES`]); past it, 503.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_buffered_bytes: Option<usize>,
+    /// Tests only: an extra PEM trust root for upstream TLS, added to the
+    /// built-in webpki roots. Written by the host only when the operator's
+    /// environment sets `BOTTLE_TEST_UPSTREAM_CA` (docs/security.md, "Test
+    /// hooks"); the agent cannot reach bundle.toml (S8).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upstream_ca: Option<PathBuf>,
 }
 
 /// `[git_gate]`.
@@ -394,6 +400,7 @@ pub fn supervisor(config: &BundleConfig, audit: &AuditLog) -> Supervisor {
         if let Some(n) = e.max_buffered_bytes {
             opts.max_buffered_bytes = n;
         }
+        opts.upstream_ca = e.upstream_ca.clone();
         let audit = audit.clone();
         sup.add("egress", move |ready| egress::serve(opts, audit, ready));
     }

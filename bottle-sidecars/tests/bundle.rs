@@ -216,6 +216,7 @@ fn egress_section(state: &Path, listen: SocketAddr) -> EgressSection {
         secrets_dir: Some(state.join("secrets")),
         max_connections: None,
         max_buffered_bytes: None,
+        upstream_ca: None,
     }
 }
 
