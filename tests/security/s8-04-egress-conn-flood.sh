@@ -8,12 +8,12 @@ for i in $(seq 1 530); do
   fds+=("$fd")
 done
 echo "opened ${#fds[@]} connections"
-during=$(curl -s -o /dev/null -w '%{http_code}' -m 10 http://echo.test/allowed/flood)
+during=$(curl -s -o /dev/null -w '%{http_code}' -m 10 https://echo.test/allowed/flood)
 echo "while flooded: $during"
 for fd in "${fds[@]}"; do exec {fd}>&-; done
 after=000
 for i in 1 2 3 4 5 6 7 8 9 10; do
-  after=$(curl -s -o /dev/null -w '%{http_code}' -m 10 http://echo.test/allowed/after)
+  after=$(curl -s -o /dev/null -w '%{http_code}' -m 10 https://echo.test/allowed/after)
   [ "$after" = 200 ] && break
   sleep 1
 done
