@@ -26,7 +26,7 @@ pub mod running;
 pub mod tar;
 pub mod workspace;
 
-pub use render::{RenderOptions, Rendered, BUNDLE_ALIAS};
+pub use render::{RenderOptions, Rendered, AGENT_DNS, BUNDLE_ALIAS};
 pub use running::{names_for, DockerRunning};
 
 /// Env var naming the `bottle-sidecar` binary to put into the bundle image.

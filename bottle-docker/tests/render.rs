@@ -221,3 +221,87 @@ fn names_match_core() {
         case.plan.names
     );
 }
+
+fn agent_create(be: &DockerBackend, case: &Case) -> bottle_core::backend::Step {
+    let state = bottle_core::StateDir::at(case.root.join("state/main-dev-abc123"));
+    be.render(LaunchInput {
+        plan: &case.plan,
+        state: &state,
+        wiring: &case.wiring,
+    })
+    .unwrap()
+    .steps
+    .into_iter()
+    .find(|s| s.name == "create agent container")
+    .unwrap()
+}
+
+/// THREAT-MODEL S3 (docs/security.md "DNS"): the agent's embedded resolver
+/// gets one upstream, a loopback address of the agent's own namespace
+/// (docker reaches a `--dns` server from the container's namespace on every
+/// engine version), so a name it does not know is forwarded nowhere; the
+/// bundle keeps the engine's resolvers (it resolves the upstreams).
+#[test]
+fn agent_resolver_has_only_a_loopback_upstream() {
+    insta::glob!("fixtures/*.case", |path| {
+        let case = load(path);
+        let be = backend(&case.root);
+        let create = agent_create(&be, &case);
+        let dns: Vec<&str> = create
+            .run
+            .args
+            .windows(2)
+            .filter(|w| w[0] == "--dns")
+            .map(|w| w[1].as_str())
+            .collect();
+        assert_eq!(dns, [bottle_docker::AGENT_DNS], "{path:?}");
+        assert!(bottle_docker::AGENT_DNS.starts_with("127."));
+    });
+}
+
+/// THREAT-MODEL S1 (issue: `docker inspect` of a Dockerfile bottle): no
+/// agent kind gets a secret env value into its container config. Secret
+/// values travel only over `docker exec` stdin into a 0600 file.
+#[test]
+fn secret_env_never_enters_the_container_config() {
+    insta::glob!("fixtures/*.case", |path| {
+        let case = load(path);
+        let be = backend(&case.root);
+        let state = bottle_core::StateDir::at(case.root.join("state/main-dev-abc123"));
+        let script = be
+            .render(LaunchInput {
+                plan: &case.plan,
+                state: &state,
+                wiring: &case.wiring,
+            })
+            .unwrap();
+        let create = agent_create(&be, &case);
+        assert!(
+            !create
+                .run
+                .env
+                .values()
+                .any(|v| matches!(v, EnvValue::Secret(_))),
+            "{path:?}: a secret goes to `docker create` through the CLI's environment"
+        );
+        for w in create.run.args.windows(2) {
+            if w[0] == "--env" {
+                assert!(
+                    w[1].contains('='),
+                    "{path:?}: `--env {}` copies a value into the container config",
+                    w[1]
+                );
+            }
+        }
+        let secret_env = case
+            .plan
+            .env
+            .values()
+            .any(|v| matches!(v, bottle_core::plan::EnvEntry::Secret(_)));
+        let handed = script.steps.iter().any(|s| {
+            s.name == "hand the agent its secret env"
+                && matches!(s.run.stdin, Some(Stdin::Secret(_)))
+        });
+        assert_eq!(handed, secret_env, "{path:?}");
+    });
+}
