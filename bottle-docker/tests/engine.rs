@@ -19,6 +19,8 @@ use bottle_docker::DockerBackend;
 use camino::{Utf8Path, Utf8PathBuf};
 
 const TOKEN: &str = "tok-engine-SECRET-7f3a9c";
+/// A secret env value of the agent (`${ENGINE_DB}`).
+const DB_SECRET: &str = "db-engine-SECRET-41c2e9";
 const SSHD_IMAGE: &str = "bottle-test-sshd:bookworm";
 const BASE: &str = bottle_core::plan::DEFAULT_BASE_IMAGE;
 
@@ -68,15 +70,24 @@ struct Fixture {
 }
 
 fn fixture() -> Fixture {
+    fixture_with(
+        "runtime = \"runc\"\n[agent_provider]\ntemplate = \"shell\"\n\n[[egress.routes]]\nhost = \"api.test\"\nauth = { scheme = \"bearer\", token = \"${ENGINE_TOKEN}\" }\n\n[resources]\ncpus = 1.0\nmemory = \"512MiB\"\npids = 128\n",
+        true,
+        &[],
+    )
+}
+
+fn fixture_with(bottle: &str, copy_cwd: bool, files: &[(&str, String)]) -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let root = Utf8PathBuf::from_path_buf(dir.path().canonicalize().unwrap()).unwrap();
     fs::create_dir_all(root.join("bottles")).unwrap();
     fs::create_dir_all(root.join("agents")).unwrap();
-    fs::write(
-        root.join("bottles/dev.toml"),
-        "runtime = \"runc\"\n[agent_provider]\ntemplate = \"shell\"\n\n[[egress.routes]]\nhost = \"api.test\"\nauth = { scheme = \"bearer\", token = \"${ENGINE_TOKEN}\" }\n\n[resources]\ncpus = 1.0\nmemory = \"512MiB\"\npids = 128\n",
-    )
-    .unwrap();
+    fs::write(root.join("bottles/dev.toml"), bottle).unwrap();
+    for (rel, text) in files {
+        let p = root.join(rel);
+        fs::create_dir_all(p.parent().unwrap()).unwrap();
+        fs::write(p, text).unwrap();
+    }
     fs::write(root.join("agents/eng.toml"), "bottle = \"dev\"\n").unwrap();
     let ws = root.join("ws");
     fs::create_dir_all(&ws).unwrap();
@@ -88,12 +99,15 @@ fn fixture() -> Fixture {
     let (id, slot) = home.allocate("eng", "dev").unwrap();
     let loader = Loader::new(home.clone(), None);
     let (a, b) = loader.load("eng").unwrap();
-    let env = BTreeMap::from([("ENGINE_TOKEN".to_owned(), TOKEN.to_owned())]);
+    let env = BTreeMap::from([
+        ("ENGINE_TOKEN".to_owned(), TOKEN.to_owned()),
+        ("ENGINE_DB".to_owned(), DB_SECRET.to_owned()),
+    ]);
     let plan = resolve(
         &a,
         &b,
         &ResolveOptions {
-            cwd: Some(ws),
+            cwd: copy_cwd.then_some(ws),
             identity: Some(id.clone()),
             slot,
             ..Default::default()
@@ -588,4 +602,54 @@ fn dns_is_forwarded_nowhere(
         "the agent's lookups reached a DNS server: {leaked:?}"
     );
     let _ = sh(&["rm", "-f", &rec]);
+}
+
+/// THREAT-MODEL S1 (`docker inspect` of a Dockerfile bottle): an agent
+/// image that keeps its own CMD (no agent `command`) gets its secret env
+/// from the 0600 file too: the container config never holds the value, the
+/// agent's main process does.
+#[test]
+fn dockerfile_agent_secret_env_stays_out_of_docker_inspect() {
+    if !docker_ok() {
+        return;
+    }
+    let fx = fixture_with(
+        "runtime = \"runc\"\n[agent_provider]\ndockerfile = \"images/Dockerfile\"\n\n[env]\nDB_PASSWORD = \"${ENGINE_DB}\"\n\n[resources]\ncpus = 0.5\nmemory = \"256MiB\"\n",
+        false,
+        &[(
+            "bottles/images/Dockerfile",
+            format!("FROM {BASE}\nCMD [\"sleep\", \"infinity\"]\n"),
+        )],
+    );
+    let id = fx.plan.identity.clone();
+    let _cleanup = Cleanup(Vec::new(), Some(id.clone()));
+    let be = DockerBackend::default().with_sidecar_bin(placeholder_sidecar(&fx.root));
+    let running = be
+        .launch(
+            LaunchInput {
+                plan: &fx.plan,
+                state: &fx.state,
+                wiring: &fx.wiring,
+            },
+            &DuctRunner,
+        )
+        .expect("launch");
+    let n = &fx.plan.names;
+    let inspect = out(&["inspect", &n.agent]);
+    assert!(
+        !inspect.contains(DB_SECRET),
+        "the secret env value is in `docker inspect` of a Dockerfile agent"
+    );
+    // The image's own command runs, with the secret in its environment.
+    let (code, env1) = agent_sh(
+        &*running,
+        "tr '\\0' '\\n' < /proc/1/environ; cat /proc/1/cmdline | tr '\\0' ' '",
+    );
+    assert_eq!(code, 0, "{env1}");
+    assert!(
+        env1.contains(&format!("DB_PASSWORD={DB_SECRET}")),
+        "the agent's main process lacks its secret env"
+    );
+    assert!(env1.contains("sleep infinity"), "{env1}");
+    be.remove_all(&id, false, &DuctRunner).unwrap();
 }
