@@ -359,6 +359,16 @@ fn ensure_base(runner: &dyn CommandRunner, image: &str) -> Result<()> {
     if image_exists(runner, image)? {
         return Ok(());
     }
+    // The project's own base image exists nowhere but here: never pull a
+    // namesake (README "base image").
+    if image == bottle_core::plan::DEFAULT_BASE_IMAGE {
+        return Err(Error::Unavailable {
+            backend: "docker".into(),
+            why: format!("the base image `{image}` is missing"),
+            fix: "build it with `cargo xtask seed-base` (debootstrap + docker import, no registry needed)".into(),
+        });
+    }
+    // A base image the bottle names itself: pull exactly that.
     let pulled = runner
         .output(
             &CommandSpec::new("docker")
@@ -371,8 +381,8 @@ fn ensure_base(runner: &dyn CommandRunner, image: &str) -> Result<()> {
     }
     Err(Error::Unavailable {
         backend: "docker".into(),
-        why: format!("base image `{image}` is missing and cannot be pulled"),
-        fix: "run `cargo xtask seed-base` to build it locally (debootstrap + docker import)".into(),
+        why: format!("the base image `{image}` (the bottle's `base_image`) is missing and cannot be pulled"),
+        fix: format!("`docker pull {image}` or build it, or drop `base_image` to use `{}` (`cargo xtask seed-base`)", bottle_core::plan::DEFAULT_BASE_IMAGE),
     })
 }
 

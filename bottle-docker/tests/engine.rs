@@ -242,6 +242,18 @@ fn isolated_agent_lifecycle() {
     assert_ne!(code, 0);
     let insp = out(&["inspect", "--format", "{{.HostConfig.PidsLimit}} {{.HostConfig.Memory}} {{.HostConfig.NanoCpus}} {{.HostConfig.SecurityOpt}} {{.HostConfig.CapDrop}}", &n.agent]);
     assert_eq!(insp, "128 536870912 1000000000 [no-new-privileges] [ALL]");
+    // The bundle has memory and process limits too (issue 13.8).
+    let binsp = out(&[
+        "inspect",
+        "--format",
+        "{{.HostConfig.PidsLimit}} {{.HostConfig.Memory}} {{.HostConfig.MemorySwap}}",
+        &n.bundle,
+    ]);
+    let l = bottle_docker::BundleLimits::default();
+    assert_eq!(
+        binsp,
+        format!("{} {} {}", l.pids, l.memory_bytes, l.memory_bytes)
+    );
 
     // Workspace copy (respecting .bottleignore), agent files and CA trust.
     let (code, ws) = agent_sh(&*running, "cat README.md; test -e secret.txt && echo LEAK; stat -c '%u %a' ~/.gitconfig README.md; cat /etc/ssl/certs/ca-certificates.crt; stat -c '%u' /etc/ssl/certs/ca-certificates.crt; echo $HTTPS_PROXY $NO_PROXY $SSL_CERT_FILE");
@@ -576,7 +588,7 @@ fn dns_is_forwarded_nowhere(
     // ...and forwards nothing: every way of asking for a name in the zone.
     let long = format!("{}.{}", "7a".repeat(31), "c3".repeat(31));
     let probes = [
-        format!("getent hosts a-{nonce}.{zone}"),
+        format!("timeout 3 getent hosts a-{nonce}.{zone}"),
         raw_dns("127.0.0.11", &format!("b-{nonce}.{zone}"), false),
         raw_dns("127.0.0.11", &format!("c-{nonce}.{zone}"), true),
         raw_dns(&rec_egress_ip, &format!("d-{nonce}.{zone}"), false),
@@ -586,8 +598,8 @@ fn dns_is_forwarded_nowhere(
             &format!("f-{nonce}.{zone}"),
             false,
         ),
-        format!("getent hosts {long}.g-{nonce}.{zone}"),
-        format!("getent ahosts {long}.h-{nonce}.{zone}"),
+        format!("timeout 3 getent hosts {long}.g-{nonce}.{zone}"),
+        format!("timeout 3 getent ahosts {long}.h-{nonce}.{zone}"),
     ];
     for p in &probes {
         agent_sh(running, p);

@@ -305,3 +305,162 @@ fn secret_env_never_enters_the_container_config() {
         assert_eq!(handed, secret_env, "{path:?}");
     });
 }
+
+/// Issue 14.9: the default base image is the project's own tag; when it is
+/// missing, launch stops with the fix and never pulls another image.
+#[test]
+fn missing_base_image_is_an_error_with_the_fix_never_a_pull() {
+    let p =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/shell-basic.case");
+    let case = load(&p);
+    assert_eq!(case.plan.provider.base_image, "bottle-base:bookworm");
+    let be = backend(&case.root);
+    let state = bottle_core::StateDir::at(case.root.join("state/main-dev-abc123"));
+    let rec = RecordingRunner::new();
+    rec.reply("docker image inspect", 1, "");
+    let err = be
+        .launch(
+            LaunchInput {
+                plan: &case.plan,
+                state: &state,
+                wiring: &case.wiring,
+            },
+            &rec,
+        )
+        .err()
+        .expect("launch without the base image fails");
+    let text = format!("{err} {err:?}");
+    assert!(text.contains("bottle-base:bookworm"), "{text}");
+    assert!(text.contains("cargo xtask seed-base"), "{text}");
+    assert!(
+        !rec.transcript().contains("docker pull"),
+        "pulled: {}",
+        rec.transcript()
+    );
+    assert!(!rec.transcript().contains("docker network create"));
+}
+
+fn probe_with(info: &str, run_code: i32) -> (DockerBackend, bottle_core::Probe) {
+    let rec = RecordingRunner::new();
+    rec.reply("docker version", 0, "20.10.24+dfsg1\n");
+    rec.reply("docker image inspect", 0, "sha256:x\n");
+    rec.reply("docker info", 0, info);
+    rec.reply("docker run", run_code, "");
+    let be = DockerBackend::default();
+    let p = be.probe(&rec);
+    (be, p)
+}
+
+/// Issue 16 "isolation chosen by a sentence": the runtime follows the
+/// probe's typed result of a real `docker run --runtime runsc`, and
+/// issue 18: the fallback warning is said once.
+#[test]
+fn runtime_follows_the_typed_gvisor_probe_and_warns_once() {
+    use bottle_core::backend::Gvisor;
+    let p =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/shell-basic.case");
+    let case = load(&p);
+    assert_eq!(case.plan.runtime, bottle_core::manifest::Runtime::Auto);
+    let runsc = r#"{"runc":{"path":"runc"},"runsc":{"path":"/usr/bin/runsc"}}"#;
+
+    // registered and the test container ran: gVisor, no warning
+    let (be, probe) = probe_with(runsc, 0);
+    assert_eq!(probe.gvisor(), Some(&Gvisor::Available));
+    let (rt, lines) = be.runtime_lines(&case.plan);
+    assert_eq!(rt, "runsc");
+    assert!(lines.iter().all(|l| !l.contains("WARNING")), "{lines:?}");
+
+    // registered but the container fails: runc, and the reason is kept
+    let (be, probe) = probe_with(runsc, 125);
+    let Some(Gvisor::Unavailable { why }) = probe.gvisor() else {
+        panic!("{probe:?}")
+    };
+    assert!(why.contains("scripted failure"), "{why}");
+    assert_eq!(be.runtime_lines(&case.plan).0, "runc");
+
+    // not registered: runc, and gVisor is mentioned exactly once across
+    // the probe's notes and the preflight's runtime lines
+    let (be, probe) = probe_with(r#"{"runc":{"path":"runc"}}"#, 0);
+    let bottle_core::Probe::Ready { notes, gvisor, .. } = &probe else {
+        panic!("{probe:?}")
+    };
+    assert!(!gvisor.is_available());
+    let (rt, lines) = be.runtime_lines(&case.plan);
+    assert_eq!(rt, "runc");
+    let said = notes
+        .iter()
+        .chain(&lines)
+        .filter(|l| l.contains("gVisor"))
+        .count();
+    assert_eq!(said, 1, "notes {notes:?}, runtime lines {lines:?}");
+    assert!(lines[0].starts_with("WARNING: gVisor (runsc) is not available (not registered"));
+    // the DNS construction is reported with the engine's version
+    assert!(
+        notes
+            .iter()
+            .any(|n| n.contains("DNS: engine 20.10.24+dfsg1 forwards")
+                && n.contains("--dns 127.0.0.1")),
+        "{notes:?}"
+    );
+}
+
+#[test]
+fn engine_versions_with_the_dns_fix() {
+    use bottle_docker::engine_forwards_internal_dns as f;
+    for (v, want) in [
+        ("20.10.24+dfsg1", Some(true)),
+        ("23.0.10", Some(true)),
+        ("23.0.11", Some(false)),
+        ("24.0.9", Some(true)),
+        ("25.0.3", Some(true)),
+        ("25.0.4", Some(false)),
+        ("26.0.0", Some(false)),
+        ("28.1.1", Some(false)),
+        ("dev", None),
+    ] {
+        assert_eq!(f(v), want, "{v}");
+    }
+}
+
+/// Issue 13.8: the bundle container has memory and process limits
+/// (defaults, or what the operator configured), no swap beyond memory.
+#[test]
+fn bundle_has_memory_and_pids_limits() {
+    let p =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/shell-basic.case");
+    let case = load(&p);
+    let state = bottle_core::StateDir::at(case.root.join("state/main-dev-abc123"));
+    let bundle_args = |be: DockerBackend| {
+        be.render(LaunchInput {
+            plan: &case.plan,
+            state: &state,
+            wiring: &case.wiring,
+        })
+        .unwrap()
+        .steps
+        .into_iter()
+        .find(|s| s.name == "create bundle container")
+        .unwrap()
+        .run
+        .args
+    };
+    let flag = |args: &[String], f: &str| {
+        args.windows(2)
+            .find(|w| w[0] == f)
+            .map(|w| w[1].clone())
+            .unwrap_or_else(|| panic!("no {f} in {args:?}"))
+    };
+    let d =
+        bundle_args(backend(&case.root).with_bundle_limits(bottle_docker::BundleLimits::default()));
+    assert_eq!(flag(&d, "--memory"), (512u64 << 20).to_string());
+    assert_eq!(flag(&d, "--memory-swap"), (512u64 << 20).to_string());
+    assert_eq!(flag(&d, "--pids-limit"), "512");
+    let c = bundle_args(
+        backend(&case.root).with_bundle_limits(bottle_docker::BundleLimits {
+            memory_bytes: 1 << 30,
+            pids: 128,
+        }),
+    );
+    assert_eq!(flag(&c, "--memory"), (1u64 << 30).to_string());
+    assert_eq!(flag(&c, "--pids-limit"), "128");
+}
