@@ -37,7 +37,7 @@
 
 mod config;
 mod model;
-mod policy;
+pub(crate) mod policy;
 pub mod queue;
 mod server;
 mod store;
