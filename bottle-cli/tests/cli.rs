@@ -159,7 +159,7 @@ fn missing_host_variable_names_it() {
     assert!(bottle(home, &["init"], None).status.success());
     std::fs::write(
         home.join("bottles/dev.toml"),
-        "[env]\nTOKEN_FROM_HOST = \"${BOTTLE_TEST_SURELY_UNSET_VAR}\"\n",
+        "[env]\nTOKEN_FROM_HOST = { secret = \"${BOTTLE_TEST_SURELY_UNSET_VAR}\" }\n",
     )
     .unwrap();
     let o = bottle(home, &["plan", "demo"], None);

@@ -282,7 +282,7 @@ fn run_suite(t: Target) {
 template = "shell"
 
 [env]
-DB_PASSWORD = "${{SEC_DB_PASSWORD}}"
+DB_PASSWORD = {{ secret = "${{SEC_DB_PASSWORD}}" }}
 
 [[egress.routes]]
 host = "echo.test"

@@ -101,7 +101,7 @@ fn manifests(loader: &Loader) -> Vec<ManifestReport> {
             Ok(env) => {
                 let suspicious: Vec<String> = env
                     .iter()
-                    .filter(|(k, v)| looks_like_secret(k, v))
+                    .filter(|(k, v)| looks_like_secret(k, v.raw()))
                     .map(|(k, _)| k.clone())
                     .collect();
                 if suspicious.is_empty() {

@@ -62,7 +62,8 @@ pub fn summary(p: &BottlePlan) -> String {
         .iter()
         .map(|(k, v)| match v {
             EnvEntry::Literal(_) => k.clone(),
-            EnvEntry::Secret(_) => format!("{k} (secret)"),
+            EnvEntry::Secret(_) if p.held_env.contains(k) => format!("{k} (secret, held)"),
+            EnvEntry::Secret(_) => format!("{k} (from host)"),
         })
         .collect();
     line(
