@@ -626,7 +626,7 @@ fn dockerfile_agent_secret_env_stays_out_of_docker_inspect() {
         return;
     }
     let fx = fixture_with(
-        "runtime = \"runc\"\n[agent_provider]\ndockerfile = \"images/Dockerfile\"\n\n[env]\nDB_PASSWORD = \"${ENGINE_DB}\"\n\n[resources]\ncpus = 0.5\nmemory = \"256MiB\"\n",
+        "runtime = \"runc\"\n[agent_provider]\ndockerfile = \"images/Dockerfile\"\n\n[env]\nDB_PASSWORD = { secret = \"${ENGINE_DB}\" }\n\n[resources]\ncpus = 0.5\nmemory = \"256MiB\"\n",
         false,
         &[(
             "bottles/images/Dockerfile",
