@@ -191,9 +191,20 @@ impl FileList {
                 fs::copy(&src, &dst).map_err(|e| Error::io("copying", src.clone(), e))?;
             }
         }
+        // Only files are listed: a repo with no commits has empty `refs/`
+        // and `objects/`, without which git does not see a repository.
+        if self.files.iter().any(|f| f.starts_with(".git")) {
+            for d in GIT_SKELETON {
+                let dir = dest.join(".git").join(d);
+                fs::create_dir_all(&dir).map_err(|e| Error::io("creating", dir, e))?;
+            }
+        }
         Ok(())
     }
 }
+
+/// The directories `git init` creates that a repository needs even empty.
+const GIT_SKELETON: [&str; 4] = ["objects/info", "objects/pack", "refs/heads", "refs/tags"];
 
 #[cfg(test)]
 mod tests {
@@ -249,6 +260,37 @@ mod tests {
         l.stage(&dest.join("ws")).unwrap();
         assert!(dest.join("ws/src/main.rs").is_file());
         assert!(!dest.join("ws/.env").exists());
+    }
+
+    #[test]
+    fn an_empty_repo_stays_a_repo() {
+        let (_d, root) = tmp();
+        duct::cmd!("git", "init", "-q", root.as_str())
+            .stdout_null()
+            .run()
+            .unwrap();
+        fs::write(root.join("notes.txt"), "not committed").unwrap();
+        let (_d2, dest) = tmp();
+        let ws = dest.join("ws");
+        list(&root).unwrap().stage(&ws).unwrap();
+        let o = duct::cmd!(
+            "git",
+            "-C",
+            ws.as_str(),
+            "rev-parse",
+            "--is-inside-work-tree"
+        )
+        .stdout_capture()
+        .stderr_capture()
+        .unchecked()
+        .run()
+        .unwrap();
+        assert!(
+            o.status.success(),
+            "not a git repository: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        assert!(ws.join("notes.txt").is_file());
     }
 
     #[test]

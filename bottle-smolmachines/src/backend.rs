@@ -9,7 +9,9 @@
 
 use std::time::{Duration, Instant};
 
-use bottle_core::backend::{Backend, Health, LaunchInput, LaunchScript, Probe, Resource, Running};
+use bottle_core::backend::{
+    Backend, Health, LaunchInput, LaunchScript, LogOptions, Probe, Resource, Running,
+};
 use bottle_core::command::{failure, CommandRunner, CommandSpec, Output};
 use bottle_core::plan::{BottlePlan, Identity};
 use bottle_core::state::{Metadata, StateDir};
@@ -522,32 +524,25 @@ impl Running for SmolRunning {
         runner.interactive(&self.exec_spec(self.agent_command.clone(), true))
     }
 
-    fn logs(&self, sidecar: Option<&str>, follow: bool, runner: &dyn CommandRunner) -> Result<i32> {
-        let spec = match sidecar {
-            Some(_) => {
-                let mut a = vec!["logs".to_owned()];
-                if follow {
-                    a.push("--follow".into());
-                }
-                a.push(self.names.bundle.clone());
-                CommandSpec::new(DOCKER).args(a)
-            }
-            None => {
-                let mut a = vec![
-                    "--error-format".to_owned(),
-                    "json".into(),
-                    "machine".into(),
-                    "logs".into(),
-                    "--name".into(),
-                    self.names.machine.clone(),
-                ];
-                if follow {
-                    a.push("--follow".into());
-                }
-                CommandSpec::new(&self.smolvm.program).args(a)
-            }
-        };
-        runner.interactive(&spec)
+    fn logs(&self, opts: &LogOptions, runner: &dyn CommandRunner) -> Result<i32> {
+        if opts.tail.is_some() || opts.since.is_some() {
+            return Err(Error::other(
+                "smolvm cannot select part of a machine's log (--tail/--since)",
+                "drop --tail/--since (or pipe through `tail`)",
+            ));
+        }
+        let mut a = vec![
+            "--error-format".to_owned(),
+            "json".into(),
+            "machine".into(),
+            "logs".into(),
+            "--name".into(),
+            self.names.machine.clone(),
+        ];
+        if opts.follow {
+            a.push("--follow".into());
+        }
+        runner.interactive(&CommandSpec::new(&self.smolvm.program).args(a))
     }
 
     fn health(&self, runner: &dyn CommandRunner) -> Result<Health> {
