@@ -178,6 +178,8 @@ pub struct EgressSection {
     pub dlp: Option<bool>,
     /// How much of a body to scan (default `1MiB`).
     pub max_body_scan: Option<String>,
+    /// DLP pattern rules (by gitleaks/bottle rule id) this bottle turns off.
+    pub dlp_disable: Option<Vec<String>>,
 }
 
 /// `[[egress.routes]]`.
@@ -687,6 +689,16 @@ pub fn agent_from_text(path: &Utf8Path, text: &str, source: AgentSource) -> Resu
         }
     }
     if let Some(cmd) = &file.command {
+        if let Some(rule) = cmd.iter().find_map(|a| bottle_dlp::pattern_hit(a)) {
+            let (line, column) = key_position(text, "command");
+            return Err(Error::Manifest {
+                file: path.to_owned(),
+                line,
+                column,
+                message: format!("`command` carries a literal credential (matches `{rule}`)"),
+                fix: "never put a secret in a command: hold it with an egress route's auth (token = \"${VAR}\") or a bottle env entry { secret = \"${VAR}\" }".into(),
+            });
+        }
         if cmd.is_empty() || cmd[0].is_empty() {
             return Err(err(
                 "`command` is empty".into(),
@@ -977,6 +989,15 @@ fn validate_env(
                 format!("host variables and ?prompt come only from $BOTTLE_HOME: set {k} in the bottle ($BOTTLE_HOME/bottles/) or in a home agent ($BOTTLE_HOME/agents/), or write a literal value"),
             ));
         }
+        if !v.from_host() {
+            if let Some(rule) = bottle_dlp::pattern_hit(raw) {
+                return Err(ck.fail(
+                    k,
+                    format!("`env.{k}` is a literal credential (matches `{rule}`); the agent would hold it and anyone who reads this file has it"),
+                    format!("export it on the host and write {k} = {{ secret = \"${{{k}}}\" }} in $BOTTLE_HOME; better, let an egress route's auth hold an API token so the agent never sees it"),
+                ));
+            }
+        }
         match v {
             EnvValue::Secret { secret } if !secret.starts_with('?') && refs.is_empty() => {
                 return Err(ck.fail(
@@ -1175,6 +1196,19 @@ fn validate_bottle(path: &Utf8Path, text: &str, b: &BottleFile) -> Result<()> {
         if let Some(s) = &e.max_body_scan {
             units::parse_bytes(s)
                 .map_err(|why| ck.fail("max_body_scan", why, "e.g. max_body_scan = \"1MiB\""))?;
+        }
+        for id in e.dlp_disable.iter().flatten() {
+            let ok = !id.is_empty()
+                && id
+                    .bytes()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.'));
+            if !ok {
+                return Err(ck.fail(
+                    "dlp_disable",
+                    format!("`{id}` is not a DLP rule id"),
+                    "name rules by id, e.g. dlp_disable = [\"generic-api-key\"] (ids: docs/security.md)",
+                ));
+            }
         }
         for r in e.routes.iter().flatten() {
             if !valid_route_host(&r.host) {

@@ -306,6 +306,9 @@ pub struct EgressPlan {
     pub dlp: bool,
     /// Bytes of body scanned.
     pub max_body_scan: u64,
+    /// DLP pattern rule ids turned off for this bottle.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub dlp_disable: Vec<String>,
 }
 
 /// A gated git remote.
@@ -624,6 +627,19 @@ pub fn resolve(
                 fix: "use --env NAME=VALUE".into(),
             });
         }
+        if let Some(rule) = bottle_dlp::pattern_hit(v) {
+            return Err(Error::Manifest {
+                file: "<command line>".into(),
+                line: None,
+                column: None,
+                message: format!(
+                    "`--env {k}=...` is a literal credential (matches `{rule}`); a secret on a command line ends up in shell history and process lists, and the agent would hold it"
+                ),
+                fix: format!(
+                    "export {k} on the host and reference it from the bottle: {k} = {{ secret = \"${{{k}}}\" }}"
+                ),
+            });
+        }
         held_env.remove(k);
         env.insert(k.clone(), EnvEntry::Literal(v.clone()));
     }
@@ -693,6 +709,7 @@ pub fn resolve(
             .transpose()
             .map_err(|e| Error::other(e, "fix egress.max_body_scan"))?
             .unwrap_or(1 << 20),
+        dlp_disable: eg.dlp_disable.clone().unwrap_or_default(),
     };
 
     // git

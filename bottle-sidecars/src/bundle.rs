@@ -63,6 +63,31 @@ pub struct BundleConfig {
     /// The supervise MCP server.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub supervise: Option<SuperviseSection>,
+    /// DLP rules for egress and git-gate (one engine): operator rule files
+    /// and disabled ids. Absent = the built-in rules.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dlp: Option<DlpSection>,
+}
+
+/// `[dlp]`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DlpSection {
+    /// Dir of gitleaks-format `*.toml` rule files added to the built-ins.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rules_dir: Option<PathBuf>,
+    /// Rule ids turned off.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub disable: Vec<String>,
+}
+
+impl DlpSection {
+    /// Load the rules and put them in force for every detector built from
+    /// now on. On error the rules in force stay (built-ins at start) and the
+    /// error is returned (file, line and rule; never scanned data).
+    pub fn install(&self) -> Result<std::sync::Arc<bottle_dlp::RuleSet>, bottle_dlp::RuleError> {
+        bottle_dlp::rules::reload(self.rules_dir.as_deref(), &self.disable)
+    }
 }
 
 /// `[egress]`.
@@ -379,6 +404,23 @@ pub async fn run(
     audit: AuditLog,
     on_ready: impl FnOnce(&[(String, SocketAddr)]),
 ) -> Exit {
+    if let Some(dlp) = &config.dlp {
+        match dlp.install() {
+            Ok(set) => audit.record(
+                "bundle",
+                json!({"event": "dlp-rules", "rules": set.len(), "disabled": dlp.disable}),
+            ),
+            Err(e) => {
+                eprintln!(
+                    "bottle-sidecar: DLP rules not loaded, built-in rules stay in force: {e}"
+                );
+                audit.record(
+                    "bundle",
+                    json!({"event": "dlp-rules-error", "error": e.to_string()}),
+                );
+            }
+        }
+    }
     let sup = supervisor(config, &audit);
     audit.record("bundle", json!({"event": "start", "daemons": sup.names()}));
     let exit = sup

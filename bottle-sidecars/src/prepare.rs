@@ -35,7 +35,7 @@ use bottle_core::{Error, Result, StateDir, Template};
 use camino::{Utf8Path, Utf8PathBuf};
 use serde::Serialize;
 
-use crate::bundle::{BundleConfig, EgressSection, GitGateSection, SuperviseSection};
+use crate::bundle::{BundleConfig, DlpSection, EgressSection, GitGateSection, SuperviseSection};
 use crate::git_gate::config::{GateConfig, PushRule, RemoteConfig};
 use crate::supervise::SvConfig;
 
@@ -212,6 +212,7 @@ impl Prepare for EgressPrepare {
         // say now; only the operator's unexpired grants are carried over.
         let text = with_live_grants(routes_toml(plan), &routes, "routes", |_| true)?;
         atomic_write(&routes, text.as_bytes(), Some(0o644))?;
+        copy_dlp_rules(plan, ctx.state)?;
         let proxy = format!("http://{}:{}", ctx.bundle_host, plan.ports.egress);
         let mut env = BTreeMap::new();
         for k in [
@@ -247,6 +248,69 @@ impl Prepare for EgressPrepare {
             ports: vec![plan.ports.egress],
             ..Wiring::default()
         })
+    }
+}
+
+/// The operator's DLP rule files (`$BOTTLE_HOME/dlp/*.toml`), checked with
+/// the bottle's `dlp_disable`, copied into `egress/dlp/` for the bundle
+/// (which loads them for egress and git-gate alike). A broken file or an
+/// unknown id refuses the start with the file, line and rule.
+fn copy_dlp_rules(plan: &BottlePlan, state: &StateDir) -> Result<()> {
+    let dest = state.dlp_rules_dir();
+    let src = state.home_root().map(|h| h.join("dlp"));
+    check_dlp_rules(src.as_deref(), &plan.egress.dlp_disable)?;
+    create_private_dir(&dest)?;
+    // a restart copies afresh: drop files the operator removed
+    if let Ok(old) = bottle_dlp::rules::rule_files(dest.as_std_path()) {
+        for f in old {
+            let _ = std::fs::remove_file(f);
+        }
+    }
+    let files = match &src {
+        Some(src) => bottle_dlp::rules::rule_files(src.as_std_path()).map_err(dlp_error)?,
+        None => Vec::new(),
+    };
+    for f in files {
+        let name = f
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let text = std::fs::read(&f).map_err(|e| {
+            Error::io(
+                "reading",
+                Utf8PathBuf::from(f.to_string_lossy().into_owned()),
+                e,
+            )
+        })?;
+        atomic_write(&dest.join(name), &text, Some(0o644))?;
+    }
+    Ok(())
+}
+
+/// Check the rule files in `dir` (built-ins + `*.toml`) and `disable`
+/// (`bottle check` and start use this). The error names file, line, rule.
+pub fn check_dlp_rules(dir: Option<&Utf8Path>, disable: &[String]) -> Result<()> {
+    bottle_dlp::RuleSet::load(dir.map(Utf8Path::as_std_path), disable)
+        .map(|_| ())
+        .map_err(dlp_error)
+}
+
+fn dlp_error(e: bottle_dlp::RuleError) -> Error {
+    if e.file == "dlp_disable" {
+        return Error::other(
+            format!("egress.dlp_disable: {e}"),
+            "name a rule id from docs/security.md or from a file in $BOTTLE_HOME/dlp",
+        );
+    }
+    Error::Manifest {
+        file: Utf8PathBuf::from(e.file.clone()),
+        line: e.line,
+        column: None,
+        message: match &e.rule {
+            Some(r) => format!("DLP rule `{r}`: {}", e.message),
+            None => format!("DLP rule file: {}", e.message),
+        },
+        fix: "fix or remove the file in $BOTTLE_HOME/dlp (gitleaks rule format; see docs/security.md)".into(),
     }
 }
 
@@ -602,6 +666,10 @@ pub fn write_bundle_config(plan: &BottlePlan, state: &StateDir) -> Result<()> {
             listen: any(plan.ports.supervise),
             config: bundle_path("supervise/sv.toml"),
             queue: bundle_path("queue"),
+        }),
+        dlp: Some(DlpSection {
+            rules_dir: Some(bundle_path("egress/dlp")),
+            disable: plan.egress.dlp_disable.clone(),
         }),
     };
     let path = state.bundle_config_path();

@@ -96,6 +96,7 @@ queue = "/bottle/queue"
         egress: None,
         git_gate: None,
         supervise: None,
+        dlp: None,
     };
     assert!(empty.save(&path).unwrap_err().contains("no daemon"));
     let mut clash = config.clone();
@@ -260,6 +261,7 @@ fn write_bundle_full(
         egress,
         git_gate,
         supervise: Some(supervise),
+        dlp: None,
     };
     let path = dir.join("bundle.toml");
     config.save(&path).unwrap();

@@ -95,6 +95,25 @@ pub fn summary(p: &BottlePlan) -> String {
     }
     if let Some(w) = &p.workspace {
         line("workspace", format!("{w} (copied into the image)"));
+        #[cfg(feature = "docker")]
+        match bottle_docker::workspace::list(w).and_then(|l| l.git_credentials()) {
+            Ok(found) if found.is_empty() => {}
+            Ok(found) => line(
+                "",
+                format!(
+                    "git credentials removed from the copy: {}",
+                    found
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            ),
+            Err(e) => line(
+                "",
+                format!("the copy's git config could not be checked: {e}"),
+            ),
+        }
     }
     let env: Vec<String> = p
         .env
