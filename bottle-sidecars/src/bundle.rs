@@ -104,6 +104,12 @@ pub struct EgressSection {
     /// Held-secrets dir (overrides `secrets_dir` in routes.toml).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secrets_dir: Option<PathBuf>,
+    /// Tests only: an extra PEM trust root for upstream TLS, added to the
+    /// built-in webpki roots. Written by the host only when the operator's
+    /// environment sets `BOTTLE_TEST_UPSTREAM_CA` (docs/security.md, "Test
+    /// hooks"); the agent cannot reach bundle.toml (S8).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upstream_ca: Option<PathBuf>,
 }
 
 /// `[git_gate]`.
@@ -374,6 +380,7 @@ pub fn supervisor(config: &BundleConfig, audit: &AuditLog) -> Supervisor {
     if let Some(e) = &config.egress {
         let mut opts = egress::Options::new(e.routes.clone(), e.ca_dir.clone(), e.listen);
         opts.secrets_dir = e.secrets_dir.clone();
+        opts.upstream_ca = e.upstream_ca.clone();
         let audit = audit.clone();
         sup.add("egress", move |ready| egress::serve(opts, audit, ready));
     }

@@ -213,6 +213,7 @@ fn egress_section(state: &Path, listen: SocketAddr) -> EgressSection {
         routes: state.join("egress/routes.toml"),
         ca_dir,
         secrets_dir: Some(state.join("secrets")),
+        upstream_ca: None,
     }
 }
 

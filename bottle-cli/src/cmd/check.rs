@@ -289,12 +289,29 @@ pub fn run(cli: &Cli, a: &Args) -> Result<u8> {
         if report.manifests.is_empty() {
             println!("  none — run `bottle init` to create an example bottle and agent\n");
         } else {
+            // the DETAIL column starts after the widest STATUS, KIND, FILE
+            let col = |f: &dyn Fn(&ManifestReport) -> usize, head: &str| {
+                report
+                    .manifests
+                    .iter()
+                    .map(f)
+                    .chain([head.len()])
+                    .max()
+                    .unwrap_or(0)
+                    + 2
+            };
+            let pad = col(&|m| m.status.len(), "STATUS")
+                + col(&|m| m.kind.len(), "KIND")
+                + col(
+                    &|m| m.path.file_name().unwrap_or("").chars().count(),
+                    "FILE",
+                );
             let rows: Vec<Vec<String>> = report
                 .manifests
                 .iter()
                 .map(|m| {
                     let detail = match (&m.message, &m.fix) {
-                        (Some(msg), Some(fix)) => format!("{msg}\n{:>25}fix: {fix}", ""),
+                        (Some(msg), Some(fix)) => format!("{msg}\n{:pad$}fix: {fix}", ""),
                         (Some(msg), None) => msg.clone(),
                         _ => String::new(),
                     };

@@ -319,7 +319,9 @@ pub fn run(cli: &Cli, a: &Args) -> Result<u8> {
             cli.quiet,
             probe.gvisor().cloned(),
         )?;
-        let mut meta = metadata(&plan, &runtime, Phase::Running);
+        // the launching record, now running (same `created`: AGE goes on)
+        let mut meta = state.read_metadata()?;
+        meta.phase = Phase::Running;
         meta.owner_pid = None;
         state.write_metadata(&meta)?;
         Ok((plan, Some(running)))
