@@ -198,6 +198,10 @@ pub struct RouteSection {
     pub auth: Option<RouteAuth>,
     /// Allow private/loopback targets (default false).
     pub allow_private: Option<bool>,
+    /// Let `auth` be sent over plain HTTP (default false; needs `port`;
+    /// `bottle check` warns). Without it a plain-HTTP request to a route
+    /// with `auth` is refused.
+    pub plaintext: Option<bool>,
 }
 
 /// `egress.routes.auth`.

@@ -293,6 +293,8 @@ pub struct RoutePlan {
     pub methods: Vec<String>,
     /// Private targets allowed.
     pub allow_private: bool,
+    /// `auth` may be sent over plain HTTP (needs `port`).
+    pub plaintext: bool,
     /// Credential to inject.
     pub auth: Option<RouteAuthPlan>,
 }
@@ -648,6 +650,18 @@ pub fn resolve(
     let eg = b.egress.clone().unwrap_or_default();
     let mut routes = Vec::new();
     for r in eg.routes.iter().flatten() {
+        if r.plaintext == Some(true) && r.port.is_none() {
+            return Err(Error::Manifest {
+                file: bottle_file.to_owned(),
+                line: None,
+                column: None,
+                message: format!(
+                    "egress route `{}`: plaintext = true needs an explicit `port`",
+                    r.host
+                ),
+                fix: "name the plain-HTTP port (e.g. `port = 8080`), or drop `plaintext` and use https".into(),
+            });
+        }
         let auth = match &r.auth {
             Some(a) => Some(RouteAuthPlan {
                 scheme: AuthScheme::parse(&a.scheme),
@@ -666,6 +680,7 @@ pub fn resolve(
             paths: r.paths.clone().unwrap_or_default(),
             methods: r.methods.clone().unwrap_or_default(),
             allow_private: r.allow_private.unwrap_or(false),
+            plaintext: r.plaintext.unwrap_or(false),
             auth,
         });
     }
@@ -685,6 +700,7 @@ pub fn resolve(
                 paths: Vec::new(),
                 methods: Vec::new(),
                 allow_private: false,
+                plaintext: false,
                 auth: Some(auth),
             }),
         }
