@@ -112,7 +112,7 @@ pub struct ProviderSection {
     pub template: Option<Template>,
     /// Or a user Dockerfile (relative to the bottle file).
     pub dockerfile: Option<String>,
-    /// Base image (default `debian:bookworm-slim`).
+    /// Base image (default `bottle-base:bookworm`, from `cargo xtask seed-base`).
     pub base_image: Option<String>,
     /// The provider's own API key, held by egress.
     pub auth: Option<ProviderAuth>,

@@ -21,8 +21,10 @@ use crate::units;
 
 /// Current `bottle plan --json` schema version.
 pub const PLAN_SCHEMA: u32 = 1;
-/// Default base image of agent images.
-pub const DEFAULT_BASE_IMAGE: &str = "debian:bookworm-slim";
+/// Default base image of agent and bundle images: the project's own tag,
+/// built by `cargo xtask seed-base` (never an official image's name, never
+/// pulled).
+pub const DEFAULT_BASE_IMAGE: &str = "bottle-base:bookworm";
 /// Label carrying the identity on every resource.
 pub const LABEL_IDENTITY: &str = "dev.bottle.identity";
 /// Placeholder the agent sees instead of a provider API key.

@@ -270,11 +270,18 @@ fn backends() -> Vec<BackendReport> {
                 fix: Some(format!("rebuild with --features {}", entry.feature)),
             },
             Some(make) => match make().probe(&runner) {
-                Probe::Ready { version, notes } => BackendReport {
+                Probe::Ready {
+                    version,
+                    mut notes,
+                    gvisor,
+                } => BackendReport {
                     name: entry.name,
                     status: "ready",
                     version: Some(version),
-                    notes,
+                    notes: {
+                        notes.extend(gvisor.note());
+                        notes
+                    },
                     why: None,
                     fix: None,
                 },
