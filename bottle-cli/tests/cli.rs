@@ -135,6 +135,35 @@ fn check_reports_a_broken_manifest_with_file_and_fix() {
 }
 
 #[test]
+fn check_warns_about_routes_that_send_credentials_in_clear_text() {
+    let dir = fresh();
+    let home = dir.path();
+    assert!(bottle(home, &["init"], None).status.success());
+    std::fs::write(
+        home.join("bottles/clear.toml"),
+        "[[egress.routes]]\nhost = \"legacy.example.com\"\nport = 8080\nplaintext = true\nauth = { scheme = \"bearer\", token = \"?token\" }\n",
+    )
+    .unwrap();
+    let o = bottle(home, &["check", "--json"], None);
+    let report: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let clear: Vec<_> = report["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["path"].as_str().unwrap().ends_with("clear.toml"))
+        .cloned()
+        .collect();
+    assert_eq!(clear.len(), 1, "{clear:?}");
+    assert_eq!(clear[0]["status"], "warning");
+    let msg = clear[0]["message"].as_str().unwrap();
+    assert!(
+        msg.contains("legacy.example.com:8080") && msg.contains("plain HTTP"),
+        "{msg}"
+    );
+    assert!(clear[0]["fix"].as_str().unwrap().contains("https"));
+}
+
+#[test]
 fn unknown_backend_lists_the_known_ones() {
     let dir = fresh();
     let home = dir.path();
