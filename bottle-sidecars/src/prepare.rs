@@ -155,6 +155,8 @@ struct RouteFile<'a> {
     #[serde(skip_serializing_if = "<[String]>::is_empty")]
     methods: &'a [String],
     allow_private: bool,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    plaintext: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     auth: Option<AuthFile>,
 }
@@ -183,6 +185,7 @@ pub fn routes_toml(plan: &BottlePlan) -> String {
                 paths: &r.paths,
                 methods: &r.methods,
                 allow_private: r.allow_private,
+                plaintext: r.plaintext,
                 auth: r.auth.as_ref().map(|a| AuthFile {
                     scheme: a.scheme.as_manifest(),
                     secret: a.secret_name.clone(),
@@ -213,6 +216,7 @@ impl Prepare for EgressPrepare {
         let text = with_live_grants(routes_toml(plan), &routes, "routes", |_| true)?;
         atomic_write(&routes, text.as_bytes(), Some(0o644))?;
         copy_dlp_rules(plan, ctx.state)?;
+        test_upstream_ca(ctx.state)?;
         let proxy = format!("http://{}:{}", ctx.bundle_host, plan.ports.egress);
         let mut env = BTreeMap::new();
         for k in [
@@ -248,6 +252,45 @@ impl Prepare for EgressPrepare {
             ports: vec![plan.ports.egress],
             ..Wiring::default()
         })
+    }
+}
+
+/// Test hook (host side only): the environment variable naming an extra
+/// PEM trust root for egress's upstream TLS connections. The security suite
+/// uses it to put a test-CA-signed HTTPS upstream behind the bottle's CA
+/// (docs/security.md, "Test hooks"). The agent cannot set the operator's
+/// environment nor reach `bundle.toml` (S8).
+pub const TEST_UPSTREAM_CA_ENV: &str = "BOTTLE_TEST_UPSTREAM_CA";
+
+/// File name of the test upstream trust root in the state's `egress/` dir.
+const TEST_UPSTREAM_CA_FILE: &str = "test-upstream-ca.pem";
+
+/// Copy `$BOTTLE_TEST_UPSTREAM_CA` into the state's `egress/` dir (or remove
+/// a copy a previous prepare left when the variable is unset now).
+fn test_upstream_ca(state: &StateDir) -> Result<()> {
+    let dest = state.egress_dir().join(TEST_UPSTREAM_CA_FILE);
+    match std::env::var_os(TEST_UPSTREAM_CA_ENV) {
+        Some(src) if !src.is_empty() => {
+            let src = PathBuf::from(src);
+            let pem = std::fs::read(&src).map_err(|e| {
+                Error::other(
+                    format!("cannot read {TEST_UPSTREAM_CA_ENV}={}: {e}", src.display()),
+                    format!(
+                        "unset {TEST_UPSTREAM_CA_ENV} (a test-only hook) or point it at a PEM file"
+                    ),
+                )
+            })?;
+            eprintln!(
+                "warning: {TEST_UPSTREAM_CA_ENV} is set: this bottle's egress also trusts {} for upstream TLS (a test-only hook)",
+                src.display()
+            );
+            atomic_write(&dest, &pem, Some(0o644))
+        }
+        _ => match std::fs::remove_file(&dest) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(Error::io("removing", dest, e)),
+        },
     }
 }
 
@@ -651,11 +694,19 @@ pub fn write_bundle_config(plan: &BottlePlan, state: &StateDir) -> Result<()> {
     let config = BundleConfig {
         identity: plan.identity.to_string(),
         audit: bundle_path("audit/audit.jsonl"),
+        audit_rotation: None,
         egress: Some(EgressSection {
             listen: any(plan.ports.egress),
             routes: bundle_path("egress/routes.toml"),
             ca_dir: bundle_path("ca"),
             secrets_dir: Some(bundle_path("secrets")),
+            max_connections: None,
+            max_buffered_bytes: None,
+            upstream_ca: state
+                .egress_dir()
+                .join(TEST_UPSTREAM_CA_FILE)
+                .exists()
+                .then(|| bundle_path(&format!("egress/{TEST_UPSTREAM_CA_FILE}"))),
         }),
         git_gate: (!plan.git.remotes.is_empty()).then(|| GitGateSection {
             listen: any(plan.ports.git_gate),

@@ -172,7 +172,7 @@ pub fn poll(spec: &CommandSpec, deadline: Duration, runner: &dyn CommandRunner) 
 }
 
 /// Check what smolvm recorded for the new machine: the allowlist is exactly
-/// the bundle alias, networking is on (so the allowlist is what limits it),
+/// the bundle's endpoint (`Addresses::agent_endpoint`), networking is on (so the allowlist is what limits it),
 /// the identity label is there, and the image is the archive we saved (by
 /// content digest). Any difference aborts the launch before the VM starts.
 pub fn verify_machine(p: &SmolmachinesPlan, ls_json: &str) -> Result<()> {
@@ -270,8 +270,12 @@ impl Backend for SmolmachinesBackend {
 
     fn bundle_host(&self, plan: &BottlePlan) -> String {
         // slots are bounded by the state allocation, so this cannot fail for
-        // an allocated plan; fall back to the first alias for previews
-        crate::plan::bundle_host(plan).unwrap_or_else(|_| "127.77.1.1".to_owned())
+        // an allocated plan; fall back to slot 0's endpoint for previews
+        crate::plan::bundle_host(plan, self.host_os).unwrap_or_else(|_| {
+            crate::net::Addresses::for_slot(0)
+                .map(|a| a.agent_endpoint(self.host_os).to_string())
+                .unwrap_or_default()
+        })
     }
 
     fn probe(&self, runner: &dyn CommandRunner) -> Probe {
