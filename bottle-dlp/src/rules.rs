@@ -736,10 +736,14 @@ fn line_around(data: &[u8], start: usize, end: usize) -> &[u8] {
         .iter()
         .rposition(|b| *b == b'\n')
         .map_or(0, |i| i + 1);
-    let to = data[end..]
+    // The line the match starts on: a match may end on the newline that
+    // terminates it (the rule's trailing delimiter class holds `\s`), and
+    // that must not pull the next line into an anchored line allowlist.
+    let _ = end;
+    let to = data[start..]
         .iter()
         .position(|b| *b == b'\n')
-        .map_or(data.len(), |i| end + i);
+        .map_or(data.len(), |i| start + i);
     &data[from..to]
 }
 
