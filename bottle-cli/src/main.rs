@@ -42,6 +42,8 @@ pub struct Cli {
 }
 
 fn main() -> ExitCode {
+    // `COMPLETE=<shell> bottle ...`: answer a completion request and exit.
+    clap_complete::CompleteEnv::with_factory(<Cli as clap::CommandFactory>::command).complete();
     let cli = Cli::parse();
     init_tracing(cli.verbose);
     match cmd::run(&cli) {

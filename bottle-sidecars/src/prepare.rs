@@ -516,14 +516,16 @@ pub struct AppliedCapability {
     pub id: String,
     /// `kind: detail`.
     pub summary: String,
-    /// Whether it changed the plan (resource asks do; a package or a tool
-    /// must be added to the bottle's image by the operator).
-    pub applied: bool,
+    /// What it set (`memory limit 8 GiB (… bytes)`), or why it was not
+    /// applied (a package or a tool must be added to the bottle's image by
+    /// the operator; a resource detail that does not parse).
+    pub outcome: Result<String, String>,
 }
 
 /// Apply a bottle's approved capability requests to its plan (SPEC §5:
-/// recorded, applied on resume). `memory`, `cpus` and `pids` change the
-/// limits; anything else is returned with `applied: false`.
+/// recorded, applied on resume). Resource kinds (`memory`, `cpu`, `pids`)
+/// change the limits, read by [`crate::supervise::parse_capability`];
+/// anything else is returned with `outcome: Err(..)`.
 pub fn apply_capabilities(
     plan: &mut BottlePlan,
     state: &std::path::Path,
@@ -535,31 +537,20 @@ pub fn apply_capabilities(
         let RequestKind::Capability { kind, detail } = &req.kind else {
             continue;
         };
-        let value = detail.trim();
-        let applied = match kind.as_str() {
-            "memory" => bottle_core::units::parse_bytes(value)
-                .ok()
-                .filter(|b| *b >= 64 << 20)
-                .map(|b| plan.resources.memory_bytes = b)
-                .is_some(),
-            "cpus" => value
-                .parse::<f64>()
-                .ok()
-                .filter(|c| *c > 0.0 && *c <= 1024.0)
-                .map(|c| plan.resources.cpus = c)
-                .is_some(),
-            "pids" => value
-                .parse::<u32>()
-                .ok()
-                .filter(|p| *p > 0)
-                .map(|p| plan.resources.pids = p)
-                .is_some(),
-            _ => false,
+        let outcome = match crate::supervise::parse_capability(kind, detail) {
+            Ok(Some(change)) => {
+                change.apply(plan);
+                Ok(change.describe())
+            }
+            Ok(None) => Err(format!(
+                "a `{kind}` is not applied automatically: add it to the bottle's image or manifest"
+            )),
+            Err(why) => Err(format!("`{}` cannot be applied: {why}", detail.trim())),
         };
         out.push(AppliedCapability {
             id: req.id.clone(),
-            summary: format!("{kind}: {value}"),
-            applied,
+            summary: format!("{kind}: {}", detail.trim()),
+            outcome,
         });
     }
     out

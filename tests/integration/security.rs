@@ -178,7 +178,7 @@ impl Target {
 struct Rm<'a>(&'a BottleHome, String);
 impl Drop for Rm<'_> {
     fn drop(&mut self) {
-        let _ = self.0.run(&["rm", &self.1]);
+        let _ = self.0.run(&["rm", "-f", &self.1]);
     }
 }
 

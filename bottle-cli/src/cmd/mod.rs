@@ -11,11 +11,13 @@ use crate::Cli;
 pub mod check;
 pub mod completions;
 pub mod dashboard;
+pub mod ids;
 pub mod init;
 pub mod lifecycle;
 pub mod plan;
 pub mod queue;
 pub mod start;
+pub mod work;
 
 /// Every `bottle` subcommand.
 #[derive(Debug, Subcommand)]
@@ -40,8 +42,14 @@ pub enum Command {
     Stop(lifecycle::IdArgs),
     /// Relaunch a stopped bottle from its state.
     Resume(lifecycle::IdArgs),
-    /// Remove a bottle's state (and anything still running).
-    Rm(lifecycle::IdArgs),
+    /// Remove a bottle's state and home volume (a running one: asks, or -f).
+    Rm(work::RmArgs),
+    /// Copy files out of (`<id>:<path> <host path>`) or into a running bottle.
+    Cp(work::CpArgs),
+    /// The workspace's changes since the bottle started, as a patch.
+    Diff(work::DiffArgs),
+    /// The agent's new commits as a git bundle or patch series (DLP-scanned).
+    Export(work::ExportArgs),
     /// Remove resources whose bottle is gone or whose launcher died.
     Gc(lifecycle::GcArgs),
     /// List permission requests.
@@ -69,7 +77,10 @@ pub fn run(cli: &Cli) -> Result<u8> {
         Command::Logs(a) => lifecycle::logs(cli, a),
         Command::Stop(a) => lifecycle::stop(cli, a),
         Command::Resume(a) => lifecycle::resume(cli, a),
-        Command::Rm(a) => lifecycle::rm(cli, a),
+        Command::Rm(a) => work::rm(cli, a),
+        Command::Cp(a) => work::cp(cli, a),
+        Command::Diff(a) => work::diff(cli, a),
+        Command::Export(a) => work::export(cli, a),
         Command::Gc(a) => lifecycle::gc(cli, a),
         Command::Queue(a) => queue::queue(cli, a),
         Command::Approve(a) => queue::approve(cli, a),

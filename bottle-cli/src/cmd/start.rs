@@ -19,6 +19,7 @@ use crate::Cli;
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Agent name.
+    #[arg(add = super::completions::agents())]
     pub agent: String,
     #[command(flatten)]
     pub flags: PlanFlags,
@@ -281,16 +282,34 @@ pub fn run(cli: &Cli, a: &Args) -> Result<u8> {
             fix: fix.clone(),
         });
     }
-    let (runtime, notes) = runtime_notes(&*backend, &preview, &probe);
-    if !cli.quiet || !a.yes {
-        eprint!("{}", preflight(&preview, &notes));
-    }
-    if !a.yes && !a.dry_run {
-        confirm()?;
-    }
-
+    // Allocate before the preflight so it shows the identity `start` will
+    // really use; a declined or failed preflight gives the allocation back.
     let (id, slot) = home.allocate(&preview.agent, &preview.bottle)?;
     let state = home.state(&id);
+    let shown = (|| -> Result<String> {
+        let preview = super::resolve_plan(
+            cli,
+            &a.agent,
+            &a.flags,
+            Some((id.clone(), slot)),
+            &PlaceholderPrompt,
+        )?;
+        let (runtime, notes) = runtime_notes(&*backend, &preview, &probe);
+        if !cli.quiet || !a.yes {
+            eprint!("{}", preflight(&preview, &notes));
+        }
+        if !a.yes && !a.dry_run {
+            confirm()?;
+        }
+        Ok(runtime)
+    })();
+    let runtime = match shown {
+        Ok(r) => r,
+        Err(e) => {
+            let _ = state.remove();
+            return Err(e);
+        }
+    };
     let result = (|| -> Result<(BottlePlan, Option<Box<dyn Running>>)> {
         let prompter: &dyn Prompter = if a.dry_run {
             &PlaceholderPrompt
