@@ -246,6 +246,10 @@ pub struct AgentFile {
     pub command: Option<Vec<String>>,
     /// Env merged over the bottle's.
     pub env: Option<BTreeMap<String, String>>,
+    /// Keep the agent CLI's own permission prompts (claude/codex templates).
+    /// Default false: inside a bottle the sandbox is the boundary, so the
+    /// agent starts in the mode its docs give for an outer sandbox.
+    pub permission_prompts: Option<bool>,
 }
 
 /// Where an agent file came from.

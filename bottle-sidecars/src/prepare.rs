@@ -391,10 +391,8 @@ impl Prepare for SupervisePrepare {
         let agent_dir = ctx.state.agent_dir();
         create_private_dir(&agent_dir)?;
         let mut files = Vec::new();
-        let claude = serde_json::json!({
-            "mcpServers": { "bottle-supervise": { "type": "http", "url": url } }
-        });
-        let codex = format!("[mcp_servers.bottle-supervise]\nurl = \"{url}\"\n");
+        let claude = claude_user_config(&url);
+        let codex = codex_config(&url, plan.provider.permission_prompts);
         let template = match &plan.provider.image {
             ImageSource::Template(t) => Some(*t),
             ImageSource::Dockerfile(_) => None,
@@ -409,8 +407,14 @@ impl Prepare for SupervisePrepare {
                 Some(0o644),
             )?;
             files.push(AgentFile {
-                host: p,
+                host: p.clone(),
                 guest: "~/.claude.json".into(),
+                mode: 0o644,
+            });
+            // the same servers again for the entry command's `--mcp-config`
+            files.push(AgentFile {
+                host: p,
+                guest: "~/.bottle/mcp.json".into(),
                 mode: 0o644,
             });
         }
@@ -437,6 +441,39 @@ impl Prepare for SupervisePrepare {
         })
     }
 }
+
+/// Claude Code's user config (`~/.claude.json`): the supervise MCP server,
+/// and the workspace already trusted and onboarded so an unattended run
+/// never stops at a trust dialog.
+fn claude_user_config(url: &str) -> serde_json::Value {
+    serde_json::json!({
+        "mcpServers": { "bottle-supervise": { "type": "http", "url": url } },
+        "hasCompletedOnboarding": true,
+        "projects": {
+            WORKSPACE_IN_AGENT: {
+                "hasTrustDialogAccepted": true,
+                "hasCompletedProjectOnboarding": true
+            }
+        }
+    })
+}
+
+/// Codex's `~/.codex/config.toml`: the supervise MCP server, the workspace
+/// trusted, and (unless the agent keeps permission prompts) no approvals and
+/// no inner sandbox: the bottle is the boundary.
+fn codex_config(url: &str, permission_prompts: bool) -> String {
+    let mut s = String::new();
+    if !permission_prompts {
+        s.push_str("approval_policy = \"never\"\nsandbox_mode = \"danger-full-access\"\n\n");
+    }
+    s.push_str(&format!(
+        "[mcp_servers.bottle-supervise]\nurl = \"{url}\"\n\n[projects.\"{WORKSPACE_IN_AGENT}\"]\ntrust_level = \"trusted\"\n"
+    ));
+    s
+}
+
+/// The workspace inside the agent (the templates' `WORKDIR`).
+const WORKSPACE_IN_AGENT: &str = "/home/agent/workspace";
 
 /// Every sidecar's Prepare in order, then `bundle.toml` and the audit dir.
 pub fn prepare_all(plan: &BottlePlan, ctx: &PrepareContext<'_>) -> Result<Wiring> {

@@ -5,3 +5,4 @@ mod fault;
 mod queue_cli;
 mod security;
 mod tidy;
+mod work_e2e;

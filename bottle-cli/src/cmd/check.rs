@@ -67,10 +67,17 @@ fn manifests(loader: &Loader) -> Vec<ManifestReport> {
     let mut out = Vec::new();
     for (kind, path) in loader.all_files() {
         let name = path.file_stem().unwrap_or_default().to_owned();
+        let mut note = None;
         let result = if kind == "bottle" {
-            loader
-                .load_bottle(&name)
-                .map(|b| b.file.env.clone().unwrap_or_default())
+            loader.load_bottle(&name).map(|b| {
+                note = b
+                    .file
+                    .agent_provider
+                    .as_ref()
+                    .and_then(|p| p.template)
+                    .and_then(super::start::template_build_note);
+                b.file.env.clone().unwrap_or_default()
+            })
         } else {
             let source = if path.starts_with(loader.home().agents_dir()) {
                 AgentSource::Home
@@ -109,7 +116,7 @@ fn manifests(loader: &Loader) -> Vec<ManifestReport> {
                         kind,
                         path,
                         status: "ok",
-                        message: None,
+                        message: note,
                         fix: None,
                     });
                 } else {

@@ -365,7 +365,7 @@ pub fn resume(cli: &Cli, a: &IdArgs) -> Result<u8> {
         backend: Some(f.meta.backend.clone()),
         verbose: cli.verbose,
         quiet: cli.quiet,
-        command: super::Command::Init,
+        command: super::Command::Init(Default::default()),
     };
     let mut plan = super::resolve_plan(
         &cli_backend,

@@ -23,7 +23,7 @@ pub mod work;
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Create $BOTTLE_HOME with an example bottle and a `demo` agent (never overwrites).
-    Init,
+    Init(init::Args),
     /// Validate every manifest and probe every backend.
     Check(check::Args),
     /// Print the resolved plan of an agent (no side effects).
@@ -67,7 +67,7 @@ pub enum Command {
 /// Dispatch; returns the exit code on success.
 pub fn run(cli: &Cli) -> Result<u8> {
     match &cli.command {
-        Command::Init => init::run(cli),
+        Command::Init(a) => init::run(cli, a),
         Command::Check(a) => check::run(cli, a),
         Command::Plan(a) => plan::run(cli, a),
         Command::Start(a) => start::run(cli, a),

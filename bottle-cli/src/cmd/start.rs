@@ -122,10 +122,28 @@ pub fn reach_lines(plan: &BottlePlan) -> Vec<String> {
     v
 }
 
+/// What a template's image needs at build time, said before any build.
+pub fn template_build_note(t: bottle_core::Template) -> Option<String> {
+    let package = match t {
+        bottle_core::Template::Claude => "@anthropic-ai/claude-code",
+        bottle_core::Template::Codex => "@openai/codex",
+        bottle_core::Template::Shell => return None,
+    };
+    Some(format!(
+        "the `{}` image installs Node.js and {package}: its first build needs a Debian mirror and the npm registry",
+        t.as_str()
+    ))
+}
+
 fn preflight(plan: &BottlePlan, runtime_note: &[String]) -> String {
     let mut s = super::plan::summary(plan);
     for n in runtime_note {
         s.push_str(&format!("{:<11}{n}\n", "note"));
+    }
+    if let bottle_core::plan::ImageSource::Template(t) = &plan.provider.image {
+        if let Some(n) = template_build_note(*t) {
+            s.push_str(&format!("{:<11}{n}\n", "note"));
+        }
     }
     s.push_str("reach\n");
     for l in reach_lines(plan) {

@@ -348,7 +348,11 @@ pub fn diff(cli: &Cli, a: &DiffArgs) -> Result<u8> {
         Ok(())
     };
     tree(&base)?;
-    run_ok(git(&repo).args(["commit", "-q", "--allow-empty", "--no-verify", "-m", "baseline"]))?;
+    run_ok(
+        git(&repo)
+            .arg(format!("--work-tree={}", base.display()))
+            .args(["commit", "-q", "--allow-empty", "--no-verify", "-m", "baseline"]),
+    )?;
     tree(&cur)?;
     let mut spec = git(&repo).args([
         "diff",
@@ -378,7 +382,8 @@ pub fn export(cli: &Cli, a: &ExportArgs) -> Result<u8> {
     let agent = running_agent(&home, &a.id, "export")?;
     let t = tmp()?;
     // 1. The agent's full history, as a bundle made inside the agent.
-    let inside = "/tmp/.bottle-export.bundle";
+    // in the home volume: `docker cp` cannot see a tmpfs /tmp under runsc
+    let inside = "/home/agent/.bottle-export.bundle";
     let made = DuctRunner.output(
         &CommandSpec::new("docker")
             .args(["exec", "--workdir", WORKSPACE, &agent.container])
