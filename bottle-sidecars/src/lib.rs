@@ -3,7 +3,8 @@
 //! configuration into a bottle's state dir.
 //!
 //! Module ownership:
-//! - [`dlp`]: the one secret detector shared by egress and git-gate.
+//! - [`dlp`]: the one secret detector shared by egress and git-gate (the
+//!   `bottle-dlp` crate, re-exported).
 //! - [`audit`]: the JSONL decision log every daemon writes.
 //! - [`egress`]: default-deny HTTPS proxy (port 8888).
 //! - [`git_gate`]: gated git fetch/push (port 9418).
@@ -16,7 +17,7 @@
 
 pub mod audit;
 pub mod bundle;
-pub mod dlp;
+pub use bottle_dlp as dlp;
 pub mod egress;
 pub mod git_gate;
 pub mod prepare;

@@ -77,11 +77,14 @@ impl Prepare for SecretsPrepare {
     fn prepare(&self, plan: &BottlePlan, ctx: &PrepareContext<'_>) -> Result<Wiring> {
         let dir = ctx.state.secrets_dir();
         create_private_dir(&dir)?;
+        let mut wanted = std::collections::BTreeSet::new();
         for (name, secret) in plan.held_secrets() {
             atomic_write(&dir.join(&name), secret.expose().as_bytes(), Some(0o600))?;
+            wanted.insert(name);
         }
         for r in &plan.git.remotes {
             if let Some(key) = &r.identity_file {
+                wanted.insert(git_key_name(&r.name));
                 let bytes = std::fs::read(key).map_err(|e| {
                     Error::other(
                         format!("cannot read identity_file {key} of git remote `{}`: {e}", r.name),
@@ -91,11 +94,37 @@ impl Prepare for SecretsPrepare {
                 atomic_write(&dir.join(git_key_name(&r.name)), &bytes, Some(0o600))?;
             }
         }
+        // resume: a secret the manifests no longer name is not held any more
+        remove_stale(&dir, &wanted)?;
         Ok(Wiring {
             bundle_mounts: vec![ro(dir, "secrets")],
             ..Wiring::default()
         })
     }
+}
+
+/// Remove every entry of `dir` whose name is not in `wanted` (stale held
+/// secrets after the manifests changed, and temp files of an interrupted
+/// write).
+fn remove_stale(dir: &Utf8Path, wanted: &std::collections::BTreeSet<String>) -> Result<()> {
+    let entries = std::fs::read_dir(dir).map_err(io_err("listing", dir))?;
+    for entry in entries {
+        let entry = entry.map_err(io_err("listing", dir))?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if wanted.contains(&name) {
+            continue;
+        }
+        let path = entry.path();
+        let removed = if entry.file_type().is_ok_and(|t| t.is_dir()) {
+            std::fs::remove_dir_all(&path)
+        } else {
+            std::fs::remove_file(&path)
+        };
+        if let Err(e) = removed {
+            return Err(Error::io("removing a stale secret", dir.join(&name), e));
+        }
+    }
+    Ok(())
 }
 
 fn git_key_name(remote: &str) -> String {
@@ -179,10 +208,10 @@ impl Prepare for EgressPrepare {
         crate::egress::ca::generate_ca(ca.as_std_path())
             .map_err(io_err("writing the CA in", &ca))?;
         let routes = ctx.state.routes_path();
-        // resume keeps the live policy (with its grants) as it is
-        if !routes.exists() {
-            atomic_write(&routes, routes_toml(plan).as_bytes(), Some(0o644))?;
-        }
+        // Every prepare (start and resume) writes the policy the manifests
+        // say now; only the operator's unexpired grants are carried over.
+        let text = with_live_grants(routes_toml(plan), &routes, "routes", |_| true)?;
+        atomic_write(&routes, text.as_bytes(), Some(0o644))?;
         let proxy = format!("http://{}:{}", ctx.bundle_host, plan.ports.egress);
         let mut env = BTreeMap::new();
         for k in [
@@ -219,6 +248,69 @@ impl Prepare for EgressPrepare {
             ..Wiring::default()
         })
     }
+}
+
+/// `fresh` (a policy file's text from the manifests) with the unexpired
+/// grant entries (`grant` set) of list `key` in the file at `old` appended,
+/// when `keep` accepts them. A grant never carries a credential: `auth` is
+/// dropped. An old file that cannot be read contributes nothing.
+fn with_live_grants(
+    fresh: String,
+    old: &Utf8Path,
+    key: &str,
+    keep: impl Fn(&toml::Table) -> bool,
+) -> Result<String> {
+    let now = std::time::SystemTime::now();
+    let carried: Vec<toml::Value> = match crate::supervise::policy::read_table(old.as_std_path()) {
+        Ok(Some(t)) => t
+            .get(key)
+            .and_then(toml::Value::as_array)
+            .map(|list| {
+                list.iter()
+                    .filter_map(toml::Value::as_table)
+                    .filter(|e| e.contains_key("grant"))
+                    .filter(|e| !crate::supervise::policy::is_expired(e, now))
+                    .filter(|e| keep(e))
+                    .map(|e| {
+                        let mut e = e.clone();
+                        e.remove("auth");
+                        toml::Value::Table(e)
+                    })
+                    .collect()
+            })
+            .unwrap_or_default(),
+        Ok(None) => Vec::new(),
+        Err(e) => {
+            tracing::warn!(%e, "previous policy unreadable; no grants carried over");
+            Vec::new()
+        }
+    };
+    if carried.is_empty() {
+        return Ok(fresh);
+    }
+    let mut table: toml::Table = fresh
+        .parse()
+        .map_err(|e| Error::other(format!("policy for {old}: {e}"), "this is a bug in bottle"))?;
+    match table
+        .entry(key.to_owned())
+        .or_insert_with(|| toml::Value::Array(Vec::new()))
+    {
+        toml::Value::Array(a) => a.extend(carried),
+        _ => {
+            return Err(Error::other(
+                format!("policy for {old}: `{key}` is not a list"),
+                "this is a bug in bottle",
+            ))
+        }
+    }
+    let header: String = fresh
+        .lines()
+        .take_while(|l| l.starts_with('#'))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let body = toml::to_string(&table)
+        .map_err(|e| Error::other(format!("policy for {old}: {e}"), "this is a bug in bottle"))?;
+    Ok(header + &body)
 }
 
 /// The pinned `known_hosts` line for an ssh URL, if it is one.
@@ -273,7 +365,7 @@ impl Prepare for GitGatePrepare {
             Some(0o644),
         )?;
         let gate_path = dir.join("gate.toml");
-        if !gate_path.exists() {
+        {
             let mut gate = GateConfig::new(bundle_path("git/mirrors"), bundle_path("secrets"));
             gate.identity = Some(plan.identity.to_string());
             gate.remotes = plan
@@ -301,6 +393,18 @@ impl Prepare for GitGatePrepare {
                     format!("git gate config: {why}"),
                     "fix [[git.remotes]] in the bottle",
                 )
+            })?;
+            // Every prepare (start and resume) writes the rules the
+            // manifests say now, plus the unexpired grants for remotes that
+            // still exist.
+            let remotes: Vec<String> = gate.remotes.iter().map(|r| r.name.clone()).collect();
+            let text = with_live_grants(gate.to_toml(), &gate_path, "grants", |e| {
+                e.get("remote")
+                    .and_then(toml::Value::as_str)
+                    .is_some_and(|r| remotes.iter().any(|n| n == r))
+            })?;
+            let gate = GateConfig::from_toml(&text).map_err(|why| {
+                Error::other(format!("git gate config: {why}"), "this is a bug in bottle")
             })?;
             gate.save(gate_path.as_std_path())
                 .map_err(io_err("writing", &gate_path))?;

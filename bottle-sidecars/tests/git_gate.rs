@@ -8,7 +8,7 @@ mod git_gate_support;
 
 use std::path::Path;
 
-use bottle_sidecars::git_gate::Grant;
+use bottle_sidecars::git_gate::{Grant, PushRule};
 use git_gate_support::*;
 
 /// Clone `origin` through the gate into `<tmp>/work`.
@@ -718,4 +718,314 @@ fn push_only_remote_refuses_fetch() {
         (line["decision"].as_str(), line["rule"].as_str()),
         (Some("deny"), Some("fetch-disabled"))
     );
+}
+
+/// `git <args>` in `repo` with `input` on stdin; returns stdout (trimmed).
+fn git_stdin(w: &World, repo: &Path, args: &[&str], input: &str) -> String {
+    use std::io::Write as _;
+    let mut child = w
+        .git(repo)
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "git {args:?} failed");
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// A commit object written verbatim (`hash-object`), so tests can carry
+/// headers git's porcelain never writes on its own.
+fn raw_commit(w: &World, repo: &Path, parent: &str, headers: &str, msg: &str) -> String {
+    let tree = w.ok(repo, &["rev-parse", &format!("{parent}^{{tree}}")]);
+    let body = format!(
+        "tree {tree}\nparent {parent}\nauthor Agent <agent@example.test> 1700000000 +0000\ncommitter Agent <agent@example.test> 1700000000 +0000\n{headers}\n{msg}\n"
+    );
+    git_stdin(
+        w,
+        repo,
+        &["hash-object", "-t", "commit", "-w", "--stdin"],
+        &body,
+    )
+}
+
+/// Push `obj` to `refname` and assert the gate refused it for the held
+/// secret, the upstream did not change and the audit line names the rule.
+fn assert_push_refused_as_held(
+    w: &World,
+    gate: &Gate,
+    up: &Path,
+    work: &Path,
+    obj: &str,
+    refname: &str,
+    case: &str,
+) {
+    let out = w.run(work, &["push", "origin", &format!("{obj}:{refname}")]);
+    assert!(!out.status.success(), "{case}: push was accepted");
+    let err = stderr(&out);
+    assert!(
+        err.contains(&format!("rule held:{HELD_NAME}")),
+        "{case}: {err}"
+    );
+    assert_eq!(w.ref_of(up, refname), None, "{case}: reached upstream");
+    let line = gate.last("push");
+    assert_eq!(
+        (line["decision"].as_str(), line["rule"].as_str()),
+        (Some("deny"), Some(format!("held:{HELD_NAME}").as_str())),
+        "{case}: {line}"
+    );
+}
+
+#[test]
+fn push_scans_every_object_it_adds_headers_tags_names_and_notes() {
+    let w = World::new();
+    let up = w.upstream("up");
+    let mut rules = standard_rules();
+    rules.push(PushRule::new("refs/tags/*"));
+    rules.push(PushRule::new("refs/notes/*"));
+    // A second held value with a `/` in it: as a path it spans two trees.
+    let slashed = "pa55/w0rd-Zq81xV7";
+    std::fs::write(w.secrets().join("env-SLASHED"), slashed).unwrap();
+    let gate = Gate::start(&w, &config_for(&w, &file_url(&up), rules));
+    let work = clone(&w, &gate);
+    let head = w.ok(&work, &["rev-parse", "HEAD"]);
+
+    // A gpgsig header (not part of %B, never in a diff).
+    let sig = format!(
+        "gpgsig -----BEGIN PGP SIGNATURE-----\n \n {HELD_VALUE}\n -----END PGP SIGNATURE-----\n"
+    );
+    let c = raw_commit(&w, &work, &head, &sig, "signed");
+    assert_push_refused_as_held(&w, &gate, &up, &work, &c, "refs/heads/bot/sig", "gpgsig");
+
+    // A mergetag header carrying a whole tag object.
+    let mergetag = format!(
+        "mergetag object {head}\n type commit\n tag v0\n tagger T <t@example.test> 1700000000 +0000\n \n {HELD_VALUE}\n"
+    );
+    let c = raw_commit(&w, &work, &head, &mergetag, "merged");
+    assert_push_refused_as_held(
+        &w,
+        &gate,
+        &up,
+        &work,
+        &c,
+        "refs/heads/bot/mergetag",
+        "mergetag",
+    );
+
+    // An extra header git does not know, and an `encoding` header.
+    let c = raw_commit(&w, &work, &head, &format!("x-note {HELD_VALUE}\n"), "extra");
+    assert_push_refused_as_held(
+        &w,
+        &gate,
+        &up,
+        &work,
+        &c,
+        "refs/heads/bot/extra",
+        "extra header",
+    );
+    let c = raw_commit(&w, &work, &head, &format!("encoding {HELD_VALUE}\n"), "enc");
+    assert_push_refused_as_held(
+        &w,
+        &gate,
+        &up,
+        &work,
+        &c,
+        "refs/heads/bot/enc",
+        "encoding header",
+    );
+
+    // A name in a tree: an empty directory, which no diff ever shows.
+    let empty = git_stdin(
+        &w,
+        &work,
+        &["hash-object", "-t", "tree", "-w", "--stdin"],
+        "",
+    );
+    let mut entries = w.ok(&work, &["ls-tree", &head]);
+    entries.push_str(&format!("\n040000 tree {empty}\tkeep-{HELD_VALUE}\n"));
+    let tree = git_stdin(&w, &work, &["mktree"], &entries);
+    let c = w.ok(
+        &work,
+        &["commit-tree", &tree, "-p", &head, "-m", "empty dir"],
+    );
+    assert_push_refused_as_held(
+        &w,
+        &gate,
+        &up,
+        &work,
+        &c,
+        "refs/heads/bot/tree",
+        "empty dir name",
+    );
+
+    // A file name (harmless content).
+    w.ok(&work, &["checkout", "--quiet", "-b", "bot/name"]);
+    let c = w.commit(
+        &work,
+        &[(&format!("docs/{HELD_VALUE}.md"), "hello\n")],
+        "doc",
+    );
+    assert_push_refused_as_held(
+        &w,
+        &gate,
+        &up,
+        &work,
+        &c,
+        "refs/heads/bot/name",
+        "file name",
+    );
+    w.ok(&work, &["checkout", "--quiet", "main"]);
+
+    // A path that spells out the slashed value across two directories.
+    w.ok(&work, &["checkout", "--quiet", "-b", "bot/path", &head]);
+    let c = w.commit(&work, &[(&format!("x/{slashed}.txt"), "hello\n")], "path");
+    let out = w.run(
+        &work,
+        &["push", "origin", &format!("{c}:refs/heads/bot/path")],
+    );
+    assert!(
+        !out.status.success(),
+        "a path spelling a held value was accepted"
+    );
+    assert!(
+        stderr(&out).contains("rule held:env-SLASHED"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(w.ref_of(&up, "refs/heads/bot/path"), None);
+    assert_eq!(gate.last("push")["rule"], "held:env-SLASHED");
+    w.ok(&work, &["checkout", "--quiet", "main"]);
+
+    // An annotated tag whose message carries it, and the same one wrapped in
+    // a harmless outer tag (a nested tag).
+    w.ok(
+        &work,
+        &[
+            "tag",
+            "-a",
+            "-m",
+            &format!("release {HELD_VALUE}"),
+            "inner",
+            &head,
+        ],
+    );
+    assert_push_refused_as_held(
+        &w,
+        &gate,
+        &up,
+        &work,
+        "inner",
+        "refs/tags/inner",
+        "tag message",
+    );
+    w.ok(
+        &work,
+        &[
+            "-c",
+            "advice.nestedTag=false",
+            "tag",
+            "-a",
+            "-m",
+            "outer",
+            "outer",
+            "inner",
+        ],
+    );
+    let outer = w.ok(&work, &["rev-parse", "outer"]);
+    assert_push_refused_as_held(
+        &w,
+        &gate,
+        &up,
+        &work,
+        &outer,
+        "refs/tags/outer",
+        "nested tag",
+    );
+
+    // A note.
+    w.ok(
+        &work,
+        &["notes", "add", "-m", &format!("note {HELD_VALUE}"), &head],
+    );
+    let notes = w.ok(&work, &["rev-parse", "refs/notes/commits"]);
+    assert_push_refused_as_held(&w, &gate, &up, &work, &notes, "refs/notes/commits", "note");
+
+    assert!(!gate.audit_text().contains(HELD_VALUE) && !gate.audit_text().contains(slashed));
+    // Control: a clean tag and a clean branch still land.
+    w.ok(&work, &["tag", "-a", "-m", "release 1", "v1", &head]);
+    w.ok(&work, &["push", "--quiet", "origin", "refs/tags/v1"]);
+    assert!(w.ref_of(&up, "refs/tags/v1").is_some());
+}
+
+#[test]
+fn a_ref_named_after_a_secret_is_refused_and_never_recorded() {
+    let w = World::new();
+    let up = w.upstream("up");
+    let gate = Gate::start(&w, &config_for(&w, &file_url(&up), standard_rules()));
+    let work = clone(&w, &gate);
+    let head = w.ok(&work, &["rev-parse", "HEAD"]);
+
+    // Inside a pushable namespace: refused for the name itself.
+    let refname = format!("refs/heads/bot/{HELD_VALUE}");
+    let out = w.run(&work, &["push", "origin", &format!("{head}:{refname}")]);
+    assert!(
+        !out.status.success(),
+        "a ref named after a held secret was accepted"
+    );
+    assert!(
+        stderr(&out).contains(&format!("rule held:{HELD_NAME}")),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(w.ref_of(&up, &refname), None);
+    let line = gate.last("push");
+    assert_eq!(
+        (line["decision"].as_str(), line["rule"].as_str()),
+        (Some("deny"), Some(format!("held:{HELD_NAME}").as_str()))
+    );
+
+    // A credential-shaped ref name.
+    let pat = format!("refs/heads/bot/ghp_{}", "a1B2c3D4e5".repeat(4));
+    let out = w.run(&work, &["push", "origin", &format!("{head}:{pat}")]);
+    assert!(!out.status.success());
+    assert_eq!(w.ref_of(&up, &pat), None);
+    assert_eq!(gate.last("push")["rule"], "pattern:github-token");
+
+    // Outside every push rule: refused as before, but the name is not
+    // recorded either.
+    let out = w.run(
+        &work,
+        &[
+            "push",
+            "origin",
+            &format!("{head}:refs/heads/x/{HELD_VALUE}"),
+        ],
+    );
+    assert!(!out.status.success());
+    assert_eq!(gate.last("push")["decision"], "deny");
+
+    // A remote named after it.
+    let out = w.run(
+        w.path(),
+        &[
+            "ls-remote",
+            &format!("git://{}/{HELD_VALUE}.git", gate.addr),
+        ],
+    );
+    assert!(!out.status.success());
+    assert_eq!(gate.last("fetch")["rule"], "unknown-remote");
+
+    let audit = gate.audit_text();
+    assert!(
+        !audit.contains(HELD_VALUE),
+        "the audit log carries the secret:\n{audit}"
+    );
+    assert!(!audit.contains("a1B2c3D4e5a1B2c3D4e5"), "{audit}");
 }

@@ -234,24 +234,114 @@ fn prepared_files_load_in_every_daemon_and_hold_secrets_only_in_600_files() {
     assert_eq!(wiring.ports, [8888, 9100, 9418]);
 }
 
+/// Resolve the bottle again (as `resume` does) for the same identity and
+/// slot, after the operator edited the manifests.
+fn resolve_again(root: &Utf8PathBuf, plan: &bottle_core::BottlePlan) -> bottle_core::BottlePlan {
+    let home = Home::new(root);
+    let (a, b) = Loader::new(home, None).load("main").unwrap();
+    let env = BTreeMap::from([
+        ("PROVIDER_KEY".to_owned(), PROVIDER.to_owned()),
+        ("GH_TOKEN".to_owned(), TOKEN.to_owned()),
+    ]);
+    let opts = ResolveOptions {
+        identity: Some(plan.identity.clone()),
+        slot: plan.slot,
+        ..Default::default()
+    };
+    resolve(&a, &b, &opts, &env, &Answer).unwrap()
+}
+
 #[test]
-fn resume_keeps_the_live_policy_and_the_ca() {
-    let (_dir, _root, plan, state) = setup();
+fn resume_regenerates_policy_from_the_manifests_keeping_only_live_grants() {
+    let (_dir, root, plan, state) = setup();
     let ctx = PrepareContext {
         state: &state,
         bundle_host: "bundle".into(),
     };
     prepare_all(&plan, &ctx).unwrap();
     let ca = std::fs::read(state.ca_dir().join("ca.pem")).unwrap();
-    let mut routes = std::fs::read_to_string(state.routes_path()).unwrap();
-    routes.push_str("\n[[routes]]\nhost = \"granted.example.com\"\ngrant = \"req-x\"\n");
-    std::fs::write(state.routes_path(), &routes).unwrap();
-    prepare_all(&plan, &ctx).unwrap();
-    assert_eq!(std::fs::read(state.ca_dir().join("ca.pem")).unwrap(), ca);
+    let routes = state.routes_path();
+    let gate_path = state.git_dir().join("gate.toml");
+    // Grants as `bottle approve` appends them: one live, one expired each.
+    let append = |p: &Utf8PathBuf, more: &str| {
+        let mut t = std::fs::read_to_string(p).unwrap();
+        t.push_str(more);
+        std::fs::write(p, t).unwrap();
+    };
+    append(&routes, "\n[[routes]]\nhost = \"live.example.com\"\ngrant = \"req-live\"\nexpires_at = \"2999-01-01T00:00:00Z\"\n\n[[routes]]\nhost = \"old.example.com\"\ngrant = \"req-old\"\nexpires_at = \"2001-01-01T00:00:00Z\"\n");
+    append(&gate_path, "\n[[grants]]\nremote = \"origin\"\npattern = \"refs/heads/live/*\"\ngrant = \"req-glive\"\nexpires_at = \"2999-01-01T00:00:00Z\"\n\n[[grants]]\nremote = \"origin\"\npattern = \"refs/heads/old/*\"\ngrant = \"req-gold\"\nexpires_at = \"2001-01-01T00:00:00Z\"\n");
+    // Both files still load with the grants in them.
+    assert!(Live::load(
+        routes.as_std_path(),
+        Some(state.secrets_dir().as_std_path())
+    )
+    .unwrap()
+    .find("live.example.com", 443, 443)
+    .is_ok());
     assert_eq!(
-        std::fs::read_to_string(state.routes_path()).unwrap(),
-        routes
+        GateConfig::load(gate_path.as_std_path())
+            .unwrap()
+            .grants
+            .len(),
+        2
     );
+
+    // The operator removes the github route (and its token) and narrows the
+    // push rule, then resumes.
+    let bottle = root.join("bottles/dev.toml");
+    let text = std::fs::read_to_string(&bottle).unwrap();
+    let text = text
+        .split("[[egress.routes]]")
+        .next()
+        .unwrap()
+        .replace("refs/heads/bot/*", "refs/heads/review/*");
+    std::fs::write(&bottle, text).unwrap();
+    let plan2 = resolve_again(&root, &plan);
+    prepare_all(&plan2, &ctx).unwrap();
+
+    let live = Live::load(
+        routes.as_std_path(),
+        Some(state.secrets_dir().as_std_path()),
+    )
+    .unwrap();
+    assert!(
+        live.find("api.github.com", 443, 443).is_err(),
+        "a removed route survived resume"
+    );
+    assert!(live.find("api.anthropic.com", 443, 443).is_ok());
+    assert_eq!(
+        live.find("live.example.com", 443, 443).unwrap().rule(),
+        "grant:req-live"
+    );
+    assert!(!std::fs::read_to_string(&routes)
+        .unwrap()
+        .contains("old.example.com"));
+
+    let gate = GateConfig::load(gate_path.as_std_path()).unwrap();
+    let now = std::time::SystemTime::now();
+    let rules: Vec<String> = gate
+        .push_rules("origin", now)
+        .into_iter()
+        .map(|(l, _)| l)
+        .collect();
+    assert!(
+        rules.contains(&"push:refs/heads/review/*".to_owned()),
+        "{rules:?}"
+    );
+    assert!(
+        !rules.iter().any(|l| l.contains("refs/heads/bot/")),
+        "a removed push rule survived resume: {rules:?}"
+    );
+    assert!(rules.contains(&"grant:req-glive".to_owned()), "{rules:?}");
+    let grants: Vec<&str> = gate.grants.iter().map(|g| g.grant.as_str()).collect();
+    assert_eq!(grants, ["req-glive"]);
+
+    // The removed route's token is gone from the secrets dir; the others stay.
+    assert!(!state.secrets_dir().join("route-api.github.com").exists());
+    assert!(state.secrets_dir().join("provider").exists());
+    assert!(state.secrets_dir().join("git-origin.key").exists());
+    // The CA is kept (the agent trusts it).
+    assert_eq!(std::fs::read(state.ca_dir().join("ca.pem")).unwrap(), ca);
 }
 
 #[test]

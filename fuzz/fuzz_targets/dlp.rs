@@ -1,4 +1,4 @@
-//! Fuzz the DLP detector (`bottle_sidecars::dlp::Detector`).
+//! Fuzz the DLP detector (`bottle_dlp::Detector`).
 //!
 //! Input (via `arbitrary`): up to three held values, how they are loaded
 //! (`Detector::new` with strings, or `Detector::load_dir` with raw bytes),
@@ -25,7 +25,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use base64::Engine as _;
-use bottle_sidecars::dlp::{Detector, HeldSecret, MIN_HELD_LEN, MIN_LINE_FRAGMENT};
+use bottle_dlp::{Detector, HeldSecret, MIN_HELD_LEN, MIN_LINE_FRAGMENT};
 use libfuzzer_sys::arbitrary::{self, Arbitrary, Unstructured};
 use libfuzzer_sys::fuzz_target;
 

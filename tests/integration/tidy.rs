@@ -123,6 +123,34 @@ fn core_stays_free_of_docker_network_and_async() {
 }
 
 #[test]
+fn dlp_is_sync_and_depends_on_no_workspace_crate() {
+    // bottle-dlp is used by the sidecars (async) and by core/cli (sync,
+    // host-side checks), so it must stay a leaf: no async runtime, no
+    // network, no other bottle crate.
+    let manifest = fs::read_to_string(workspace_root().join("bottle-dlp/Cargo.toml")).unwrap();
+    for dep in [
+        "tokio",
+        "hyper",
+        "reqwest",
+        "hudsucker",
+        "rmcp",
+        "bottle-core",
+        "bottle-sidecars",
+        "bottle-docker",
+        "bottle-smolmachines",
+        "bottle-cli",
+    ] {
+        assert!(
+            !manifest
+                .lines()
+                .any(|l| l.trim_start().starts_with(&format!("{dep} "))
+                    || l.trim_start().starts_with(&format!("{dep}."))),
+            "bottle-dlp must not depend on {dep}"
+        );
+    }
+}
+
+#[test]
 fn backends_depend_on_core_only() {
     for krate in ["bottle-docker", "bottle-smolmachines", "bottle-sidecars"] {
         let manifest = fs::read_to_string(workspace_root().join(krate).join("Cargo.toml")).unwrap();

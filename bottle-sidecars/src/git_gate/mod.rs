@@ -377,10 +377,12 @@ async fn handle_conn(st: Arc<State>, mut stream: TcpStream, peer: SocketAddr) {
         }
     };
     let op = op_name(req.service);
-    let who = Who {
+    let mut who = Who {
         st: &st,
         op,
-        remote: &req.remote,
+        // The requested name is the agent's text: recorded only once it is
+        // known to be a configured remote or clean (S10).
+        remote: "[redacted]".into(),
         peer,
         started,
     };
@@ -397,6 +399,15 @@ async fn handle_conn(st: Arc<State>, mut stream: TcpStream, peer: SocketAddr) {
             .await;
             return;
         }
+    };
+    who.remote = match cfg.remote(&req.remote) {
+        Some(r) => r.name.clone(),
+        None => push::audit_name(
+            crate::dlp::Detector::load_dir(&cfg.secrets_dir)
+                .ok()
+                .as_ref(),
+            &req.remote,
+        ),
     };
     let Some(remote) = cfg.remote(&req.remote).cloned() else {
         let names: Vec<&str> = cfg.remotes.iter().map(|r| r.name.as_str()).collect();
@@ -516,7 +527,7 @@ async fn handle_conn(st: Arc<State>, mut stream: TcpStream, peer: SocketAddr) {
 struct Who<'a> {
     st: &'a State,
     op: &'static str,
-    remote: &'a str,
+    remote: String,
     peer: SocketAddr,
     started: Instant,
 }
@@ -625,7 +636,16 @@ async fn decide_push(st: Arc<State>, req: HookRequest, started: Instant) -> Hook
     let Some(session) = session else {
         return refused("unknown push session");
     };
-    let refs: Vec<String> = req.updates.iter().map(|u| u.refname.clone()).collect();
+    // Ref names are the agent's text: the record gets them only when the
+    // detector finds nothing secret-shaped in them (S10).
+    let detector = GateConfig::load(&st.opts.config)
+        .ok()
+        .and_then(|c| crate::dlp::Detector::load_dir(&c.secrets_dir).ok());
+    let refs: Vec<String> = req
+        .updates
+        .iter()
+        .map(|u| push::audit_name(detector.as_ref(), &u.refname))
+        .collect();
     let audit_line = |decision: &str, rule: &str, scanned: usize, refname: Option<&str>| {
         let mut l = json!({"op": "push", "remote": session.remote, "refs": refs, "decision": decision,
                            "rule": rule, "scanned": scanned, "ms": started.elapsed().as_millis() as u64});
@@ -664,6 +684,11 @@ async fn decide_push(st: Arc<State>, req: HookRequest, started: Instant) -> Hook
             .record(SIDECAR, audit_line("deny", "unknown-remote", 0, None));
         return refused("the remote is no longer configured");
     };
+    let Some(detector) = detector else {
+        st.audit
+            .record(SIDECAR, audit_line("deny", "scanner-unavailable", 0, None));
+        return refused("the secret scanner could not load the bottle's secrets");
+    };
     let mirror = mirror_path(&cfg.mirrors_dir, &remote.name);
     // Only git's quarantine variables, and only inside this mirror.
     let env: Vec<(String, String)> = req
@@ -684,6 +709,7 @@ async fn decide_push(st: Arc<State>, req: HookRequest, started: Instant) -> Hook
             remote: &remote,
             mirror: &mirror,
             env: &env,
+            detector: &detector,
         };
         push::decide(&ctx, &updates)
     })

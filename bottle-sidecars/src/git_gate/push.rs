@@ -1,5 +1,5 @@
-//! The push decision: ref policy, fast-forward/delete rules, secret scan of
-//! the new commits only, and the upstream push. Runs in the daemon when the
+//! The push decision: ref names, ref policy, fast-forward/delete rules,
+//! secret scan of every object the push adds, and the upstream push. Runs in the daemon when the
 //! mirror's pre-receive hook calls back, with git's quarantine env so the
 //! pushed (not yet accepted) objects are visible.
 
@@ -58,6 +58,19 @@ pub struct PushContext<'a> {
     pub mirror: &'a Path,
     /// git's quarantine env from the hook.
     pub env: &'a [(String, String)],
+    /// The secret detector (held values of this bottle + patterns).
+    pub detector: &'a Detector,
+}
+
+/// `name` as an audit line may carry it: itself when the detector finds
+/// nothing secret-shaped in it, else `[redacted:<rule>]`; `[redacted]` when
+/// there is no detector to ask (docs/security.md, S10).
+pub fn audit_name(det: Option<&Detector>, name: &str) -> String {
+    match det.map(|d| d.scan(name.as_bytes())) {
+        Some(None) => name.to_owned(),
+        Some(Some(f)) => format!("[redacted:{}]", f.rule),
+        None => "[redacted]".to_owned(),
+    }
 }
 
 impl PushContext<'_> {
@@ -90,6 +103,20 @@ pub fn decide(ctx: &PushContext<'_>, updates: &[RefUpdate]) -> Outcome {
             vec![format!("{PREFIX} nothing to push")],
         );
     }
+    // Ref names first: a name is pushed upstream and shown in messages and
+    // the record, so one that carries a secret goes nowhere.
+    for u in updates {
+        if let Some(f) = ctx.detector.scan(u.refname.as_bytes()) {
+            return Outcome::deny(
+                f.rule.clone(),
+                Some(&format!("[redacted:{}]", f.rule)),
+                vec![
+                    format!("{PREFIX} push refused: the name of a ref you pushed contains a secret (rule {}).", f.rule),
+                    format!("{PREFIX} push under another ref name; secrets never leave the bottle."),
+                ],
+            );
+        }
+    }
     let rules = ctx.cfg.push_rules(remote, SystemTime::now());
     let compiled: Vec<(&str, &PushRule, globset::GlobMatcher)> = rules
         .iter()
@@ -100,7 +127,6 @@ pub fn decide(ctx: &PushContext<'_>, updates: &[RefUpdate]) -> Outcome {
         })
         .collect();
     let mut labels = Vec::new();
-    let mut tags = Vec::new();
     for u in updates {
         let r = u.refname.as_str();
         let matching: Vec<_> = compiled.iter().filter(|(_, _, g)| g.is_match(r)).collect();
@@ -146,7 +172,6 @@ pub fn decide(ctx: &PushContext<'_>, updates: &[RefUpdate]) -> Outcome {
                 if object_type(ctx, &format!("{}^{{}}", u.new)).as_deref() != Ok("commit") {
                     return non_commit(r);
                 }
-                tags.push(u.new.clone());
             }
             Ok(_) => return non_commit(r),
             Err(e) => {
@@ -180,27 +205,14 @@ pub fn decide(ctx: &PushContext<'_>, updates: &[RefUpdate]) -> Outcome {
         }
     }
 
-    // Secret scan of the new commits only.
-    let detector = match Detector::load_dir(&ctx.cfg.secrets_dir) {
-        Ok(d) => d,
-        Err(e) => {
-            return Outcome::deny(
-                "scanner-unavailable",
-                None,
-                vec![format!(
-                    "{PREFIX} push refused: the secret scanner could not load its secrets ({})",
-                    e.kind()
-                )],
-            )
-        }
-    };
+    // Secret scan of every object the push adds.
     let news: Vec<&str> = updates
         .iter()
         .filter(|u| !u.is_delete())
         .map(|u| u.new.as_str())
         .collect();
     let scan_started = std::time::Instant::now();
-    let scan = match scan_new(ctx, &detector, &news, &tags) {
+    let scan = match scan_new(ctx, ctx.detector, &news) {
         Ok(s) => s,
         Err(e) => {
             return Outcome::deny(
@@ -212,17 +224,24 @@ pub fn decide(ctx: &PushContext<'_>, updates: &[RefUpdate]) -> Outcome {
     };
     let scan_ms = scan_started.elapsed().as_millis() as u64;
     if let Some(hit) = scan.hit {
-        let place = match &hit.path {
-            Some(p) => format!("in {p} "),
-            None => String::from("in its message/metadata "),
+        // The path is the agent's own text, but one carrying the secret is
+        // not repeated.
+        let place = match (&hit.path, hit.kind) {
+            (Some(p), "blob" | "tree") if ctx.detector.scan(p.as_bytes()).is_none() => {
+                format!("in {p} ")
+            }
+            (_, "commit") => String::from("in its message/metadata "),
+            (_, "tree") => String::from("in a file or directory name "),
+            _ => String::new(),
         };
         let mut out = Outcome::deny(
             hit.rule.clone(),
             None,
             vec![
                 format!(
-                    "{PREFIX} push refused: {} {} {place}contains a secret (rule {}).",
-                    hit.kind, hit.object, hit.rule
+                    "{PREFIX} push refused: {} {place}contains a secret (rule {}).",
+                    format!("{} {}", hit.kind, hit.object).trim_end(),
+                    hit.rule
                 ),
                 format!("{PREFIX} remove it from the commit (rewrite the commit, e.g. git commit --amend / git rebase -i) and push again; secrets never leave the bottle."),
             ],
@@ -313,53 +332,35 @@ struct ScanResult {
     hit: Option<Hit>,
 }
 
-/// Largest per-commit buffer scanned in one piece.
+/// Largest piece of one object scanned at once; bigger blobs are scanned in
+/// windows that overlap by [`OVERLAP`] bytes.
 const MAX_CHUNK: usize = 64 << 20;
+/// Overlap of consecutive windows of a big blob (longer than any encoded
+/// held value or credential pattern the detector looks for).
+const OVERLAP: usize = 1 << 20;
 
-/// Scan the commits reachable from `news` but from no ref the gate already
-/// has (`--not --all`): author/committer/message, then every added line of
-/// each commit's diff (combined diff for merges, binary files as text), and
-/// the text of pushed annotated tags.
-fn scan_new(
-    ctx: &PushContext<'_>,
-    det: &Detector,
-    news: &[&str],
-    tags: &[String],
-) -> Result<ScanResult, String> {
-    for t in tags {
-        let out = ctx
-            .git()
-            .args(["cat-file", "tag", t])
-            .stdin(Stdio::null())
-            .output()
-            .map_err(|e| e.to_string())?;
-        if let Some(f) = det.scan(&out.stdout) {
-            return Ok(ScanResult {
-                commits: 0,
-                hit: Some(Hit {
-                    rule: f.rule,
-                    kind: "tag",
-                    object: short(t),
-                    path: None,
-                }),
-            });
-        }
-    }
+/// Scan every object the push adds — every object reachable from `news` but
+/// from no ref the gate already has (`rev-list --objects <news> --not
+/// --all`), as raw `cat-file` content:
+///
+/// - commits whole: every header (`author`, `committer`, `gpgsig`,
+///   `mergetag`, `encoding`, unknown ones) and the message;
+/// - annotated tags whole (nested tags are objects of their own);
+/// - trees by their entry names (file and directory names, also of entries
+///   no diff shows, such as empty directories);
+/// - blobs whole (not only the lines a diff would add).
+///
+/// Notes refs are commits, trees and blobs like any other.
+fn scan_new(ctx: &PushContext<'_>, det: &Detector, news: &[&str]) -> Result<ScanResult, String> {
     if news.is_empty() {
         return Ok(ScanResult {
             commits: 0,
             hit: None,
         });
     }
-    // 1. Metadata and messages.
     let out = ctx
         .git()
-        .args([
-            "log",
-            "--no-patch",
-            "--no-color",
-            "--format=%x01%H%n%an <%ae>%n%cn <%ce>%n%B",
-        ])
+        .args(["rev-list", "--objects"])
         .args(news)
         .args(["--not", "--all", "--"])
         .stdin(Stdio::null())
@@ -368,117 +369,174 @@ fn scan_new(
     if !out.status.success() {
         return Err(short_stderr(&out.stderr));
     }
-    if let Some(f) = det.scan(&out.stdout) {
-        let before = &out.stdout[..f.offset.min(out.stdout.len())];
-        let object = before
-            .iter()
-            .rposition(|&b| b == 1)
-            .map(|i| {
-                String::from_utf8_lossy(&out.stdout[i + 1..(i + 13).min(out.stdout.len())])
-                    .into_owned()
-            })
-            .unwrap_or_default();
+    // `<oid>[ <path>]` per line. A path is cut at a newline by git, so only
+    // lines that start with an object id count; a forged one only adds an
+    // object to scan.
+    let mut objects: Vec<(String, Option<String>)> = Vec::new();
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let (oid, path) = match line.split_once(' ') {
+            Some((o, p)) => (o, Some(p)),
+            None => (line, None),
+        };
+        if !((oid.len() == 40 || oid.len() == 64) && oid.bytes().all(|b| b.is_ascii_hexdigit())) {
+            continue;
+        }
+        let path = path.filter(|p| !p.is_empty()).map(str::to_owned);
+        objects.push((oid.to_owned(), path));
+    }
+    // Whole paths: a value containing `/` spans several trees' entry names.
+    let paths: Vec<u8> = objects
+        .iter()
+        .filter_map(|(_, p)| p.as_deref())
+        .flat_map(|p| p.bytes().chain(std::iter::once(b'\n')))
+        .collect();
+    if let Some(f) = det.scan(&paths) {
         return Ok(ScanResult {
             commits: count_new(ctx, news)?,
             hit: Some(Hit {
                 rule: f.rule,
-                kind: "commit",
-                object,
+                kind: "tree",
+                object: String::new(),
                 path: None,
             }),
         });
     }
-    // 2. Added lines, one commit at a time (streamed).
     let mut child = ctx
         .git()
-        .args([
-            "log",
-            "-p",
-            "--cc",
-            "--text",
-            "--no-color",
-            "--no-ext-diff",
-            "--no-textconv",
-            "--no-renames",
-            "--submodule=short",
-            "--format=%x01%H",
-        ])
-        .args(news)
-        .args(["--not", "--all", "--"])
-        .stdin(Stdio::null())
+        .args(["cat-file", "--batch"])
+        .stdin(Stdio::piped())
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
+        .stderr(Stdio::null())
         .spawn()
         .map_err(|e| e.to_string())?;
+    let mut stdin = child.stdin.take().ok_or("no stdin")?;
+    let list: String = objects.iter().map(|(o, _)| format!("{o}\n")).collect();
+    let feeder = std::thread::spawn(move || {
+        use std::io::Write;
+        let _ = stdin.write_all(list.as_bytes());
+    });
     let stdout = child.stdout.take().ok_or("no stdout")?;
     let mut reader = BufReader::with_capacity(1 << 16, stdout);
-    let mut commits = 0usize;
-    let mut current = String::new();
-    let mut buf: Vec<u8> = Vec::new();
-    let mut paths: Vec<(usize, String)> = Vec::new();
-    let mut line = Vec::new();
-    let mut hit = None;
-    loop {
-        line.clear();
-        let n = reader
-            .read_until(b'\n', &mut line)
-            .map_err(|e| e.to_string())?;
-        let eof = n == 0;
-        let header = !eof && line.first() == Some(&1);
-        if eof || header || buf.len() > MAX_CHUNK {
-            if let Some(f) = det.scan(&buf) {
-                let path = paths
-                    .iter()
-                    .rev()
-                    .find(|(o, _)| *o <= f.offset)
-                    .map(|(_, p)| p.clone());
-                hit = Some(Hit {
-                    rule: f.rule,
-                    kind: "commit",
-                    object: short(&current),
-                    path,
-                });
-                break;
-            }
-            buf.clear();
-            paths.clear();
-        }
-        if eof {
-            break;
-        }
-        if header {
-            commits += 1;
-            current = String::from_utf8_lossy(&line[1..]).trim().to_owned();
-            continue;
-        }
-        match line.first() {
-            // Removed and context lines: content the gate already has.
-            Some(b'-') | Some(b' ') => {}
-            Some(b'+') => {
-                if let Some(p) = line.strip_prefix(b"+++ b/") {
-                    paths.push((buf.len(), String::from_utf8_lossy(p).trim_end().to_owned()));
-                }
-                buf.extend_from_slice(&line);
-            }
-            _ => buf.extend_from_slice(&line),
-        }
-    }
-    if hit.is_some() {
-        let _ = child.kill();
-    }
-    let status = child.wait().map_err(|e| e.to_string())?;
-    if hit.is_none() && !status.success() {
-        return Err("git log failed".into());
-    }
-    // Without a hit every new commit passed through the loop above (its
-    // marker line cannot be forged: diff lines always carry a +/-/space
-    // prefix); with one, count them all for the audit line.
+    let scanned = scan_batch(&mut reader, det, &objects);
+    let _ = child.kill();
+    let _ = child.wait();
+    let _ = feeder.join();
+    let (commits, hit) = scanned?;
     let commits = if hit.is_some() {
         count_new(ctx, news)?
     } else {
         commits
     };
     Ok(ScanResult { commits, hit })
+}
+
+/// Read `cat-file --batch` answers for `objects` (in order) and scan each.
+fn scan_batch(
+    reader: &mut impl BufRead,
+    det: &Detector,
+    objects: &[(String, Option<String>)],
+) -> Result<(usize, Option<Hit>), String> {
+    let mut commits = 0usize;
+    let mut header = Vec::new();
+    for (oid, path) in objects {
+        header.clear();
+        reader
+            .read_until(b'\n', &mut header)
+            .map_err(|e| e.to_string())?;
+        let text = String::from_utf8_lossy(&header);
+        let mut fields = text.split_whitespace();
+        let (Some(_), Some(kind), Some(size)) = (fields.next(), fields.next(), fields.next())
+        else {
+            return Err(format!("cannot read object {}", short(oid)));
+        };
+        let size: u64 = size
+            .parse()
+            .map_err(|_| format!("cannot read object {}", short(oid)))?;
+        let kind: &'static str = match kind {
+            "commit" => "commit",
+            "tag" => "tag",
+            "tree" => "tree",
+            "blob" => "blob",
+            _ => return Err(format!("unexpected object type of {}", short(oid))),
+        };
+        if kind == "commit" {
+            commits += 1;
+        }
+        let mut remaining = size;
+        let mut window: Vec<u8> = Vec::new();
+        let mut found = None;
+        while remaining > 0 || window.is_empty() {
+            let want = (MAX_CHUNK - window.len()).min(remaining as usize);
+            let start = window.len();
+            window.resize(start + want, 0);
+            reader
+                .read_exact(&mut window[start..])
+                .map_err(|e| e.to_string())?;
+            remaining -= want as u64;
+            let finding = if kind == "tree" {
+                det.scan(&tree_names(&window, oid.len() / 2, path.as_deref()))
+            } else {
+                det.scan(&window)
+            };
+            if let Some(f) = finding {
+                found = Some(f);
+                break;
+            }
+            if remaining == 0 {
+                break;
+            }
+            // Keep an overlap so a value across the window edge is found.
+            let keep = window.len().saturating_sub(OVERLAP);
+            window.drain(..keep);
+        }
+        if let Some(f) = found {
+            return Ok((
+                commits,
+                Some(Hit {
+                    rule: f.rule,
+                    kind,
+                    object: short(oid),
+                    path: path.clone(),
+                }),
+            ));
+        }
+        // The newline after each object's content.
+        let mut nl = [0u8; 1];
+        reader.read_exact(&mut nl).map_err(|e| e.to_string())?;
+    }
+    Ok((commits, None))
+}
+
+/// The entry names of a raw tree object (`<mode> <name>\0<hash>` each), one
+/// per line, each behind the tree's own path (`dir`, as `rev-list` found
+/// it), so a value spelled across directories is whole on one line. A tree
+/// is never split into windows below [`MAX_CHUNK`]; a bigger one is scanned
+/// by its raw bytes, which still hold every name.
+fn tree_names(raw: &[u8], hash_len: usize, dir: Option<&str>) -> Vec<u8> {
+    let mut out = Vec::with_capacity(raw.len() * 2);
+    let mut rest = raw;
+    while let Some(sp) = rest.iter().position(|&b| b == b' ') {
+        let after = &rest[sp + 1..];
+        let Some(nul) = after.iter().position(|&b| b == 0) else {
+            return raw.to_vec();
+        };
+        if let Some(d) = dir {
+            out.extend_from_slice(d.as_bytes());
+            out.push(b'/');
+        }
+        out.extend_from_slice(&after[..nul]);
+        out.push(b'\n');
+        let next = nul + 1 + hash_len;
+        if next > after.len() {
+            return raw.to_vec();
+        }
+        rest = &after[next..];
+    }
+    if rest.is_empty() {
+        out
+    } else {
+        raw.to_vec()
+    }
 }
 
 /// Number of commits reachable from `news` and from no ref the gate has.

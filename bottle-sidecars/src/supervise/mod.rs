@@ -38,7 +38,7 @@
 pub mod capability;
 mod config;
 mod model;
-mod policy;
+pub(crate) mod policy;
 pub mod queue;
 mod server;
 mod store;

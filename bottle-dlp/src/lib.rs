@@ -1,4 +1,7 @@
-//! The one secret detector shared by egress and git-gate.
+#![deny(missing_docs)]
+
+//! The one secret detector shared by egress, git-gate and host-side checks
+//! ([`pattern_hit`]). Sync only: no tokio, no network.
 //!
 //! A [`Detector`] knows two kinds of things to look for:
 //!
@@ -83,6 +86,37 @@ impl fmt::Display for Finding {
     }
 }
 
+/// The id of a credential pattern rule (e.g. `github-token`), without the
+/// `pattern:` prefix a [`Finding`] carries. Never contains matched bytes.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RuleId(String);
+
+impl RuleId {
+    /// The bare rule id.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for RuleId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Host-side check (no held values): the credential pattern rule that
+/// matches `value` in any view the detector decodes (raw, percent-decoded,
+/// base64 runs), or `None`. Used to refuse literal credentials where bottle
+/// expects a reference to a secret (e.g. in manifests). The returned id
+/// never contains the matched text.
+pub fn pattern_hit(value: &str) -> Option<RuleId> {
+    static PATTERNS_ONLY: std::sync::LazyLock<Detector> =
+        std::sync::LazyLock::new(|| Detector::new(Vec::new()));
+    let finding = PATTERNS_ONLY.scan(value.as_bytes())?;
+    let id = finding.rule.strip_prefix("pattern:")?;
+    Some(RuleId(id.to_owned()))
+}
+
 /// Curated credential patterns: `(id, regex)`. Order matters: the first
 /// pattern that matches at the leftmost position names the finding.
 const PATTERNS: &[(&str, &str)] = &[
@@ -147,7 +181,7 @@ impl Detector {
     /// Values shorter than [`MIN_HELD_LEN`] bytes are ignored (with a warning
     /// naming the secret).
     pub fn new(held: Vec<HeldSecret>) -> Detector {
-        Self::from_bytes(
+        Self::from_held_bytes(
             held.into_iter()
                 .map(|h| (h.name, h.value.into_bytes()))
                 .collect(),
@@ -171,7 +205,7 @@ impl Detector {
             let name = entry.file_name().to_string_lossy().into_owned();
             held.push((name, value));
         }
-        Ok(Self::from_bytes(held))
+        Ok(Self::from_held_bytes(held))
     }
 
     /// Number of held secrets actually searched for.
@@ -179,7 +213,9 @@ impl Detector {
         self.held_count
     }
 
-    fn from_bytes(held: Vec<(String, Vec<u8>)>) -> Detector {
+    /// A detector for held values given as raw bytes (`(name, value)`), as
+    /// [`Detector::load_dir`] reads them.
+    pub fn from_held_bytes(held: Vec<(String, Vec<u8>)>) -> Detector {
         let mut held_names: HashMap<Vec<u8>, String> = HashMap::new();
         let mut order: Vec<Vec<u8>> = Vec::new();
         let mut held_count = 0;
@@ -758,6 +794,16 @@ mod tests {
         ] {
             assert_eq!(pattern(clean), None, "{clean}");
         }
+    }
+
+    #[test]
+    fn pattern_hit_names_the_rule_only() {
+        let hit = pattern_hit("token = \"ghp_aBcDeFgHiJkLmNoPqRsTuVwXyZ0123456789\"").unwrap();
+        assert_eq!(hit.as_str(), "github-token");
+        assert_eq!(hit.to_string(), "github-token");
+        assert!(!format!("{hit:?}").contains("ghp_"));
+        assert_eq!(pattern_hit("token = \"${GITHUB_TOKEN}\""), None);
+        assert_eq!(pattern_hit(""), None);
     }
 
     #[test]
