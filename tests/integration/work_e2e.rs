@@ -69,7 +69,15 @@ fn capability_ids_and_work_out_on_docker() {
     git(ws.path(), &["add", "README"]);
     git(
         ws.path(),
-        &["-c", "user.name=host", "-c", "user.email=h@test", "commit", "-qm", "host commit"],
+        &[
+            "-c",
+            "user.name=host",
+            "-c",
+            "user.email=h@test",
+            "commit",
+            "-qm",
+            "host commit",
+        ],
     );
     let cwd = ws.path().display().to_string();
     let (code, out, err) = h.run(&["start", "w", "--yes", "--detach", "--cwd", &cwd]);
@@ -105,10 +113,14 @@ fn capability_ids_and_work_out_on_docker() {
     assert_eq!(code, 0, "resume failed: {err}");
     assert!(err.contains("memory limit 8 GiB"), "{err}");
     let mem = docker_ok(&["inspect", "--format", "{{.HostConfig.Memory}}", &agent]);
-    assert_eq!(mem, (8u64 << 30).to_string(), "agent memory limit after resume");
+    assert_eq!(
+        mem,
+        (8u64 << 30).to_string(),
+        "agent memory limit after resume"
+    );
 
     // 2. A second bottle makes a shared prefix ambiguous: exit 2, both named.
-    let common = format!("{}-", id.rsplitn(2, '-').nth(1).unwrap());
+    let common = format!("{}-", id.rsplit_once('-').unwrap().0);
     std::fs::create_dir_all(h.path().join(format!("state/{common}zzzzzz"))).unwrap();
     let (code, _, err) = h.run(&["logs", &common]);
     assert_eq!(code, 2, "{err}");
@@ -132,7 +144,10 @@ fn capability_ids_and_work_out_on_docker() {
          commit -qm 'agent work' && echo scratch > notes.txt && find data/input.txt -printf 'owner %U\\n'",
     );
     assert_eq!(code, 0, "agent work: {out}");
-    assert!(out.contains("from the host") && out.contains("owner 1000"), "{out}");
+    assert!(
+        out.contains("from the host") && out.contains("owner 1000"),
+        "{out}"
+    );
     let back = tempfile::tempdir().unwrap();
     let dst = back.path().join("notes.txt");
     let (code, _, err) = h.run(&["cp", &format!("{id}:notes.txt"), &dst.display().to_string()]);
@@ -141,7 +156,13 @@ fn capability_ids_and_work_out_on_docker() {
 
     let (code, patch, err) = h.run(&["diff", &id]);
     assert_eq!(code, 0, "diff: {err}");
-    for needle in ["+changed", "-original", "+scratch", "b/data/input.txt", "+more"] {
+    for needle in [
+        "+changed",
+        "-original",
+        "+scratch",
+        "b/data/input.txt",
+        "+more",
+    ] {
         assert!(patch.contains(needle), "diff lacks {needle}: {patch}");
     }
     // the patch applies to the host's copy and gives the agent's tree
@@ -188,7 +209,10 @@ fn capability_ids_and_work_out_on_docker() {
     let (code, out, err) = h.run(&["export", &id, "-o", &leak.display().to_string()]);
     assert_eq!(code, 4, "export with a secret: {out}{err}");
     assert!(err.contains("anthropic-key"), "{err}");
-    assert!(!err.contains(&fake) && !out.contains(&fake), "value leaked: {err}");
+    assert!(
+        !err.contains(&fake) && !out.contains(&fake),
+        "value leaked: {err}"
+    );
     assert!(!leak.exists(), "a refused export wrote a bundle");
 
     // 4. rm of a running bottle: refused without a terminal or -f, says

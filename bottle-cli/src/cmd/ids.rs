@@ -69,9 +69,7 @@ pub fn request(home: &Home, arg: &str) -> Result<(PathBuf, Request)> {
     };
     match matches.len() {
         1 => Ok(matches.remove(0)),
-        0 => Err(Error::NoSuchRequest {
-            id: arg.to_owned(),
-        }),
+        0 => Err(Error::NoSuchRequest { id: arg.to_owned() }),
         _ => Err(ambiguous(
             "request",
             arg,

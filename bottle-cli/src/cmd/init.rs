@@ -79,7 +79,12 @@ pub struct Args {
 pub fn template_files(t: &str) -> (String, String) {
     let (host, scheme, var, what) = match t {
         "codex" => ("api.openai.com", "bearer", "OPENAI_API_KEY", "Codex"),
-        _ => ("api.anthropic.com", "x-api-key", "ANTHROPIC_API_KEY", "Claude Code"),
+        _ => (
+            "api.anthropic.com",
+            "x-api-key",
+            "ANTHROPIC_API_KEY",
+            "Claude Code",
+        ),
     };
     let bottle = format!(
         r#"# {what} in a bottle. The image needs a Debian mirror and the npm
@@ -124,7 +129,10 @@ pub fn run(cli: &Cli, a: &Args) -> Result<u8> {
     create_private_dir(&home.agents_dir())?;
     create_private_dir(&home.state_root())?;
     let mut files = vec![
-        (home.bottles_dir().join("dev.toml"), EXAMPLE_BOTTLE.to_owned()),
+        (
+            home.bottles_dir().join("dev.toml"),
+            EXAMPLE_BOTTLE.to_owned(),
+        ),
         (home.agents_dir().join("demo.toml"), DEMO_AGENT.to_owned()),
     ];
     if let Some(t) = &a.template {
@@ -146,7 +154,9 @@ pub fn run(cli: &Cli, a: &Args) -> Result<u8> {
     }
     if !cli.quiet {
         match &a.template {
-            Some(t) => println!("\nnext: `bottle check`, then `bottle plan {t}` and `bottle start {t}`"),
+            Some(t) => {
+                println!("\nnext: `bottle check`, then `bottle plan {t}` and `bottle start {t}`")
+            }
             None => println!("\nnext: `bottle check`, then `bottle plan demo`"),
         }
     }

@@ -548,7 +548,10 @@ pub fn apply_capabilities(
             continue;
         }
         match &c.outcome {
-            Ok(set) => eprintln!("applying approved capability {} ({}): {set}", c.id, c.summary),
+            Ok(set) => eprintln!(
+                "applying approved capability {} ({}): {set}",
+                c.id, c.summary
+            ),
             Err(why) => eprintln!(
                 "approved capability {} ({}) is recorded, not applied: {why}",
                 c.id, c.summary

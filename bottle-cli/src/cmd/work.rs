@@ -73,7 +73,10 @@ fn running_agent(home: &Home, arg: &str, what: &str) -> Result<Agent> {
     let meta = state.read_metadata()?;
     if meta.backend != "docker" {
         return Err(Error::other(
-            format!("`bottle {what}` works on docker bottles; {id} runs on {}", meta.backend),
+            format!(
+                "`bottle {what}` works on docker bottles; {id} runs on {}",
+                meta.backend
+            ),
             format!("`bottle exec {id} -- ...` reaches the agent"),
         ));
     }
@@ -197,8 +200,7 @@ fn host_tar(src: &Utf8Path, to: &str) -> Result<Vec<u8>> {
     }
     fn walk(host: &Utf8Path, guest: &str, out: &mut Vec<Entry>) -> Result<()> {
         use std::os::unix::fs::PermissionsExt;
-        let meta =
-            std::fs::symlink_metadata(host).map_err(|e| Error::io("reading", host, e))?;
+        let meta = std::fs::symlink_metadata(host).map_err(|e| Error::io("reading", host, e))?;
         let mode = meta.permissions().mode() & 0o777;
         if meta.is_dir() {
             out.push(Entry::Dir {
@@ -225,7 +227,9 @@ fn host_tar(src: &Utf8Path, to: &str) -> Result<Vec<u8>> {
             });
         } else {
             return Err(Error::other(
-                format!("{host} is a symlink or special file; `bottle cp` copies files and directories"),
+                format!(
+                    "{host} is a symlink or special file; `bottle cp` copies files and directories"
+                ),
                 "copy what it points to instead",
             ));
         }
@@ -241,8 +245,17 @@ use bottle_docker::tar as bottle_docker_tar;
 #[cfg(not(feature = "docker"))]
 mod bottle_docker_tar {
     pub enum Entry {
-        Dir { path: String, mode: u32, owner: u32 },
-        File { path: String, mode: u32, owner: u32, data: Vec<u8> },
+        Dir {
+            path: String,
+            mode: u32,
+            owner: u32,
+        },
+        File {
+            path: String,
+            mode: u32,
+            owner: u32,
+            data: Vec<u8>,
+        },
     }
     pub fn archive(_: &[Entry]) -> Result<Vec<u8>, String> {
         Err("this build has no docker backend (feature `docker`)".into())
@@ -351,7 +364,14 @@ pub fn diff(cli: &Cli, a: &DiffArgs) -> Result<u8> {
     run_ok(
         git(&repo)
             .arg(format!("--work-tree={}", base.display()))
-            .args(["commit", "-q", "--allow-empty", "--no-verify", "-m", "baseline"]),
+            .args([
+                "commit",
+                "-q",
+                "--allow-empty",
+                "--no-verify",
+                "-m",
+                "baseline",
+            ]),
     )?;
     tree(&cur)?;
     let mut spec = git(&repo).args([
@@ -387,7 +407,15 @@ pub fn export(cli: &Cli, a: &ExportArgs) -> Result<u8> {
     let made = DuctRunner.output(
         &CommandSpec::new("docker")
             .args(["exec", "--workdir", WORKSPACE, &agent.container])
-            .args(["git", "bundle", "create", "-q", inside, "--branches", "--tags"])
+            .args([
+                "git",
+                "bundle",
+                "create",
+                "-q",
+                inside,
+                "--branches",
+                "--tags",
+            ])
             .allow_failure(),
     )?;
     if !made.success() {
@@ -429,7 +457,11 @@ pub fn export(cli: &Cli, a: &ExportArgs) -> Result<u8> {
         .into_iter()
         .filter(|c| {
             DuctRunner
-                .output(&git(&repo).args(["cat-file", "-e", &format!("{c}^{{commit}}")]).allow_failure())
+                .output(
+                    &git(&repo)
+                        .args(["cat-file", "-e", &format!("{c}^{{commit}}")])
+                        .allow_failure(),
+                )
                 .is_ok_and(|o| o.success())
         })
         .collect();
@@ -458,7 +490,14 @@ pub fn export(cli: &Cli, a: &ExportArgs) -> Result<u8> {
             .output
             .clone()
             .unwrap_or_else(|| Utf8PathBuf::from(format!("{}-patches", agent.id)));
-        let mut spec = git(&repo).args(["format-patch", "-q", "--no-color", "-o", dir.as_str(), "HEAD"]);
+        let mut spec = git(&repo).args([
+            "format-patch",
+            "-q",
+            "--no-color",
+            "-o",
+            dir.as_str(),
+            "HEAD",
+        ]);
         if !known.is_empty() {
             spec = spec.arg("--not").args(known.iter().cloned());
         } else {
@@ -478,7 +517,11 @@ pub fn export(cli: &Cli, a: &ExportArgs) -> Result<u8> {
             .output
             .clone()
             .unwrap_or_else(|| Utf8PathBuf::from(format!("{}.bundle", agent.id)));
-        run_ok(git(&repo).args(["bundle", "create", "-q", file.as_str()]).args(range))?;
+        run_ok(
+            git(&repo)
+                .args(["bundle", "create", "-q", file.as_str()])
+                .args(range),
+        )?;
         println!("{file}");
         if !cli.quiet {
             eprintln!(
@@ -502,7 +545,11 @@ fn base_commits(git_dir: &Path) -> Result<Vec<String>> {
             .allow_failure(),
     )?;
     let mut v: Vec<String> = out.stdout.lines().map(|l| l.trim().to_owned()).collect();
-    if let Ok(o) = DuctRunner.output(&git(git_dir).args(["rev-parse", "--verify", "-q", "HEAD"]).allow_failure()) {
+    if let Ok(o) = DuctRunner.output(
+        &git(git_dir)
+            .args(["rev-parse", "--verify", "-q", "HEAD"])
+            .allow_failure(),
+    ) {
         if o.success() {
             v.push(o.stdout.trim().to_owned());
         }
@@ -544,7 +591,11 @@ fn scan(agent: &Agent, repo: &Path, range: &[String]) -> Result<()> {
                 "--format=%x01%H",
             ])
             .args(range.iter().cloned()),
-        git(repo).args(["for-each-ref", "refs/tags", "--format=%x01%(objectname)%n%(contents)"]),
+        git(repo).args([
+            "for-each-ref",
+            "refs/tags",
+            "--format=%x01%(objectname)%n%(contents)",
+        ]),
     ];
     for spec in texts {
         let out = run_ok(spec)?;
@@ -614,10 +665,5 @@ pub fn rm(cli: &Cli, a: &RmArgs) -> Result<u8> {
             });
         }
     }
-    super::lifecycle::rm(
-        cli,
-        &super::lifecycle::IdArgs {
-            id: id.to_string(),
-        },
-    )
+    super::lifecycle::rm(cli, &super::lifecycle::IdArgs { id: id.to_string() })
 }

@@ -113,7 +113,9 @@ fn parse_cpus(detail: &str) -> Result<CapabilityChange, String> {
     let (n, _) = first_quantity(detail)
         .ok_or_else(|| "no CPU count in it (write it like \"4 CPUs\" or \"2.5\")".to_owned())?;
     if !(n > 0.0 && n <= MAX_CPUS) {
-        return Err(format!("the CPU count must be above 0 and at most {MAX_CPUS}"));
+        return Err(format!(
+            "the CPU count must be above 0 and at most {MAX_CPUS}"
+        ));
     }
     Ok(CapabilityChange::Cpus(n))
 }
@@ -140,9 +142,15 @@ mod tests {
     #[test]
     fn reads_what_the_tool_description_invites() {
         // The tool's own example, and the spellings agents use.
-        assert_eq!(ok("memory", "8 GiB memory"), CapabilityChange::Memory(8 << 30));
+        assert_eq!(
+            ok("memory", "8 GiB memory"),
+            CapabilityChange::Memory(8 << 30)
+        );
         assert_eq!(ok("memory", "8GiB"), CapabilityChange::Memory(8 << 30));
-        assert_eq!(ok("Memory", "at least 1.5 GB of RAM"), CapabilityChange::Memory(3 << 29));
+        assert_eq!(
+            ok("Memory", "at least 1.5 GB of RAM"),
+            CapabilityChange::Memory(3 << 29)
+        );
         assert_eq!(ok("ram", "512 MiB"), CapabilityChange::Memory(512 << 20));
         assert_eq!(ok("cpu", "4 CPUs"), CapabilityChange::Cpus(4.0));
         assert_eq!(ok("cpus", "2.5"), CapabilityChange::Cpus(2.5));
