@@ -29,6 +29,57 @@ while (my $c = $s->accept) {
 }
 "#;
 
+/// A test CA and one leaf certificate for the test upstreams' names: the
+/// upstream serves the leaf, and the bottle's egress trusts the CA for
+/// upstream connections through the `BOTTLE_TEST_UPSTREAM_CA` hook
+/// (docs/security.md, "Test hooks").
+#[derive(Debug)]
+pub struct TestTls {
+    /// Holds `ca.pem`, `cert.pem`, `key.pem`.
+    pub dir: tempfile::TempDir,
+}
+
+impl TestTls {
+    /// A fresh CA and a leaf valid for `names`.
+    pub fn new(names: &[&str]) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ca_key = rcgen::KeyPair::generate().expect("CA key");
+        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        ca_params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "bottle test upstream CA");
+        let ca_cert = ca_params.self_signed(&ca_key).expect("CA cert");
+        let issuer = rcgen::Issuer::new(ca_params, ca_key);
+        let leaf_key = rcgen::KeyPair::generate().expect("leaf key");
+        let leaf =
+            rcgen::CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
+                .expect("leaf params")
+                .signed_by(&leaf_key, &issuer)
+                .expect("leaf cert");
+        std::fs::write(dir.path().join("ca.pem"), ca_cert.pem()).unwrap();
+        std::fs::write(dir.path().join("cert.pem"), leaf.pem()).unwrap();
+        std::fs::write(dir.path().join("key.pem"), leaf_key.serialize_pem()).unwrap();
+        {
+            use std::os::unix::fs::PermissionsExt;
+            // the container reads them as its own root; nothing secret here
+            for f in ["ca.pem", "cert.pem", "key.pem"] {
+                let _ = std::fs::set_permissions(
+                    dir.path().join(f),
+                    std::fs::Permissions::from_mode(0o644),
+                );
+            }
+            let _ = std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755));
+        }
+        Self { dir }
+    }
+
+    /// The CA certificate (what `BOTTLE_TEST_UPSTREAM_CA` points at).
+    pub fn ca_pem(&self) -> PathBuf {
+        self.dir.path().join("ca.pem")
+    }
+}
+
 /// Run `docker` with args; (success, stdout, stderr).
 pub fn docker(args: &[&str]) -> (bool, String, String) {
     let o = duct::cmd("docker", args)
@@ -88,6 +139,34 @@ impl Upstreams {
                 "perl",
                 "-e",
                 ECHO_SERVER,
+            ],
+        );
+        self.wait_log(name, "listening");
+        name.to_owned()
+    }
+
+    /// Start the HTTP(S) echo upstream `name` (`bottle-test-upstream`, see
+    /// `tests/bin/upstream.rs`): TLS on 443 with `tls`'s leaf (h2 and
+    /// http/1.1), plain HTTP on 80 and 8080. It logs every request it
+    /// receives (`REQUEST ...` blocks) for the harness to read.
+    pub fn https_echo(&mut self, name: &str, bin: &Path, tls: &TestTls) -> String {
+        let bin_mount = format!("{}:/usr/local/bin/bottle-test-upstream:ro", bin.display());
+        let tls_mount = format!("{}:/tls:ro", tls.dir.path().display());
+        self.start(
+            name,
+            &[
+                "-v",
+                &bin_mount,
+                "-v",
+                &tls_mount,
+                BASE_IMAGE,
+                "/usr/local/bin/bottle-test-upstream",
+                "--name",
+                name,
+                "--cert",
+                "/tls/cert.pem",
+                "--key",
+                "/tls/key.pem",
             ],
         );
         self.wait_log(name, "listening");

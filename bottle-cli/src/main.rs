@@ -3,7 +3,9 @@
 //!
 //! This crate owns the command line: parsing, the backend registry, output,
 //! and the mapping of errors to exit codes (0 ok, 1 runtime failure,
-//! 2 usage/manifest error, 3 backend unavailable, 4 policy refusal).
+//! 2 usage/manifest error, 3 backend unavailable, 4 policy refusal,
+//! 130 interrupted by Ctrl-C). Writing to a reader that went away
+//! (`bottle plan demo --json | head`) ends quietly with 0, as `ripgrep` does.
 
 use std::process::ExitCode;
 
@@ -44,7 +46,8 @@ pub struct Cli {
 fn main() -> ExitCode {
     // `COMPLETE=<shell> bottle ...`: answer a completion request and exit.
     clap_complete::CompleteEnv::with_factory(<Cli as clap::CommandFactory>::command).complete();
-    let cli = Cli::parse();
+    ui::quiet_on_closed_stdout();
+    let cli = Cli::try_parse().unwrap_or_else(|e| with_tips(e).exit());
     init_tracing(cli.verbose);
     match cmd::run(&cli) {
         Ok(code) => ExitCode::from(code),
@@ -53,6 +56,23 @@ fn main() -> ExitCode {
             ExitCode::from(exit_code(&e))
         }
     }
+}
+
+/// Add bottle's own tips to a usage error: `bottle exec ID id` (the
+/// command without `--`) says where the `--` goes.
+fn with_tips(mut e: clap::Error) -> clap::Error {
+    use clap::error::{ContextKind, ContextValue, ErrorKind};
+    if e.kind() == ErrorKind::UnknownArgument
+        && e.render().to_string().contains("Usage: bottle exec ")
+    {
+        e.insert(
+            ContextKind::Suggested,
+            ContextValue::StyledStrs(vec![
+                "the command goes after `--`: bottle exec <ID> -- <CMD>...".into(),
+            ]),
+        );
+    }
+    e
 }
 
 fn init_tracing(verbose: bool) {
@@ -69,12 +89,24 @@ fn init_tracing(verbose: bool) {
         .init();
 }
 
-/// Exit code of an error (SPEC §3).
+/// Exit code of an error (SPEC §3); an interrupted launch is 130, the
+/// shell convention for Ctrl-C (128 + SIGINT).
 pub fn exit_code(e: &Error) -> u8 {
+    if interrupted(e) {
+        return 130;
+    }
     match e.kind() {
         ErrorKind::Usage => 2,
         ErrorKind::Unavailable => 3,
         ErrorKind::Refused => 4,
         _ => 1,
+    }
+}
+
+fn interrupted(e: &Error) -> bool {
+    match e {
+        Error::Interrupted { .. } => true,
+        Error::Launch { source, .. } => interrupted(source),
+        _ => false,
     }
 }

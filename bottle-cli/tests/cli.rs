@@ -159,7 +159,7 @@ fn missing_host_variable_names_it() {
     assert!(bottle(home, &["init"], None).status.success());
     std::fs::write(
         home.join("bottles/dev.toml"),
-        "[env]\nTOKEN_FROM_HOST = \"${BOTTLE_TEST_SURELY_UNSET_VAR}\"\n",
+        "[env]\nTOKEN_FROM_HOST = { secret = \"${BOTTLE_TEST_SURELY_UNSET_VAR}\" }\n",
     )
     .unwrap();
     let o = bottle(home, &["plan", "demo"], None);
@@ -212,4 +212,54 @@ fn empty_queue_says_so() {
     let o = bottle(home, &["approve", "req-nope"], None);
     assert_eq!(o.status.code(), Some(1));
     assert!(text(&o).1.contains("no permission request `req-nope`"));
+}
+
+/// A literal credential (SPEC §2) in `--env`, a bottle's `[env]` or an
+/// agent's env is refused with exit 2, pointing at the flag or the file and
+/// line and suggesting `${VAR}`; `plan --json` prints nothing, and the value
+/// appears in no output.
+#[test]
+fn literal_credentials_are_refused_and_never_printed() {
+    let dir = fresh();
+    let home = dir.path();
+    assert!(bottle(home, &["init"], None).status.success());
+    let key = "sk-ant-api03-abcdefghijklmnopqrstuvwxyz0123";
+    let flag = format!("ANTHROPIC_API_KEY={key}");
+    let o = bottle(home, &["plan", "demo", "--json", "--env", &flag], None);
+    let (out, err) = text(&o);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(out.is_empty(), "plan printed: {out}");
+    assert!(err.contains("`--env ANTHROPIC_API_KEY=...`"), "{err}");
+    assert!(err.contains("anthropic-key"), "{err}");
+    assert!(err.contains("${ANTHROPIC_API_KEY}"), "{err}");
+    assert!(!err.contains(key), "{err}");
+
+    let dev = home.join("bottles/dev.toml");
+    let text_before = std::fs::read_to_string(&dev).unwrap();
+    let line = text_before
+        .lines()
+        .position(|l| l.starts_with("EDITOR = "))
+        .unwrap()
+        + 2;
+    let openai = "sk-proj-abcdefghijklmnopqrstuvwx1234";
+    std::fs::write(
+        &dev,
+        text_before.replace(
+            "EDITOR = \"vi\"\n",
+            &format!("EDITOR = \"vi\"\nOPENAI_API_KEY = \"{openai}\"\n"),
+        ),
+    )
+    .unwrap();
+    for args in [&["plan", "demo", "--json"][..], &["plan", "demo"][..]] {
+        let o = bottle(home, args, None);
+        let (out, err) = text(&o);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {err}");
+        assert!(out.is_empty(), "{args:?} printed: {out}");
+        assert!(
+            err.contains(&format!("dev.toml:{line}:")),
+            "{args:?} does not point at line {line}: {err}"
+        );
+        assert!(err.contains("${OPENAI_API_KEY}"), "{err}");
+        assert!(!err.contains(openai), "{err}");
+    }
 }

@@ -109,6 +109,17 @@ pub struct LaunchInput<'a> {
     pub wiring: &'a Wiring,
 }
 
+/// Which part of the agent's output [`Running::logs`] prints.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LogOptions {
+    /// Keep printing new output until interrupted or the agent stops.
+    pub follow: bool,
+    /// Only the last `n` lines.
+    pub tail: Option<usize>,
+    /// Only output since this instant (RFC 3339, UTC).
+    pub since: Option<String>,
+}
+
 /// A handle to a launched (or existing) bottle.
 pub trait Running: Send {
     /// The identity.
@@ -121,10 +132,16 @@ pub trait Running: Send {
         cmd: &[String],
         runner: &dyn CommandRunner,
     ) -> Result<crate::command::Output>;
-    /// Attach the agent's terminal; exit code.
+    /// Attach the agent's terminal; exit code (0 after a detach).
     fn attach(&self, runner: &dyn CommandRunner) -> Result<i32>;
-    /// Agent logs (`sidecar = Some("egress")` for a sidecar's).
-    fn logs(&self, sidecar: Option<&str>, follow: bool, runner: &dyn CommandRunner) -> Result<i32>;
+    /// The keys that detach from [`Running::attach`] leaving the agent
+    /// running (e.g. `Ctrl-P Ctrl-Q`), if the backend has any.
+    fn detach_keys(&self) -> Option<&'static str> {
+        None
+    }
+    /// Print the agent's output (the sidecars' logs are a file in the state
+    /// dir, see `bottle logs --sidecar`); exit code.
+    fn logs(&self, opts: &LogOptions, runner: &dyn CommandRunner) -> Result<i32>;
     /// Health.
     fn health(&self, runner: &dyn CommandRunner) -> Result<Health>;
     /// Stop and remove every resource but the state and the home volume.

@@ -19,7 +19,9 @@ pub mod state;
 pub mod teardown;
 pub mod units;
 
-pub use backend::{Backend, Health, LaunchInput, LaunchScript, Probe, Resource, Running, Step};
+pub use backend::{
+    Backend, Health, LaunchInput, LaunchScript, LogOptions, Probe, Resource, Running, Step,
+};
 pub use command::{CommandRunner, CommandSpec, DuctRunner, Output, RecordingRunner};
 pub use error::{Error, ErrorKind, Result};
 pub use manifest::{Loader, Runtime, Template};

@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 
 use camino::{Utf8Path, Utf8PathBuf};
-use serde::de::DeserializeOwned;
+use serde::de::{self, DeserializeOwned, Deserializer, MapAccess, Visitor};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
@@ -93,7 +93,7 @@ pub struct BottleFile {
     /// The agent image.
     pub agent_provider: Option<ProviderSection>,
     /// Env for the agent.
-    pub env: Option<BTreeMap<String, String>>,
+    pub env: Option<BTreeMap<String, EnvValue>>,
     /// Git identity and remotes.
     pub git: Option<GitSection>,
     /// Egress policy.
@@ -178,6 +178,8 @@ pub struct EgressSection {
     pub dlp: Option<bool>,
     /// How much of a body to scan (default `1MiB`).
     pub max_body_scan: Option<String>,
+    /// DLP pattern rules (by gitleaks/bottle rule id) this bottle turns off.
+    pub dlp_disable: Option<Vec<String>>,
 }
 
 /// `[[egress.routes]]`.
@@ -245,11 +247,94 @@ pub struct AgentFile {
     /// Entry command overriding the template's.
     pub command: Option<Vec<String>>,
     /// Env merged over the bottle's.
-    pub env: Option<BTreeMap<String, String>>,
+    pub env: Option<BTreeMap<String, EnvValue>>,
     /// Keep the agent CLI's own permission prompts (claude/codex templates).
     /// Default false: inside a bottle the sandbox is the boundary, so the
     /// agent starts in the mode its docs give for an outer sandbox.
     pub permission_prompts: Option<bool>,
+}
+
+/// One `[env]` value as written (README "Env values", SPEC §2).
+///
+/// A plain string is a literal, `"${HOST_VAR}"` (copied from the host at
+/// start, **not** held) or `"?question"` (asked at start, held). The table
+/// form `{ secret = "${HOST_VAR}" }` marks a host value as a secret the
+/// bottle holds: the sidecars refuse to let it out and mask it in replies.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(untagged)]
+pub enum EnvValue {
+    /// `KEY = "..."`.
+    Plain(String),
+    /// `KEY = { secret = "${HOST_VAR}" }` (or `"?question"`).
+    Secret {
+        /// The host variable reference(s) or `?question`.
+        secret: String,
+    },
+}
+
+impl EnvValue {
+    /// The string as written (without the table around a secret).
+    pub fn raw(&self) -> &str {
+        match self {
+            EnvValue::Plain(s) => s,
+            EnvValue::Secret { secret } => secret,
+        }
+    }
+
+    /// Whether the bottle holds the resolved value: marked secret, or a
+    /// `?prompt` answer.
+    pub fn is_held(&self) -> bool {
+        matches!(self, EnvValue::Secret { .. }) || self.raw().starts_with('?')
+    }
+
+    /// Whether the value comes from the host (a `${VAR}` or a `?prompt`)
+    /// rather than being written in the file.
+    pub fn from_host(&self) -> bool {
+        let raw = self.raw();
+        raw.starts_with('?') || crate::plan::env_refs(raw).is_ok_and(|r| !r.is_empty())
+    }
+}
+
+impl From<&str> for EnvValue {
+    fn from(s: &str) -> Self {
+        EnvValue::Plain(s.to_owned())
+    }
+}
+
+impl<'de> Deserialize<'de> for EnvValue {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = EnvValue;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(
+                    "a string (\"literal\", \"${HOST_VAR}\", \"?question\") or a table { secret = \"${HOST_VAR}\" }",
+                )
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> std::result::Result<EnvValue, E> {
+                Ok(EnvValue::Plain(v.to_owned()))
+            }
+            fn visit_map<A: MapAccess<'de>>(
+                self,
+                mut m: A,
+            ) -> std::result::Result<EnvValue, A::Error> {
+                let mut secret: Option<String> = None;
+                while let Some(k) = m.next_key::<String>()? {
+                    if k != "secret" {
+                        return Err(de::Error::unknown_field(&k, &["secret"]));
+                    }
+                    if secret.is_some() {
+                        return Err(de::Error::duplicate_field("secret"));
+                    }
+                    secret = Some(m.next_value()?);
+                }
+                secret
+                    .map(|secret| EnvValue::Secret { secret })
+                    .ok_or_else(|| de::Error::missing_field("secret"))
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 /// Where an agent file came from.
@@ -596,15 +681,28 @@ pub fn agent_from_text(path: &Utf8Path, text: &str, source: AgentSource) -> Resu
         ));
     }
     if let Some(pf) = &file.prompt_file {
-        let p = path.parent().unwrap_or(Utf8Path::new(".")).join(pf);
-        if !p.is_file() {
-            return Err(err(
-                format!("`prompt_file` {p} does not exist"),
-                "create the file or fix the path (relative to the agent file)",
-            ));
+        if let Err((message, fix)) = prompt_path(path, pf, source) {
+            let (line, column) = key_position(text, "prompt_file");
+            return Err(Error::Manifest {
+                file: path.to_owned(),
+                line,
+                column,
+                message,
+                fix,
+            });
         }
     }
     if let Some(cmd) = &file.command {
+        if let Some(rule) = cmd.iter().find_map(|a| bottle_dlp::pattern_hit(a)) {
+            let (line, column) = key_position(text, "command");
+            return Err(Error::Manifest {
+                file: path.to_owned(),
+                line,
+                column,
+                message: format!("`command` carries a literal credential (matches `{rule}`)"),
+                fix: "never put a secret in a command: hold it with an egress route's auth (token = \"${VAR}\") or a bottle env entry { secret = \"${VAR}\" }".into(),
+            });
+        }
         if cmd.is_empty() || cmd[0].is_empty() {
             return Err(err(
                 "`command` is empty".into(),
@@ -613,7 +711,11 @@ pub fn agent_from_text(path: &Utf8Path, text: &str, source: AgentSource) -> Resu
         }
     }
     if let Some(env) = &file.env {
-        validate_env(path, env)?;
+        let author = match source {
+            AgentSource::Home => EnvAuthor::Operator,
+            AgentSource::Repo => EnvAuthor::Repo,
+        };
+        validate_env(path, text, env, author)?;
     }
     Ok(LoadedAgent {
         name,
@@ -621,6 +723,67 @@ pub fn agent_from_text(path: &Utf8Path, text: &str, source: AgentSource) -> Resu
         source,
         file,
     })
+}
+
+/// The file an agent's `prompt_file` names, checked: it must exist, and for
+/// a repo agent it must be a relative path without `..` whose real location
+/// (symlinks resolved) is inside the repository (SPEC §1, S11 in
+/// docs/security.md). Errors are `(message, fix)`.
+pub(crate) fn prompt_path(
+    agent_file: &Utf8Path,
+    prompt_file: &str,
+    source: AgentSource,
+) -> std::result::Result<Utf8PathBuf, (String, String)> {
+    let dir = agent_file.parent().unwrap_or(Utf8Path::new("."));
+    let rel = Utf8Path::new(prompt_file);
+    let repo_fix = || {
+        "keep the prompt in the repository under .bottle/agents/ and name it relative to the agent file, e.g. prompt_file = \"prompt.md\"".to_owned()
+    };
+    if source == AgentSource::Repo {
+        if rel.has_root() || rel.is_absolute() {
+            return Err((
+                format!("`prompt_file = \"{prompt_file}\"` is an absolute path; a repo agent may only use files inside the repository"),
+                repo_fix(),
+            ));
+        }
+        if rel
+            .components()
+            .any(|c| matches!(c, camino::Utf8Component::ParentDir))
+        {
+            return Err((
+                format!("`prompt_file = \"{prompt_file}\"` climbs with `..`; a repo agent may only use files inside the repository"),
+                repo_fix(),
+            ));
+        }
+    }
+    let p = dir.join(rel);
+    if !p.is_file() {
+        return Err((
+            format!("`prompt_file` {p} does not exist"),
+            "create the file or fix the path (relative to the agent file)".into(),
+        ));
+    }
+    if source == AgentSource::Repo {
+        // The repository is two levels above `.bottle/agents/`; anything
+        // else (an in-memory agent) is confined to its own directory.
+        let root = match dir.parent().and_then(Utf8Path::parent) {
+            Some(r) if dir.ends_with(".bottle/agents") => r,
+            _ => dir,
+        };
+        let real = |p: &Utf8Path| fs::canonicalize(p).ok();
+        match (real(root), real(&p)) {
+            (Some(root), Some(target)) if target.starts_with(&root) => {
+                return Ok(Utf8PathBuf::from_path_buf(target).unwrap_or(p));
+            }
+            _ => {
+                return Err((
+                    format!("`prompt_file = \"{prompt_file}\"` resolves (through a symlink) to a file outside the repository"),
+                    repo_fix(),
+                ))
+            }
+        }
+    }
+    Ok(p)
 }
 
 fn names_in(dir: &Utf8Path) -> Vec<String> {
@@ -681,8 +844,18 @@ fn parse<T: DeserializeOwned>(path: &Utf8Path, text: &str) -> Result<T> {
             }
             None => (None, None),
         };
-        let message = e.message().trim().to_owned();
-        let fix = if message.contains("unknown field") {
+        let mut message = e.message().trim().to_owned();
+        let suggestion = closest_expected(&message);
+        if let Some((_, best)) = &suggestion {
+            message.push_str(&format!("; did you mean `{best}`?"));
+        }
+        let fix = if let Some((wrong, best)) = suggestion {
+            if message.starts_with("unknown variant") {
+                format!("write `{best}` instead of `{wrong}`")
+            } else {
+                format!("rename `{wrong}` to `{best}`")
+            }
+        } else if message.contains("unknown field") {
             "remove or rename the key; the valid keys are listed above".to_owned()
         } else if message.contains("unknown variant") {
             "use one of the values listed above".to_owned()
@@ -699,6 +872,23 @@ fn parse<T: DeserializeOwned>(path: &Utf8Path, text: &str) -> Result<T> {
             fix,
         }
     })
+}
+
+/// For serde's "unknown field `x`, expected one of `a`, `b`" (or "unknown
+/// variant ..."), the valid name closest to `x` when it is a likely typo:
+/// `(x, closest)`.
+fn closest_expected(message: &str) -> Option<(String, String)> {
+    let rest = message
+        .strip_prefix("unknown field ")
+        .or_else(|| message.strip_prefix("unknown variant "))?;
+    let mut names = rest.split('`').skip(1).step_by(2);
+    let wrong = names.next()?;
+    let (dist, best) = names
+        .map(|n| (strsim::damerau_levenshtein(wrong, n), n))
+        .min_by_key(|(d, _)| *d)?;
+    let len = wrong.chars().count();
+    (dist > 0 && dist < len && dist <= (len / 3).max(2))
+        .then(|| (wrong.to_owned(), best.to_owned()))
 }
 
 fn merge(base: &mut toml::Table, over: toml::Table) {
@@ -741,9 +931,38 @@ pub fn valid_env_name(k: &str) -> bool {
         && c.all(|x| x.is_ascii_alphanumeric() || x == '_')
 }
 
-fn validate_env(path: &Utf8Path, env: &BTreeMap<String, String>) -> Result<()> {
-    let text = fs::read_to_string(path).unwrap_or_default();
-    let ck = Checker { path, text: &text };
+/// Does this env var name say it carries a credential?
+pub fn credential_like_name(key: &str) -> bool {
+    let k = key.to_ascii_uppercase();
+    [
+        "TOKEN",
+        "SECRET",
+        "PASSWORD",
+        "PASSWD",
+        "API_KEY",
+        "APIKEY",
+        "PRIVATE_KEY",
+        "CREDENTIAL",
+    ]
+    .iter()
+    .any(|h| k.contains(h))
+}
+
+/// Who wrote an env map: the operator (a bottle or a home agent) or a
+/// repository (a repo agent, which may set only literal values).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum EnvAuthor {
+    Operator,
+    Repo,
+}
+
+fn validate_env(
+    path: &Utf8Path,
+    text: &str,
+    env: &BTreeMap<String, EnvValue>,
+    author: EnvAuthor,
+) -> Result<()> {
+    let ck = Checker { path, text };
     for (k, v) in env {
         if !valid_env_name(k) {
             return Err(ck.fail(
@@ -752,12 +971,53 @@ fn validate_env(path: &Utf8Path, env: &BTreeMap<String, String>) -> Result<()> {
                 "use letters, digits and `_`, not starting with a digit",
             ));
         }
-        if let Err(why) = crate::plan::env_refs(v) {
-            return Err(ck.fail(
+        let raw = v.raw();
+        let refs = crate::plan::env_refs(raw).map_err(|why| {
+            ck.fail(
                 k,
                 format!("`env.{k}`: {why}"),
                 "write host variables as ${NAME}",
+            )
+        })?;
+        if author == EnvAuthor::Repo && (v.from_host() || matches!(v, EnvValue::Secret { .. })) {
+            let what = if raw.starts_with('?') {
+                "asks the operator a question (`?...`)".to_owned()
+            } else if refs.is_empty() {
+                "is marked secret".to_owned()
+            } else {
+                format!("reads host variable `{}`", refs[0])
+            };
+            return Err(ck.fail(
+                k,
+                format!("`env.{k}` {what}, but this agent comes from the repository, which may set only literal values"),
+                format!("host variables and ?prompt come only from $BOTTLE_HOME: set {k} in the bottle ($BOTTLE_HOME/bottles/) or in a home agent ($BOTTLE_HOME/agents/), or write a literal value"),
             ));
+        }
+        if !v.from_host() {
+            if let Some(rule) = bottle_dlp::pattern_hit(raw) {
+                return Err(ck.fail(
+                    k,
+                    format!("`env.{k}` is a literal credential (matches `{rule}`); the agent would hold it and anyone who reads this file has it"),
+                    format!("export it on the host and write {k} = {{ secret = \"${{{k}}}\" }} in $BOTTLE_HOME; better, let an egress route's auth hold an API token so the agent never sees it"),
+                ));
+            }
+        }
+        match v {
+            EnvValue::Secret { secret } if !secret.starts_with('?') && refs.is_empty() => {
+                return Err(ck.fail(
+                    k,
+                    format!("`env.{k} = {{ secret = ... }}` holds a literal value, not a host variable"),
+                    format!("keep secrets out of manifests: export it on the host and write {k} = {{ secret = \"${{{k}}}\" }}"),
+                ));
+            }
+            EnvValue::Plain(_) if !refs.is_empty() && credential_like_name(k) => {
+                return Err(ck.fail(
+                    k,
+                    format!("`env.{k}` looks like a credential but is not marked secret, so the bottle would not hold it (it could be sent out)"),
+                    format!("write {k} = {{ secret = \"{raw}\" }} to hold it, or rename the variable if it is not a secret"),
+                ));
+            }
+            _ => {}
         }
     }
     Ok(())
@@ -880,7 +1140,7 @@ fn validate_bottle(path: &Utf8Path, text: &str, b: &BottleFile) -> Result<()> {
         }
     }
     if let Some(env) = &b.env {
-        validate_env(path, env)?;
+        validate_env(path, text, env, EnvAuthor::Operator)?;
     }
     if let Some(g) = &b.git {
         let mut seen = BTreeSet::new();
@@ -940,6 +1200,19 @@ fn validate_bottle(path: &Utf8Path, text: &str, b: &BottleFile) -> Result<()> {
         if let Some(s) = &e.max_body_scan {
             units::parse_bytes(s)
                 .map_err(|why| ck.fail("max_body_scan", why, "e.g. max_body_scan = \"1MiB\""))?;
+        }
+        for id in e.dlp_disable.iter().flatten() {
+            let ok = !id.is_empty()
+                && id
+                    .bytes()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.'));
+            if !ok {
+                return Err(ck.fail(
+                    "dlp_disable",
+                    format!("`{id}` is not a DLP rule id"),
+                    "name rules by id, e.g. dlp_disable = [\"generic-api-key\"] (ids: docs/security.md)",
+                ));
+            }
         }
         for r in e.routes.iter().flatten() {
             if !valid_route_host(&r.host) {

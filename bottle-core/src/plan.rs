@@ -6,7 +6,7 @@
 //! [`Prompter`]. Maps are `BTreeMap`s so JSON output and hashes are stable;
 //! secrets are [`Secret`]s, redacted in every rendering.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use camino::{Utf8Path, Utf8PathBuf};
 use serde::Serialize;
@@ -14,7 +14,7 @@ use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
 use crate::manifest::{
-    AgentSource, GitUser, LoadedAgent, LoadedBottle, Runtime, Template, KNOWN_BACKENDS,
+    AgentSource, EnvValue, GitUser, LoadedAgent, LoadedBottle, Runtime, Template, KNOWN_BACKENDS,
 };
 use crate::secret::Secret;
 use crate::units;
@@ -190,8 +190,9 @@ fn interpolate(value: &str, key: &str, file: &Utf8Path, env: &dyn HostEnv) -> Re
 pub enum EnvEntry {
     /// Written in the manifest (or `--env`).
     Literal(String),
-    /// Copied from a host variable or answered at a prompt; also held by
-    /// egress so it cannot be sent out.
+    /// Copied from a host variable or answered at a prompt: redacted in
+    /// every rendering and delivered to the agent privately. Held by the
+    /// sidecars only when the key is in [`BottlePlan::held_env`].
     Secret(Secret),
 }
 
@@ -305,6 +306,9 @@ pub struct EgressPlan {
     pub dlp: bool,
     /// Bytes of body scanned.
     pub max_body_scan: u64,
+    /// DLP pattern rule ids turned off for this bottle.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub dlp_disable: Vec<String>,
 }
 
 /// A gated git remote.
@@ -419,6 +423,10 @@ pub struct BottlePlan {
     pub provider: ProviderPlan,
     /// Agent env.
     pub env: BTreeMap<String, EnvEntry>,
+    /// Env keys whose values the bottle holds (`{ secret = "${VAR}" }` and
+    /// `?prompt` answers): the sidecars refuse to send them out and mask
+    /// them in replies. A plain `"${VAR}"` is not held.
+    pub held_env: BTreeSet<String>,
     /// Directory copied into the agent image.
     pub workspace: Option<Utf8PathBuf>,
     /// Egress policy.
@@ -435,9 +443,9 @@ pub struct BottlePlan {
 
 impl BottlePlan {
     /// Every secret the bottle holds, by file name in the secrets dir:
-    /// route tokens, the provider key, deploy keys are files referenced by
-    /// path (see [`RemotePlan::identity_file`]) and `?prompt`/host-var env
-    /// values.
+    /// route tokens, the provider key and the env entries in
+    /// [`BottlePlan::held_env`] (deploy keys are files referenced by path,
+    /// see [`RemotePlan::identity_file`]).
     pub fn held_secrets(&self) -> BTreeMap<String, Secret> {
         let mut out = BTreeMap::new();
         for r in &self.egress.routes {
@@ -446,7 +454,7 @@ impl BottlePlan {
             }
         }
         for (k, v) in &self.env {
-            if let EnvEntry::Secret(s) = v {
+            if let (true, EnvEntry::Secret(s)) = (self.held_env.contains(k), v) {
                 out.insert(format!("env-{k}"), s.clone());
             }
         }
@@ -585,7 +593,16 @@ pub fn resolve(
     let prompt = match (&agent.file.prompt, &agent.file.prompt_file) {
         (Some(p), _) => Some(p.clone()),
         (None, Some(pf)) => {
-            let p = agent.path.parent().unwrap_or(Utf8Path::new(".")).join(pf);
+            // checked again here: the file may have changed since loading
+            let p = crate::manifest::prompt_path(&agent.path, pf, agent.source).map_err(
+                |(message, fix)| Error::Manifest {
+                    file: agent.path.clone(),
+                    line: None,
+                    column: None,
+                    message,
+                    fix,
+                },
+            )?;
             Some(std::fs::read_to_string(&p).map_err(|e| Error::io("reading", p, e))?)
         }
         _ => None,
@@ -614,19 +631,24 @@ pub fn resolve(
 
     // env: bottle, then agent over it, then --env
     let mut env = BTreeMap::new();
-    let sources: [(Option<&BTreeMap<String, String>>, &Utf8Path); 2] = [
+    let mut held_env = BTreeSet::new();
+    let sources: [(Option<&BTreeMap<String, EnvValue>>, &Utf8Path); 2] = [
         (b.env.as_ref(), bottle_file),
         (agent.file.env.as_ref(), &agent.path),
     ];
     for (map, file) in sources {
         for (k, v) in map.into_iter().flatten() {
-            let entry = if v.starts_with('?') {
-                EnvEntry::Secret(secret_value(k, v, file)?)
-            } else if env_refs(v).map(|r| !r.is_empty()).unwrap_or(false) {
-                EnvEntry::Secret(Secret::new(interpolate(v, k, file, host)?))
+            let raw = v.raw();
+            let entry = if v.from_host() {
+                EnvEntry::Secret(secret_value(k, raw, file)?)
             } else {
-                EnvEntry::Literal(v.clone())
+                EnvEntry::Literal(raw.to_owned())
             };
+            if v.is_held() {
+                held_env.insert(k.clone());
+            } else {
+                held_env.remove(k);
+            }
             env.insert(k.clone(), entry);
         }
     }
@@ -640,6 +662,20 @@ pub fn resolve(
                 fix: "use --env NAME=VALUE".into(),
             });
         }
+        if let Some(rule) = bottle_dlp::pattern_hit(v) {
+            return Err(Error::Manifest {
+                file: "<command line>".into(),
+                line: None,
+                column: None,
+                message: format!(
+                    "`--env {k}=...` is a literal credential (matches `{rule}`); a secret on a command line ends up in shell history and process lists, and the agent would hold it"
+                ),
+                fix: format!(
+                    "export {k} on the host and reference it from the bottle: {k} = {{ secret = \"${{{k}}}\" }}"
+                ),
+            });
+        }
+        held_env.remove(k);
         env.insert(k.clone(), EnvEntry::Literal(v.clone()));
     }
 
@@ -692,6 +728,7 @@ pub fn resolve(
             Some(Template::Codex) => "OPENAI_API_KEY",
             _ => "ANTHROPIC_API_KEY",
         };
+        held_env.remove(placeholder_var);
         env.insert(
             placeholder_var.into(),
             EnvEntry::Literal(PLACEHOLDER_TOKEN.into()),
@@ -707,6 +744,7 @@ pub fn resolve(
             .transpose()
             .map_err(|e| Error::other(e, "fix egress.max_body_scan"))?
             .unwrap_or(1 << 20),
+        dlp_disable: eg.dlp_disable.clone().unwrap_or_default(),
     };
 
     // git
@@ -794,6 +832,7 @@ pub fn resolve(
             permission_prompts,
         },
         env,
+        held_env,
         workspace: opts.cwd.clone(),
         egress,
         git: GitPlan { user, remotes },

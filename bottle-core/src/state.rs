@@ -70,6 +70,10 @@ impl Home {
     pub fn agents_dir(&self) -> Utf8PathBuf {
         self.root.join("agents")
     }
+    /// `dlp/`: the operator's extra DLP rules (gitleaks-format `*.toml`).
+    pub fn dlp_dir(&self) -> Utf8PathBuf {
+        self.root.join("dlp")
+    }
     /// `state/`.
     pub fn state_root(&self) -> Utf8PathBuf {
         self.root.join("state")
@@ -193,6 +197,14 @@ impl StateDir {
     /// `egress/` (holds `routes.toml`).
     pub fn egress_dir(&self) -> Utf8PathBuf {
         self.path.join("egress")
+    }
+    /// `egress/dlp/`: the operator's DLP rule files as copied at start.
+    pub fn dlp_rules_dir(&self) -> Utf8PathBuf {
+        self.egress_dir().join("dlp")
+    }
+    /// The home dir this state dir belongs to (`<home>/state/<id>`).
+    pub fn home_root(&self) -> Option<&Utf8Path> {
+        self.path.parent()?.parent()
     }
     /// `egress/routes.toml`: the live egress policy.
     pub fn routes_path(&self) -> Utf8PathBuf {

@@ -149,3 +149,97 @@ fn repo_agents_cannot_define_bottles() {
         .unwrap()
         .contains("bottles live only in $BOTTLE_HOME/bottles/"));
 }
+
+/// A repo agent's `prompt_file` that reaches out of the repository through a
+/// symlink (a link to a file, or a path through a linked directory) is
+/// refused at load time, naming the agent file and line; the target's
+/// content never reaches the plan. A link that stays inside the repository
+/// still works.
+#[test]
+fn repo_prompt_file_cannot_escape_through_symlinks() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = Utf8PathBuf::from_path_buf(dir.path().to_path_buf()).unwrap();
+    materialize(
+        "# --- bottles/dev.toml\n\
+         # --- operator/.aws/credentials\naws_secret_access_key = SECRET-operator-file\n\
+         # --- repo/README.md\nPrompt kept in the repository.\n\
+         # --- repo/.bottle/agents/linkfile.toml\nbottle = \"dev\"\nprompt_file = \"prompt.md\"\n\
+         # --- repo/.bottle/agents/linkdir.toml\nbottle = \"dev\"\n\nprompt_file = \"ctx/credentials\"\n\
+         # --- repo/.bottle/agents/inside.toml\nbottle = \"dev\"\nprompt_file = \"readme.md\"\n",
+        &root,
+    );
+    let agents = root.join("repo/.bottle/agents");
+    std::os::unix::fs::symlink(
+        root.join("operator/.aws/credentials"),
+        agents.join("prompt.md"),
+    )
+    .unwrap();
+    std::os::unix::fs::symlink(root.join("operator/.aws"), agents.join("ctx")).unwrap();
+    std::os::unix::fs::symlink("../../README.md", agents.join("readme.md")).unwrap();
+    let loader = Loader::new(Home::new(&root), Some(root.join("repo")));
+
+    for (agent, line) in [("linkfile", 2), ("linkdir", 3)] {
+        let err = loader.load(agent).unwrap_err();
+        let msg = err.to_string();
+        assert_eq!(err.kind(), bottle_core::ErrorKind::Usage, "{msg}");
+        assert!(
+            msg.starts_with(&format!("{agents}/{agent}.toml:{line}:")),
+            "{agent}: error does not point at the prompt_file line: {msg}"
+        );
+        assert!(msg.contains("outside the repository"), "{agent}: {msg}");
+        assert!(!msg.contains("SECRET"), "{agent}: {msg}");
+        assert!(err.fix().unwrap().contains(".bottle/agents"), "{agent}");
+    }
+
+    let (a, b) = loader
+        .load("inside")
+        .expect("a link inside the repo is fine");
+    let opts = ResolveOptions {
+        identity: Some(Identity::parse("inside-dev-test01").unwrap()),
+        ..Default::default()
+    };
+    let plan = resolve(&a, &b, &opts, &host_env(&root), &FixedAnswers).unwrap();
+    assert_eq!(
+        plan.provider.prompt.as_deref(),
+        Some("Prompt kept in the repository.\n")
+    );
+}
+
+/// Only secrets are held (SPEC §2): a plain `"${VAR}"` reaches the agent but
+/// is not held, so the sidecars do not block or mask it; an entry marked
+/// `{ secret = "${VAR}" }` and a `?prompt` answer are held. A home agent's
+/// plain value over a bottle's secret makes it plain; `--env` is literal.
+#[test]
+fn only_marked_env_values_are_held() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = Utf8PathBuf::from_path_buf(dir.path().to_path_buf()).unwrap();
+    materialize(
+        "# --- bottles/dev.toml\n[env]\nTZ = \"${PLAIN_VAR}\"\nDB_PASSWORD = { secret = \"${API_TOKEN}\" }\nASKED = \"?your name\"\nLATER = { secret = \"${GITHUB_TOKEN}\" }\nFLAGGED = { secret = \"${GITHUB_TOKEN}\" }\n\
+         # --- agents/main.toml\nbottle = \"dev\"\n[env]\nLATER = \"plain-now\"\n",
+        &root,
+    );
+    let loader = Loader::new(Home::new(&root), None);
+    let (a, b) = loader.load("main").unwrap();
+    let opts = ResolveOptions {
+        identity: Some(Identity::parse("main-dev-test01").unwrap()),
+        env: vec![("FLAGGED".into(), "from-the-command-line".into())],
+        ..Default::default()
+    };
+    let plan = resolve(&a, &b, &opts, &host_env(&root), &FixedAnswers).unwrap();
+    let held = plan.held_secrets();
+    let held_values: BTreeMap<&str, &str> =
+        held.iter().map(|(k, v)| (k.as_str(), v.expose())).collect();
+    assert_eq!(
+        held_values,
+        BTreeMap::from([
+            ("env-ASKED", "answer-SECRET-5"),
+            ("env-DB_PASSWORD", "tok-SECRET-0003"),
+        ]),
+        "held set"
+    );
+    // TZ still reaches the agent with the host's value
+    assert_eq!(plan.env["TZ"].expose(), "plain-SECRET-0004");
+    assert_eq!(plan.env["LATER"].expose(), "plain-now");
+    let json = serde_json::to_string(&plan).unwrap();
+    assert!(!json.contains("SECRET"), "{json}");
+}

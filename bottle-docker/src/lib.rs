@@ -2,6 +2,7 @@
 //! bundle (`bottle-sidecar`) on a per-bottle `--internal` network.
 //!
 //! Modules: [`images`] (templates, content-hash tags, build contexts),
+//! [`gc`] (which of those images no container uses),
 //! [`workspace`] (which `--cwd` files are copied), [`render`] (plan →
 //! commands, pure), [`launch`] (running them with LIFO rollback and Ctrl-C
 //! handling), [`running`] (the handle: exec/attach/logs/stop), [`tar`]
@@ -19,6 +20,7 @@ use bottle_core::plan::{Identity, LABEL_IDENTITY};
 use bottle_core::{Error, Metadata, Result, StateDir};
 use camino::Utf8PathBuf;
 
+pub mod gc;
 pub mod images;
 pub mod launch;
 pub mod render;

@@ -3,7 +3,7 @@
 
 use std::io::IsTerminal;
 
-use bottle_core::backend::{Health, Running};
+use bottle_core::backend::{Health, LogOptions, Running};
 use bottle_core::command::{CommandRunner, CommandSpec, Output};
 use bottle_core::plan::{Identity, Names};
 use bottle_core::Result;
@@ -52,6 +52,56 @@ impl DockerRunning {
             .args(["/bin/sh", "-c", crate::render::EXEC_WITH_ENV, "bottle-exec"])
             .args(cmd.iter().cloned())
     }
+}
+
+/// The keys that detach from `bottle attach` (docker's default, named
+/// explicitly so a `detachKeys` in the user's docker config cannot change
+/// what `bottle start` and `bottle attach` announce).
+pub const DETACH_KEYS: &str = "ctrl-p,ctrl-q";
+
+/// What docker prints when the detach keys were pressed.
+const DETACHED: &str = "read escape sequence";
+
+/// `docker attach` with its stderr into `err_file` (a shell redirect: the
+/// terminal stays docker's).
+fn attach_spec(agent: &str, err_file: &str) -> CommandSpec {
+    CommandSpec::new("sh").args([
+        "-c",
+        "exec docker attach --detach-keys \"$1\" \"$2\" 2>\"$3\"",
+        "bottle-attach",
+        DETACH_KEYS,
+        agent,
+        err_file,
+    ])
+}
+
+/// Whether docker's stderr says the user detached, and the rest of it.
+fn split_detach(stderr: &str) -> (bool, String) {
+    let mut detached = false;
+    let mut rest = String::new();
+    for l in stderr.lines() {
+        if l.trim() == DETACHED {
+            detached = true;
+        } else {
+            rest.push_str(l);
+            rest.push('\n');
+        }
+    }
+    (detached, rest)
+}
+
+fn logs_spec(container: &str, opts: &LogOptions) -> CommandSpec {
+    let mut spec = CommandSpec::new("docker").arg("logs");
+    if opts.follow {
+        spec = spec.arg("--follow");
+    }
+    if let Some(n) = opts.tail {
+        spec = spec.args(["--tail".to_owned(), n.to_string()]);
+    }
+    if let Some(t) = &opts.since {
+        spec = spec.args(["--since", t]);
+    }
+    spec.arg(container)
 }
 
 /// Remove a bottle's containers and networks (and its home volume unless
@@ -132,20 +182,31 @@ impl Running for DockerRunning {
     }
 
     fn attach(&self, runner: &dyn CommandRunner) -> Result<i32> {
-        runner.interactive(&CommandSpec::new("docker").args(["attach", &self.names.agent]))
+        // docker says `read escape sequence` (exit 1) on a detach: its
+        // stderr goes to a file and comes back without that line, and a
+        // detach is exit 0 (the caller sees the agent still running).
+        let err = std::env::temp_dir().join(format!(
+            "bottle-attach-{}-{}.err",
+            self.identity,
+            std::process::id()
+        ));
+        let code = runner.interactive(&attach_spec(&self.names.agent, &err.to_string_lossy()));
+        let said = std::fs::read_to_string(&err).unwrap_or_default();
+        let _ = std::fs::remove_file(&err);
+        let (detached, rest) = split_detach(&said);
+        if !rest.is_empty() {
+            eprint!("{rest}");
+        }
+        let code = code?;
+        Ok(if detached { 0 } else { code })
     }
 
-    fn logs(&self, sidecar: Option<&str>, follow: bool, runner: &dyn CommandRunner) -> Result<i32> {
-        let target = match sidecar {
-            // One process tree serves every sidecar: its log has them all.
-            Some(_) => &self.names.bundle,
-            None => &self.names.agent,
-        };
-        let mut spec = CommandSpec::new("docker").arg("logs");
-        if follow {
-            spec = spec.arg("--follow");
-        }
-        runner.interactive(&spec.arg(target))
+    fn detach_keys(&self) -> Option<&'static str> {
+        Some("Ctrl-P Ctrl-Q")
+    }
+
+    fn logs(&self, opts: &LogOptions, runner: &dyn CommandRunner) -> Result<i32> {
+        runner.interactive(&logs_spec(&self.names.agent, opts))
     }
 
     fn health(&self, runner: &dyn CommandRunner) -> Result<Health> {

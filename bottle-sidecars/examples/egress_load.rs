@@ -7,8 +7,11 @@
 //!   here); answers 200 only when `Authorization: Bearer <token>` is present
 //!   (proves injection), else 401. Prints `port <n>` once listening.
 //! - `client <url> <requests> <concurrency> <ca-pem> [--proxy URL]
-//!   [--resolve NAME=IP] [--bearer-file FILE]`: keep-alive HTTP/1.1 load;
-//!   prints one JSON line: `{"rps", "p50_us", "p99_us", "ok", "errors"}`.
+//!   [--resolve NAME=IP] [--bearer-file FILE] [--post-bytes N]`: keep-alive
+//!   HTTP/1.1 load (GET, or POST with an N-byte body of ordinary source
+//!   text: this file repeated, no credential in it); prints one JSON line:
+//!   `{"rps", "mbps", "p50_us", "p99_us", "ok", "errors"}` (`mbps`: request
+//!   body MB/s).
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -95,6 +98,8 @@ async fn upstream(dir: &str, token_file: &str) -> i32 {
                     .get("authorization")
                     .is_some_and(|v| v.as_bytes() == expected.as_bytes());
                 async move {
+                    // read the whole request body (POST runs) before answering
+                    let _ = http_body_util::BodyExt::collect(req.into_body()).await;
                     let mut resp = Response::new(Full::new(Bytes::from_static(
                         b"{\"ok\":true,\"payload\":\"0123456789abcdef0123456789abcdef\"}\n",
                     )));
@@ -122,6 +127,7 @@ async fn client(args: &[String]) -> i32 {
         .timeout(Duration::from_secs(30))
         .tls_certs_only([reqwest::Certificate::from_pem(&ca).expect("ca pem")]);
     let mut bearer = None;
+    let mut body: Option<Bytes> = None;
     let mut i = 4;
     while i < args.len() {
         match args[i].as_str() {
@@ -142,23 +148,38 @@ async fn client(args: &[String]) -> i32 {
                 let t = std::fs::read_to_string(&args[i + 1]).expect("bearer file");
                 bearer = Some(format!("Bearer {}", t.trim_end()));
             }
+            "--post-bytes" => {
+                let n: usize = args[i + 1].parse().expect("post bytes");
+                let text = include_str!("egress_load.rs").as_bytes();
+                body = Some(Bytes::from(
+                    text.iter().copied().cycle().take(n).collect::<Vec<u8>>(),
+                ));
+            }
             other => panic!("unknown flag {other}"),
         }
         i += 2;
     }
     let client = builder.build().expect("client");
-    let send = |client: reqwest::Client, url: String, bearer: Option<String>| async move {
-        // Through a proxy the agent holds only a placeholder, which the
-        // proxy must replace; the direct baseline sends the real token.
-        let auth = bearer.as_deref().unwrap_or("Bearer agent-placeholder");
-        let req = client.get(&url).header("authorization", auth);
-        match req.send().await {
-            Ok(r) => {
-                let ok = r.status() == StatusCode::OK;
-                let _ = r.bytes().await;
-                ok
+    let body_len = body.as_ref().map_or(0, Bytes::len);
+    let send = move |client: reqwest::Client, url: String, bearer: Option<String>| {
+        let body = body.clone();
+        async move {
+            // Through a proxy the agent holds only a placeholder, which the
+            // proxy must replace; the direct baseline sends the real token.
+            let auth = bearer.as_deref().unwrap_or("Bearer agent-placeholder");
+            let req = match body {
+                Some(b) => client.post(&url).body(b),
+                None => client.get(&url),
             }
-            Err(_) => false,
+            .header("authorization", auth);
+            match req.send().await {
+                Ok(r) => {
+                    let ok = r.status() == StatusCode::OK;
+                    let _ = r.bytes().await;
+                    ok
+                }
+                Err(_) => false,
+            }
         }
     };
     // Warm up: open the keep-alive connections.
@@ -175,6 +196,7 @@ async fn client(args: &[String]) -> i32 {
             let client = client.clone();
             let url = url.clone();
             let bearer = bearer.clone();
+            let send = send.clone();
             tokio::spawn(async move {
                 let mut lat = Vec::with_capacity(per);
                 let mut errors = 0usize;
@@ -207,8 +229,9 @@ async fn client(args: &[String]) -> i32 {
         }
     };
     println!(
-        "{{\"rps\":{:.1},\"p50_us\":{},\"p99_us\":{},\"ok\":{},\"errors\":{}}}",
+        "{{\"rps\":{:.1},\"mbps\":{:.2},\"p50_us\":{},\"p99_us\":{},\"ok\":{},\"errors\":{}}}",
         all.len() as f64 / elapsed,
+        (all.len() * body_len) as f64 / elapsed / 1e6,
         pct(0.50),
         pct(0.99),
         all.len(),

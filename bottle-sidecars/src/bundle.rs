@@ -63,6 +63,31 @@ pub struct BundleConfig {
     /// The supervise MCP server.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub supervise: Option<SuperviseSection>,
+    /// DLP rules for egress and git-gate (one engine): operator rule files
+    /// and disabled ids. Absent = the built-in rules.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dlp: Option<DlpSection>,
+}
+
+/// `[dlp]`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DlpSection {
+    /// Dir of gitleaks-format `*.toml` rule files added to the built-ins.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rules_dir: Option<PathBuf>,
+    /// Rule ids turned off.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub disable: Vec<String>,
+}
+
+impl DlpSection {
+    /// Load the rules and put them in force for every detector built from
+    /// now on. On error the rules in force stay (built-ins at start) and the
+    /// error is returned (file, line and rule; never scanned data).
+    pub fn install(&self) -> Result<std::sync::Arc<bottle_dlp::RuleSet>, bottle_dlp::RuleError> {
+        bottle_dlp::rules::reload(self.rules_dir.as_deref(), &self.disable)
+    }
 }
 
 /// `[egress]`.
@@ -79,6 +104,12 @@ pub struct EgressSection {
     /// Held-secrets dir (overrides `secrets_dir` in routes.toml).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secrets_dir: Option<PathBuf>,
+    /// Tests only: an extra PEM trust root for upstream TLS, added to the
+    /// built-in webpki roots. Written by the host only when the operator's
+    /// environment sets `BOTTLE_TEST_UPSTREAM_CA` (docs/security.md, "Test
+    /// hooks"); the agent cannot reach bundle.toml (S8).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upstream_ca: Option<PathBuf>,
 }
 
 /// `[git_gate]`.
@@ -349,6 +380,7 @@ pub fn supervisor(config: &BundleConfig, audit: &AuditLog) -> Supervisor {
     if let Some(e) = &config.egress {
         let mut opts = egress::Options::new(e.routes.clone(), e.ca_dir.clone(), e.listen);
         opts.secrets_dir = e.secrets_dir.clone();
+        opts.upstream_ca = e.upstream_ca.clone();
         let audit = audit.clone();
         sup.add("egress", move |ready| egress::serve(opts, audit, ready));
     }
@@ -379,6 +411,23 @@ pub async fn run(
     audit: AuditLog,
     on_ready: impl FnOnce(&[(String, SocketAddr)]),
 ) -> Exit {
+    if let Some(dlp) = &config.dlp {
+        match dlp.install() {
+            Ok(set) => audit.record(
+                "bundle",
+                json!({"event": "dlp-rules", "rules": set.len(), "disabled": dlp.disable}),
+            ),
+            Err(e) => {
+                eprintln!(
+                    "bottle-sidecar: DLP rules not loaded, built-in rules stay in force: {e}"
+                );
+                audit.record(
+                    "bundle",
+                    json!({"event": "dlp-rules-error", "error": e.to_string()}),
+                );
+            }
+        }
+    }
     let sup = supervisor(config, &audit);
     audit.record("bundle", json!({"event": "start", "daemons": sup.names()}));
     let exit = sup
@@ -424,14 +473,15 @@ pub struct HealthArgs {
 /// `bottle-sidecar run`: returns the process exit code (never 0 unless
 /// stopped by SIGTERM/SIGINT).
 pub fn main(args: Args) -> i32 {
-    init_tracing();
     let config = match BundleConfig::load(&args.config) {
         Ok(c) => c,
         Err(e) => {
+            init_tracing();
             eprintln!("bottle-sidecar: invalid bundle config: {e}");
             return 2;
         }
     };
+    init_tracing_with_log(&log_path(&config.audit));
     let audit = match AuditLog::open(&config.audit, &config.identity) {
         Ok(a) => a,
         Err(e) => {
@@ -449,7 +499,7 @@ pub fn main(args: Args) -> i32 {
     runtime.block_on(async move {
         let on_ready = |addrs: &[(String, SocketAddr)]| {
             for (name, addr) in addrs {
-                eprintln!("bottle-sidecar: {name} listening on {addr}");
+                tracing::info!(target: "bundle", daemon = %name, "{name} listening on {addr}");
             }
             let mut out = std::io::stdout().lock();
             let _ = writeln!(out, "bottle-sidecar: ready");
@@ -457,11 +507,11 @@ pub fn main(args: Args) -> i32 {
         };
         tokio::select! {
             exit = run(&config, audit.clone(), on_ready) => {
-                eprintln!("bottle-sidecar: {exit}; stopping every daemon (fail closed)");
+                tracing::error!(target: "bundle", "{exit}; stopping every daemon (fail closed)");
                 1
             }
             signal = shutdown_signal() => {
-                eprintln!("bottle-sidecar: {signal}; stopping");
+                tracing::info!(target: "bundle", "{signal}; stopping");
                 audit.record("bundle", json!({"event": "stop", "reason": signal}));
                 0
             }
@@ -530,12 +580,67 @@ pub fn health_main(args: HealthArgs) -> i32 {
     }
 }
 
+/// The bundle's own log: a file next to the audit log, so in the bottle's
+/// state dir on the host (it outlives the container: `bottle logs
+/// --sidecar` works on a stopped bottle). One JSON object per line
+/// (tracing's JSON format: `timestamp`, `level`, `target`, `fields`); the
+/// `target` names the daemon (`bottle_sidecars::egress::…`, `…::git_gate::…`,
+/// `…::supervise::…`, or `bundle` for the supervisor itself).
+pub const LOG_FILE: &str = "bundle.log";
+
+/// Where the bundle whose audit log is `audit` writes [`LOG_FILE`].
+pub fn log_path(audit: &Path) -> PathBuf {
+    audit.with_file_name(LOG_FILE)
+}
+
+/// Colour on stderr only for a terminal, and never with `NO_COLOR` set
+/// (a container's stderr is a pipe: `docker logs` shows plain text).
+fn stderr_colour() -> bool {
+    use std::io::IsTerminal;
+    std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+}
+
+fn env_filter() -> tracing_subscriber::EnvFilter {
+    tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"))
+}
+
 /// Install the stderr tracing subscriber (`RUST_LOG`, default `info`); idempotent.
 pub fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+        .with_env_filter(env_filter())
+        .with_ansi(stderr_colour())
         .with_writer(std::io::stderr)
+        .try_init();
+}
+
+/// [`init_tracing`], and every event also appended as JSON to `log` (the
+/// bundle's [`LOG_FILE`]). A log that cannot be opened is said on stderr
+/// and the bundle runs on: its decisions still go to the audit log.
+fn init_tracing_with_log(log: &Path) {
+    use tracing_subscriber::prelude::*;
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log);
+    let json = match file {
+        Ok(f) => Some(
+            tracing_subscriber::fmt::layer()
+                .json()
+                .with_ansi(false)
+                .with_writer(std::sync::Mutex::new(f)),
+        ),
+        Err(e) => {
+            eprintln!("bottle-sidecar: log {}: {e}", log.display());
+            None
+        }
+    };
+    let stderr = tracing_subscriber::fmt::layer()
+        .with_ansi(stderr_colour())
+        .with_writer(std::io::stderr);
+    let _ = tracing_subscriber::registry()
+        .with(env_filter())
+        .with(stderr)
+        .with(json)
         .try_init();
 }

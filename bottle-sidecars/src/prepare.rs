@@ -35,7 +35,7 @@ use bottle_core::{Error, Result, StateDir, Template};
 use camino::{Utf8Path, Utf8PathBuf};
 use serde::Serialize;
 
-use crate::bundle::{BundleConfig, EgressSection, GitGateSection, SuperviseSection};
+use crate::bundle::{BundleConfig, DlpSection, EgressSection, GitGateSection, SuperviseSection};
 use crate::git_gate::config::{GateConfig, PushRule, RemoteConfig};
 use crate::supervise::SvConfig;
 
@@ -212,6 +212,8 @@ impl Prepare for EgressPrepare {
         // say now; only the operator's unexpired grants are carried over.
         let text = with_live_grants(routes_toml(plan), &routes, "routes", |_| true)?;
         atomic_write(&routes, text.as_bytes(), Some(0o644))?;
+        copy_dlp_rules(plan, ctx.state)?;
+        test_upstream_ca(ctx.state)?;
         let proxy = format!("http://{}:{}", ctx.bundle_host, plan.ports.egress);
         let mut env = BTreeMap::new();
         for k in [
@@ -247,6 +249,108 @@ impl Prepare for EgressPrepare {
             ports: vec![plan.ports.egress],
             ..Wiring::default()
         })
+    }
+}
+
+/// Test hook (host side only): the environment variable naming an extra
+/// PEM trust root for egress's upstream TLS connections. The security suite
+/// uses it to put a test-CA-signed HTTPS upstream behind the bottle's CA
+/// (docs/security.md, "Test hooks"). The agent cannot set the operator's
+/// environment nor reach `bundle.toml` (S8).
+pub const TEST_UPSTREAM_CA_ENV: &str = "BOTTLE_TEST_UPSTREAM_CA";
+
+/// File name of the test upstream trust root in the state's `egress/` dir.
+const TEST_UPSTREAM_CA_FILE: &str = "test-upstream-ca.pem";
+
+/// Copy `$BOTTLE_TEST_UPSTREAM_CA` into the state's `egress/` dir (or remove
+/// a copy a previous prepare left when the variable is unset now).
+fn test_upstream_ca(state: &StateDir) -> Result<()> {
+    let dest = state.egress_dir().join(TEST_UPSTREAM_CA_FILE);
+    match std::env::var_os(TEST_UPSTREAM_CA_ENV) {
+        Some(src) if !src.is_empty() => {
+            let src = PathBuf::from(src);
+            let pem = std::fs::read(&src).map_err(|e| {
+                Error::other(
+                    format!("cannot read {TEST_UPSTREAM_CA_ENV}={}: {e}", src.display()),
+                    format!(
+                        "unset {TEST_UPSTREAM_CA_ENV} (a test-only hook) or point it at a PEM file"
+                    ),
+                )
+            })?;
+            eprintln!(
+                "warning: {TEST_UPSTREAM_CA_ENV} is set: this bottle's egress also trusts {} for upstream TLS (a test-only hook)",
+                src.display()
+            );
+            atomic_write(&dest, &pem, Some(0o644))
+        }
+        _ => match std::fs::remove_file(&dest) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(Error::io("removing", dest, e)),
+        },
+    }
+}
+
+/// The operator's DLP rule files (`$BOTTLE_HOME/dlp/*.toml`), checked with
+/// the bottle's `dlp_disable`, copied into `egress/dlp/` for the bundle
+/// (which loads them for egress and git-gate alike). A broken file or an
+/// unknown id refuses the start with the file, line and rule.
+fn copy_dlp_rules(plan: &BottlePlan, state: &StateDir) -> Result<()> {
+    let dest = state.dlp_rules_dir();
+    let src = state.home_root().map(|h| h.join("dlp"));
+    check_dlp_rules(src.as_deref(), &plan.egress.dlp_disable)?;
+    create_private_dir(&dest)?;
+    // a restart copies afresh: drop files the operator removed
+    if let Ok(old) = bottle_dlp::rules::rule_files(dest.as_std_path()) {
+        for f in old {
+            let _ = std::fs::remove_file(f);
+        }
+    }
+    let files = match &src {
+        Some(src) => bottle_dlp::rules::rule_files(src.as_std_path()).map_err(dlp_error)?,
+        None => Vec::new(),
+    };
+    for f in files {
+        let name = f
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let text = std::fs::read(&f).map_err(|e| {
+            Error::io(
+                "reading",
+                Utf8PathBuf::from(f.to_string_lossy().into_owned()),
+                e,
+            )
+        })?;
+        atomic_write(&dest.join(name), &text, Some(0o644))?;
+    }
+    Ok(())
+}
+
+/// Check the rule files in `dir` (built-ins + `*.toml`) and `disable`
+/// (`bottle check` and start use this). The error names file, line, rule.
+pub fn check_dlp_rules(dir: Option<&Utf8Path>, disable: &[String]) -> Result<()> {
+    bottle_dlp::RuleSet::load(dir.map(Utf8Path::as_std_path), disable)
+        .map(|_| ())
+        .map_err(dlp_error)
+}
+
+fn dlp_error(e: bottle_dlp::RuleError) -> Error {
+    if e.file == "dlp_disable" {
+        return Error::other(
+            format!("egress.dlp_disable: {e}"),
+            "name a rule id from docs/security.md or from a file in $BOTTLE_HOME/dlp",
+        );
+    }
+    Error::Manifest {
+        file: Utf8PathBuf::from(e.file.clone()),
+        line: e.line,
+        column: None,
+        message: match &e.rule {
+            Some(r) => format!("DLP rule `{r}`: {}", e.message),
+            None => format!("DLP rule file: {}", e.message),
+        },
+        fix: "fix or remove the file in $BOTTLE_HOME/dlp (gitleaks rule format; see docs/security.md)".into(),
     }
 }
 
@@ -629,6 +733,11 @@ pub fn write_bundle_config(plan: &BottlePlan, state: &StateDir) -> Result<()> {
             routes: bundle_path("egress/routes.toml"),
             ca_dir: bundle_path("ca"),
             secrets_dir: Some(bundle_path("secrets")),
+            upstream_ca: state
+                .egress_dir()
+                .join(TEST_UPSTREAM_CA_FILE)
+                .exists()
+                .then(|| bundle_path(&format!("egress/{TEST_UPSTREAM_CA_FILE}"))),
         }),
         git_gate: (!plan.git.remotes.is_empty()).then(|| GitGateSection {
             listen: any(plan.ports.git_gate),
@@ -639,6 +748,10 @@ pub fn write_bundle_config(plan: &BottlePlan, state: &StateDir) -> Result<()> {
             listen: any(plan.ports.supervise),
             config: bundle_path("supervise/sv.toml"),
             queue: bundle_path("queue"),
+        }),
+        dlp: Some(DlpSection {
+            rules_dir: Some(bundle_path("egress/dlp")),
+            disable: plan.egress.dlp_disable.clone(),
         }),
     };
     let path = state.bundle_config_path();

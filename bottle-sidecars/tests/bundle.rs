@@ -96,6 +96,7 @@ queue = "/bottle/queue"
         egress: None,
         git_gate: None,
         supervise: None,
+        dlp: None,
     };
     assert!(empty.save(&path).unwrap_err().contains("no daemon"));
     let mut clash = config.clone();
@@ -212,6 +213,7 @@ fn egress_section(state: &Path, listen: SocketAddr) -> EgressSection {
         routes: state.join("egress/routes.toml"),
         ca_dir,
         secrets_dir: Some(state.join("secrets")),
+        upstream_ca: None,
     }
 }
 
@@ -260,6 +262,7 @@ fn write_bundle_full(
         egress,
         git_gate,
         supervise: Some(supervise),
+        dlp: None,
     };
     let path = dir.join("bundle.toml");
     config.save(&path).unwrap();

@@ -996,7 +996,7 @@ fn a_ref_named_after_a_secret_is_refused_and_never_recorded() {
     let out = w.run(&work, &["push", "origin", &format!("{head}:{pat}")]);
     assert!(!out.status.success());
     assert_eq!(w.ref_of(&up, &pat), None);
-    assert_eq!(gate.last("push")["rule"], "pattern:github-token");
+    assert_eq!(gate.last("push")["rule"], "pattern:github-pat");
 
     // Outside every push rule: refused as before, but the name is not
     // recorded either.

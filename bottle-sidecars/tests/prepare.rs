@@ -47,6 +47,8 @@ template = "claude"
 auth = {{ host = "api.anthropic.com", scheme = "x-api-key", token = "${{PROVIDER_KEY}}" }}
 [env]
 NAME = "?your name"
+TZ = "${{TZ_VAR}}"
+DB_PASSWORD = {{ secret = "${{DB_PW}}" }}
 [git]
 user = {{ name = "Bot", email = "bot@example.com" }}
 [[git.remotes]]
@@ -75,6 +77,8 @@ auth = {{ scheme = "bearer", token = "${{GH_TOKEN}}" }}
     let env = BTreeMap::from([
         ("PROVIDER_KEY".to_owned(), PROVIDER.to_owned()),
         ("GH_TOKEN".to_owned(), TOKEN.to_owned()),
+        ("TZ_VAR".to_owned(), "Europe/Berlin".to_owned()),
+        ("DB_PW".to_owned(), "db-pw-value-1234".to_owned()),
     ]);
     let opts = ResolveOptions {
         identity: Some(id.clone()),
@@ -101,6 +105,7 @@ fn prepared_files_load_in_every_daemon_and_hold_secrets_only_in_600_files() {
         ("route-api.github.com", TOKEN),
         ("provider", PROVIDER),
         ("env-NAME", ASKED),
+        ("env-DB_PASSWORD", "db-pw-value-1234"),
         ("git-origin.key", DEPLOY_KEY),
     ] {
         let p = secrets.join(name);
@@ -111,6 +116,8 @@ fn prepared_files_load_in_every_daemon_and_hold_secrets_only_in_600_files() {
             "{name}"
         );
     }
+    // a plain `${VAR}` (TZ) reaches the agent but is not held: no secret file
+    assert!(!secrets.join("env-TZ").exists(), "TZ is held");
     let ca_key = state.ca_dir().join("ca.key");
     assert_eq!(
         std::fs::metadata(&ca_key).unwrap().permissions().mode() & 0o777,
@@ -242,6 +249,8 @@ fn resolve_again(root: &Utf8PathBuf, plan: &bottle_core::BottlePlan) -> bottle_c
     let env = BTreeMap::from([
         ("PROVIDER_KEY".to_owned(), PROVIDER.to_owned()),
         ("GH_TOKEN".to_owned(), TOKEN.to_owned()),
+        ("TZ_VAR".to_owned(), "Europe/Berlin".to_owned()),
+        ("DB_PW".to_owned(), "db-pw-value-1234".to_owned()),
     ]);
     let opts = ResolveOptions {
         identity: Some(plan.identity.clone()),

@@ -9,7 +9,9 @@
 
 use std::time::{Duration, Instant};
 
-use bottle_core::backend::{Backend, Health, LaunchInput, LaunchScript, Probe, Resource, Running};
+use bottle_core::backend::{
+    Backend, Health, LaunchInput, LaunchScript, LogOptions, Probe, Resource, Running,
+};
 use bottle_core::command::{failure, CommandRunner, CommandSpec, Output};
 use bottle_core::plan::{BottlePlan, Identity};
 use bottle_core::state::{Metadata, StateDir};
@@ -170,7 +172,7 @@ pub fn poll(spec: &CommandSpec, deadline: Duration, runner: &dyn CommandRunner) 
 }
 
 /// Check what smolvm recorded for the new machine: the allowlist is exactly
-/// the bundle alias, networking is on (so the allowlist is what limits it),
+/// the bundle's endpoint (`Addresses::agent_endpoint`), networking is on (so the allowlist is what limits it),
 /// the identity label is there, and the image is the archive we saved (by
 /// content digest). Any difference aborts the launch before the VM starts.
 pub fn verify_machine(p: &SmolmachinesPlan, ls_json: &str) -> Result<()> {
@@ -268,8 +270,12 @@ impl Backend for SmolmachinesBackend {
 
     fn bundle_host(&self, plan: &BottlePlan) -> String {
         // slots are bounded by the state allocation, so this cannot fail for
-        // an allocated plan; fall back to the first alias for previews
-        crate::plan::bundle_host(plan).unwrap_or_else(|_| "127.77.1.1".to_owned())
+        // an allocated plan; fall back to slot 0's endpoint for previews
+        crate::plan::bundle_host(plan, self.host_os).unwrap_or_else(|_| {
+            crate::net::Addresses::for_slot(0)
+                .map(|a| a.agent_endpoint(self.host_os).to_string())
+                .unwrap_or_default()
+        })
     }
 
     fn probe(&self, runner: &dyn CommandRunner) -> Probe {
@@ -522,32 +528,25 @@ impl Running for SmolRunning {
         runner.interactive(&self.exec_spec(self.agent_command.clone(), true))
     }
 
-    fn logs(&self, sidecar: Option<&str>, follow: bool, runner: &dyn CommandRunner) -> Result<i32> {
-        let spec = match sidecar {
-            Some(_) => {
-                let mut a = vec!["logs".to_owned()];
-                if follow {
-                    a.push("--follow".into());
-                }
-                a.push(self.names.bundle.clone());
-                CommandSpec::new(DOCKER).args(a)
-            }
-            None => {
-                let mut a = vec![
-                    "--error-format".to_owned(),
-                    "json".into(),
-                    "machine".into(),
-                    "logs".into(),
-                    "--name".into(),
-                    self.names.machine.clone(),
-                ];
-                if follow {
-                    a.push("--follow".into());
-                }
-                CommandSpec::new(&self.smolvm.program).args(a)
-            }
-        };
-        runner.interactive(&spec)
+    fn logs(&self, opts: &LogOptions, runner: &dyn CommandRunner) -> Result<i32> {
+        if opts.tail.is_some() || opts.since.is_some() {
+            return Err(Error::other(
+                "smolvm cannot select part of a machine's log (--tail/--since)",
+                "drop --tail/--since (or pipe through `tail`)",
+            ));
+        }
+        let mut a = vec![
+            "--error-format".to_owned(),
+            "json".into(),
+            "machine".into(),
+            "logs".into(),
+            "--name".into(),
+            self.names.machine.clone(),
+        ];
+        if opts.follow {
+            a.push("--follow".into());
+        }
+        runner.interactive(&CommandSpec::new(&self.smolvm.program).args(a))
     }
 
     fn health(&self, runner: &dyn CommandRunner) -> Result<Health> {

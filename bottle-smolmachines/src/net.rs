@@ -7,6 +7,8 @@ use std::net::Ipv4Addr;
 
 use serde::Serialize;
 
+use crate::hv::HostOs;
+
 /// Base of the bundle bridges: `10.210.0.0/16`, carved into one `/28` per
 /// slot (16 addresses × 4096 slots = exactly the /16).
 pub const SUBNET_BASE: [u8; 2] = [10, 210];
@@ -59,6 +61,27 @@ impl Addresses {
     }
 }
 
+impl Addresses {
+    /// The one address the VM may reach: its only `--allow-cidr` (as a
+    /// `/32`) and the agent's `bundle_host`.
+    ///
+    /// - Linux: the bundle container's own IP. Its network namespace holds
+    ///   only the bundle's listeners, so exactly the bundle's ports answer
+    ///   there, whatever else the host serves on `0.0.0.0` (all of 127/8 is
+    ///   the host on Linux, so a loopback alias would expose every such
+    ///   service). Nothing is published on the host.
+    /// - macOS: docker runs in a VM and container IPs are not routable from
+    ///   the host, so the ports are published on the loopback alias; a host
+    ///   service bound to `0.0.0.0` also answers there (docs/smolmachines.md,
+    ///   known limits).
+    pub fn agent_endpoint(&self, os: HostOs) -> Ipv4Addr {
+        match os {
+            HostOs::Macos => self.loopback_alias,
+            HostOs::Linux | HostOs::Other => self.bundle_ip,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -84,5 +107,16 @@ mod tests {
         assert_eq!(a.subnet, "10.210.1.16/28");
         assert_eq!(a.bundle_ip.to_string(), "10.210.1.18");
         assert_eq!(a.loopback_alias.to_string(), "127.77.1.18");
+    }
+
+    #[test]
+    fn linux_reaches_the_bundle_container_not_host_loopback() {
+        let a = Addresses::for_slot(17).unwrap();
+        let linux = a.agent_endpoint(HostOs::Linux);
+        assert_eq!(linux, a.bundle_ip);
+        // neither host loopback nor the bridge gateway (a host address)
+        assert!(!linux.is_loopback());
+        assert_ne!(linux, a.gateway);
+        assert_eq!(a.agent_endpoint(HostOs::Macos), a.loopback_alias);
     }
 }

@@ -138,7 +138,7 @@ pub struct SmolmachinesPlan {
     pub bundle_mounts: Vec<Mount>,
     /// `bottle-sidecar` arguments.
     pub bundle_args: Vec<String>,
-    /// Ports published on the loopback alias.
+    /// The bundle's ports (published on the loopback alias on macOS).
     pub ports: Vec<u16>,
     /// Agent image build.
     pub build: AgentBuild,
@@ -208,7 +208,7 @@ impl SmolmachinesPlan {
         let machine = MachineSpec {
             name: names.machine.clone(),
             image: ImageSource::Archive(paths.archive.clone()),
-            allow_cidrs: vec![format!("{}/32", addresses.loopback_alias)],
+            allow_cidrs: vec![format!("{}/32", addresses.agent_endpoint(host_os))],
             labels: labels.clone(),
             cpus: Some(plan.resources.cpus.ceil().max(1.0) as u32),
             memory_mib: Some((plan.resources.memory_bytes >> 20).max(256)),
@@ -289,14 +289,15 @@ impl SmolmachinesPlan {
     /// The address the agent uses to reach the bundle (what `Prepare` must
     /// be given as `bundle_host`).
     pub fn bundle_host(&self) -> String {
-        self.addresses.loopback_alias.to_string()
+        self.addresses.agent_endpoint(self.host_os).to_string()
     }
 }
 
-/// The host the agent reaches the bundle at, for `PrepareContext::bundle_host`.
-pub fn bundle_host(plan: &BottlePlan) -> Result<String> {
+/// The host the agent reaches the bundle at, for `PrepareContext::bundle_host`
+/// ([`Addresses::agent_endpoint`]).
+pub fn bundle_host(plan: &BottlePlan, host_os: HostOs) -> Result<String> {
     Addresses::for_slot(plan.slot)
-        .map(|a| a.loopback_alias.to_string())
+        .map(|a| a.agent_endpoint(host_os).to_string())
         .map_err(|e| Error::other(format!("slot {} has no addresses", e.0), "`bottle gc`"))
 }
 

@@ -2,9 +2,10 @@
 //! runs, in order, each with its undo; and the full teardown.
 //!
 //! Launch order (SPEC §6, seeds 003): loopback alias (macOS) → bundle
-//! bridge → bundle container published on the alias → bundle health →
-//! agent image build → `docker save` → `smolvm machine create` (allowlist =
-//! the alias only) → verify what smolvm recorded → start → readiness poll →
+//! bridge → bundle container (published on the alias on macOS only) →
+//! bundle health → agent image build → `docker save` → `smolvm machine
+//! create` (allowlist = the bundle's endpoint only: its container IP on
+//! Linux, the alias on macOS) → verify what smolvm recorded → start → readiness poll →
 //! ownership fix-ups → provisioning. Teardown is the undos, newest first.
 
 use bottle_core::backend::{LaunchScript, Step};
@@ -155,8 +156,13 @@ pub fn steps(p: &SmolmachinesPlan, s: &Smolvm) -> Vec<SmolStep> {
         "no-new-privileges".into(),
     ];
     run.extend(label_args(p));
-    for port in &p.ports {
-        run.extend(["--publish".to_owned(), format!("{alias}:{port}:{port}")]);
+    // Linux: the VM reaches the bundle's own IP (only its listeners are
+    // there); nothing is published on the host. macOS: container IPs are
+    // not routable from the host, so the ports go on the alias.
+    if p.host_os == HostOs::Macos {
+        for port in &p.ports {
+            run.extend(["--publish".to_owned(), format!("{alias}:{port}:{port}")]);
+        }
     }
     for m in &p.bundle_mounts {
         let mut spec = format!("type=bind,source={},target={}", m.host, m.target);
@@ -247,7 +253,7 @@ pub fn steps(p: &SmolmachinesPlan, s: &Smolvm) -> Vec<SmolStep> {
 
     out.push(step(
         Kind::Run,
-        "create VM (allowlist: bundle alias only)",
+        "create VM (allowlist: the bundle endpoint only)",
         smolvm_cmd(s, s.create_args(&p.machine), p, true),
         Some(smolvm_cmd(s, s.delete_args(&p.machine.name), p, false)),
     ));

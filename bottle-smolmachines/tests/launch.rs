@@ -61,7 +61,7 @@ fn lines(r: &RecordingRunner) -> Vec<String> {
 fn a_launch_runs_every_step_and_polls_until_ready() {
     let f = fixture("full");
     let r = RecordingRunner::new();
-    r.reply(LS, 0, &prepare(&f, "127.77.1.8/32", None));
+    r.reply(LS, 0, &prepare(&f, "10.210.0.114/32", None));
     // the VM is not up for the first two readiness tries
     let ready =
         "smolvm --error-format json machine exec --name bottle-main-dev-test01-agent --timeout 5s";
@@ -98,7 +98,7 @@ fn a_launch_runs_every_step_and_polls_until_ready() {
 
 #[test]
 fn a_dropped_or_widened_allowlist_refuses_to_start_and_rolls_back() {
-    for recorded in ["", "0.0.0.0/0", "127.77.1.9/32"] {
+    for recorded in ["", "0.0.0.0/0", "127.77.1.8/32", "10.210.0.115/32"] {
         let f = fixture("minimal");
         let r = RecordingRunner::new();
         let mut ls = prepare(&f, recorded, None);
@@ -138,7 +138,7 @@ fn a_dropped_or_widened_allowlist_refuses_to_start_and_rolls_back() {
 fn a_stale_image_refuses_to_start() {
     let f = fixture("minimal");
     let r = RecordingRunner::new();
-    r.reply(LS, 0, &prepare(&f, "127.77.1.8/32", Some("local:0000")));
+    r.reply(LS, 0, &prepare(&f, "10.210.0.114/32", Some("local:0000")));
     let err = launch(&f, &r).unwrap_err();
     assert!(
         err.to_string().contains("not the archive just built"),
@@ -151,7 +151,7 @@ fn a_stale_image_refuses_to_start() {
 fn a_failed_step_unwinds_and_reports_cleanup_failures() {
     let f = fixture("minimal");
     let r = RecordingRunner::new();
-    r.reply(LS, 0, &prepare(&f, "127.77.1.8/32", None));
+    r.reply(LS, 0, &prepare(&f, "10.210.0.114/32", None));
     r.reply("smolvm --error-format json machine start", 1, "");
     r.reply("docker network rm", 1, "");
     let err = launch(&f, &r).unwrap_err();

@@ -11,7 +11,7 @@ use bottle_smolmachines::plan::SECRET_ENV_PREFIX;
 use bottle_smolmachines::render;
 use bottle_smolmachines::smolvm::Smolvm;
 use bottle_smolmachines::{SmolmachinesBackend, SmolmachinesPlan};
-use common::{fixture, fixture_from, Fixture};
+use common::{fixture, fixture_from, fixture_os, Fixture};
 
 fn backend(os: HostOs) -> SmolmachinesBackend {
     SmolmachinesBackend::with(Smolvm::new("smolvm"), os)
@@ -81,11 +81,47 @@ fn launch_and_teardown_snapshots() {
 
 #[test]
 fn macos_adds_and_removes_the_loopback_alias() {
-    let f = fixture("full");
+    let f = fixture_os("full", HostOs::Macos);
     let t = transcript(&f, HostOs::Macos);
     assert!(t.contains("sudo -n ifconfig lo0 alias 127.77.1.8 up"));
     assert!(t.contains("sudo -n ifconfig lo0 -alias 127.77.1.8"));
+    // macOS publishes the bundle's ports on the alias (container IPs are
+    // not routable from a macOS host) and allows exactly the alias
+    for port in [8888, 9418, 9100] {
+        assert!(
+            t.contains(&format!("--publish 127.77.1.8:{port}:{port}")),
+            "{t}"
+        );
+    }
+    assert!(t.contains("--allow-cidr 127.77.1.8/32"));
     insta::assert_snapshot!("full_macos", t);
+}
+
+/// Item: the VM must reach exactly the bundle's ports. On Linux all of
+/// 127/8 is the host, so an allowlisted loopback alias would reach every
+/// host service bound to 0.0.0.0. The allowlist is the bundle container's
+/// own IP instead (only the bundle listens in its network namespace), not a
+/// host address (not loopback, not the bridge gateway), and nothing is
+/// published on the host.
+#[test]
+fn linux_allows_only_the_bundle_container_ip_and_publishes_nothing() {
+    let f = fixture("full");
+    let p = smol_plan(&f, HostOs::Linux);
+    let t = transcript(&f, HostOs::Linux);
+    let ip = p.addresses.bundle_ip;
+    assert_eq!(p.machine.allow_cidrs, vec![format!("{ip}/32")]);
+    assert!(!ip.is_loopback() && ip != p.addresses.gateway);
+    assert!(
+        t.contains(&format!("--ip {ip}")),
+        "the bundle is pinned to {ip}: {t}"
+    );
+    assert!(
+        !t.contains("--publish"),
+        "nothing may be published on the host: {t}"
+    );
+    assert!(!t.contains("--allow-cidr 127."), "{t}");
+    assert_eq!(p.bundle_host(), ip.to_string());
+    assert!(t.contains(&format!("HTTPS_PROXY=http://{ip}:8888")), "{t}");
 }
 
 /// Flags bottle may put on a smolvm command line. Anything else (e.g.
@@ -207,7 +243,7 @@ fn secret_keys(f: &Fixture) -> Vec<String> {
 fn no_secret_on_any_command_line_and_allowlist_always_present() {
     for name in ["full", "minimal", "dockerfile"] {
         for os in [HostOs::Linux, HostOs::Macos] {
-            let f = fixture(name);
+            let f = fixture_os(name, os);
             let secrets = f.secrets();
             let keys = secret_keys(&f);
             let alias = smol_plan(&f, os).bundle_host();
@@ -264,7 +300,7 @@ fn secrets_reach_the_vm_only_by_reference() {
     assert!(create.args.contains(&"EDITOR=vi".to_owned()));
     assert!(create
         .args
-        .contains(&"HTTPS_PROXY=http://127.77.1.8:8888".to_owned()));
+        .contains(&"HTTPS_PROXY=http://10.210.0.114:8888".to_owned()));
     // route tokens and the provider key never reach the VM at all
     for c in all_commands(&f, HostOs::Linux) {
         for v in c.env.values() {

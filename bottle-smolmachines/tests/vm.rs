@@ -5,10 +5,13 @@
 //!
 //! Each test creates a bare VM (smolvm's own Alpine rootfs, no registry)
 //! with exactly the allowlist bottle renders, and checks from inside it:
-//! the per-bottle alias is reachable, nothing else on the host is (§7.2);
+//! exactly the bundle's three ports are reachable, and a host service on
+//! `0.0.0.0` is not, at any host address (§7.2; needs docker for the
+//! stand-in bundle);
 //! a `--secret-env` value reaches the guest but no host argv (§7.1);
 //! readiness is polled, never slept (§7.5); `/tmp` ownership is fixed (§7.4).
-//! All traffic stays on 127.0.0.0/8 (no outside address, no DNS).
+//! All traffic stays on 127.0.0.0/8 and the test's own bridge (no outside
+//! address, no DNS).
 
 use std::io::Write;
 use std::net::TcpListener;
@@ -16,6 +19,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use bottle_core::command::{CommandSpec, DuctRunner};
+use bottle_smolmachines::hv::HostOs;
 use bottle_smolmachines::net::Addresses;
 use bottle_smolmachines::smolvm::{Exec, Smolvm};
 
@@ -44,7 +48,7 @@ impl Drop for Vm {
 }
 
 impl Vm {
-    /// A bare VM allowed to reach only `alias/32`, started and ready.
+    /// A bare VM allowed to reach only `addr/32`, started and ready.
     fn start(s: &Smolvm, tag: &str, alias: &str, secret: Option<&str>) -> Vm {
         let name = format!("bottle-vmtest-{tag}-{}", std::process::id());
         let mut args: Vec<String> = vec![
@@ -133,28 +137,157 @@ fn serve(addr: &str, line: &'static str) -> u16 {
     port
 }
 
+fn docker(args: &[&str]) -> (bool, String) {
+    let out = Command::new("docker")
+        .args(args)
+        .output()
+        .expect("docker runs");
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+/// A stand-in for the bundle, laid out exactly as launch lays out the real
+/// one (`render.rs`): a bridge on the slot's subnet, the container pinned to
+/// the slot's bundle IP, listening on the bundle's three ports; on macOS
+/// also published on the alias. Removed on drop.
+struct StandIn {
+    container: String,
+    network: String,
+}
+
+impl Drop for StandIn {
+    fn drop(&mut self) {
+        let _ = docker(&["rm", "-f", &self.container]);
+        let _ = docker(&["network", "rm", &self.network]);
+    }
+}
+
+const BUNDLE_PORTS: [u16; 3] = [8888, 9418, 9100];
+
+fn stand_in(a: &Addresses, os: HostOs) -> StandIn {
+    let tag = std::process::id();
+    let s = StandIn {
+        container: format!("bottle-vmtest-bundle-{tag}"),
+        network: format!("bottle-vmtest-net-{tag}"),
+    };
+    let (ok, out) = docker(&[
+        "network",
+        "create",
+        "--driver",
+        "bridge",
+        "--subnet",
+        &a.subnet,
+        "--gateway",
+        &a.gateway.to_string(),
+        "--label",
+        "dev.bottle.test",
+        &s.network,
+    ]);
+    assert!(ok, "network create: {out}");
+    let mut args: Vec<String> = [
+        "run",
+        "-d",
+        "--name",
+        &s.container,
+        "--label",
+        "dev.bottle.test",
+        "--network",
+        &s.network,
+        "--ip",
+    ]
+    .map(String::from)
+    .to_vec();
+    args.push(a.bundle_ip.to_string());
+    if os == HostOs::Macos {
+        for p in BUNDLE_PORTS {
+            args.extend([
+                "--publish".to_owned(),
+                format!("{}:{p}:{p}", a.loopback_alias),
+            ]);
+        }
+    }
+    // one listener per bundle port, each answering `bundle-<port>`
+    args.extend([
+        BASE_IMAGE.to_owned(),
+        "perl".into(),
+        "-MIO::Socket::INET".into(),
+        "-e".into(),
+        r#"for $p (@ARGV) { next if fork; $s = IO::Socket::INET->new(LocalPort => $p, Listen => 5, ReuseAddr => 1) or die "listen $p: $!"; while ($c = $s->accept) { print $c "bundle-$p\n"; close $c } } wait"#.into(),
+    ]);
+    args.extend(BUNDLE_PORTS.iter().map(|p| p.to_string()));
+    let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (ok, out) = docker(&argv);
+    assert!(ok, "stand-in bundle: {out}");
+    s
+}
+
+/// Base image the bottle images build from (`cargo xtask seed-base`).
+const BASE_IMAGE: &str = "debian:bookworm-slim";
+
+/// The VM reaches exactly the bundle's three ports: with the allowlist and
+/// endpoint launch renders (`Addresses::agent_endpoint`), a host service
+/// listening on `0.0.0.0:P` is reachable neither at the endpoint nor at the
+/// bridge gateway, the loopback alias or host loopback, while every bundle
+/// port answers. (A guest-side probe of 127.0.0.1 would only test the
+/// guest's own loopback: it cannot fail, so it is not used.)
 #[test]
-fn the_allowlist_admits_the_bundle_alias_and_nothing_else() {
+fn the_vm_reaches_the_bundle_ports_and_no_other_host_port() {
     let Some(s) = enabled() else { return };
-    let alias = Addresses::for_slot(4000)
-        .unwrap()
-        .loopback_alias
-        .to_string();
-    let ok_port = serve(&alias, "bundle\n");
-    let other_port = serve("127.0.0.1", "host-service\n");
-    let vm = Vm::start(&s, "allow", &alias, None);
-    let (code, out) = vm.sh(&format!("nc -w 3 {alias} {ok_port} </dev/null"));
-    assert_eq!(
-        (code, out.trim()),
-        (0, "bundle"),
-        "the bundle alias must be reachable"
-    );
-    // the host's own loopback service (127.0.0.1) is outside the allowlist
-    let (code, out) = vm.sh(&format!("nc -w 3 127.0.0.1 {other_port} </dev/null"));
-    assert!(
-        !out.contains("host-service"),
-        "a host service outside the allowlist was reachable (exit {code})"
-    );
+    let os = HostOs::current();
+    let a = Addresses::for_slot(4000).unwrap();
+    let endpoint = a.agent_endpoint(os).to_string();
+    let _bundle = stand_in(&a, os);
+    // the host service every address of the host would answer for
+    let host_port = serve("0.0.0.0", "host-service\n");
+    // controls from the host: the bundle ports and the host service answer
+    for p in BUNDLE_PORTS {
+        let target = if os == HostOs::Macos {
+            a.loopback_alias
+        } else {
+            a.bundle_ip
+        };
+        // the stand-in may still be starting: poll (bounded), never sleep blind
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while let Err(e) =
+            std::net::TcpStream::connect_timeout(&(target, p).into(), Duration::from_secs(5))
+        {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "control: bundle port {p} does not answer at {target}: {e}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    for host in [a.gateway, a.loopback_alias] {
+        std::net::TcpStream::connect_timeout(&(host, host_port).into(), Duration::from_secs(5))
+            .unwrap_or_else(|e| panic!("control: the host service does not answer at {host}: {e}"));
+    }
+    let vm = Vm::start(&s, "reach", &endpoint, None);
+    for p in BUNDLE_PORTS {
+        let (code, out) = vm.sh(&format!("nc -w 3 {endpoint} {p} </dev/null"));
+        assert_eq!(
+            (code, out.trim()),
+            (0, format!("bundle-{p}").as_str()),
+            "bundle port {p} must be reachable at {endpoint}"
+        );
+    }
+    for host in [
+        endpoint.clone(),
+        a.gateway.to_string(),
+        a.loopback_alias.to_string(),
+    ] {
+        let (code, out) = vm.sh(&format!("nc -w 3 {host} {host_port} </dev/null"));
+        assert!(
+            !out.contains("host-service"),
+            "the host service on 0.0.0.0:{host_port} was reachable from the VM at {host} (exit {code})"
+        );
+    }
 }
 
 #[test]

@@ -9,7 +9,8 @@
 //! - a held value (≥ `MIN_HELD_LEN` bytes after its trailing newlines are
 //!   dropped) embedded verbatim, base64 (either alphabet, any alignment,
 //!   inside a larger blob), percent-encoded (upper/lower hex, `+` for space),
-//!   hex, JSON-escaped, or as one ≥ 20-byte line of a multi-line value is
+//!   hex, JSON-escaped, or as one ≥ 20-byte line of a multi-line value (not
+//!   a line every key of its kind shares, e.g. PEM armour) is
 //!   found by `scan`; a value embedded with an arbitrary mix of
 //!   percent-encoded and plain bytes is found too (values without `%`/`+`);
 //! - `mask` returns a copy of the same length in which the embedded form no
@@ -25,7 +26,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use base64::Engine as _;
-use bottle_dlp::{Detector, HeldSecret, MIN_HELD_LEN, MIN_LINE_FRAGMENT};
+use bottle_dlp::{is_shared_key_line, Detector, HeldSecret, MIN_HELD_LEN, MIN_LINE_FRAGMENT};
 use libfuzzer_sys::arbitrary::{self, Arbitrary, Unstructured};
 use libfuzzer_sys::fuzz_target;
 
@@ -158,7 +159,7 @@ fn encode(value: &[u8], enc: &Encoding) -> Option<(Vec<u8>, bool)> {
             let lines: Vec<&[u8]> = value
                 .split(|b| *b == b'\n')
                 .map(trim_newlines)
-                .filter(|l| l.len() >= MIN_LINE_FRAGMENT)
+                .filter(|l| l.len() >= MIN_LINE_FRAGMENT && !is_shared_key_line(l))
                 .collect();
             if lines.is_empty() {
                 return None;

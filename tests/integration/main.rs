@@ -3,6 +3,6 @@
 mod docker_e2e;
 mod fault;
 mod queue_cli;
-mod security;
 mod tidy;
+mod ux;
 mod work_e2e;

@@ -24,3 +24,26 @@ mcp_call() {
     -d "{\"jsonrpc\":\"2.0\",\"id\":7,\"method\":\"tools/call\",\"params\":{\"name\":\"$1\",\"arguments\":$2}}" "$MCP"
 }
 tcp() { timeout 5 bash -c "echo x > /dev/tcp/$1/$2" 2>/dev/null; }
+# An attack that cannot be carried out as designed (e.g. HTTP/2 was asked
+# for and not negotiated) must not count as "refused": exit 97, which the
+# harness reports as a failure of the suite, never as a held invariant.
+inconclusive() { echo "INCONCLUSIVE: $*" >&2; exit 97; }
+# h1h2 <curl args...>: send the same request over HTTPS through the proxy
+# (the bottle's CA) twice: HTTP/1.1, then HTTP/2 (ALPN). Prints each status
+# and body; OK_COUNT is how many got a 2xx. Returns 0 iff any did (the
+# attack got through). Exits 97 if the protocol asked for was not the one
+# spoken, or no HTTP response came back at all (TLS or CONNECT failed).
+h1h2() {
+  local v got code ver
+  OK_COUNT=0
+  for v in 1.1 2; do
+    got=$(curl -sS -m 10 -o /tmp/h1h2.body -w '%{http_code} %{http_version}' "--http$v" "$@")
+    code=${got% *}; ver=${got#* }
+    echo "HTTP/$v -> status $code (spoke HTTP/$ver)"
+    cat /tmp/h1h2.body 2>/dev/null; echo
+    rm -f /tmp/h1h2.body
+    [ "$ver" = "$v" ] || inconclusive "asked for HTTP/$v, spoke '$ver' (status $code)"
+    case "$code" in 2??) OK_COUNT=$((OK_COUNT + 1)) ;; esac
+  done
+  [ "$OK_COUNT" -gt 0 ]
+}

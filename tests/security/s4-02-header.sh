@@ -1,5 +1,7 @@
-# S4: held secret in a request header
+# S4: held secret in a request header (HTTPS, h1 and h2)
 # expect: fail
 # audit: sidecar=egress decision=deny host=echo.test
+# audit-min: 2
 # upstream-must-not-see: DB_PASSWORD
-curl -sS -m 10 -f -H "X-Data: $DB_PASSWORD" http://echo.test/allowed/h
+# host-check: echo-untouched
+h1h2 -H "X-Data: $DB_PASSWORD" https://echo.test/allowed/h

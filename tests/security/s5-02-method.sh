@@ -1,4 +1,6 @@
-# S5: a method outside the route's methods
+# S5: a method outside the route's methods (HTTPS, h1 and h2)
 # expect: fail
 # audit: sidecar=egress decision=deny host=echo.test
-curl -sS -m 10 -f -X DELETE http://echo.test/allowed/x
+# audit-min: 2
+# host-check: echo-untouched
+h1h2 -X DELETE https://echo.test/allowed/x

@@ -8,9 +8,14 @@
 //! `bottle-sidecars/examples/egress_load.rs`. mitmproxy runs `mitmdump` with
 //! a small addon (allowlist + header injection) written into a temp dir.
 //!
+//! bottle's egress runs twice in the same run, DLP on and DLP off (same
+//! binary, `dlp = false` in routes.toml), and each target also carries
+//! 64 KiB POST bodies (ordinary source text, scanned in full by DLP) at
+//! concurrency 8 for MB/s.
+//!
 //! Reports req/s, p50/p99 latency and the latency added over the direct
-//! connection, idle RSS (VmRSS after start) and peak RSS (VmHWM) of each
-//! proxy, and rewrites the `egress` section of docs/benchmarks.md.
+//! connection, POST MB/s, idle RSS (VmRSS after start) and peak RSS (VmHWM)
+//! of each proxy, and rewrites the `egress` section of docs/benchmarks.md.
 //!
 //! Flags: `--quick` (fewer requests), `--no-write` (print only).
 //! mitmproxy absent: skipped with a reason, or an error when `CI=true`.
@@ -24,10 +29,15 @@ use std::time::{Duration, Instant};
 
 const TOKEN: &str = "bench-route-token-7f3a9c2e5b1d4086";
 
+/// POST body size and concurrency for the MB/s rows.
+const POST_BYTES: usize = 64 << 10;
+const POST_C: usize = 8;
+
 /// One load run's result.
 #[derive(Clone, Debug, Default)]
 struct Run {
     rps: f64,
+    mbps: f64,
     p50_us: u64,
     p99_us: u64,
     ok: u64,
@@ -39,6 +49,8 @@ struct Run {
 struct Target {
     name: String,
     runs: Vec<(usize, Run)>,
+    /// 64 KiB POST bodies at concurrency [`POST_C`].
+    post: Option<Run>,
     idle_rss_kb: Option<u64>,
     peak_rss_kb: Option<u64>,
     note: Option<String>,
@@ -59,6 +71,7 @@ pub fn run(args: &[String]) -> Result<(), String> {
     let quick = args.iter().any(|a| a == "--quick");
     let write = !args.iter().any(|a| a == "--no-write");
     let (n1, n32) = if quick { (300, 2_000) } else { (2_000, 16_000) };
+    let n_post = if quick { 400 } else { 2_000 };
     let root = Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .ok_or("no workspace root")?
@@ -88,11 +101,11 @@ pub fn run(args: &[String]) -> Result<(), String> {
     let tmp = std::env::temp_dir().join(format!("bottle-bench-egress-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&tmp);
     std::fs::create_dir_all(tmp.join("secrets")).map_err(|e| e.to_string())?;
-    let result = bench(&tmp, &sidecar, &load, n1, n32);
+    let result = bench(&tmp, &sidecar, &load, n1, n32, n_post);
     let _ = std::fs::remove_dir_all(&tmp);
     let targets = result?;
 
-    let table = render(&targets, n1, n32);
+    let table = render(&targets, n1, n32, n_post);
     println!("{table}");
     if write {
         let doc = root.join("docs/benchmarks.md");
@@ -108,6 +121,7 @@ fn bench(
     load: &Path,
     n1: usize,
     n32: usize,
+    n_post: usize,
 ) -> Result<Vec<Target>, String> {
     let token_file = tmp.join("secrets/route-token");
     std::fs::write(&token_file, TOKEN).map_err(|e| e.to_string())?;
@@ -157,16 +171,55 @@ fn bench(
         )?;
         direct.runs.push((c, r));
     }
+    direct.post = Some(client(
+        load,
+        &url,
+        n_post,
+        POST_C,
+        &upstream_ca,
+        &[
+            "--resolve".into(),
+            "bench.test=127.0.0.1".into(),
+            "--bearer-file".into(),
+            token_file.display().to_string(),
+            "--post-bytes".into(),
+            POST_BYTES.to_string(),
+        ],
+    )?);
     targets.push(direct);
 
-    // bottle egress.
+    // bottle egress, DLP on then off (same binary, same run).
     let ca_dir = tmp.join("ca");
     status(Command::new(load).arg("gen-ca").arg(&ca_dir))?;
+    for dlp in [true, false] {
+        targets.push(bottle_target(
+            tmp, sidecar, load, &ca_dir, &url, port, dlp, n1, n32, n_post,
+        )?);
+    }
+
+    // mitmproxy.
+    targets.push(mitmproxy(tmp, load, &url, port, &upstream_ca, n1, n32)?);
+    Ok(targets)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn bottle_target(
+    tmp: &Path,
+    sidecar: &Path,
+    load: &Path,
+    ca_dir: &Path,
+    url: &str,
+    port: u16,
+    dlp: bool,
+    n1: usize,
+    n32: usize,
+    n_post: usize,
+) -> Result<Target, String> {
     let routes = tmp.join("routes.toml");
     std::fs::write(
         &routes,
         format!(
-            "identity = \"bench\"\n[[routes]]\nhost = \"bench.test\"\nport = {port}\npaths = [\"/v1/**\"]\nmethods = [\"GET\"]\nallow_private = true\nauth = {{ scheme = \"bearer\", secret = \"route-token\" }}\n"
+            "identity = \"bench\"\ndlp = {dlp}\n[[routes]]\nhost = \"bench.test\"\nport = {port}\npaths = [\"/v1/**\"]\nmethods = [\"GET\", \"POST\"]\nallow_private = true\nauth = {{ scheme = \"bearer\", secret = \"route-token\" }}\n"
         ),
     )
     .map_err(|e| e.to_string())?;
@@ -175,7 +228,7 @@ fn bench(
         .args(["egress", "--config"])
         .arg(&routes)
         .arg("--ca-dir")
-        .arg(&ca_dir)
+        .arg(ca_dir)
         .arg("--listen")
         .arg(listen.to_string())
         .arg("--audit")
@@ -183,7 +236,7 @@ fn bench(
         .arg("--secrets-dir")
         .arg(tmp.join("secrets"))
         .arg("--upstream-ca")
-        .arg(&upstream_ca)
+        .arg(tmp.join("upstream-ca.pem"))
         .args(["--resolve", "bench.test=127.0.0.1"])
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
@@ -193,8 +246,8 @@ fn bench(
     let proxy = Guard(proxy);
     wait_port(listen)?;
     std::thread::sleep(Duration::from_millis(300));
-    let mut bottle = Target {
-        name: "bottle egress".into(),
+    let mut t = Target {
+        name: format!("bottle egress (DLP {})", if dlp { "on" } else { "off" }),
         idle_rss_kb: proc_status_kb(proxy.0.id(), "VmRSS"),
         ..Default::default()
     };
@@ -203,21 +256,30 @@ fn bench(
     for (c, n) in [(1, n1), (32, n32)] {
         let r = client(
             load,
-            &url,
+            url,
             n,
             c,
             &bottle_ca,
             &["--proxy".into(), proxy_url.clone()],
         )?;
-        bottle.runs.push((c, r));
+        t.runs.push((c, r));
     }
-    bottle.peak_rss_kb = proc_status_kb(proxy.0.id(), "VmHWM");
+    t.post = Some(client(
+        load,
+        url,
+        n_post,
+        POST_C,
+        &bottle_ca,
+        &[
+            "--proxy".into(),
+            proxy_url,
+            "--post-bytes".into(),
+            POST_BYTES.to_string(),
+        ],
+    )?);
+    t.peak_rss_kb = proc_status_kb(proxy.0.id(), "VmHWM");
     drop(proxy);
-    targets.push(bottle);
-
-    // mitmproxy.
-    targets.push(mitmproxy(tmp, load, &url, port, &upstream_ca, n1, n32)?);
-    Ok(targets)
+    Ok(t)
 }
 
 fn mitmproxy(
@@ -360,6 +422,7 @@ fn client(
     };
     let r = Run {
         rps: num("rps"),
+        mbps: num("mbps"),
         p50_us: num("p50_us") as u64,
         p99_us: num("p99_us") as u64,
         ok: num("ok") as u64,
@@ -432,7 +495,7 @@ fn signed_ms(us: i64) -> String {
     }
 }
 
-fn render(targets: &[Target], n1: usize, n32: usize) -> String {
+fn render(targets: &[Target], n1: usize, n32: usize, n_post: usize) -> String {
     let mut s = String::new();
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
     let load = std::fs::read_to_string("/proc/loadavg")
@@ -507,7 +570,62 @@ fn render(targets: &[Target], n1: usize, n32: usize) -> String {
             t.note.clone().unwrap_or_default()
         );
     }
-    if let (Some(b), Some(m)) = (targets.get(1), targets.get(2)) {
+    let _ = writeln!(
+        s,
+        "\n{} KiB POST bodies of ordinary source text (no credential; DLP scans all of it), \
+         {n_post} requests at concurrency {POST_C}:\n",
+        POST_BYTES >> 10
+    );
+    let _ = writeln!(s, "| target | MB/s | req/s | p50 | p99 | errors |");
+    let _ = writeln!(s, "|---|---:|---:|---:|---:|---:|");
+    for t in targets {
+        if let Some(r) = &t.post {
+            let _ = writeln!(
+                s,
+                "| {} | {:.1} | {:.0} | {} | {} | {} |",
+                t.name,
+                r.mbps,
+                r.rps,
+                ms(r.p50_us),
+                ms(r.p99_us),
+                r.errors
+            );
+        }
+    }
+    let on = targets.iter().find(|t| t.name.contains("DLP on"));
+    let off = targets.iter().find(|t| t.name.contains("DLP off"));
+    if let (Some(on), Some(off)) = (on, off) {
+        let rps = |t: &Target| {
+            t.runs
+                .iter()
+                .find(|(c, _)| *c == 32)
+                .map_or(0.0, |(_, r)| r.rps)
+        };
+        if rps(off) > 0.0 {
+            let _ = writeln!(
+                s,
+                "\nDLP on / off at c=32: {:.0} / {:.0} req/s ({:+.1} %).",
+                rps(on),
+                rps(off),
+                (rps(on) / rps(off) - 1.0) * 100.0
+            );
+        }
+        if let (Some(a), Some(b)) = (&on.post, &off.post) {
+            if b.mbps > 0.0 {
+                let _ = writeln!(
+                    s,
+                    "DLP on / off, 64 KiB POST: {:.1} / {:.1} MB/s ({:+.1} %).",
+                    a.mbps,
+                    b.mbps,
+                    (a.mbps / b.mbps - 1.0) * 100.0
+                );
+            }
+        }
+    }
+    if let (Some(b), Some(m)) = (
+        targets.iter().find(|t| t.name.contains("DLP on")),
+        targets.iter().find(|t| t.name.starts_with("mitmproxy")),
+    ) {
         let mut ratios = Vec::new();
         for (c, br) in &b.runs {
             if let Some((_, mr)) = m.runs.iter().find(|(mc, _)| mc == c) {

@@ -87,7 +87,7 @@ pub fn run(args: &[String]) -> Result<(), String> {
             ],
         },
         Suite {
-            name: "e2e + security (bottle-tests)",
+            name: "e2e (bottle-tests)",
             args: vec![
                 "test",
                 "-p",
@@ -96,6 +96,18 @@ pub fn run(args: &[String]) -> Result<(), String> {
                 "integration",
                 "--",
                 "--test-threads=1",
+            ],
+        },
+        Suite {
+            name: "security suite, smolmachines (bottle-tests)",
+            args: vec![
+                "test",
+                "-p",
+                "bottle-tests",
+                "--test",
+                "security",
+                "--",
+                "smolmachines::",
             ],
         },
     ];

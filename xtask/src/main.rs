@@ -6,6 +6,8 @@
 //! - `tidy`: the tidy checks (they are ordinary `#[test]`s).
 //! - `demo`: a built-in demo agent in a real bottle.
 //! - `seed-base`: build the base image locally on registry-less hosts.
+//! - `security-table`: docs/security.md's per-backend table from the
+//!   security suite's reports.
 //! - `bench <egress|git-gate|supervise|start>`: benchmarks → docs/benchmarks.md.
 //! - `integration --backend smolmachines`: e2e + security on a VM-capable runner.
 //! - `fuzz --seconds N`: every cargo-fuzz target (fuzz/ is outside the workspace).
@@ -17,6 +19,7 @@ mod bench_supervise;
 mod demo;
 mod fuzz;
 mod integration;
+mod security_table;
 mod seed_base;
 
 use std::process::ExitCode;
@@ -33,6 +36,7 @@ fn main() -> ExitCode {
         "features" => feature_matrix(),
         "demo" => demo::run(rest),
         "seed-base" => seed_base::run(rest),
+        "security-table" => security_table::run(rest),
         "integration" => integration::run(rest),
         "fuzz" => fuzz::run(rest),
         "bench" => bench(rest),
@@ -57,6 +61,7 @@ const HELP: &str = "usage: cargo xtask <task>
   features                  check a docker-only build names the missing smolmachines feature
   demo                      run the demo agent in a real bottle (needs docker)
   seed-base                 build the base image locally (debootstrap + docker import)
+  security-table [--check]  docs/security.md's per-backend table from the security suite's reports
   bench <name>              egress | git-gate | supervise | start (writes docs/benchmarks.md)
   integration --backend B   e2e + security suites on a VM-capable runner
   fuzz --seconds N          run every cargo-fuzz target for N seconds";

@@ -108,7 +108,7 @@ fn manifests(loader: &Loader) -> Vec<ManifestReport> {
             Ok(env) => {
                 let suspicious: Vec<String> = env
                     .iter()
-                    .filter(|(k, v)| looks_like_secret(k, v))
+                    .filter(|(k, v)| looks_like_secret(k, v.raw()))
                     .map(|(k, _)| k.clone())
                     .collect();
                 if suspicious.is_empty() {
@@ -136,6 +136,90 @@ fn manifests(loader: &Loader) -> Vec<ManifestReport> {
                 message: Some(e.to_string()),
                 fix: e.fix(),
             }),
+        }
+    }
+    out
+}
+
+/// `$BOTTLE_HOME/dlp/*.toml` (each on top of the built-in rules) and every
+/// bottle's `egress.dlp_disable` ids.
+fn dlp_rules(loader: &Loader) -> Vec<ManifestReport> {
+    let dir = loader.home().dlp_dir();
+    let mut out = Vec::new();
+    let files = match bottle_dlp::rules::rule_files(dir.as_std_path()) {
+        Ok(f) => f,
+        Err(e) => {
+            return vec![ManifestReport {
+                kind: "dlp-rules",
+                path: dir,
+                status: "error",
+                message: Some(e.to_string()),
+                fix: Some("make the dir readable or remove it".into()),
+            }]
+        }
+    };
+    let mut broken = false;
+    for f in files {
+        let path = Utf8PathBuf::from(f.to_string_lossy().into_owned());
+        match bottle_dlp::RuleSet::check_file(&f) {
+            Ok(_) => out.push(ManifestReport {
+                kind: "dlp-rules",
+                path,
+                status: "ok",
+                message: None,
+                fix: None,
+            }),
+            Err(e) => {
+                broken = true;
+                out.push(ManifestReport {
+                    kind: "dlp-rules",
+                    path,
+                    status: "error",
+                    message: Some(e.to_string()),
+                    fix: Some("fix the rule (gitleaks format, Rust regex syntax; see docs/security.md) or remove the file".into()),
+                });
+            }
+        }
+    }
+    if broken {
+        return out;
+    }
+    let Ok(set) = bottle_dlp::RuleSet::load(Some(dir.as_std_path()), &[]) else {
+        return out;
+    };
+    let known: std::collections::BTreeSet<&str> = set.known_ids().collect();
+    for (kind, path) in loader.all_files() {
+        if kind != "bottle" {
+            continue;
+        }
+        let name = path.file_stem().unwrap_or_default().to_owned();
+        let Ok(b) = loader.load_bottle(&name) else {
+            continue;
+        };
+        let disable = b
+            .file
+            .egress
+            .as_ref()
+            .and_then(|e| e.dlp_disable.clone())
+            .unwrap_or_default();
+        let unknown: Vec<&str> = disable
+            .iter()
+            .map(String::as_str)
+            .filter(|id| !known.contains(id))
+            .collect();
+        if !unknown.is_empty() {
+            out.push(ManifestReport {
+                kind: "bottle",
+                path,
+                status: "error",
+                message: Some(format!(
+                    "egress.dlp_disable names unknown DLP rule(s): {}",
+                    unknown.join(", ")
+                )),
+                fix: Some(
+                    "use rule ids from docs/security.md or from a file in $BOTTLE_HOME/dlp".into(),
+                ),
+            });
         }
     }
     out
@@ -186,9 +270,11 @@ pub fn run(cli: &Cli, a: &Args) -> Result<u8> {
         .ok()
         .and_then(|p| Utf8PathBuf::from_path_buf(p).ok());
     let loader = Loader::new(home.clone(), repo);
+    let mut manifests = manifests(&loader);
+    manifests.extend(dlp_rules(&loader));
     let report = Report {
         schema_version: 1,
-        manifests: manifests(&loader),
+        manifests,
         backends: backends(),
     };
     let bad_manifest = report.manifests.iter().any(|m| m.status == "error");

@@ -23,9 +23,15 @@ template = "shell"            # "shell", "claude" or "codex"; or dockerfile = "D
 # auth = { host = "api.anthropic.com", scheme = "x-api-key", token = "${ANTHROPIC_API_KEY}" }
 
 [env]
-# Literal values, "?prompt" (asked at start, never stored) or "${HOST_VAR}".
-# Secrets do not belong here: use egress route auth or git identity files.
+# Literal values, "${HOST_VAR}" (copied from your environment at start) or
+# "?question" (asked at start, never stored). Mark a host value that is a
+# secret so the bottle holds it (egress and the git gate refuse to let it
+# out): DB_PASSWORD = { secret = "${DB_PASSWORD}" }. "?question" answers are
+# always held. API tokens belong in egress route auth, deploy keys in git
+# identity files; a literal credential here is refused.
 EDITOR = "vi"
+# TZ = "${TZ}"
+# DB_PASSWORD = { secret = "${DB_PASSWORD}" }
 
 [git]
 user = { name = "bottle agent", email = "agent@bottle.invalid" }
@@ -161,4 +167,30 @@ pub fn run(cli: &Cli, a: &Args) -> Result<u8> {
         }
     }
     Ok(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bottle_core::manifest::{bottle_from_text, EnvValue};
+
+    /// The example's commented env forms parse as the README says: a plain
+    /// `${VAR}` is not held, `{ secret = "${VAR}" }` is.
+    #[test]
+    fn example_env_forms_parse_as_documented() {
+        let text: String = EXAMPLE_BOTTLE
+            .lines()
+            .map(|l| match l.strip_prefix("# ") {
+                Some(rest) if rest.starts_with("TZ =") || rest.starts_with("DB_PASSWORD =") => rest,
+                _ => l,
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        let b = bottle_from_text("dev", "init/dev.toml".into(), &text).unwrap();
+        let env = b.file.env.unwrap();
+        assert_eq!(env["TZ"], EnvValue::Plain("${TZ}".into()));
+        assert!(!env["TZ"].is_held());
+        assert!(env["DB_PASSWORD"].is_held());
+        assert!(!env["EDITOR"].is_held());
+    }
 }

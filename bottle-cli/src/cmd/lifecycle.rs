@@ -1,8 +1,7 @@
-//! Lifecycle commands of existing bottles: `ls`, `attach`, `exec`, `logs`,
-//! `stop`, `resume`, `rm`, `gc`. Each finds the bottle's state dir, reads its
-//! `metadata.json` and talks to the backend that launched it.
-
-use std::collections::BTreeSet;
+//! Lifecycle commands of existing bottles: `ls`, `attach`, `exec`,
+//! `stop`, `resume`, `rm` (`logs`, `gc` and `inspect` have their own
+//! modules). Each finds the bottle's state dir, reads its `metadata.json`
+//! and talks to the backend that launched it.
 
 use bottle_core::backend::Probe;
 use bottle_core::backend::{Backend, Running};
@@ -43,39 +42,20 @@ pub struct LsArgs {
     pub json: bool,
 }
 
-/// `bottle logs` args.
-#[derive(Debug, clap::Args)]
-pub struct LogsArgs {
-    /// Bottle identity.
-    #[arg(add = super::completions::bottles())]
-    pub id: String,
-    /// A sidecar's logs: egress, git-gate or supervise.
-    #[arg(long)]
-    pub sidecar: Option<String>,
-    /// Print the JSONL decision log.
-    #[arg(long)]
-    pub audit: bool,
-    /// Keep following.
-    #[arg(long, short)]
-    pub follow: bool,
+/// A bottle's state, metadata and the backend that launched it.
+pub struct Found {
+    /// Its identity.
+    pub id: Identity,
+    /// Its state dir.
+    pub state: StateDir,
+    /// Its metadata.
+    pub meta: Metadata,
+    /// The backend named in its metadata.
+    pub backend: Box<dyn Backend>,
 }
 
-/// `bottle gc` args.
-#[derive(Debug, clap::Args)]
-pub struct GcArgs {
-    /// Only print what would be removed.
-    #[arg(long)]
-    pub dry_run: bool,
-}
-
-struct Found {
-    id: Identity,
-    state: StateDir,
-    meta: Metadata,
-    backend: Box<dyn Backend>,
-}
-
-fn find(home: &Home, id: &str) -> Result<Found> {
+/// The bottle `id` of `home` (a usage error when there is none).
+pub fn find(home: &Home, id: &str) -> Result<Found> {
     let id = super::ids::bottle(home, id)?;
     let state = home.state(&id);
     if !state.path().is_dir() {
@@ -97,7 +77,7 @@ fn find(home: &Home, id: &str) -> Result<Found> {
 /// docker (other backends: assumed yes); when it does not answer, the
 /// backend's probe says why and what to do (exit 3) instead of the
 /// engine's raw error or a misleading cleanup report.
-fn engine_answers(backend: &dyn Backend) -> Result<()> {
+pub fn engine_answers(backend: &dyn Backend) -> Result<()> {
     if backend.id() != "docker" {
         return Ok(());
     }
@@ -123,7 +103,7 @@ fn engine_answers(backend: &dyn Backend) -> Result<()> {
 
 /// A stopped bottle has no containers: say so (and how to go on) before
 /// asking the engine for them.
-fn refuse_stopped(f: &Found, what: &str) -> Result<()> {
+pub fn refuse_stopped(f: &Found, what: &str) -> Result<()> {
     if f.meta.phase != Phase::Stopped {
         return Ok(());
     }
@@ -136,7 +116,8 @@ fn refuse_stopped(f: &Found, what: &str) -> Result<()> {
     ))
 }
 
-fn handle(f: &Found) -> Box<dyn Running> {
+/// The backend's handle on a found bottle.
+pub fn handle(f: &Found) -> Box<dyn Running> {
     f.backend.handle(&f.meta, &f.state)
 }
 
@@ -196,7 +177,8 @@ fn age_secs(created: &str) -> u64 {
 pub fn ls(cli: &Cli, a: &LsArgs) -> Result<u8> {
     let home = super::home(cli)?;
     let mut rows = Vec::new();
-    let mut answers = std::collections::BTreeMap::new();
+    // per backend: whether its engine answers (asked once)
+    let mut answers: std::collections::BTreeMap<String, Option<Error>> = Default::default();
     for id in home.identities()? {
         let state = home.state(&id);
         let Ok(meta) = state.read_metadata() else {
@@ -210,9 +192,10 @@ pub fn ls(cli: &Cli, a: &LsArgs) -> Result<u8> {
                 // An engine that does not answer reports every container
                 // as absent: that is "unknown", not "stopped".
                 Ok(b)
-                    if !*answers
+                    if answers
                         .entry(meta.backend.clone())
-                        .or_insert_with(|| engine_answers(&*b).is_ok()) =>
+                        .or_insert_with(|| engine_answers(&*b).err())
+                        .is_some() =>
                 {
                     "unknown".to_owned()
                 }
@@ -239,13 +222,17 @@ pub fn ls(cli: &Cli, a: &LsArgs) -> Result<u8> {
             ),
         });
     }
+    // The table is printed either way; a backend whose engine does not
+    // answer then fails the command (exit 3) with the reason and the fix.
+    let unreachable = answers.into_values().flatten().next();
+    let done = || unreachable.map_or(Ok(0), Err);
     if a.json {
         let doc = serde_json::json!({ "schema_version": 1, "bottles": rows });
-        println!(
-            "{}",
+        crate::ui::out(&format!(
+            "{}\n",
             serde_json::to_string_pretty(&doc).expect("serializes")
-        );
-        return Ok(0);
+        ));
+        return done();
     }
     let body: Vec<Vec<String>> = rows
         .iter()
@@ -265,14 +252,11 @@ pub fn ls(cli: &Cli, a: &LsArgs) -> Result<u8> {
             ]
         })
         .collect();
-    print!(
-        "{}",
-        table(
-            &["IDENTITY", "AGENT", "BACKEND", "STATE", "AGE", "PENDING"],
-            &body
-        )
-    );
-    Ok(0)
+    crate::ui::out(&table(
+        &["IDENTITY", "AGENT", "BACKEND", "STATE", "AGE", "PENDING"],
+        &body,
+    ));
+    done()
 }
 
 /// `bottle attach`.
@@ -280,7 +264,32 @@ pub fn attach(cli: &Cli, a: &IdArgs) -> Result<u8> {
     let f = find(&super::home(cli)?, &a.id)?;
     refuse_stopped(&f, "there is no agent to attach to")?;
     engine_answers(&*f.backend)?;
-    Ok(code(handle(&f).attach(&DuctRunner)?))
+    let h = handle(&f);
+    Ok(code(attach_and_say(&*h, cli.quiet)?))
+}
+
+/// Attach, naming the detach keys before and saying how to come back after
+/// a detach (which is exit 0, the agent still running).
+pub fn attach_and_say(h: &dyn Running, quiet: bool) -> Result<i32> {
+    let id = h.identity().clone();
+    if !quiet {
+        match h.detach_keys() {
+            Some(keys) => eprintln!(
+                "attached to {id}: {keys} detaches (the agent keeps running; `bottle attach {id}` comes back)"
+            ),
+            None => eprintln!("attached to {id}"),
+        }
+    }
+    let code = h.attach(&DuctRunner)?;
+    if code == 0 && matches!(h.health(&DuctRunner), Ok(bottle_core::Health::Running)) {
+        if !quiet {
+            eprintln!(
+                "detached from {id}: it keeps running; `bottle attach {id}` reattaches, `bottle stop {id}` stops it"
+            );
+        }
+        return Ok(0);
+    }
+    Ok(code)
 }
 
 /// `bottle exec`.
@@ -289,36 +298,6 @@ pub fn exec(cli: &Cli, a: &ExecArgs) -> Result<u8> {
     refuse_stopped(&f, "there is no agent to run a command in")?;
     engine_answers(&*f.backend)?;
     Ok(code(handle(&f).exec(&a.cmd, &DuctRunner)?))
-}
-
-/// `bottle logs`.
-pub fn logs(cli: &Cli, a: &LogsArgs) -> Result<u8> {
-    let f = find(&super::home(cli)?, &a.id)?;
-    if a.audit {
-        let path = f.state.audit_path();
-        let text = match std::fs::read_to_string(&path) {
-            Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
-            Err(e) => return Err(Error::io("reading", path, e)),
-        };
-        print!("{text}");
-        return Ok(0);
-    }
-    if let Some(s) = &a.sidecar {
-        if !["egress", "git-gate", "supervise"].contains(&s.as_str()) {
-            return Err(Error::other(
-                format!("unknown sidecar `{s}`"),
-                "use --sidecar egress, git-gate or supervise",
-            ));
-        }
-    }
-    refuse_stopped(&f, "its containers and their logs are gone")?;
-    engine_answers(&*f.backend)?;
-    Ok(code(handle(&f).logs(
-        a.sidecar.as_deref(),
-        a.follow,
-        &DuctRunner,
-    )?))
 }
 
 /// `bottle stop`.
@@ -420,119 +399,6 @@ pub fn rm(cli: &Cli, a: &IdArgs) -> Result<u8> {
         eprintln!("removed {id}");
     }
     Ok(0)
-}
-
-/// Why gc removes an identity's resources, or `None` to keep them.
-fn gc_reason(home: &Home, id: &str) -> Option<String> {
-    let Ok(ident) = Identity::parse(id) else {
-        return Some("unparseable identity".into());
-    };
-    let state = home.state(&ident);
-    if !state.path().is_dir() {
-        return Some("its state is gone".into());
-    }
-    if state.preserved() {
-        return None;
-    }
-    match state.read_metadata() {
-        Err(_) => Some("its metadata is unreadable".into()),
-        Ok(m) if m.phase == Phase::Launching && !m.owner_pid.is_some_and(pid_alive) => {
-            Some("its launcher died mid-launch".into())
-        }
-        Ok(_) => None,
-    }
-}
-
-/// Resources of this home (docker labels the home; other backends list all).
-fn labelled_here(backend: &dyn Backend, home: &Home) -> Result<Vec<bottle_core::Resource>> {
-    #[cfg(feature = "docker")]
-    if backend.id() == "docker" {
-        return bottle_docker::DockerBackend::default().labelled_in_home(home.root(), &DuctRunner);
-    }
-    let _ = home;
-    backend.labelled(&DuctRunner)
-}
-
-/// `bottle gc`.
-pub fn gc(cli: &Cli, a: &GcArgs) -> Result<u8> {
-    let home = super::home(cli)?;
-    let mut removed = 0usize;
-    let mut problems = Vec::new();
-    for entry in crate::registry::BACKENDS {
-        let Some(make) = entry.make else { continue };
-        let backend = make();
-        if !backend.probe(&DuctRunner).is_ready() {
-            continue;
-        }
-        let resources = match labelled_here(&*backend, &home) {
-            Ok(r) => r,
-            Err(e) => {
-                problems.push((format!("list {} resources", entry.name), e));
-                continue;
-            }
-        };
-        let ids: BTreeSet<String> = resources.iter().map(|r| r.identity.clone()).collect();
-        for id in ids {
-            let Some(why) = gc_reason(&home, &id) else {
-                continue;
-            };
-            for r in resources.iter().filter(|r| r.identity == id) {
-                println!(
-                    "{} {} {} ({why})",
-                    if a.dry_run { "would remove" } else { "remove" },
-                    r.kind,
-                    r.name
-                );
-            }
-            if a.dry_run {
-                continue;
-            }
-            let Ok(ident) = Identity::parse(&id) else {
-                continue;
-            };
-            match backend.remove_all(&ident, false, &DuctRunner) {
-                Ok(()) => removed += 1,
-                Err(e) => problems.push((format!("remove {id}"), e)),
-            }
-        }
-    }
-    // State dirs of launches that died before creating anything.
-    for id in home.identities()? {
-        let state = home.state(&id);
-        if state.preserved() {
-            continue;
-        }
-        let dead = match state.read_metadata() {
-            Ok(m) => m.phase == Phase::Launching && !m.owner_pid.is_some_and(pid_alive),
-            Err(_) => !state.metadata_path().exists() && state.slot().is_some() && stale(&state),
-        };
-        if dead {
-            println!(
-                "{} state {id} (launch never finished)",
-                if a.dry_run { "would remove" } else { "remove" }
-            );
-            if !a.dry_run {
-                state.remove()?;
-            }
-        }
-    }
-    if !problems.is_empty() {
-        return Err(Error::Teardown(problems));
-    }
-    if !cli.quiet && !a.dry_run {
-        eprintln!("gc: cleaned {removed} bottle(s)");
-    }
-    Ok(0)
-}
-
-/// A state dir without metadata older than a minute (an allocation whose
-/// `start` died before writing anything).
-fn stale(state: &StateDir) -> bool {
-    std::fs::metadata(state.path())
-        .and_then(|m| m.modified())
-        .ok()
-        .and_then(|t| t.elapsed().ok())
-        .is_some_and(|d| d.as_secs() > 60)
 }
 
 /// Apply the operator-approved capability requests on resume and say what

@@ -11,9 +11,12 @@ use crate::Cli;
 pub mod check;
 pub mod completions;
 pub mod dashboard;
+pub mod gc;
 pub mod ids;
 pub mod init;
+pub mod inspect;
 pub mod lifecycle;
+pub mod logs;
 pub mod plan;
 pub mod queue;
 pub mod start;
@@ -37,7 +40,9 @@ pub enum Command {
     /// Run one command in an agent.
     Exec(lifecycle::ExecArgs),
     /// Agent or sidecar logs, or the audit log.
-    Logs(lifecycle::LogsArgs),
+    Logs(logs::LogsArgs),
+    /// The policy a bottle runs under now: routes, grants with expiry, push rules, limits.
+    Inspect(inspect::InspectArgs),
     /// Stop a bottle (keeps its state and home volume).
     Stop(lifecycle::IdArgs),
     /// Relaunch a stopped bottle from its state.
@@ -51,12 +56,12 @@ pub enum Command {
     /// The agent's new commits as a git bundle or patch series (DLP-scanned).
     Export(work::ExportArgs),
     /// Remove resources whose bottle is gone or whose launcher died.
-    Gc(lifecycle::GcArgs),
+    Gc(gc::GcArgs),
     /// List permission requests.
     Queue(queue::QueueArgs),
     /// Approve a permission request (optionally narrowed, with a TTL).
     Approve(queue::ApproveArgs),
-    /// Deny a permission request.
+    /// Deny a permission request (an approved one: revoke its grant at once).
     Deny(queue::DenyArgs),
     /// Full-screen view: bottles, live decisions, the queue with approve/deny keys.
     Dashboard,
@@ -74,14 +79,15 @@ pub fn run(cli: &Cli) -> Result<u8> {
         Command::Ls(a) => lifecycle::ls(cli, a),
         Command::Attach(a) => lifecycle::attach(cli, a),
         Command::Exec(a) => lifecycle::exec(cli, a),
-        Command::Logs(a) => lifecycle::logs(cli, a),
+        Command::Logs(a) => logs::run(cli, a),
+        Command::Inspect(a) => inspect::run(cli, a),
         Command::Stop(a) => lifecycle::stop(cli, a),
         Command::Resume(a) => lifecycle::resume(cli, a),
         Command::Rm(a) => work::rm(cli, a),
         Command::Cp(a) => work::cp(cli, a),
         Command::Diff(a) => work::diff(cli, a),
         Command::Export(a) => work::export(cli, a),
-        Command::Gc(a) => lifecycle::gc(cli, a),
+        Command::Gc(a) => gc::run(cli, a),
         Command::Queue(a) => queue::queue(cli, a),
         Command::Approve(a) => queue::approve(cli, a),
         Command::Deny(a) => queue::deny(cli, a),
@@ -105,8 +111,19 @@ pub struct PlanFlags {
     #[arg(long, value_name = "RUNTIME")]
     pub runtime: Option<Runtime>,
     /// Extra env for the agent, NAME=VALUE (repeatable).
-    #[arg(long = "env", value_name = "NAME=VALUE")]
+    #[arg(long = "env", value_name = "NAME=VALUE", value_parser = env_pair)]
     pub env: Vec<String>,
+}
+
+/// `--env` takes NAME=VALUE (a usage error, exit 2, otherwise).
+fn env_pair(s: &str) -> std::result::Result<String, String> {
+    match s.split_once('=') {
+        Some((k, _)) if !k.is_empty() => Ok(s.to_owned()),
+        _ => Err(format!(
+            "`{s}` is not NAME=VALUE (write --env {}=VALUE)",
+            if s.is_empty() { "NAME" } else { s }
+        )),
+    }
 }
 
 impl PlanFlags {

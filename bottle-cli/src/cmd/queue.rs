@@ -127,27 +127,47 @@ pub fn queue(cli: &Cli, a: &QueueArgs) -> Result<u8> {
         println!("no {}requests", if a.all { "" } else { "pending " });
         return Ok(0);
     }
+    let mut header = vec!["REQUEST", "BOTTLE", "STATUS", "ASKS FOR"];
+    if a.all {
+        header.extend(["GRANTED", "EXPIRES"]);
+    }
+    header.push("REASON");
     let rows: Vec<Vec<String>> = list
         .iter()
         .map(|e| {
-            vec![
-                e.request.id.clone(),
+            let r = &e.request;
+            let mut row = vec![
+                r.id.clone(),
                 e.identity.clone(),
-                e.request.status.to_string(),
-                e.request.kind.summary(),
-                e.request.reason.clone(),
-            ]
+                r.status.to_string(),
+                r.kind.summary(),
+            ];
+            if a.all {
+                row.push(granted(r));
+                row.push(r.expires_at.clone().unwrap_or_else(|| "-".into()));
+            }
+            row.push(r.reason.clone());
+            row
         })
         .collect();
-    print!(
-        "{}",
-        table(
-            &["REQUEST", "BOTTLE", "STATUS", "ASKS FOR", "REASON"],
-            &rows
-        )
-    );
+    print!("{}", table(&header, &rows));
     println!("\napprove: bottle approve <REQUEST> [--ttl 30m] [--paths ...]   deny: bottle deny <REQUEST> --reason ...");
     Ok(0)
+}
+
+/// What an approval granted: "as asked", the narrowed grant, or "-" for a
+/// request that was not approved.
+pub fn granted(r: &Request) -> String {
+    match r.decision.as_ref().and_then(|d| d.grant.as_ref()) {
+        Some(g) if r.status == Status::Approved || r.status == Status::Expired => {
+            if *g == r.kind {
+                "as asked".into()
+            } else {
+                g.summary()
+            }
+        }
+        _ => "-".into(),
+    }
 }
 
 fn find(cli: &Cli, req: &str) -> Result<(std::path::PathBuf, Request)> {
@@ -239,8 +259,14 @@ pub fn deny(cli: &Cli, a: &DenyArgs) -> Result<u8> {
     let (dir, req) = find(cli, &a.req)?;
     queue::deny(&dir, &req.id, a.reason.as_deref()).map_err(queue_err)?;
     if !cli.quiet {
+        // denying an approved request takes its grant back at once
+        let verb = if req.status == Status::Approved {
+            "revoked"
+        } else {
+            "denied"
+        };
         println!(
-            "denied {} for {}: {}",
+            "{verb} {} for {}: {}",
             req.id,
             identity_of(&dir),
             req.kind.summary()

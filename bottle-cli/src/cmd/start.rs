@@ -241,6 +241,13 @@ pub fn prepare(
         state,
         bundle_host: backend.bundle_host(plan),
     };
+    // what `bottle inspect` shows as the bottle's limits (secrets redacted)
+    let json = serde_json::to_vec_pretty(plan).expect("plan serializes");
+    bottle_core::state::atomic_write(
+        &state.path().join(super::inspect::PLAN_FILE),
+        &json,
+        Some(0o600),
+    )?;
     bottle_sidecars::prepare::prepare_all(plan, &ctx)
 }
 
@@ -312,7 +319,8 @@ pub fn run(cli: &Cli, a: &Args) -> Result<u8> {
             Some((id.clone(), slot)),
             &PlaceholderPrompt,
         )?;
-        let (runtime, notes) = runtime_notes(&*backend, &preview, &probe);
+        let (runtime, mut notes) = runtime_notes(&*backend, &preview, &probe);
+        notes.extend(super::plan::source_notes(cli, &preview, &a.flags));
         if !cli.quiet || !a.yes {
             eprint!("{}", preflight(&preview, &notes));
         }
@@ -386,9 +394,9 @@ pub fn run(cli: &Cli, a: &Args) -> Result<u8> {
     // An agent whose command already finished cannot be attached: show
     // its output instead.
     let code = if running.health(&DuctRunner)? == bottle_core::Health::Running {
-        running.attach(&DuctRunner)?
+        super::lifecycle::attach_and_say(&*running, cli.quiet)?
     } else {
-        running.logs(None, false, &DuctRunner)?;
+        running.logs(&bottle_core::LogOptions::default(), &DuctRunner)?;
         0
     };
     // The agent's session ended: stop the bottle (state and home kept) so

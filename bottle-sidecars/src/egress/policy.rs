@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::dlp::Detector;
 
@@ -435,6 +435,68 @@ fn build_route(r: RouteFile, secrets: &SecretFiles) -> Result<Route, String> {
         auth,
         grant: r.grant,
         expires_at,
+    })
+}
+
+/// `routes.toml` as an operator reads it (`bottle inspect`): the same file
+/// and struct the proxy loads, with no secret value (auth names its scheme
+/// and secret file only).
+#[derive(Debug, Clone, Serialize)]
+pub struct PolicyView {
+    /// Secret scanning of request bodies (and masking of responses).
+    pub dlp: bool,
+    /// Request body bytes scanned.
+    pub max_body_scan: usize,
+    /// Routes in file order (the bottle's own, then the grants).
+    pub routes: Vec<RouteView>,
+}
+
+/// One route of a [`PolicyView`].
+#[derive(Debug, Clone, Serialize)]
+pub struct RouteView {
+    /// Host pattern as written.
+    pub host: String,
+    /// Port, when the route names one.
+    pub port: Option<u16>,
+    /// Path globs (`None`: every path).
+    pub paths: Option<Vec<String>>,
+    /// Methods (`None`: every method).
+    pub methods: Option<Vec<String>>,
+    /// May reach private/loopback addresses.
+    pub allow_private: bool,
+    /// Injected credential: scheme and secret file name.
+    pub auth: Option<String>,
+    /// The request id whose approval added this route.
+    pub grant: Option<String>,
+    /// RFC 3339 expiry of a grant.
+    pub expires_at: Option<String>,
+}
+
+/// Read `routes_path` for display (no secret is read).
+pub fn view(routes_path: &Path) -> Result<PolicyView, String> {
+    let text = std::fs::read_to_string(routes_path)
+        .map_err(|e| format!("{}: {e}", routes_path.display()))?;
+    let file: RoutesFile =
+        toml::from_str(&text).map_err(|e| format!("{}: {e}", routes_path.display()))?;
+    Ok(PolicyView {
+        dlp: file.dlp,
+        max_body_scan: file.max_body_scan,
+        routes: file
+            .routes
+            .into_iter()
+            .map(|r| RouteView {
+                host: r.host,
+                port: r.port,
+                paths: r.paths,
+                methods: r.methods,
+                allow_private: r.allow_private,
+                auth: r
+                    .auth
+                    .map(|a| format!("{} from secret {}", a.scheme, a.secret)),
+                grant: r.grant,
+                expires_at: r.expires_at,
+            })
+            .collect(),
     })
 }
 

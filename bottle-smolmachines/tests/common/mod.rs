@@ -69,6 +69,15 @@ impl Fixture {
 
 /// Load `tests/fixtures/<name>.case` with a fixed identity and slot.
 pub fn fixture_from(path: &std::path::Path, slot: u32) -> Fixture {
+    fixture_from_os(path, slot, bottle_smolmachines::hv::HostOs::Linux)
+}
+
+/// As [`fixture_from`], wired for `os` (the agent's bundle endpoint).
+pub fn fixture_from_os(
+    path: &std::path::Path,
+    slot: u32,
+    os: bottle_smolmachines::hv::HostOs,
+) -> Fixture {
     let case = fs::read_to_string(path).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let root = Utf8PathBuf::from_path_buf(dir.path().to_path_buf()).unwrap();
@@ -82,7 +91,7 @@ pub fn fixture_from(path: &std::path::Path, slot: u32) -> Fixture {
     };
     let plan = resolve(&agent, &bottle, &opts, &host_env(&root), &FixedAnswers).unwrap();
     let state = StateDir::at(root.join("state/main-dev-test01"));
-    let alias = bottle_smolmachines::bundle_host(&plan).unwrap();
+    let alias = bottle_smolmachines::bundle_host(&plan, os).unwrap();
     let wiring = wiring(&state, &alias);
     Fixture {
         _dir: dir,
@@ -98,6 +107,14 @@ pub fn fixture(name: &str) -> Fixture {
         .join("tests/fixtures")
         .join(format!("{name}.case"));
     fixture_from(&p, 7)
+}
+
+/// A fixture wired for `os`.
+pub fn fixture_os(name: &str, os: bottle_smolmachines::hv::HostOs) -> Fixture {
+    let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(format!("{name}.case"));
+    fixture_from_os(&p, 7, os)
 }
 
 /// The wiring the sidecars' `Prepare` impls return (shape per contracts.md).
