@@ -7,7 +7,7 @@
 use std::path::{Path, PathBuf};
 
 /// Base image of every bottle image (`cargo xtask seed-base`).
-pub const BASE_IMAGE: &str = "debian:bookworm-slim";
+pub const BASE_IMAGE: &str = bottle_core::plan::DEFAULT_BASE_IMAGE;
 /// sshd upstream image (`cargo xtask seed-base`).
 pub const SSHD_IMAGE: &str = "bottle-test-sshd:bookworm";
 /// Label on every test upstream (so a crashed test's leftovers are findable).

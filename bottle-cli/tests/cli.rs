@@ -135,6 +135,35 @@ fn check_reports_a_broken_manifest_with_file_and_fix() {
 }
 
 #[test]
+fn check_warns_about_routes_that_send_credentials_in_clear_text() {
+    let dir = fresh();
+    let home = dir.path();
+    assert!(bottle(home, &["init"], None).status.success());
+    std::fs::write(
+        home.join("bottles/clear.toml"),
+        "[[egress.routes]]\nhost = \"legacy.example.com\"\nport = 8080\nplaintext = true\nauth = { scheme = \"bearer\", token = \"?token\" }\n",
+    )
+    .unwrap();
+    let o = bottle(home, &["check", "--json"], None);
+    let report: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let clear: Vec<_> = report["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["path"].as_str().unwrap().ends_with("clear.toml"))
+        .cloned()
+        .collect();
+    assert_eq!(clear.len(), 1, "{clear:?}");
+    assert_eq!(clear[0]["status"], "warning");
+    let msg = clear[0]["message"].as_str().unwrap();
+    assert!(
+        msg.contains("legacy.example.com:8080") && msg.contains("plain HTTP"),
+        "{msg}"
+    );
+    assert!(clear[0]["fix"].as_str().unwrap().contains("https"));
+}
+
+#[test]
 fn unknown_backend_lists_the_known_ones() {
     let dir = fresh();
     let home = dir.path();
@@ -223,7 +252,7 @@ fn literal_credentials_are_refused_and_never_printed() {
     let dir = fresh();
     let home = dir.path();
     assert!(bottle(home, &["init"], None).status.success());
-    let key = "sk-ant-api03-abcdefghijklmnopqrstuvwxyz0123";
+    let key = "sk-ant-api03-Xq7vR2mK9pL4tW8zN3bH6cJ1fD5gS0yE";
     let flag = format!("ANTHROPIC_API_KEY={key}");
     let o = bottle(home, &["plan", "demo", "--json", "--env", &flag], None);
     let (out, err) = text(&o);
@@ -241,7 +270,7 @@ fn literal_credentials_are_refused_and_never_printed() {
         .position(|l| l.starts_with("EDITOR = "))
         .unwrap()
         + 2;
-    let openai = "sk-proj-abcdefghijklmnopqrstuvwx1234";
+    let openai = "sk-proj-Q8fZ2mR7kV4pX9tL3wN6bH1cJ5dG0sYe";
     std::fs::write(
         &dev,
         text_before.replace(
@@ -262,4 +291,49 @@ fn literal_credentials_are_refused_and_never_printed() {
         assert!(err.contains("${OPENAI_API_KEY}"), "{err}");
         assert!(!err.contains(openai), "{err}");
     }
+}
+
+/// The preflight (and `plan`) of a `--cwd` repository whose `.git/config`
+/// carries credentials says which ones the copy drops, never their values.
+#[test]
+fn plan_says_which_git_credentials_the_copy_drops() {
+    let dir = fresh();
+    let home = dir.path().join("home");
+    assert!(bottle(&home, &["init"], None).status.success());
+    let repo = dir.path().join("repo");
+    std::fs::create_dir_all(&repo).unwrap();
+    let git = |args: &[&str]| {
+        let o = std::process::Command::new("git")
+            .args(args)
+            .current_dir(&repo)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "git {args:?}");
+    };
+    git(&["init", "-q"]);
+    git(&[
+        "config",
+        "http.extraheader",
+        "AUTHORIZATION: basic c2VjcmV0LXZhbHVl",
+    ]);
+    git(&[
+        "config",
+        "remote.origin.url",
+        "https://bob:pw-value-77@git.example.invalid/x.git",
+    ]);
+    let o = bottle(
+        &home,
+        &["plan", "demo", "--cwd", repo.to_str().unwrap()],
+        None,
+    );
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{err}");
+    assert!(
+        out.contains("git credentials removed from the copy: http extraheader (.git/config), userinfo in remote.origin.url (.git/config)"),
+        "{out}"
+    );
+    assert!(
+        !out.contains("pw-value-77") && !out.contains("c2VjcmV0"),
+        "{out}"
+    );
 }

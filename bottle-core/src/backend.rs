@@ -15,6 +15,42 @@ use crate::plan::{BottlePlan, Identity};
 use crate::prepare::Wiring;
 use crate::state::{Metadata, StateDir};
 
+/// Whether the agent can run under gVisor (runsc), as a probe found it.
+/// Decisions (`runtime = "auto"`) read this, never a note's wording.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "status", rename_all = "kebab-case")]
+pub enum Gvisor {
+    /// The backend has no such choice (a micro-VM is its own kernel).
+    NotApplicable,
+    /// A container ran under runsc during the probe.
+    Available,
+    /// Not usable here.
+    Unavailable {
+        /// Why (not registered, or the test container failed and how).
+        why: String,
+    },
+}
+
+impl Gvisor {
+    /// Usable?
+    pub fn is_available(&self) -> bool {
+        matches!(self, Gvisor::Available)
+    }
+
+    /// The line `check` and the preflight show (none when not applicable).
+    pub fn note(&self) -> Option<String> {
+        match self {
+            Gvisor::NotApplicable => None,
+            Gvisor::Available => {
+                Some("gVisor (runsc): available (a test container ran under it)".into())
+            }
+            Gvisor::Unavailable { why } => Some(format!(
+                "gVisor (runsc): unavailable ({why}); agents run with runc"
+            )),
+        }
+    }
+}
+
 /// Whether a backend can be used on this host.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "status", rename_all = "lowercase")]
@@ -23,8 +59,10 @@ pub enum Probe {
     Ready {
         /// Version of the engine/CLI.
         version: String,
-        /// Extra facts (e.g. "gVisor available", warnings).
+        /// Extra facts and warnings, for people.
         notes: Vec<String>,
+        /// Whether gVisor can be used (typed: what `runtime = "auto"` reads).
+        gvisor: Gvisor,
     },
     /// Not usable.
     Unavailable {
@@ -39,6 +77,14 @@ impl Probe {
     /// Ready?
     pub fn is_ready(&self) -> bool {
         matches!(self, Probe::Ready { .. })
+    }
+
+    /// What the probe found about gVisor (`None` when unavailable).
+    pub fn gvisor(&self) -> Option<&Gvisor> {
+        match self {
+            Probe::Ready { gvisor, .. } => Some(gvisor),
+            Probe::Unavailable { .. } => None,
+        }
     }
 }
 

@@ -112,7 +112,7 @@ pub struct ProviderSection {
     pub template: Option<Template>,
     /// Or a user Dockerfile (relative to the bottle file).
     pub dockerfile: Option<String>,
-    /// Base image (default `debian:bookworm-slim`).
+    /// Base image (default `bottle-base:bookworm`, from `cargo xtask seed-base`).
     pub base_image: Option<String>,
     /// The provider's own API key, held by egress.
     pub auth: Option<ProviderAuth>,
@@ -198,6 +198,10 @@ pub struct RouteSection {
     pub auth: Option<RouteAuth>,
     /// Allow private/loopback targets (default false).
     pub allow_private: Option<bool>,
+    /// Let `auth` be sent over plain HTTP (default false; needs `port`;
+    /// `bottle check` warns). Without it a plain-HTTP request to a route
+    /// with `auth` is refused.
+    pub plaintext: Option<bool>,
 }
 
 /// `egress.routes.auth`.

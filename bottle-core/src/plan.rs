@@ -21,8 +21,10 @@ use crate::units;
 
 /// Current `bottle plan --json` schema version.
 pub const PLAN_SCHEMA: u32 = 1;
-/// Default base image of agent images.
-pub const DEFAULT_BASE_IMAGE: &str = "debian:bookworm-slim";
+/// Default base image of agent and bundle images: the project's own tag,
+/// built by `cargo xtask seed-base` (never an official image's name, never
+/// pulled).
+pub const DEFAULT_BASE_IMAGE: &str = "bottle-base:bookworm";
 /// Label carrying the identity on every resource.
 pub const LABEL_IDENTITY: &str = "dev.bottle.identity";
 /// Placeholder the agent sees instead of a provider API key.
@@ -293,6 +295,8 @@ pub struct RoutePlan {
     pub methods: Vec<String>,
     /// Private targets allowed.
     pub allow_private: bool,
+    /// `auth` may be sent over plain HTTP (needs `port`).
+    pub plaintext: bool,
     /// Credential to inject.
     pub auth: Option<RouteAuthPlan>,
 }
@@ -683,6 +687,18 @@ pub fn resolve(
     let eg = b.egress.clone().unwrap_or_default();
     let mut routes = Vec::new();
     for r in eg.routes.iter().flatten() {
+        if r.plaintext == Some(true) && r.port.is_none() {
+            return Err(Error::Manifest {
+                file: bottle_file.to_owned(),
+                line: None,
+                column: None,
+                message: format!(
+                    "egress route `{}`: plaintext = true needs an explicit `port`",
+                    r.host
+                ),
+                fix: "name the plain-HTTP port (e.g. `port = 8080`), or drop `plaintext` and use https".into(),
+            });
+        }
         let auth = match &r.auth {
             Some(a) => Some(RouteAuthPlan {
                 scheme: AuthScheme::parse(&a.scheme),
@@ -701,6 +717,7 @@ pub fn resolve(
             paths: r.paths.clone().unwrap_or_default(),
             methods: r.methods.clone().unwrap_or_default(),
             allow_private: r.allow_private.unwrap_or(false),
+            plaintext: r.plaintext.unwrap_or(false),
             auth,
         });
     }
@@ -720,6 +737,7 @@ pub fn resolve(
                 paths: Vec::new(),
                 methods: Vec::new(),
                 allow_private: false,
+                plaintext: false,
                 auth: Some(auth),
             }),
         }

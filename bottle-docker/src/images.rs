@@ -364,23 +364,23 @@ mod tests {
     fn templates_render() {
         insta::assert_snapshot!(
             "shell_template",
-            render_agent_template(Template::Shell, "debian:bookworm-slim")
+            render_agent_template(Template::Shell, bottle_core::plan::DEFAULT_BASE_IMAGE)
         );
         insta::assert_snapshot!(
             "claude_template",
-            render_agent_template(Template::Claude, "debian:bookworm-slim")
+            render_agent_template(Template::Claude, bottle_core::plan::DEFAULT_BASE_IMAGE)
         );
         insta::assert_snapshot!(
             "codex_template",
-            render_agent_template(Template::Codex, "debian:bookworm-slim")
+            render_agent_template(Template::Codex, bottle_core::plan::DEFAULT_BASE_IMAGE)
         );
         insta::assert_snapshot!(
             "bundle_template_uid1000",
-            render_bundle("debian:bookworm-slim", 1000, 1000)
+            render_bundle(bottle_core::plan::DEFAULT_BASE_IMAGE, 1000, 1000)
         );
         insta::assert_snapshot!(
             "bundle_template_root",
-            render_bundle("debian:bookworm-slim", 0, 0)
+            render_bundle(bottle_core::plan::DEFAULT_BASE_IMAGE, 0, 0)
         );
         insta::assert_snapshot!(
             "workspace_template",

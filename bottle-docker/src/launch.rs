@@ -191,6 +191,9 @@ pub fn execute(
                     pending.push((name.clone(), scope.spawn(move || runner.output(&spec))));
                     Ok(true)
                 }
+                Action::WithImageCommand { image } => image_command(runner, image)
+                    .and_then(|cmd| runner.output(&with_image_command(&s.step.run, &cmd)))
+                    .map(|_| true),
                 Action::EnsureBase { image } => ensure_base(runner, image).map(|_| true),
                 Action::Build(b) => {
                     if !b.always && image_exists(runner, &b.tag)? {
@@ -247,7 +250,7 @@ pub fn execute(
                 Err(e) => {
                     // A failed create may still have made the thing: undo it too.
                     if let Some(u) = &s.step.undo {
-                        if matches!(s.action, Action::Run) {
+                        if matches!(s.action, Action::Run | Action::WithImageCommand { .. }) {
                             undo.push(&name, u.clone());
                         }
                     }
@@ -282,6 +285,53 @@ pub fn execute(
     })
 }
 
+/// The image's own ENTRYPOINT followed by its CMD.
+pub fn image_command(runner: &dyn CommandRunner, image: &str) -> Result<Vec<String>> {
+    let o = runner.output(&CommandSpec::new("docker").args([
+        "image",
+        "inspect",
+        "--format",
+        "{{json .Config.Entrypoint}}\n{{json .Config.Cmd}}",
+        image,
+    ]))?;
+    let mut cmd = Vec::new();
+    for line in o.stdout.lines().filter(|l| !l.trim().is_empty()) {
+        let part: Option<Vec<String>> = serde_json::from_str(line.trim()).map_err(|e| {
+            Error::other(
+                format!("reading the command of image {image}: {e}"),
+                "report a bug",
+            )
+        })?;
+        cmd.extend(part.unwrap_or_default());
+    }
+    if cmd.is_empty() {
+        return Err(Error::other(
+            format!(
+                "image {image} has neither ENTRYPOINT nor CMD, and the agent sets no `command`"
+            ),
+            "set `command = [...]` in the agent file, or a CMD in the Dockerfile",
+        ));
+    }
+    Ok(cmd)
+}
+
+/// `spec` with its [`crate::render::IMAGE_COMMAND`] argument replaced by `cmd`.
+pub fn with_image_command(spec: &CommandSpec, cmd: &[String]) -> CommandSpec {
+    let mut out = spec.clone();
+    out.args = spec
+        .args
+        .iter()
+        .flat_map(|a| {
+            if a == crate::render::IMAGE_COMMAND {
+                cmd.to_vec()
+            } else {
+                vec![a.clone()]
+            }
+        })
+        .collect();
+    out
+}
+
 fn interrupted(step: String, cleanup: Vec<(String, Error)>) -> Error {
     if cleanup.is_empty() {
         Error::Interrupted { step }
@@ -309,6 +359,16 @@ fn ensure_base(runner: &dyn CommandRunner, image: &str) -> Result<()> {
     if image_exists(runner, image)? {
         return Ok(());
     }
+    // The project's own base image exists nowhere but here: never pull a
+    // namesake (README "base image").
+    if image == bottle_core::plan::DEFAULT_BASE_IMAGE {
+        return Err(Error::Unavailable {
+            backend: "docker".into(),
+            why: format!("the base image `{image}` is missing"),
+            fix: "build it with `cargo xtask seed-base` (debootstrap + docker import, no registry needed)".into(),
+        });
+    }
+    // A base image the bottle names itself: pull exactly that.
     let pulled = runner
         .output(
             &CommandSpec::new("docker")
@@ -321,8 +381,8 @@ fn ensure_base(runner: &dyn CommandRunner, image: &str) -> Result<()> {
     }
     Err(Error::Unavailable {
         backend: "docker".into(),
-        why: format!("base image `{image}` is missing and cannot be pulled"),
-        fix: "run `cargo xtask seed-base` to build it locally (debootstrap + docker import)".into(),
+        why: format!("the base image `{image}` (the bottle's `base_image`) is missing and cannot be pulled"),
+        fix: format!("`docker pull {image}` or build it, or drop `base_image` to use `{}` (`cargo xtask seed-base`)", bottle_core::plan::DEFAULT_BASE_IMAGE),
     })
 }
 

@@ -13,7 +13,7 @@
 use std::sync::Mutex;
 use std::time::Duration;
 
-use bottle_core::backend::{Backend, LaunchInput, LaunchScript, Probe, Resource, Running};
+use bottle_core::backend::{Backend, Gvisor, LaunchInput, LaunchScript, Probe, Resource, Running};
 use bottle_core::command::{CommandRunner, CommandSpec};
 use bottle_core::manifest::Runtime;
 use bottle_core::plan::{Identity, LABEL_IDENTITY};
@@ -28,7 +28,7 @@ pub mod running;
 pub mod tar;
 pub mod workspace;
 
-pub use render::{RenderOptions, Rendered, BUNDLE_ALIAS};
+pub use render::{BundleLimits, RenderOptions, Rendered, AGENT_DNS, BUNDLE_ALIAS};
 pub use running::{names_for, DockerRunning};
 
 /// Env var naming the `bottle-sidecar` binary to put into the bundle image.
@@ -42,7 +42,8 @@ pub struct DockerBackend {
     sidecar_bin: Option<Utf8PathBuf>,
     bundle_user: Option<(u32, u32)>,
     host_cpus: Option<f64>,
-    runsc: Mutex<Option<bool>>,
+    gvisor: Mutex<Option<Gvisor>>,
+    bundle_limits: Option<render::BundleLimits>,
 }
 
 impl Default for DockerBackend {
@@ -53,7 +54,8 @@ impl Default for DockerBackend {
             host_cpus: std::thread::available_parallelism()
                 .ok()
                 .map(|n| n.get() as f64),
-            runsc: Mutex::new(None),
+            gvisor: Mutex::new(None),
+            bundle_limits: None,
         }
     }
 }
@@ -72,21 +74,39 @@ impl DockerBackend {
         self
     }
 
+    /// Limit the bundle container to these (default: 512 MiB and 512
+    /// processes, or `BOTTLE_BUNDLE_MEMORY` / `BOTTLE_BUNDLE_PIDS`).
+    pub fn with_bundle_limits(mut self, l: render::BundleLimits) -> Self {
+        self.bundle_limits = Some(l);
+        self
+    }
+
     /// Pretend the host has this many CPUs (snapshots).
     pub fn with_host_cpus(mut self, cpus: Option<f64>) -> Self {
         self.host_cpus = cpus;
         self
     }
 
-    /// Record whether runsc works (normally learnt by `probe`).
+    /// Record whether runsc works (tests; normally learnt by `probe`).
     pub fn with_runsc(self, works: bool) -> Self {
-        *self.runsc.lock().unwrap() = Some(works);
+        self.with_gvisor(if works {
+            Gvisor::Available
+        } else {
+            Gvisor::Unavailable {
+                why: "set by the caller".into(),
+            }
+        })
+    }
+
+    /// Record what a probe found about gVisor (e.g. the preflight's probe).
+    pub fn with_gvisor(self, g: Gvisor) -> Self {
+        *self.gvisor.lock().unwrap() = Some(g);
         self
     }
 
-    /// Whether runsc works, as learnt by the last probe (`None`: not probed).
-    pub fn runsc_known(&self) -> Option<bool> {
-        *self.runsc.lock().unwrap()
+    /// What the last probe found about gVisor (`None`: not probed).
+    pub fn gvisor_known(&self) -> Option<Gvisor> {
+        self.gvisor.lock().unwrap().clone()
     }
 
     /// The sidecar binary to use.
@@ -130,8 +150,12 @@ impl DockerBackend {
             &RenderOptions {
                 sidecar_bin: self.sidecar_bin()?,
                 bundle_user: self.bundle_user(),
-                runsc_works: self.runsc_known().unwrap_or(false),
+                runsc_works: self.gvisor_known().is_some_and(|g| g.is_available()),
                 host_cpus: self.host_cpus,
+                bundle_limits: match self.bundle_limits {
+                    Some(l) => l,
+                    None => render::BundleLimits::from_env()?,
+                },
             },
         )
     }
@@ -139,27 +163,52 @@ impl DockerBackend {
     /// The runtime the agent will get (`runc`/`runsc`) and a warning line
     /// when `runtime = auto` falls back to runc.
     pub fn runtime_choice(&self, plan: &bottle_core::BottlePlan) -> (&'static str, Option<String>) {
-        let works = self.runsc_known().unwrap_or(false);
-        let rt = render::choose_runtime(plan, works);
-        let warn = (plan.runtime == Runtime::Auto && rt == "runc").then(|| {
-            "gVisor (runsc) is not available: the agent shares the host kernel (runc)".to_owned()
+        let g = self.gvisor_known().unwrap_or(Gvisor::Unavailable {
+            why: "not probed".into(),
         });
+        let rt = render::choose_runtime(plan, g.is_available());
+        let warn = match (&g, plan.runtime == Runtime::Auto && rt == "runc") {
+            (Gvisor::Unavailable { why }, true) => Some(format!(
+                "gVisor (runsc) is not available ({why}): the agent shares the host kernel (runc)"
+            )),
+            (_, true) => Some(
+                "gVisor (runsc) is not available: the agent shares the host kernel (runc)".into(),
+            ),
+            _ => None,
+        };
         (rt, warn)
     }
 
-    /// Probe runsc: registered with the engine AND able to run `true`.
-    pub fn probe_runsc(&self, runner: &dyn CommandRunner, image: &str) -> (bool, String) {
+    /// The preflight's runtime lines: the fallback warning, or else what
+    /// the probe found about gVisor; said once (the probe's notes do not
+    /// repeat it).
+    pub fn runtime_lines(&self, plan: &bottle_core::BottlePlan) -> (&'static str, Vec<String>) {
+        let (rt, warn) = self.runtime_choice(plan);
+        let lines = match warn {
+            Some(w) => vec![format!("WARNING: {w}")],
+            None => self
+                .gvisor_known()
+                .and_then(|g| g.note())
+                .into_iter()
+                .collect(),
+        };
+        (rt, lines)
+    }
+
+    /// Probe runsc: registered with the engine AND able to run a container
+    /// (a real `docker run --runtime runsc`; its result, not its wording,
+    /// decides).
+    pub fn probe_runsc(&self, runner: &dyn CommandRunner, image: &str) -> Gvisor {
         let info = runner.output(
             &CommandSpec::new("docker")
                 .args(["info", "--format", "{{json .Runtimes}}"])
                 .allow_failure(),
         );
         let registered = matches!(&info, Ok(o) if o.success() && o.stdout.contains("\"runsc\""));
-        let (works, note) = if !registered {
-            (
-                false,
-                "gVisor (runsc) not registered with the engine: agents run with runc (shared kernel); install gVisor for a stronger boundary".to_owned(),
-            )
+        let g = if !registered {
+            Gvisor::Unavailable {
+                why: "not registered with the engine; `bash .ci/run` shows how to install and register it".into(),
+            }
         } else {
             let run = runner.output(
                 &CommandSpec::new("docker")
@@ -176,20 +225,52 @@ impl DockerBackend {
                     .allow_failure(),
             );
             match run {
-                Ok(o) if o.success() => (true, "gVisor (runsc) registered and working".to_owned()),
-                Ok(o) => (
-                    false,
-                    format!(
-                        "gVisor (runsc) is registered but does not work here ({}): agents run with runc",
+                Ok(o) if o.success() => Gvisor::Available,
+                Ok(o) => Gvisor::Unavailable {
+                    why: format!(
+                        "registered, but a test container failed: {}",
                         o.stderr.lines().last().unwrap_or("no output").trim()
                     ),
-                ),
-                Err(e) => (false, format!("gVisor (runsc) check failed ({e}): agents run with runc")),
+                },
+                Err(e) => Gvisor::Unavailable {
+                    why: format!("the test container could not run: {e}"),
+                },
             }
         };
-        *self.runsc.lock().unwrap() = Some(works);
-        (works, note)
+        *self.gvisor.lock().unwrap() = Some(g.clone());
+        g
     }
+}
+
+/// Whether an engine of this version forwards DNS from `--internal`
+/// networks (CVE-2024-29018, fixed in 26.0, 25.0.4 and 23.0.11); `None`
+/// when the version does not parse.
+pub fn engine_forwards_internal_dns(version: &str) -> Option<bool> {
+    let mut it = version
+        .split(|c: char| !c.is_ascii_digit())
+        .map(|p| p.parse::<u32>().ok());
+    let (major, minor, patch) = (it.next()??, it.next()??, it.next()?.unwrap_or(0));
+    Some(match major {
+        26.. => false,
+        25 => minor == 0 && patch < 4,
+        24 => true,
+        23 => minor == 0 && patch < 11,
+        _ => true,
+    })
+}
+
+/// The `check`/preflight line about DNS: the engine's version, whether it
+/// has the CVE-2024-29018 fix, and the construction that makes it moot.
+pub fn dns_note(version: &str) -> String {
+    let engine = match engine_forwards_internal_dns(version) {
+        Some(true) => format!("engine {version} forwards lookups from internal networks (CVE-2024-29018, fixed in 26.0/25.0.4/23.0.11)"),
+        Some(false) => format!("engine {version} has the CVE-2024-29018 fix"),
+        None => format!("engine version {version} not recognised"),
+    };
+    format!(
+        "DNS: {engine}; holds either way: the agent's only resolver upstream is its own loopback (--dns {})",
+        render::AGENT_DNS
+    )
 }
 
 fn ready_timeout() -> Duration {
@@ -257,12 +338,16 @@ impl Backend for DockerBackend {
             .unwrap_or(false);
         if !has_base {
             notes.push(format!(
-                "base image {base} missing: `docker pull {base}` or, without a registry, `cargo xtask seed-base`"
+                "base image {base} missing: build it with `cargo xtask seed-base`"
             ));
         }
-        let (_, note) = self.probe_runsc(runner, base);
-        notes.push(note);
-        Probe::Ready { version, notes }
+        notes.push(dns_note(&version));
+        let gvisor = self.probe_runsc(runner, base);
+        Probe::Ready {
+            version,
+            notes,
+            gvisor,
+        }
     }
 
     fn render(&self, input: LaunchInput<'_>) -> Result<LaunchScript> {
@@ -373,13 +458,18 @@ impl DockerBackend {
         runner: &dyn CommandRunner,
         progress: launch::Progress<'_>,
     ) -> Result<Box<dyn Running>> {
-        if self.runsc_known().is_none() {
-            self.probe_runsc(runner, &input.plan.provider.base_image);
-        }
-        if input.plan.runtime == Runtime::Runsc && self.runsc_known() != Some(true) {
+        let gvisor = match self.gvisor_known() {
+            Some(g) => g,
+            None => self.probe_runsc(runner, &input.plan.provider.base_image),
+        };
+        if input.plan.runtime == Runtime::Runsc && !gvisor.is_available() {
+            let why = match gvisor {
+                Gvisor::Unavailable { why } => why,
+                _ => "not available".into(),
+            };
             return Err(Error::Unavailable {
                 backend: "docker".into(),
-                why: "runtime = \"runsc\" but gVisor is not registered or does not work".into(),
+                why: format!("runtime = \"runsc\" but gVisor cannot be used: {why}"),
                 fix:
                     "install gVisor (runsc) and register it with dockerd, or use runtime = \"auto\""
                         .into(),

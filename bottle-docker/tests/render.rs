@@ -145,6 +145,8 @@ fn rendered_commands() {
         insta::with_settings!({filters => vec![
             (case.root.as_str(), "[ROOT]"),
             (r"dev\.bottle\.home=[0-9a-f]{16}", "dev.bottle.home=[HOME]"),
+            // a user Dockerfile's tag hashes its (temporary) path
+            (r"bottle-agent-custom:[0-9a-f]{16}", "bottle-agent-custom:[HASH]"),
         ]}, {
             insta::assert_snapshot!(text);
         });
@@ -220,4 +222,250 @@ fn names_match_core() {
         bottle_docker::names_for(&case.plan.identity),
         case.plan.names
     );
+}
+
+fn agent_create(be: &DockerBackend, case: &Case) -> bottle_core::backend::Step {
+    let state = bottle_core::StateDir::at(case.root.join("state/main-dev-abc123"));
+    be.render(LaunchInput {
+        plan: &case.plan,
+        state: &state,
+        wiring: &case.wiring,
+    })
+    .unwrap()
+    .steps
+    .into_iter()
+    .find(|s| s.name == "create agent container")
+    .unwrap()
+}
+
+/// THREAT-MODEL S3 (docs/security.md "DNS"): the agent's embedded resolver
+/// gets one upstream, a loopback address of the agent's own namespace
+/// (docker reaches a `--dns` server from the container's namespace on every
+/// engine version), so a name it does not know is forwarded nowhere; the
+/// bundle keeps the engine's resolvers (it resolves the upstreams).
+#[test]
+fn agent_resolver_has_only_a_loopback_upstream() {
+    insta::glob!("fixtures/*.case", |path| {
+        let case = load(path);
+        let be = backend(&case.root);
+        let create = agent_create(&be, &case);
+        let dns: Vec<&str> = create
+            .run
+            .args
+            .windows(2)
+            .filter(|w| w[0] == "--dns")
+            .map(|w| w[1].as_str())
+            .collect();
+        assert_eq!(dns, [bottle_docker::AGENT_DNS], "{path:?}");
+        assert!(bottle_docker::AGENT_DNS.starts_with("127."));
+    });
+}
+
+/// THREAT-MODEL S1 (issue: `docker inspect` of a Dockerfile bottle): no
+/// agent kind gets a secret env value into its container config. Secret
+/// values travel only over `docker exec` stdin into a 0600 file.
+#[test]
+fn secret_env_never_enters_the_container_config() {
+    insta::glob!("fixtures/*.case", |path| {
+        let case = load(path);
+        let be = backend(&case.root);
+        let state = bottle_core::StateDir::at(case.root.join("state/main-dev-abc123"));
+        let script = be
+            .render(LaunchInput {
+                plan: &case.plan,
+                state: &state,
+                wiring: &case.wiring,
+            })
+            .unwrap();
+        let create = agent_create(&be, &case);
+        assert!(
+            !create
+                .run
+                .env
+                .values()
+                .any(|v| matches!(v, EnvValue::Secret(_))),
+            "{path:?}: a secret goes to `docker create` through the CLI's environment"
+        );
+        for w in create.run.args.windows(2) {
+            if w[0] == "--env" {
+                assert!(
+                    w[1].contains('='),
+                    "{path:?}: `--env {}` copies a value into the container config",
+                    w[1]
+                );
+            }
+        }
+        let secret_env = case
+            .plan
+            .env
+            .values()
+            .any(|v| matches!(v, bottle_core::plan::EnvEntry::Secret(_)));
+        let handed = script.steps.iter().any(|s| {
+            s.name == "hand the agent its secret env"
+                && matches!(s.run.stdin, Some(Stdin::Secret(_)))
+        });
+        assert_eq!(handed, secret_env, "{path:?}");
+        if path.ends_with("dockerfile-env.case") || path.ends_with("shell-basic.case") {
+            assert!(secret_env, "{path:?} must exercise a secret env entry");
+        }
+    });
+}
+
+/// Issue 14.9: the default base image is the project's own tag; when it is
+/// missing, launch stops with the fix and never pulls another image.
+#[test]
+fn missing_base_image_is_an_error_with_the_fix_never_a_pull() {
+    let p =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/shell-basic.case");
+    let case = load(&p);
+    assert_eq!(case.plan.provider.base_image, "bottle-base:bookworm");
+    let be = backend(&case.root);
+    let state = bottle_core::StateDir::at(case.root.join("state/main-dev-abc123"));
+    let rec = RecordingRunner::new();
+    rec.reply("docker image inspect", 1, "");
+    let err = be
+        .launch(
+            LaunchInput {
+                plan: &case.plan,
+                state: &state,
+                wiring: &case.wiring,
+            },
+            &rec,
+        )
+        .err()
+        .expect("launch without the base image fails");
+    let text = format!("{err} {err:?}");
+    assert!(text.contains("bottle-base:bookworm"), "{text}");
+    assert!(text.contains("cargo xtask seed-base"), "{text}");
+    assert!(
+        !rec.transcript().contains("docker pull"),
+        "pulled: {}",
+        rec.transcript()
+    );
+    assert!(!rec.transcript().contains("docker network create"));
+}
+
+fn probe_with(info: &str, run_code: i32) -> (DockerBackend, bottle_core::Probe) {
+    let rec = RecordingRunner::new();
+    rec.reply("docker version", 0, "20.10.24+dfsg1\n");
+    rec.reply("docker image inspect", 0, "sha256:x\n");
+    rec.reply("docker info", 0, info);
+    rec.reply("docker run", run_code, "");
+    let be = DockerBackend::default();
+    let p = be.probe(&rec);
+    (be, p)
+}
+
+/// Issue 16 "isolation chosen by a sentence": the runtime follows the
+/// probe's typed result of a real `docker run --runtime runsc`, and
+/// issue 18: the fallback warning is said once.
+#[test]
+fn runtime_follows_the_typed_gvisor_probe_and_warns_once() {
+    use bottle_core::backend::Gvisor;
+    let p =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/shell-basic.case");
+    let case = load(&p);
+    assert_eq!(case.plan.runtime, bottle_core::manifest::Runtime::Auto);
+    let runsc = r#"{"runc":{"path":"runc"},"runsc":{"path":"/usr/bin/runsc"}}"#;
+
+    // registered and the test container ran: gVisor, no warning
+    let (be, probe) = probe_with(runsc, 0);
+    assert_eq!(probe.gvisor(), Some(&Gvisor::Available));
+    let (rt, lines) = be.runtime_lines(&case.plan);
+    assert_eq!(rt, "runsc");
+    assert!(lines.iter().all(|l| !l.contains("WARNING")), "{lines:?}");
+
+    // registered but the container fails: runc, and the reason is kept
+    let (be, probe) = probe_with(runsc, 125);
+    let Some(Gvisor::Unavailable { why }) = probe.gvisor() else {
+        panic!("{probe:?}")
+    };
+    assert!(why.contains("scripted failure"), "{why}");
+    assert_eq!(be.runtime_lines(&case.plan).0, "runc");
+
+    // not registered: runc, and gVisor is mentioned exactly once across
+    // the probe's notes and the preflight's runtime lines
+    let (be, probe) = probe_with(r#"{"runc":{"path":"runc"}}"#, 0);
+    let bottle_core::Probe::Ready { notes, gvisor, .. } = &probe else {
+        panic!("{probe:?}")
+    };
+    assert!(!gvisor.is_available());
+    let (rt, lines) = be.runtime_lines(&case.plan);
+    assert_eq!(rt, "runc");
+    let said = notes
+        .iter()
+        .chain(&lines)
+        .filter(|l| l.contains("gVisor"))
+        .count();
+    assert_eq!(said, 1, "notes {notes:?}, runtime lines {lines:?}");
+    assert!(lines[0].starts_with("WARNING: gVisor (runsc) is not available (not registered"));
+    // the DNS construction is reported with the engine's version
+    assert!(
+        notes
+            .iter()
+            .any(|n| n.contains("DNS: engine 20.10.24+dfsg1 forwards")
+                && n.contains("--dns 127.0.0.1")),
+        "{notes:?}"
+    );
+}
+
+#[test]
+fn engine_versions_with_the_dns_fix() {
+    use bottle_docker::engine_forwards_internal_dns as f;
+    for (v, want) in [
+        ("20.10.24+dfsg1", Some(true)),
+        ("23.0.10", Some(true)),
+        ("23.0.11", Some(false)),
+        ("24.0.9", Some(true)),
+        ("25.0.3", Some(true)),
+        ("25.0.4", Some(false)),
+        ("26.0.0", Some(false)),
+        ("28.1.1", Some(false)),
+        ("dev", None),
+    ] {
+        assert_eq!(f(v), want, "{v}");
+    }
+}
+
+/// Issue 13.8: the bundle container has memory and process limits
+/// (defaults, or what the operator configured), no swap beyond memory.
+#[test]
+fn bundle_has_memory_and_pids_limits() {
+    let p =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/shell-basic.case");
+    let case = load(&p);
+    let state = bottle_core::StateDir::at(case.root.join("state/main-dev-abc123"));
+    let bundle_args = |be: DockerBackend| {
+        be.render(LaunchInput {
+            plan: &case.plan,
+            state: &state,
+            wiring: &case.wiring,
+        })
+        .unwrap()
+        .steps
+        .into_iter()
+        .find(|s| s.name == "create bundle container")
+        .unwrap()
+        .run
+        .args
+    };
+    let flag = |args: &[String], f: &str| {
+        args.windows(2)
+            .find(|w| w[0] == f)
+            .map(|w| w[1].clone())
+            .unwrap_or_else(|| panic!("no {f} in {args:?}"))
+    };
+    let d =
+        bundle_args(backend(&case.root).with_bundle_limits(bottle_docker::BundleLimits::default()));
+    assert_eq!(flag(&d, "--memory"), (512u64 << 20).to_string());
+    assert_eq!(flag(&d, "--memory-swap"), (512u64 << 20).to_string());
+    assert_eq!(flag(&d, "--pids-limit"), "512");
+    let c = bundle_args(
+        backend(&case.root).with_bundle_limits(bottle_docker::BundleLimits {
+            memory_bytes: 1 << 30,
+            pids: 128,
+        }),
+    );
+    assert_eq!(flag(&c, "--memory"), (1u64 << 30).to_string());
+    assert_eq!(flag(&c, "--pids-limit"), "128");
 }

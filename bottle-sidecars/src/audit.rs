@@ -2,13 +2,76 @@
 //!
 //! A line never carries a secret value or a request/response body: callers
 //! pass only names (hosts, paths, refs, rule names) and counts.
+//!
+//! The log rotates by size (docs/security.md, "Bounds"): before a line would
+//! take `audit.jsonl` past `max_bytes`, the file becomes `audit.jsonl.1`
+//! (`.1` becomes `.2`, …, keeping `keep` rotated files; the oldest is
+//! dropped). Every writer — the bundle's daemons and the host CLI recording
+//! an approval — appends and rotates under an exclusive `flock` on
+//! `audit.jsonl.lock` and reopens the file when another writer rotated it,
+//! so no line is lost or split between files.
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
+use fs4::fs_std::FileExt;
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
+
+/// When the audit log rotates and how many rotated files it keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rotation {
+    /// Rotate before the live file would grow past this many bytes.
+    #[serde(default = "default_max_bytes")]
+    pub max_bytes: u64,
+    /// Rotated files kept (`audit.jsonl.1` … `.keep`); at least 1.
+    #[serde(default = "default_keep")]
+    pub keep: u32,
+}
+
+/// Default [`Rotation::max_bytes`] (16 MiB).
+pub const DEFAULT_MAX_BYTES: u64 = 16 << 20;
+/// Default [`Rotation::keep`].
+pub const DEFAULT_KEEP: u32 = 5;
+
+fn default_max_bytes() -> u64 {
+    DEFAULT_MAX_BYTES
+}
+fn default_keep() -> u32 {
+    DEFAULT_KEEP
+}
+
+impl Default for Rotation {
+    fn default() -> Self {
+        Self {
+            max_bytes: DEFAULT_MAX_BYTES,
+            keep: DEFAULT_KEEP,
+        }
+    }
+}
+
+/// The files of an audit log, oldest first: `path.keep` … `path.1`, `path`
+/// (those that exist).
+pub fn files_oldest_first(path: &Path) -> Vec<PathBuf> {
+    let mut out: Vec<PathBuf> = (1..=1000u32)
+        .map(|i| rotated(path, i))
+        .take_while(|p| p.exists())
+        .collect();
+    out.reverse();
+    if path.exists() {
+        out.push(path.to_path_buf());
+    }
+    out
+}
+
+fn rotated(path: &Path, i: u32) -> PathBuf {
+    let mut s = path.as_os_str().to_owned();
+    s.push(format!(".{i}"));
+    PathBuf::from(s)
+}
 
 /// A shareable, append-only JSONL writer.
 ///
@@ -22,7 +85,89 @@ pub struct AuditLog {
 
 struct Inner {
     identity: String,
-    file: Mutex<Option<File>>,
+    file: Mutex<Option<Writer>>,
+}
+
+struct Writer {
+    path: PathBuf,
+    rotation: Rotation,
+    file: File,
+    /// (device, inode) of `file`, to notice another writer's rotation.
+    id: (u64, u64),
+    lock: Option<File>,
+}
+
+fn file_id(m: &std::fs::Metadata) -> (u64, u64) {
+    use std::os::unix::fs::MetadataExt;
+    (m.dev(), m.ino())
+}
+
+fn open_append(path: &Path) -> std::io::Result<(File, (u64, u64))> {
+    let file = OpenOptions::new().create(true).append(true).open(path)?;
+    let id = file_id(&file.metadata()?);
+    Ok((file, id))
+}
+
+impl Writer {
+    fn open(path: &Path, rotation: Rotation) -> std::io::Result<Self> {
+        let (file, id) = open_append(path)?;
+        let lock_path = {
+            let mut s = path.as_os_str().to_owned();
+            s.push(".lock");
+            PathBuf::from(s)
+        };
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .or_else(|_| File::open(&lock_path))
+            .map_err(|e| tracing::warn!(error = %e, lock = %lock_path.display(), "audit lock file unavailable; rotating without it"))
+            .ok();
+        Ok(Self {
+            path: path.to_path_buf(),
+            rotation: Rotation {
+                max_bytes: rotation.max_bytes.max(1),
+                keep: rotation.keep.max(1),
+            },
+            file,
+            id,
+            lock,
+        })
+    }
+
+    fn append(&mut self, line: &[u8]) -> std::io::Result<()> {
+        if let Some(lock) = &self.lock {
+            lock.lock_exclusive()?;
+        }
+        let res = self.append_locked(line);
+        if let Some(lock) = &self.lock {
+            let _ = FileExt::unlock(lock);
+        }
+        res
+    }
+
+    fn append_locked(&mut self, line: &[u8]) -> std::io::Result<()> {
+        // Another writer may have rotated the file under us.
+        let len = match std::fs::metadata(&self.path) {
+            Ok(m) if file_id(&m) == self.id => m.len(),
+            _ => {
+                (self.file, self.id) = open_append(&self.path)?;
+                self.file.metadata()?.len()
+            }
+        };
+        if len > 0 && len + line.len() as u64 > self.rotation.max_bytes {
+            for i in (1..self.rotation.keep).rev() {
+                let from = rotated(&self.path, i);
+                if from.exists() {
+                    std::fs::rename(&from, rotated(&self.path, i + 1))?;
+                }
+            }
+            std::fs::rename(&self.path, rotated(&self.path, 1))?;
+            (self.file, self.id) = open_append(&self.path)?;
+        }
+        self.file.write_all(line)
+    }
 }
 
 impl std::fmt::Debug for AuditLog {
@@ -34,16 +179,21 @@ impl std::fmt::Debug for AuditLog {
 }
 
 impl AuditLog {
-    /// Open (create/append) the audit file at `path` for bottle `identity`.
+    /// Open (create/append) the audit file at `path` for bottle `identity`,
+    /// rotating with the default [`Rotation`].
     pub fn open(path: &Path, identity: &str) -> std::io::Result<Self> {
+        Self::open_with(path, identity, Rotation::default())
+    }
+
+    /// [`AuditLog::open`] with an explicit rotation policy.
+    pub fn open_with(path: &Path, identity: &str, rotation: Rotation) -> std::io::Result<Self> {
         if let Some(parent) = path.parent() {
             std::fs::create_dir_all(parent)?;
         }
-        let file = OpenOptions::new().create(true).append(true).open(path)?;
         Ok(Self {
             inner: Arc::new(Inner {
                 identity: identity.to_owned(),
-                file: Mutex::new(Some(file)),
+                file: Mutex::new(Some(Writer::open(path, rotation)?)),
             }),
         })
     }
@@ -81,8 +231,8 @@ impl AuditLog {
         let mut text = Value::Object(line).to_string();
         text.push('\n');
         let mut guard = self.inner.file.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(file) = guard.as_mut() {
-            if let Err(err) = file.write_all(text.as_bytes()) {
+        if let Some(w) = guard.as_mut() {
+            if let Err(err) = w.append(text.as_bytes()) {
                 tracing::error!(%err, "could not append to the audit log");
             }
         }
@@ -119,5 +269,69 @@ mod tests {
         assert_eq!(lines[0]["host"], "x.test");
         assert_eq!(lines[1]["decision"], "allow");
         assert!(lines[0]["ts"].as_str().unwrap().ends_with('Z'));
+    }
+
+    #[test]
+    fn rotation_keeps_n_files_and_loses_no_line_with_many_writers() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        let rotation = Rotation {
+            max_bytes: 4096,
+            keep: 1000,
+        };
+        // Separate handles stand for separate processes (own file, own
+        // lock); clones of one handle for threads of one daemon.
+        let logs: Vec<AuditLog> = (0..4)
+            .map(|_| AuditLog::open_with(&path, "t", rotation).unwrap())
+            .collect();
+        let per_thread = 300;
+        std::thread::scope(|s| {
+            for (w, log) in logs.iter().enumerate() {
+                for t in 0..2 {
+                    let log = log.clone();
+                    s.spawn(move || {
+                        for i in 0..per_thread {
+                            log.record("egress", serde_json::json!({"w": w, "t": t, "i": i}));
+                        }
+                    });
+                }
+            }
+        });
+        let files = files_oldest_first(&path);
+        assert!(files.len() > 5, "expected rotations, got {files:?}");
+        let mut seen = std::collections::BTreeSet::new();
+        for f in &files {
+            let text = std::fs::read_to_string(f).unwrap();
+            assert!(
+                text.len() as u64 <= rotation.max_bytes,
+                "{} is too big",
+                f.display()
+            );
+            for line in text.lines() {
+                let v: Value = serde_json::from_str(line).expect("whole JSON line");
+                assert!(seen.insert((v["w"].as_u64(), v["t"].as_u64(), v["i"].as_u64())));
+            }
+        }
+        assert_eq!(seen.len(), 4 * 2 * per_thread);
+
+        // With a small `keep`, only that many rotated files remain.
+        let path2 = dir.path().join("small.jsonl");
+        let log = AuditLog::open_with(
+            &path2,
+            "t",
+            Rotation {
+                max_bytes: 512,
+                keep: 2,
+            },
+        )
+        .unwrap();
+        for i in 0..100 {
+            log.record("egress", serde_json::json!({"i": i}));
+        }
+        let files = files_oldest_first(&path2);
+        assert_eq!(files.len(), 3, "{files:?}");
+        // The newest line is in the live file.
+        let live = std::fs::read_to_string(&path2).unwrap();
+        assert!(live.lines().last().unwrap().contains("\"i\":99"));
     }
 }

@@ -31,12 +31,15 @@ use crate::{egress, git_gate, supervise};
 /// ```toml
 /// identity = "demo-dev-a1b2"
 /// audit = "/bottle/audit/audit.jsonl"
+/// audit_rotation = { max_bytes = 16777216, keep = 5 }   # optional
 ///
 /// [egress]
 /// listen = "0.0.0.0:8888"
 /// routes = "/bottle/egress/routes.toml"
 /// ca_dir = "/bottle/ca"
 /// secrets_dir = "/bottle/secrets"        # optional
+/// max_connections = 512                   # optional (503 past it)
+/// max_buffered_bytes = 67108864           # optional (503 past it)
 ///
 /// [git_gate]
 /// listen = "0.0.0.0:9418"
@@ -54,6 +57,9 @@ pub struct BundleConfig {
     pub identity: String,
     /// The audit log all daemons append to.
     pub audit: PathBuf,
+    /// When the audit log rotates (default: 16 MiB, 5 rotated files kept).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audit_rotation: Option<crate::audit::Rotation>,
     /// The egress proxy.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub egress: Option<EgressSection>,
@@ -104,6 +110,14 @@ pub struct EgressSection {
     /// Held-secrets dir (overrides `secrets_dir` in routes.toml).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secrets_dir: Option<PathBuf>,
+    /// Agent connections served at once (default
+    /// [`egress::DEFAULT_MAX_CONNECTIONS`]); more get 503.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_connections: Option<usize>,
+    /// Request-body bytes buffered for scanning across all requests
+    /// (default [`egress::DEFAULT_MAX_BUFFERED_BYTES`]); past it, 503.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_buffered_bytes: Option<usize>,
     /// Tests only: an extra PEM trust root for upstream TLS, added to the
     /// built-in webpki roots. Written by the host only when the operator's
     /// environment sets `BOTTLE_TEST_UPSTREAM_CA` (docs/security.md, "Test
@@ -380,6 +394,12 @@ pub fn supervisor(config: &BundleConfig, audit: &AuditLog) -> Supervisor {
     if let Some(e) = &config.egress {
         let mut opts = egress::Options::new(e.routes.clone(), e.ca_dir.clone(), e.listen);
         opts.secrets_dir = e.secrets_dir.clone();
+        if let Some(n) = e.max_connections {
+            opts.max_connections = n;
+        }
+        if let Some(n) = e.max_buffered_bytes {
+            opts.max_buffered_bytes = n;
+        }
         opts.upstream_ca = e.upstream_ca.clone();
         let audit = audit.clone();
         sup.add("egress", move |ready| egress::serve(opts, audit, ready));
@@ -482,7 +502,8 @@ pub fn main(args: Args) -> i32 {
         }
     };
     init_tracing_with_log(&log_path(&config.audit));
-    let audit = match AuditLog::open(&config.audit, &config.identity) {
+    let rotation = config.audit_rotation.unwrap_or_default();
+    let audit = match AuditLog::open_with(&config.audit, &config.identity, rotation) {
         Ok(a) => a,
         Err(e) => {
             eprintln!("bottle-sidecar: audit log {}: {e}", config.audit.display());

@@ -155,6 +155,8 @@ struct RouteFile<'a> {
     #[serde(skip_serializing_if = "<[String]>::is_empty")]
     methods: &'a [String],
     allow_private: bool,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    plaintext: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     auth: Option<AuthFile>,
 }
@@ -183,6 +185,7 @@ pub fn routes_toml(plan: &BottlePlan) -> String {
                 paths: &r.paths,
                 methods: &r.methods,
                 allow_private: r.allow_private,
+                plaintext: r.plaintext,
                 auth: r.auth.as_ref().map(|a| AuthFile {
                     scheme: a.scheme.as_manifest(),
                     secret: a.secret_name.clone(),
@@ -728,11 +731,14 @@ pub fn write_bundle_config(plan: &BottlePlan, state: &StateDir) -> Result<()> {
     let config = BundleConfig {
         identity: plan.identity.to_string(),
         audit: bundle_path("audit/audit.jsonl"),
+        audit_rotation: None,
         egress: Some(EgressSection {
             listen: any(plan.ports.egress),
             routes: bundle_path("egress/routes.toml"),
             ca_dir: bundle_path("ca"),
             secrets_dir: Some(bundle_path("secrets")),
+            max_connections: None,
+            max_buffered_bytes: None,
             upstream_ca: state
                 .egress_dir()
                 .join(TEST_UPSTREAM_CA_FILE)

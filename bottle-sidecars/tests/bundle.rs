@@ -93,6 +93,7 @@ queue = "/bottle/queue"
     let empty = BundleConfig {
         identity: "x".into(),
         audit: "/a".into(),
+        audit_rotation: None,
         egress: None,
         git_gate: None,
         supervise: None,
@@ -213,6 +214,8 @@ fn egress_section(state: &Path, listen: SocketAddr) -> EgressSection {
         routes: state.join("egress/routes.toml"),
         ca_dir,
         secrets_dir: Some(state.join("secrets")),
+        max_connections: None,
+        max_buffered_bytes: None,
         upstream_ca: None,
     }
 }
@@ -259,6 +262,7 @@ fn write_bundle_full(
     let config = BundleConfig {
         identity: "demo-dev-abc1".into(),
         audit: dir.join("audit/audit.jsonl"),
+        audit_rotation: None,
         egress,
         git_gate,
         supervise: Some(supervise),

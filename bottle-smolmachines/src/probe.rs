@@ -145,6 +145,7 @@ pub fn probe(cfg: &ProbeConfig, runner: &dyn CommandRunner) -> Probe {
     Probe::Ready {
         version: version.to_string(),
         notes,
+        gvisor: bottle_core::backend::Gvisor::NotApplicable,
     }
 }
 
@@ -300,7 +301,8 @@ mod tests {
             p,
             Probe::Ready {
                 version: "1.32.2".into(),
-                notes: vec!["hypervisor: Hypervisor.framework".into()]
+                notes: vec!["hypervisor: Hypervisor.framework".into()],
+                gvisor: bottle_core::backend::Gvisor::NotApplicable,
             }
         );
     }

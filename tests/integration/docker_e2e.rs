@@ -21,7 +21,7 @@ fn ready() -> bool {
     require(
         "seeded images",
         image_exists(BASE_IMAGE) && image_exists(SSHD_IMAGE),
-        "run `cargo xtask seed-base` (builds debian:bookworm-slim and bottle-test-sshd:bookworm)",
+        "run `cargo xtask seed-base` (builds bottle-base:bookworm and bottle-test-sshd:bookworm)",
     )
 }
 

@@ -126,7 +126,7 @@ pub fn run(args: &[String]) -> Result<(), String> {
     if !docker(&["info"]).0 {
         return Err("bench start needs a docker engine (`docker info` failed)".into());
     }
-    if !docker(&["image", "inspect", "debian:bookworm-slim"]).0 {
+    if !docker(&["image", "inspect", crate::seed_base::BASE_TAG]).0 {
         crate::seed_base::run(&["--base-only".into()])?;
     }
     let (bottle, sidecar) = crate::demo::build_binaries()?;

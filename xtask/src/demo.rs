@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 const DEMO_TOKEN: &str = "demo-api-token-7c41e2b9";
 const SSHD_IMAGE: &str = "bottle-test-sshd:bookworm";
-const BASE_IMAGE: &str = "debian:bookworm-slim";
+const BASE_IMAGE: &str = crate::seed_base::BASE_TAG;
 
 const ECHO_SERVER: &str = r#"use IO::Socket::INET;
 $| = 1;

@@ -1,7 +1,8 @@
 //! `cargo xtask seed-base`: make the base images exist on a registry-less host.
 //!
 //! Containers on such hosts cannot pull images nor install packages, so the
-//! base image every bottle image is built `FROM` (`debian:bookworm-slim`) is
+//! base image every bottle image is built `FROM` (`bottle-base:bookworm`, the
+//! project's own tag: never an official image's name) is
 //! built here with `debootstrap --variant=minbase` (git, openssh-client,
 //! ca-certificates, curl, bash: everything the built-in templates, the
 //! bundle and the demo need), tarred, cached outside the repo
@@ -14,8 +15,9 @@
 
 use std::path::{Path, PathBuf};
 
-/// The base image tag every bottle image builds from.
-pub const BASE_TAG: &str = "debian:bookworm-slim";
+/// The base image tag every bottle image builds from (bottle-core's
+/// `DEFAULT_BASE_IMAGE`).
+pub const BASE_TAG: &str = "bottle-base:bookworm";
 /// The sshd upstream image of tests and the demo.
 pub const SSHD_TAG: &str = "bottle-test-sshd:bookworm";
 

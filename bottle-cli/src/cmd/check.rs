@@ -67,16 +67,12 @@ fn manifests(loader: &Loader) -> Vec<ManifestReport> {
     let mut out = Vec::new();
     for (kind, path) in loader.all_files() {
         let name = path.file_stem().unwrap_or_default().to_owned();
-        let mut note = None;
         let result = if kind == "bottle" {
             loader.load_bottle(&name).map(|b| {
-                note = b
-                    .file
-                    .agent_provider
-                    .as_ref()
-                    .and_then(|p| p.template)
-                    .and_then(super::start::template_build_note);
-                b.file.env.clone().unwrap_or_default()
+                (
+                    b.file.env.clone().unwrap_or_default(),
+                    plaintext_routes(&b.file),
+                )
             })
         } else {
             let source = if path.starts_with(loader.home().agents_dir()) {
@@ -101,24 +97,38 @@ fn manifests(loader: &Loader) -> Vec<ManifestReport> {
                     },
                     other => other,
                 })?;
-                Ok(a.file.env.clone().unwrap_or_default())
+                Ok((a.file.env.clone().unwrap_or_default(), Vec::new()))
             })
         };
         match result {
-            Ok(env) => {
+            Ok((env, plaintext)) => {
                 let suspicious: Vec<String> = env
                     .iter()
                     .filter(|(k, v)| looks_like_secret(k, v.raw()))
                     .map(|(k, _)| k.clone())
                     .collect();
-                if suspicious.is_empty() {
+                if !plaintext.is_empty() {
                     out.push(ManifestReport {
                         kind,
-                        path,
-                        status: "ok",
-                        message: note,
-                        fix: None,
+                        path: path.clone(),
+                        status: "warning",
+                        message: Some(format!(
+                            "egress route {} sends its credential over plain HTTP (plaintext = true): anyone on the path can read it",
+                            plaintext.join(", ")
+                        )),
+                        fix: Some("use the upstream's https port and drop `plaintext`".into()),
                     });
+                }
+                if suspicious.is_empty() {
+                    if plaintext.is_empty() {
+                        out.push(ManifestReport {
+                            kind,
+                            path,
+                            status: "ok",
+                            message: None,
+                            fix: None,
+                        });
+                    }
                 } else {
                     out.push(ManifestReport {
                         kind,
@@ -139,6 +149,24 @@ fn manifests(loader: &Loader) -> Vec<ManifestReport> {
         }
     }
     out
+}
+
+/// `host:port` of every route that lets its `auth` go over plain HTTP.
+fn plaintext_routes(b: &bottle_core::manifest::BottleFile) -> Vec<String> {
+    b.egress
+        .as_ref()
+        .and_then(|e| e.routes.as_ref())
+        .into_iter()
+        .flatten()
+        .filter(|r| r.plaintext == Some(true))
+        .map(|r| {
+            format!(
+                "{}:{}",
+                r.host,
+                r.port.map_or("?".into(), |p| p.to_string())
+            )
+        })
+        .collect()
 }
 
 /// `$BOTTLE_HOME/dlp/*.toml` (each on top of the built-in rules) and every
@@ -242,11 +270,18 @@ fn backends() -> Vec<BackendReport> {
                 fix: Some(format!("rebuild with --features {}", entry.feature)),
             },
             Some(make) => match make().probe(&runner) {
-                Probe::Ready { version, notes } => BackendReport {
+                Probe::Ready {
+                    version,
+                    mut notes,
+                    gvisor,
+                } => BackendReport {
                     name: entry.name,
                     status: "ready",
                     version: Some(version),
-                    notes,
+                    notes: {
+                        notes.extend(gvisor.note());
+                        notes
+                    },
                     why: None,
                     fix: None,
                 },
@@ -289,12 +324,29 @@ pub fn run(cli: &Cli, a: &Args) -> Result<u8> {
         if report.manifests.is_empty() {
             println!("  none — run `bottle init` to create an example bottle and agent\n");
         } else {
+            // the DETAIL column starts after the widest STATUS, KIND, FILE
+            let col = |f: &dyn Fn(&ManifestReport) -> usize, head: &str| {
+                report
+                    .manifests
+                    .iter()
+                    .map(f)
+                    .chain([head.len()])
+                    .max()
+                    .unwrap_or(0)
+                    + 2
+            };
+            let pad = col(&|m| m.status.len(), "STATUS")
+                + col(&|m| m.kind.len(), "KIND")
+                + col(
+                    &|m| m.path.file_name().unwrap_or("").chars().count(),
+                    "FILE",
+                );
             let rows: Vec<Vec<String>> = report
                 .manifests
                 .iter()
                 .map(|m| {
                     let detail = match (&m.message, &m.fix) {
-                        (Some(msg), Some(fix)) => format!("{msg}\n{:>25}fix: {fix}", ""),
+                        (Some(msg), Some(fix)) => format!("{msg}\n{:pad$}fix: {fix}", ""),
                         (Some(msg), None) => msg.clone(),
                         _ => String::new(),
                     };

@@ -17,7 +17,7 @@ pub const EXAMPLE_BOTTLE: &str = r#"# A bottle is a sandbox policy: what the age
 
 [agent_provider]
 template = "shell"            # "shell", "claude" or "codex"; or dockerfile = "Dockerfile"
-# base_image = "debian:bookworm-slim"
+# base_image = "bottle-base:bookworm"   # the default; `cargo xtask seed-base` builds it
 # The provider's own API key is held by the egress proxy and injected; the
 # agent only ever sees a placeholder:
 # auth = { host = "api.anthropic.com", scheme = "x-api-key", token = "${ANTHROPIC_API_KEY}" }

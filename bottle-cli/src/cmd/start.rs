@@ -200,31 +200,24 @@ pub fn metadata(plan: &BottlePlan, runtime: &str, phase: Phase) -> Metadata {
     }
 }
 
-/// Whether the probe found a working runsc (docker only).
-pub fn runsc_works(probe: &Probe) -> Option<bool> {
-    match probe {
-        Probe::Ready { notes, .. } => {
-            Some(notes.iter().any(|n| n.contains("registered and working")))
-        }
-        Probe::Unavailable { .. } => None,
-    }
-}
-
 /// Runtime line(s) for the preflight, and the runtime name.
 fn runtime_notes(backend: &dyn Backend, plan: &BottlePlan, probe: &Probe) -> (String, Vec<String>) {
     let mut notes = Vec::new();
-    if let Probe::Ready { version, notes: n } = probe {
+    if let Probe::Ready {
+        version, notes: n, ..
+    } = probe
+    {
         notes.push(format!("{} {version}", backend.id()));
         notes.extend(n.iter().cloned());
     }
     #[cfg(feature = "docker")]
     if plan.backend == "docker" {
-        let ok = matches!(probe, Probe::Ready { notes, .. } if notes.iter().any(|n| n.contains("registered and working")));
-        let d = bottle_docker::DockerBackend::default().with_runsc(ok);
-        let (rt, warn) = d.runtime_choice(plan);
-        if let Some(w) = warn {
-            notes.push(format!("WARNING: {w}"));
+        let mut d = bottle_docker::DockerBackend::default();
+        if let Some(g) = probe.gvisor() {
+            d = d.with_gvisor(g.clone());
         }
+        let (rt, lines) = d.runtime_lines(plan);
+        notes.extend(lines);
         return (rt.to_owned(), notes);
     }
     let _ = plan;
@@ -258,7 +251,7 @@ pub fn launch(
     state: &StateDir,
     wiring: &bottle_core::Wiring,
     quiet: bool,
-    runsc: Option<bool>,
+    gvisor: Option<bottle_core::backend::Gvisor>,
 ) -> Result<Box<dyn Running>> {
     let input = LaunchInput {
         plan,
@@ -268,8 +261,8 @@ pub fn launch(
     #[cfg(feature = "docker")]
     if backend.id() == "docker" {
         let mut d = bottle_docker::DockerBackend::default();
-        if let Some(works) = runsc {
-            d = d.with_runsc(works);
+        if let Some(g) = gvisor {
+            d = d.with_gvisor(g);
         }
         let mode = crate::progress::Mode::detect(quiet);
         // Step names let the bar say what is running (the backend reports
@@ -289,7 +282,7 @@ pub fn launch(
         steps.finish();
         return result;
     }
-    let _ = (quiet, runsc);
+    let _ = (quiet, gvisor);
     backend.launch(input, &DuctRunner)
 }
 
@@ -361,9 +354,11 @@ pub fn run(cli: &Cli, a: &Args) -> Result<u8> {
             &state,
             &wiring,
             cli.quiet,
-            runsc_works(&probe),
+            probe.gvisor().cloned(),
         )?;
-        let mut meta = metadata(&plan, &runtime, Phase::Running);
+        // the launching record, now running (same `created`: AGE goes on)
+        let mut meta = state.read_metadata()?;
+        meta.phase = Phase::Running;
         meta.owner_pid = None;
         state.write_metadata(&meta)?;
         Ok((plan, Some(running)))

@@ -304,6 +304,7 @@ impl App {
             .map(|b| {
                 Row::new(vec![
                     Cell::from(b.identity.clone()),
+                    Cell::from(b.agent.clone()),
                     Cell::from(b.backend.clone()),
                     Cell::from(b.state.clone()),
                     Cell::from(b.age.clone()),
@@ -316,10 +317,16 @@ impl App {
             })
             .collect();
         let empty = rows.is_empty();
+        // IDENTITY and AGENT as wide as their longest value
+        let width = |f: fn(&model::BottleRow) -> &str, head: &str| {
+            let w = self.snap.bottles.iter().map(|b| f(b).chars().count());
+            u16::try_from(w.chain([head.len()]).max().unwrap_or(0)).unwrap_or(u16::MAX)
+        };
         let table = Table::new(
             rows,
             [
-                Constraint::Min(20),
+                Constraint::Length(width(|b| &b.identity, "IDENTITY")),
+                Constraint::Length(width(|b| &b.agent, "AGENT")),
                 Constraint::Length(12),
                 Constraint::Length(9),
                 Constraint::Length(4),
@@ -327,7 +334,7 @@ impl App {
             ],
         )
         .header(
-            Row::new(vec!["IDENTITY", "BACKEND", "STATE", "AGE", "REQ"])
+            Row::new(vec!["IDENTITY", "AGENT", "BACKEND", "STATE", "AGE", "REQ"])
                 .style(Style::default().add_modifier(Modifier::UNDERLINED)),
         )
         .row_highlight_style(Style::default().add_modifier(Modifier::REVERSED))

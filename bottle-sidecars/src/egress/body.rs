@@ -9,6 +9,7 @@ use std::task::{Context, Poll};
 use bytes::{Bytes, BytesMut};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::HeaderMap;
+use tokio::sync::OwnedSemaphorePermit;
 
 use super::net::BoxError;
 use crate::dlp::Detector;
@@ -24,40 +25,85 @@ pub fn full(data: impl Into<Bytes>) -> ProxyBody {
         .boxed()
 }
 
+/// Why a body prefix could not be read.
+#[derive(Debug)]
+pub enum PrefixError {
+    /// The connection failed.
+    Body(hyper::Error),
+    /// The proxy-wide budget of buffered body bytes is used up.
+    Busy,
+}
+
 /// Read up to `limit` bytes of `body` (whole frames, so possibly a little
-/// more). Returns the bytes read, trailers if the body ended with them, and
-/// whether the body ended.
+/// more), taking every buffered byte from `budget` (one permit per byte;
+/// the returned permit holds them). Returns the bytes read, trailers if the
+/// body ended with them, and whether the body ended.
 pub async fn read_prefix(
     body: &mut Incoming,
     limit: usize,
-) -> Result<(Bytes, Option<HeaderMap>, bool), hyper::Error> {
+    budget: &Arc<tokio::sync::Semaphore>,
+) -> Result<(Bytes, Option<HeaderMap>, bool, Option<OwnedSemaphorePermit>), PrefixError> {
     use http_body_util::BodyExt as _;
     let mut buf = BytesMut::new();
+    let mut held: Option<OwnedSemaphorePermit> = None;
     while buf.len() < limit {
         match body.frame().await {
-            None => return Ok((buf.freeze(), None, true)),
-            Some(Err(e)) => return Err(e),
+            None => return Ok((buf.freeze(), None, true, held)),
+            Some(Err(e)) => return Err(PrefixError::Body(e)),
             Some(Ok(frame)) => match frame.into_data() {
-                Ok(data) => buf.extend_from_slice(&data),
+                Ok(data) => {
+                    take_budget(budget, &mut held, data.len())?;
+                    buf.extend_from_slice(&data);
+                }
                 Err(frame) => {
-                    return Ok((buf.freeze(), frame.into_trailers().ok(), true));
+                    return Ok((buf.freeze(), frame.into_trailers().ok(), true, held));
                 }
             },
         }
     }
-    Ok((buf.freeze(), None, false))
+    Ok((buf.freeze(), None, false, held))
 }
 
-/// A request body: an already-read prefix, then trailers or the rest.
+/// Take `n` more bytes from `budget` into `held`, or fail without waiting.
+pub fn take_budget(
+    budget: &Arc<tokio::sync::Semaphore>,
+    held: &mut Option<OwnedSemaphorePermit>,
+    n: usize,
+) -> Result<(), PrefixError> {
+    if n == 0 {
+        return Ok(());
+    }
+    let n = u32::try_from(n).map_err(|_| PrefixError::Busy)?;
+    let permit = budget
+        .clone()
+        .try_acquire_many_owned(n)
+        .map_err(|_| PrefixError::Busy)?;
+    match held {
+        Some(h) => h.merge(permit),
+        None => *held = Some(permit),
+    }
+    Ok(())
+}
+
+/// A request body: an already-read (and scanned) prefix, its trailers if
+/// the body ended within the prefix (scanned too), then the rest. Trailers
+/// that arrive in the unscanned rest are dropped, never forwarded.
 pub struct PrefixedBody {
     prefix: Option<Bytes>,
     trailers: Option<HeaderMap>,
     rest: Option<Incoming>,
+    /// Budget bytes held while the prefix is buffered.
+    permit: Option<OwnedSemaphorePermit>,
 }
 
 impl PrefixedBody {
     /// `rest` is `None` when the prefix was the whole body.
-    pub fn new(prefix: Bytes, trailers: Option<HeaderMap>, rest: Option<Incoming>) -> Self {
+    pub fn new(
+        prefix: Bytes,
+        trailers: Option<HeaderMap>,
+        rest: Option<Incoming>,
+        permit: Option<OwnedSemaphorePermit>,
+    ) -> Self {
         Self {
             prefix: if prefix.is_empty() {
                 None
@@ -66,6 +112,7 @@ impl PrefixedBody {
             },
             trailers,
             rest,
+            permit,
         }
     }
 }
@@ -79,8 +126,10 @@ impl Body for PrefixedBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         if let Some(p) = self.prefix.take() {
+            self.permit = None;
             return Poll::Ready(Some(Ok(Frame::data(p))));
         }
+        self.permit = None;
         if let Some(t) = self.trailers.take() {
             return Poll::Ready(Some(Ok(Frame::trailers(t))));
         }
@@ -88,7 +137,12 @@ impl Body for PrefixedBody {
             None => Poll::Ready(None),
             Some(rest) => match Pin::new(rest).poll_frame(cx) {
                 Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(Box::new(e)))),
-                Poll::Ready(Some(Ok(f))) => Poll::Ready(Some(Ok(f))),
+                Poll::Ready(Some(Ok(f))) if f.is_data() => Poll::Ready(Some(Ok(f))),
+                Poll::Ready(Some(Ok(_trailers))) => {
+                    // Unscanned trailers: dropped (see the type's docs).
+                    self.rest = None;
+                    Poll::Ready(None)
+                }
                 Poll::Ready(None) => {
                     self.rest = None;
                     Poll::Ready(None)
@@ -249,5 +303,168 @@ impl Body for MaskBody {
             out.set_upper(u + self.carry.len() as u64);
         }
         out
+    }
+}
+
+/// A `Content-Encoding` the proxy can decode before scanning.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Coding {
+    /// `gzip` / `x-gzip` (any number of members).
+    Gzip,
+    /// `deflate`: zlib-wrapped, or raw deflate as some clients send it.
+    Deflate,
+    /// `br`.
+    Brotli,
+    /// `zstd`.
+    Zstd,
+}
+
+/// At most this many stacked codings are decoded; more is refused.
+pub const MAX_CODINGS: usize = 4;
+
+/// The request's `Content-Encoding` codings in the order they were applied
+/// (`identity` dropped). `Err(name)` names the first coding the proxy cannot
+/// decode (unknown, or more than [`MAX_CODINGS`]).
+pub fn content_codings(headers: &HeaderMap) -> Result<Vec<Coding>, String> {
+    let mut out = Vec::new();
+    for value in headers.get_all(hyper::header::CONTENT_ENCODING) {
+        let Ok(text) = value.to_str() else {
+            return Err("(not text)".into());
+        };
+        for token in text.split(',') {
+            let token = token.trim().to_ascii_lowercase();
+            let coding = match token.as_str() {
+                "" | "identity" => continue,
+                "gzip" | "x-gzip" => Coding::Gzip,
+                "deflate" => Coding::Deflate,
+                "br" => Coding::Brotli,
+                "zstd" => Coding::Zstd,
+                _ => return Err(token),
+            };
+            out.push(coding);
+        }
+    }
+    if out.len() > MAX_CODINGS {
+        return Err(format!("{} stacked codings", out.len()));
+    }
+    Ok(out)
+}
+
+/// Why an encoded body could not be decoded for scanning.
+#[derive(Debug, PartialEq, Eq)]
+pub enum DecodeError {
+    /// It decodes to more than the limit (a decompression bomb, or just too
+    /// big to scan).
+    TooLarge,
+    /// The bytes are not valid for the named coding.
+    Corrupt(Coding),
+}
+
+/// zstd frames may ask for a window of up to 2^this bytes (8 MiB); larger
+/// windows are refused rather than allocated.
+const ZSTD_WINDOW_LOG_MAX: u32 = 23;
+
+/// Undo `codings` (applied in that order) on `data`, never producing or
+/// buffering more than `limit` bytes of output per step.
+pub fn decode_bounded(
+    data: &[u8],
+    codings: &[Coding],
+    limit: usize,
+) -> Result<Vec<u8>, DecodeError> {
+    let mut cur = data.to_vec();
+    for &coding in codings.iter().rev() {
+        cur = decode_one(&cur, coding, limit)?;
+    }
+    Ok(cur)
+}
+
+fn decode_one(data: &[u8], coding: Coding, limit: usize) -> Result<Vec<u8>, DecodeError> {
+    use std::io::Read;
+    fn drain(r: impl Read, limit: usize, coding: Coding) -> Result<Vec<u8>, DecodeError> {
+        let mut out = Vec::new();
+        match r.take(limit as u64 + 1).read_to_end(&mut out) {
+            Ok(_) if out.len() > limit => Err(DecodeError::TooLarge),
+            Ok(_) => Ok(out),
+            Err(_) => Err(DecodeError::Corrupt(coding)),
+        }
+    }
+    match coding {
+        Coding::Gzip => drain(flate2::read::MultiGzDecoder::new(data), limit, coding),
+        Coding::Deflate => match drain(flate2::read::ZlibDecoder::new(data), limit, coding) {
+            Err(DecodeError::Corrupt(_)) => {
+                drain(flate2::read::DeflateDecoder::new(data), limit, coding)
+            }
+            other => other,
+        },
+        Coding::Brotli => drain(
+            brotli_decompressor::Decompressor::new(data, 4096),
+            limit,
+            coding,
+        ),
+        Coding::Zstd => {
+            let mut d =
+                zstd::stream::read::Decoder::new(data).map_err(|_| DecodeError::Corrupt(coding))?;
+            d.window_log_max(ZSTD_WINDOW_LOG_MAX)
+                .map_err(|_| DecodeError::Corrupt(coding))?;
+            drain(d, limit, coding)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write as _;
+
+    fn gzip(data: &[u8]) -> Vec<u8> {
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        e.write_all(data).unwrap();
+        e.finish().unwrap()
+    }
+
+    #[test]
+    fn codings_parse_in_order_and_unknown_ones_are_named() {
+        let mut h = HeaderMap::new();
+        h.append("content-encoding", "gzip, identity".parse().unwrap());
+        h.append("content-encoding", "BR".parse().unwrap());
+        assert_eq!(
+            content_codings(&h).unwrap(),
+            vec![Coding::Gzip, Coding::Brotli]
+        );
+        h.append("content-encoding", "compress".parse().unwrap());
+        assert_eq!(content_codings(&h).unwrap_err(), "compress");
+        let mut h = HeaderMap::new();
+        h.insert(
+            "content-encoding",
+            "gzip,gzip,gzip,gzip,gzip".parse().unwrap(),
+        );
+        assert!(content_codings(&h).is_err());
+    }
+
+    #[test]
+    fn stacked_codings_decode_and_bombs_stop_at_the_limit() {
+        let plain = b"hello secret world".to_vec();
+        let twice = gzip(&gzip(&plain));
+        assert_eq!(
+            decode_bounded(&twice, &[Coding::Gzip, Coding::Gzip], 1024).unwrap(),
+            plain
+        );
+        let bomb = gzip(&vec![0u8; 4 << 20]);
+        assert!(bomb.len() < 64 << 10);
+        assert_eq!(
+            decode_bounded(&bomb, &[Coding::Gzip], 1 << 20).unwrap_err(),
+            DecodeError::TooLarge
+        );
+        assert_eq!(
+            decode_bounded(b"not gzip", &[Coding::Gzip], 1024).unwrap_err(),
+            DecodeError::Corrupt(Coding::Gzip)
+        );
+        // Raw deflate labelled `deflate` is decoded too.
+        let mut e = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::fast());
+        e.write_all(&plain).unwrap();
+        assert_eq!(
+            decode_bounded(&e.finish().unwrap(), &[Coding::Deflate], 1024).unwrap(),
+            plain
+        );
     }
 }

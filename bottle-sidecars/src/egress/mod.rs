@@ -101,6 +101,25 @@ pub struct Options {
     /// guard still applies to the mapped address.
     #[serde(default)]
     pub resolve_overrides: BTreeMap<String, IpAddr>,
+    /// Agent connections served at once; more are answered 503 and closed.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// Request-body bytes buffered for scanning across all requests; a
+    /// request that would go past it is answered 503.
+    #[serde(default = "default_max_buffered_bytes")]
+    pub max_buffered_bytes: usize,
+}
+
+/// Default [`Options::max_connections`].
+pub const DEFAULT_MAX_CONNECTIONS: usize = 512;
+/// Default [`Options::max_buffered_bytes`] (64 MiB).
+pub const DEFAULT_MAX_BUFFERED_BYTES: usize = 64 << 20;
+
+fn default_max_connections() -> usize {
+    DEFAULT_MAX_CONNECTIONS
+}
+fn default_max_buffered_bytes() -> usize {
+    DEFAULT_MAX_BUFFERED_BYTES
 }
 
 impl Options {
@@ -113,6 +132,8 @@ impl Options {
             secrets_dir: None,
             upstream_ca: None,
             resolve_overrides: BTreeMap::new(),
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_buffered_bytes: DEFAULT_MAX_BUFFERED_BYTES,
         }
     }
 }
@@ -234,7 +255,12 @@ pub async fn serve(
         ca: authority,
         client,
         ws_connector,
+        budget: Arc::new(tokio::sync::Semaphore::new(
+            opts.max_buffered_bytes
+                .min(tokio::sync::Semaphore::MAX_PERMITS),
+        )),
     });
+    let conns = Arc::new(tokio::sync::Semaphore::new(opts.max_connections.max(1)));
 
     let listener = tokio::net::TcpListener::bind(opts.listen).await?;
     let addr = listener.local_addr()?;
@@ -260,7 +286,18 @@ pub async fn serve(
             }
             Err(e) => return Err(e.into()),
         };
-        tokio::spawn(proxy::serve_conn(proxy.clone(), tcp, peer));
+        match conns.clone().try_acquire_owned() {
+            Ok(permit) => {
+                tokio::spawn(proxy::serve_conn(proxy.clone(), tcp, peer, permit));
+            }
+            Err(_) => {
+                tokio::spawn(proxy::over_capacity(
+                    proxy.clone(),
+                    tcp,
+                    opts.max_connections,
+                ));
+            }
+        }
     }
 }
 

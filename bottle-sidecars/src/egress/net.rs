@@ -178,8 +178,8 @@ impl tower_service::Service<Uri> for GuardedConnector {
             let port = uri.port_u16().unwrap_or(default_port);
             let allow_private = {
                 let live = shared.live();
-                match live.find(&host, port, default_port) {
-                    Ok(route) => route.allow_private,
+                match live.allow_private(&host, port, default_port) {
+                    Ok(allow) => allow,
                     Err(_) => {
                         return Err(Box::new(Refused::NoRoute { host, port }) as BoxError);
                     }

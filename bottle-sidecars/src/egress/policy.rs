@@ -60,6 +60,9 @@ struct RouteFile {
     grant: Option<String>,
     #[serde(default)]
     expires_at: Option<String>,
+    /// The route's credential may be sent over plain HTTP (needs `port`).
+    #[serde(default)]
+    plaintext: bool,
     /// Free text (e.g. the reason a grant was approved); ignored.
     #[serde(default)]
     #[allow(dead_code)]
@@ -196,6 +199,9 @@ pub struct Route {
     pub grant: Option<String>,
     /// After this instant the route is treated as absent.
     pub expires_at: Option<SystemTime>,
+    /// `auth` may be injected into plain-HTTP requests (only on a route
+    /// with an explicit `port`).
+    pub plaintext: bool,
 }
 
 impl Route {
@@ -251,13 +257,89 @@ pub struct Live {
     pub secrets_dir: Option<PathBuf>,
 }
 
+/// The facts of one request the policy decides on (see [`Live::decide`]).
+#[derive(Debug, Clone, Copy)]
+pub struct RequestFacts<'a> {
+    /// Normalised host the request goes to.
+    pub host: &'a str,
+    /// Port it goes to.
+    pub port: u16,
+    /// Inside TLS (an intercepted CONNECT) rather than plain `http://`.
+    pub tls: bool,
+    /// Method (upper case as sent).
+    pub method: &'a str,
+    /// Percent-decoded path (already checked for dot segments).
+    pub path: &'a str,
+}
+
+/// A request the policy allows.
+#[derive(Debug)]
+pub struct Allowed<'a> {
+    /// The route whose paths and methods allow the request (audit rule).
+    pub route: &'a Route,
+    /// The credential to inject: the allowing route's, else that of another
+    /// unexpired route for the same host and port (a grant that widens a
+    /// route with `auth` uses the host's credential, never the agent's).
+    pub auth: Option<&'a Auth>,
+}
+
+/// Why the policy refuses a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Denial {
+    /// No unexpired route names this host and port.
+    NoRoute(NoRoute),
+    /// Routes name the host, none allows the path.
+    Path,
+    /// A route allows the path, none the method.
+    Method,
+    /// Only an expired grant would have allowed it.
+    Expired(String),
+    /// A credential would be injected into a plain-HTTP request and the
+    /// route supplying it does not say `plaintext = true`.
+    AuthNeedsTls,
+}
+
+impl Denial {
+    /// Audit rule name.
+    pub fn rule(&self) -> String {
+        match self {
+            Denial::NoRoute(n) => n.rule(),
+            Denial::Path => "path".into(),
+            Denial::Method => "method".into(),
+            Denial::Expired(g) => format!("expired:{g}"),
+            Denial::AuthNeedsTls => "auth-needs-tls".into(),
+        }
+    }
+}
+
+impl Route {
+    fn allows(&self, method: &str, path: &str) -> (bool, bool) {
+        let path_ok = self.paths.as_ref().is_none_or(|g| g.is_match(path));
+        let method_ok = self
+            .methods
+            .as_ref()
+            .is_none_or(|m| m.iter().any(|x| x == method));
+        (path_ok, method_ok)
+    }
+
+    fn expiry_name(&self) -> String {
+        self.grant.clone().unwrap_or_else(|| self.host.to_string())
+    }
+}
+
 impl Live {
-    /// The first unexpired route matching `host` and `port`; `default_port`
-    /// is the port of routes that do not name one (443 for CONNECT/https,
-    /// 80 for plain http).
-    pub fn find(&self, host: &str, port: u16, default_port: u16) -> Result<&Route, NoRoute> {
-        let now = SystemTime::now();
+    /// Every unexpired route matching `host` and `port` at `now`, in file
+    /// order; `default_port` is the port of routes that do not name one (443
+    /// for CONNECT/https, 80 for plain http). Empty → why not.
+    pub fn matching_at(
+        &self,
+        host: &str,
+        port: u16,
+        default_port: u16,
+        now: SystemTime,
+    ) -> Result<Vec<&Route>, NoRoute> {
         let mut why = NoRoute::Host;
+        let mut out = Vec::new();
         for route in &self.routes {
             if !route.host.matches(host) {
                 continue;
@@ -269,17 +351,80 @@ impl Live {
                 continue;
             }
             if route.expired(now) {
-                why = NoRoute::Expired(
-                    route
-                        .grant
-                        .clone()
-                        .unwrap_or_else(|| route.host.to_string()),
-                );
+                why = NoRoute::Expired(route.expiry_name());
                 continue;
             }
-            return Ok(route);
+            out.push(route);
         }
-        Err(why)
+        if out.is_empty() {
+            Err(why)
+        } else {
+            Ok(out)
+        }
+    }
+
+    /// The first unexpired route matching `host` and `port` (see
+    /// [`Live::matching_at`]).
+    pub fn find(&self, host: &str, port: u16, default_port: u16) -> Result<&Route, NoRoute> {
+        self.matching_at(host, port, default_port, SystemTime::now())
+            .map(|v| v[0])
+    }
+
+    /// May connections to `host:port` reach non-public addresses? True when
+    /// any unexpired route for it says `allow_private` (the setting is about
+    /// the name's addresses, not about a path).
+    pub fn allow_private(&self, host: &str, port: u16, default_port: u16) -> Result<bool, NoRoute> {
+        self.matching_at(host, port, default_port, SystemTime::now())
+            .map(|v| v.iter().any(|r| r.allow_private))
+    }
+
+    /// The policy decision for one request at `now`, over EVERY unexpired
+    /// route for its host and port: allowed by the first whose paths and
+    /// methods both match, else the most specific denial.
+    pub fn decide(&self, req: &RequestFacts<'_>, now: SystemTime) -> Result<Allowed<'_>, Denial> {
+        let default_port = if req.tls { 443 } else { 80 };
+        let candidates = match self.matching_at(req.host, req.port, default_port, now) {
+            Ok(c) => c,
+            Err(why) => return Err(Denial::NoRoute(why)),
+        };
+        let mut path_seen = false;
+        let mut allowed = None;
+        for route in &candidates {
+            let (path_ok, method_ok) = route.allows(req.method, req.path);
+            path_seen |= path_ok;
+            if path_ok && method_ok {
+                allowed = Some(*route);
+                break;
+            }
+        }
+        let Some(route) = allowed else {
+            // Tell the agent its grant ran out rather than "path".
+            let expired = self.routes.iter().find(|r| {
+                r.host.matches(req.host)
+                    && r.port.unwrap_or(default_port) == req.port
+                    && r.expired(now)
+                    && r.allows(req.method, req.path) == (true, true)
+            });
+            return Err(match expired {
+                Some(r) => Denial::Expired(r.expiry_name()),
+                None if path_seen => Denial::Method,
+                None => Denial::Path,
+            });
+        };
+        let auth_route = if route.auth.is_some() {
+            Some(route)
+        } else {
+            candidates.iter().copied().find(|r| r.auth.is_some())
+        };
+        if let Some(ar) = auth_route {
+            if !req.tls && !ar.plaintext {
+                return Err(Denial::AuthNeedsTls);
+            }
+        }
+        Ok(Allowed {
+            route,
+            auth: auth_route.and_then(|r| r.auth.as_ref()),
+        })
     }
 
     /// Load and validate `routes_path`; `secrets_override` (the CLI flag)
@@ -426,7 +571,15 @@ fn build_route(r: RouteFile, secrets: &SecretFiles) -> Result<Route, String> {
                 .map_err(|e| format!("expires_at `{s}`: {e}"))?,
         ),
     };
+    if r.plaintext && r.port.is_none() {
+        return Err(
+            "plaintext = true needs an explicit `port` (a route without one also matches https, \
+             and a credential is never sent in clear text on a port nobody named)"
+                .into(),
+        );
+    }
     Ok(Route {
+        plaintext: r.plaintext,
         host,
         port: r.port,
         paths,
@@ -587,5 +740,114 @@ host = "*.example.org"
             live.find("a.test", 443, 443).unwrap_err(),
             NoRoute::Expired("req-old".into())
         );
+    }
+
+    fn facts<'a>(
+        host: &'a str,
+        port: u16,
+        tls: bool,
+        method: &'a str,
+        path: &'a str,
+    ) -> RequestFacts<'a> {
+        RequestFacts {
+            host,
+            port,
+            tls,
+            method,
+            path,
+        }
+    }
+
+    #[test]
+    fn decide_uses_every_unexpired_route_for_the_host() {
+        let live = load(
+            r#"
+[[routes]]
+host = "api.test"
+paths = ["/v1/a"]
+methods = ["GET"]
+auth = { scheme = "bearer", secret = "tok" }
+[[routes]]
+host = "api.test"
+paths = ["/v1/b"]
+grant = "req-b"
+expires_at = "2030-01-01T00:00:00Z"
+"#,
+        )
+        .unwrap();
+        let before = humantime::parse_rfc3339("2029-12-31T23:59:59Z").unwrap();
+        let after = humantime::parse_rfc3339("2030-01-01T00:00:00Z").unwrap();
+        let a = live
+            .decide(&facts("api.test", 443, true, "GET", "/v1/a"), before)
+            .unwrap();
+        assert_eq!(a.route.rule(), "route:api.test");
+        let b = live
+            .decide(&facts("api.test", 443, true, "POST", "/v1/b"), before)
+            .unwrap();
+        assert_eq!(b.route.rule(), "grant:req-b");
+        // The grant uses the host's credential (never the agent's).
+        assert_eq!(
+            b.auth.unwrap().header_value.as_bytes(),
+            b"Bearer secret-token-value"
+        );
+        assert_eq!(
+            live.decide(&facts("api.test", 443, true, "GET", "/v1/b"), after)
+                .unwrap_err(),
+            Denial::Expired("req-b".into())
+        );
+        assert!(live
+            .decide(&facts("api.test", 443, true, "GET", "/v1/a"), after)
+            .is_ok());
+        assert_eq!(
+            live.decide(&facts("api.test", 443, true, "GET", "/v1/c"), before)
+                .unwrap_err(),
+            Denial::Path
+        );
+        assert_eq!(
+            live.decide(&facts("api.test", 443, true, "DELETE", "/v1/a"), before)
+                .unwrap_err(),
+            Denial::Method
+        );
+        assert_eq!(
+            live.decide(&facts("api.test", 8443, true, "GET", "/v1/a"), before)
+                .unwrap_err(),
+            Denial::NoRoute(NoRoute::Port)
+        );
+        // Plain http:80 matches the port-less routes, but never injects.
+        assert_eq!(
+            live.decide(&facts("api.test", 80, false, "GET", "/v1/a"), before)
+                .unwrap_err(),
+            Denial::AuthNeedsTls
+        );
+        assert_eq!(
+            live.decide(&facts("api.test", 80, false, "GET", "/v1/b"), before)
+                .unwrap_err(),
+            Denial::AuthNeedsTls
+        );
+    }
+
+    #[test]
+    fn plaintext_needs_an_explicit_port_and_allows_plain_http() {
+        let err = load(
+            "[[routes]]\nhost = \"a.test\"\nplaintext = true\nauth = { scheme = \"bearer\", secret = \"tok\" }\n",
+        )
+        .unwrap_err();
+        assert!(err.contains("explicit `port`"), "{err}");
+        let live = load(
+            "[[routes]]\nhost = \"a.test\"\nport = 8080\nplaintext = true\nauth = { scheme = \"bearer\", secret = \"tok\" }\n",
+        )
+        .unwrap();
+        let now = SystemTime::now();
+        let ok = live
+            .decide(&facts("a.test", 8080, false, "GET", "/x"), now)
+            .unwrap();
+        assert!(ok.auth.is_some());
+        // A route without auth needs no opt-in.
+        let live = load("[[routes]]\nhost = \"a.test\"\n").unwrap();
+        assert!(live
+            .decide(&facts("a.test", 80, false, "GET", "/x"), now)
+            .unwrap()
+            .auth
+            .is_none());
     }
 }

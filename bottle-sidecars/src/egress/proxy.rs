@@ -5,7 +5,7 @@
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use futures::{SinkExt as _, StreamExt as _};
@@ -25,9 +25,12 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use serde_json::json;
 use tower_service::Service as _;
 
-use super::body::{full, read_prefix, MaskBody, PrefixedBody, ProxyBody};
+use super::body::{
+    content_codings, decode_bounded, full, read_prefix, take_budget, DecodeError, MaskBody,
+    PrefixError, PrefixedBody, ProxyBody, MAX_CODINGS,
+};
 use super::net::{checked_addrs, find_refused, normalize_host, GuardedConnector, Refused};
-use super::policy::Auth;
+use super::policy::{Auth, Denial, RequestFacts};
 use super::Shared;
 use crate::audit::AuditLog;
 use crate::dlp::Detector;
@@ -39,6 +42,8 @@ pub(crate) struct Proxy {
     pub ca: super::ca::LeafSigner,
     pub client: Client<HttpsConnector<GuardedConnector>, ProxyBody>,
     pub ws_connector: HttpsConnector<GuardedConnector>,
+    /// Proxy-wide budget of buffered request-body bytes (one permit a byte).
+    pub budget: Arc<tokio::sync::Semaphore>,
 }
 
 /// Where a request is going.
@@ -70,6 +75,27 @@ impl Target {
             format!("{host}:{}", self.port)
         }
     }
+}
+
+/// Where a body being scanned is going (for the refusal's audit line).
+struct BodyFacts<'a> {
+    method: &'a str,
+    host: &'a str,
+    port: u16,
+    path: &'a str,
+    t0: Instant,
+}
+
+/// Header lines as scanned text (`name: value\r\n`).
+fn header_text(headers: &HeaderMap) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (name, value) in headers {
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    out
 }
 
 /// One audit decision (never a value, body, query or header value).
@@ -216,8 +242,11 @@ impl Proxy {
         let host = normalize_host(authority.host());
         let port = authority.port_u16().unwrap_or(443);
         let audit_host = Self::safe(&live.detector, &host);
-        let (rule, allow_private) = match live.find(&host, port, 443) {
-            Ok(route) => (route.rule(), route.allow_private),
+        let found = live
+            .matching_at(&host, port, 443, SystemTime::now())
+            .map(|rs| (rs[0].rule(), rs.iter().any(|r| r.allow_private)));
+        let (rule, allow_private) = match found {
+            Ok(x) => x,
             Err(why) => {
                 return self.deny(
                     StatusCode::FORBIDDEN,
@@ -423,26 +452,6 @@ impl Proxy {
             );
         }
 
-        let route = match live.find(host, port, target.default_port()) {
-            Ok(r) => r,
-            Err(why) => {
-                let msg = format!(
-                    "bottle egress: no route allows {host}:{port}. Ask with the supervise tool `request_egress`.\n"
-                );
-                return self.deny(
-                    StatusCode::FORBIDDEN,
-                    &why.rule(),
-                    &method,
-                    host,
-                    port,
-                    &path,
-                    t0,
-                    msg,
-                );
-            }
-        };
-        let rule = route.rule();
-
         // Path: matched on the percent-decoded path; dot segments refused so
         // `/v1/../admin` cannot escape a `/v1/**` route.
         let decoded = percent_encoding::percent_decode_str(&raw_path)
@@ -452,7 +461,15 @@ impl Proxy {
             || decoded.contains('\\')
             || decoded.contains('\0')
             || decoded.split('/').any(|seg| seg == "." || seg == "..");
-        if unsafe_path {
+        let facts = RequestFacts {
+            host,
+            port,
+            tls: target.https,
+            method: &method,
+            path: &decoded,
+        };
+        let decision = live.decide(&facts, SystemTime::now());
+        if unsafe_path && !matches!(decision, Err(Denial::NoRoute(_))) {
             return self.deny(
                 StatusCode::FORBIDDEN,
                 "path-unsafe",
@@ -464,12 +481,31 @@ impl Proxy {
                 "bottle egress: path with dot segments or backslashes refused\n".into(),
             );
         }
-        if let Some(globs) = &route.paths {
-            if !globs.is_match(&decoded) {
-                let msg = format!("bottle egress: path {path} is not allowed on {host}. Ask with `request_egress`.\n");
+        let (route, auth) = match decision {
+            Ok(a) => (a.route, a.auth.cloned()),
+            Err(denial) => {
+                let msg = match &denial {
+                    Denial::NoRoute(_) => format!(
+                        "bottle egress: no route allows {host}:{port}. Ask with the supervise tool `request_egress`.\n"
+                    ),
+                    Denial::Path => format!(
+                        "bottle egress: path {path} is not allowed on {host}. Ask with `request_egress`.\n"
+                    ),
+                    Denial::Method => format!(
+                        "bottle egress: method {method} is not allowed on {host}. Ask with `request_egress`.\n"
+                    ),
+                    Denial::Expired(g) => format!(
+                        "bottle egress: grant {g} for {host} has expired. Ask again with `request_egress`.\n"
+                    ),
+                    Denial::AuthNeedsTls => format!(
+                        "bottle egress: {host}:{port} has a credential the proxy injects, and it is only sent inside TLS.\n\
+                         Use https://{host}/... (the proxy intercepts it with the bottle's CA). If this upstream has no TLS,\n\
+                         the operator can set `plaintext = true` (with an explicit `port`) on its route.\n"
+                    ),
+                };
                 return self.deny(
                     StatusCode::FORBIDDEN,
-                    "path",
+                    &denial.rule(),
                     &method,
                     host,
                     port,
@@ -478,22 +514,8 @@ impl Proxy {
                     msg,
                 );
             }
-        }
-        if let Some(methods) = &route.methods {
-            if !methods.contains(&method) {
-                let msg = format!("bottle egress: method {method} is not allowed on {host}. Ask with `request_egress`.\n");
-                return self.deny(
-                    StatusCode::FORBIDDEN,
-                    "method",
-                    &method,
-                    host,
-                    port,
-                    &path,
-                    t0,
-                    msg,
-                );
-            }
-        }
+        };
+        let rule = route.rule();
 
         // DLP on the request line and headers.
         if live.dlp {
@@ -512,7 +534,7 @@ impl Proxy {
             // (an agent-side placeholder key must not trip a pattern).
             let dropped = |name: &HeaderName| {
                 *name == header::PROXY_AUTHORIZATION
-                    || route.auth.as_ref().is_some_and(|a| {
+                    || auth.as_ref().is_some_and(|a| {
                         *name == header::AUTHORIZATION
                             || *name == header::COOKIE
                             || *name == a.header_name()
@@ -548,7 +570,6 @@ impl Proxy {
             }
         }
 
-        let auth = route.auth.clone();
         let websocket = req.version() == Version::HTTP_11
             && req.method() == Method::GET
             && header_has_token(req.headers(), header::CONNECTION, "upgrade")
@@ -564,40 +585,23 @@ impl Proxy {
                 .await;
         }
 
-        // DLP on the first `max_body_scan` bytes of the body.
-        let (mut parts, mut body) = req.into_parts();
-        let body: ProxyBody = if dlp && !hyper::body::Body::is_end_stream(&body) {
-            match read_prefix(&mut body, max_scan).await {
-                Ok((prefix, trailers, ended)) => {
-                    if let Some(f) = detector.scan(&prefix) {
-                        let rule = format!("dlp:{}", f.rule);
-                        return self.deny(
-                            StatusCode::FORBIDDEN,
-                            &rule,
-                            &method,
-                            host,
-                            port,
-                            &path,
-                            t0,
-                            format!("bottle egress: request blocked: its body contains a secret ({rule})\n"),
-                        );
-                    }
-                    PrefixedBody::new(prefix, trailers, if ended { None } else { Some(body) })
-                        .boxed()
-                }
-                Err(e) => {
-                    tracing::debug!(error = %e, "reading request body failed");
-                    return self.deny(
-                        StatusCode::BAD_REQUEST,
-                        "body-error",
-                        &method,
-                        host,
-                        port,
-                        &path,
-                        t0,
-                        "bottle egress: could not read the request body\n".into(),
-                    );
-                }
+        // DLP on the first `max_body_scan` bytes of the body (decoded when
+        // it has a Content-Encoding) and on trailers that end within them.
+        let (mut parts, body) = req.into_parts();
+        let body: ProxyBody = if dlp {
+            let facts = BodyFacts {
+                method: &method,
+                host,
+                port,
+                path: &path,
+                t0,
+            };
+            match self
+                .scan_body(&parts.headers, body, &detector, max_scan, &facts)
+                .await
+            {
+                Ok(b) => b,
+                Err(resp) => return resp,
             }
         } else {
             body.map_err(|e| Box::new(e) as super::net::BoxError)
@@ -642,6 +646,111 @@ impl Proxy {
             Ok(resp) => self.respond(resp, detector, rule, method, target, path, t0),
             Err(e) => self.upstream_error(&e, &method, &target, &path, t0),
         }
+    }
+
+    /// Read, decode and scan the request body prefix; `Err` is the
+    /// response that refuses the request (already audited).
+    async fn scan_body(
+        &self,
+        headers: &HeaderMap,
+        mut body: Incoming,
+        detector: &Detector,
+        max_scan: usize,
+        f: &BodyFacts<'_>,
+    ) -> Result<ProxyBody, Response<ProxyBody>> {
+        let deny = |status: StatusCode, rule: &str, msg: String| {
+            self.deny(status, rule, f.method, f.host, f.port, f.path, f.t0, msg)
+        };
+        let codings = content_codings(headers).map_err(|name| {
+            let shown = Self::safe(detector, &name.chars().take(40).collect::<String>());
+            deny(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "body-encoding",
+                format!(
+                    "bottle egress: request body has Content-Encoding `{shown}`, which the proxy cannot decode to inspect.\n\
+                     Send it uncompressed, or as gzip, deflate, br or zstd (at most {MAX_CODINGS} stacked).\n"
+                ),
+            )
+        })?;
+        if hyper::body::Body::is_end_stream(&body) {
+            return Ok(full(Bytes::new()));
+        }
+        let busy = |what: &str| {
+            deny(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "buffer-limit",
+                format!(
+                    "bottle egress: too many request bodies are being inspected right now ({what}); retry shortly\n"
+                ),
+            )
+        };
+        let (prefix, trailers, ended, mut permit) =
+            match read_prefix(&mut body, max_scan, &self.budget).await {
+                Ok(x) => x,
+                Err(PrefixError::Busy) => return Err(busy("body")),
+                Err(PrefixError::Body(e)) => {
+                    tracing::debug!(error = %e, "reading request body failed");
+                    return Err(deny(
+                        StatusCode::BAD_REQUEST,
+                        "body-error",
+                        "bottle egress: could not read the request body\n".into(),
+                    ));
+                }
+            };
+        let mut hit = None;
+        if !codings.is_empty() {
+            if !ended {
+                return Err(deny(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "body-too-large",
+                    format!(
+                        "bottle egress: a compressed request body must fit in max_body_scan ({max_scan} bytes) to be inspected; \
+                         send it uncompressed or in smaller parts\n"
+                    ),
+                ));
+            }
+            // The decoded copy is buffered too: it takes up to `max_scan`.
+            if take_budget(&self.budget, &mut permit, max_scan).is_err() {
+                return Err(busy("decoding"));
+            }
+            match decode_bounded(&prefix, &codings, max_scan) {
+                Ok(plain) => hit = detector.scan(&plain),
+                Err(DecodeError::TooLarge) => {
+                    return Err(deny(
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        "decompression-limit",
+                        format!(
+                            "bottle egress: the request body decompresses to more than max_body_scan ({max_scan} bytes); refused \
+                             (send it uncompressed or in smaller parts)\n"
+                        ),
+                    ));
+                }
+                Err(DecodeError::Corrupt(c)) => {
+                    return Err(deny(
+                        StatusCode::BAD_REQUEST,
+                        "body-encoding",
+                        format!(
+                            "bottle egress: the request body is not valid {c:?} data as its Content-Encoding says; refused\n"
+                        ),
+                    ));
+                }
+            }
+        }
+        let hit = hit.or_else(|| detector.scan(&prefix)).or_else(|| {
+            trailers
+                .as_ref()
+                .and_then(|t| detector.scan(&header_text(t)))
+        });
+        if let Some(found) = hit {
+            let rule = format!("dlp:{}", found.rule);
+            return Err(deny(
+                StatusCode::FORBIDDEN,
+                &rule,
+                format!("bottle egress: request blocked: its body contains a secret ({rule})\n"),
+            ));
+        }
+        let rest = if ended { None } else { Some(body) };
+        Ok(PrefixedBody::new(prefix, trailers, rest, permit).boxed())
     }
 
     fn upstream_error(
@@ -875,10 +984,14 @@ impl Proxy {
         let t0 = Instant::now();
         let outbound = async {
             while let Some(Ok(msg)) = c_rx.next().await {
+                // Every payload the agent sends is scanned: control frames
+                // (Ping/Pong payloads, the Close reason) carry bytes too.
                 let data: Option<&[u8]> = match &msg {
                     Message::Text(t) => Some(t.as_bytes()),
-                    Message::Binary(b) => Some(b),
-                    _ => None,
+                    Message::Binary(b) | Message::Ping(b) | Message::Pong(b) => Some(b),
+                    Message::Close(Some(frame)) => Some(frame.reason.as_bytes()),
+                    Message::Close(None) => None,
+                    Message::Frame(f) => Some(f.payload()),
                 };
                 if let (true, Some(data)) = (dlp, data) {
                     if let Some(f) = detector.scan(data) {
@@ -903,6 +1016,20 @@ impl Proxy {
                         Some(m) => Message::binary(m),
                         None => Message::Binary(b),
                     },
+                    Message::Ping(b) => match detector.mask(&b) {
+                        Some(m) => Message::Ping(m.into()),
+                        None => Message::Ping(b),
+                    },
+                    Message::Pong(b) => match detector.mask(&b) {
+                        Some(m) => Message::Pong(m.into()),
+                        None => Message::Pong(b),
+                    },
+                    Message::Close(Some(mut f)) => {
+                        if let Some(m) = detector.mask(f.reason.as_bytes()) {
+                            f.reason = String::from_utf8_lossy(&m).into_owned().into();
+                        }
+                        Message::Close(Some(f))
+                    }
                     other => other,
                 };
                 let close = matches!(msg, Message::Close(_));
@@ -1008,18 +1135,112 @@ fn prepare_headers(
     }
 }
 
-/// Serve one accepted proxy connection.
-pub(crate) async fn serve_conn(proxy: Arc<Proxy>, tcp: tokio::net::TcpStream, _peer: SocketAddr) {
+/// An accepted socket that holds its connection slot for as long as it
+/// lives (through a CONNECT upgrade into the intercepted tunnel).
+struct Slotted {
+    tcp: tokio::net::TcpStream,
+    _slot: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl tokio::io::AsyncRead for Slotted {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.tcp).poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for Slotted {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.tcp).poll_write(cx, buf)
+    }
+    fn poll_write_vectored(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.tcp).poll_write_vectored(cx, bufs)
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.tcp.is_write_vectored()
+    }
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.tcp).poll_flush(cx)
+    }
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.tcp).poll_shutdown(cx)
+    }
+}
+
+/// Serve one accepted proxy connection; `slot` is its share of
+/// `max_connections`, released when the socket closes.
+pub(crate) async fn serve_conn(
+    proxy: Arc<Proxy>,
+    tcp: tokio::net::TcpStream,
+    _peer: SocketAddr,
+    slot: tokio::sync::OwnedSemaphorePermit,
+) {
     let _ = tcp.set_nodelay(true);
+    let io = Slotted { tcp, _slot: slot };
     let svc = service_fn(move |req| proxy.clone().outer(req));
     let conn = hyper::server::conn::http1::Builder::new()
         .timer(hyper_util::rt::TokioTimer::new())
         .header_read_timeout(Duration::from_secs(30))
-        .serve_connection(TokioIo::new(tcp), svc)
+        .serve_connection(TokioIo::new(io), svc)
         .with_upgrades();
     if let Err(e) = conn.await {
         tracing::debug!(error = %e, "proxy connection ended with an error");
     }
+}
+
+/// A connection past `max_connections`: answered 503 without reading a
+/// request, audited, closed.
+pub(crate) async fn over_capacity(proxy: Arc<Proxy>, mut tcp: tokio::net::TcpStream, max: usize) {
+    use tokio::io::AsyncWriteExt as _;
+    proxy.record(Decision {
+        decision: "deny",
+        rule: "conn-limit",
+        method: "",
+        host: "",
+        port: 0,
+        path: "",
+        status: 503,
+        bytes: 0,
+        t0: Instant::now(),
+    });
+    let body = format!(
+        "bottle egress: too many open connections (max_connections = {max}); close some and retry\n"
+    );
+    let resp = format!(
+        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain; charset=utf-8\r\nx-bottle-egress: denied\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = tokio::time::timeout(Duration::from_secs(5), async {
+        use tokio::io::AsyncReadExt as _;
+        let _ = tcp.write_all(resp.as_bytes()).await;
+        let _ = tcp.shutdown().await;
+        // Drain what the client already sent so closing does not reset
+        // the connection before it read the answer.
+        let mut sink = [0u8; 4096];
+        while let Ok(n) = tcp.read(&mut sink).await {
+            if n == 0 {
+                break;
+            }
+        }
+    })
+    .await;
 }
 
 fn header_has_token(headers: &HeaderMap, name: HeaderName, token: &str) -> bool {

@@ -46,6 +46,8 @@ pub struct Seen {
     pub version: Version,
     pub headers: HeaderMap,
     pub body: Vec<u8>,
+    /// Request trailers, if any arrived.
+    pub trailers: Option<HeaderMap>,
 }
 
 /// The loopback upstream.
@@ -79,6 +81,9 @@ impl Upstream {
             }
             s.push('\n');
             s.push_str(&String::from_utf8_lossy(&r.body));
+            for (k, v) in r.trailers.iter().flatten() {
+                s.push_str(&format!("\n{k}: {}", String::from_utf8_lossy(v.as_bytes())));
+            }
         }
         for m in self.ws_seen.lock().unwrap().iter() {
             s.push_str(m);
@@ -101,15 +106,18 @@ async fn upstream_handler(
             version: req.version(),
             headers: req.headers().clone(),
             body: Vec::new(),
+            trailers: None,
         });
         return Ok(ws_echo(req, ws_seen).map(|b| b.boxed()));
     }
     let (parts, body) = req.into_parts();
-    let body = body
-        .collect()
-        .await
-        .map(|b| b.to_bytes())
-        .unwrap_or_default();
+    let (body, trailers) = match body.collect().await {
+        Ok(c) => {
+            let t = c.trailers().cloned();
+            (c.to_bytes(), t)
+        }
+        Err(_) => (Bytes::new(), None),
+    };
     seen.lock().unwrap().push(Seen {
         method: parts.method.to_string(),
         uri: parts
@@ -120,6 +128,7 @@ async fn upstream_handler(
         version: parts.version,
         headers: parts.headers.clone(),
         body: body.to_vec(),
+        trailers,
     });
     if parts.uri.path() == "/chunked-secret" {
         // The token split over many small, separately flushed frames.
@@ -204,7 +213,26 @@ fn ws_echo(mut req: Request<Incoming>, ws_seen: Arc<Mutex<Vec<String>>>) -> Resp
                         break;
                     }
                 }
-                Message::Close(_) => break,
+                // Control frames are recorded too (their payloads are bytes
+                // the agent sent).
+                Message::Ping(p) => {
+                    ws_seen
+                        .lock()
+                        .unwrap()
+                        .push(format!("ping:{}", String::from_utf8_lossy(&p)));
+                }
+                Message::Pong(p) => {
+                    ws_seen
+                        .lock()
+                        .unwrap()
+                        .push(format!("pong:{}", String::from_utf8_lossy(&p)));
+                }
+                Message::Close(f) => {
+                    if let Some(f) = f {
+                        ws_seen.lock().unwrap().push(format!("close:{}", f.reason));
+                    }
+                    break;
+                }
                 _ => {}
             }
         }
