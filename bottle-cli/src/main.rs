@@ -44,6 +44,8 @@ pub struct Cli {
 }
 
 fn main() -> ExitCode {
+    // `COMPLETE=<shell> bottle ...`: answer a completion request and exit.
+    clap_complete::CompleteEnv::with_factory(<Cli as clap::CommandFactory>::command).complete();
     ui::quiet_on_closed_stdout();
     let cli = Cli::try_parse().unwrap_or_else(|e| with_tips(e).exit());
     init_tracing(cli.verbose);

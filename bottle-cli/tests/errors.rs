@@ -63,7 +63,7 @@ const COMMANDS: &[(&str, &[&str])] = &[
     ("logs", &["logs", "{id}"]),
     ("stop", &["stop", "{id}"]),
     ("resume", &["resume", "{id}"]),
-    ("rm", &["rm", "{id}"]),
+    ("rm", &["rm", "-f", "{id}"]),
 ];
 
 fn args<'a>(template: &[&'a str], id: &'a str) -> Vec<&'a str> {

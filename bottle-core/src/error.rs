@@ -115,6 +115,22 @@ pub enum Error {
         /// The identity asked for.
         identity: String,
     },
+    /// No permission request with this id (or unique prefix) exists.
+    #[error("no permission request `{id}`")]
+    NoSuchRequest {
+        /// The id asked for.
+        id: String,
+    },
+    /// An id prefix matches more than one bottle or request.
+    #[error("`{prefix}` matches {} {what}s: {}", matches.len(), matches.join(", "))]
+    Ambiguous {
+        /// `"bottle"` or `"request"`.
+        what: &'static str,
+        /// The prefix given.
+        prefix: String,
+        /// Every full id it matches.
+        matches: Vec<String>,
+    },
     /// The backend name is not one bottle knows.
     #[error("unknown backend `{name}` (known: {})", known.join(", "))]
     UnknownBackend {
@@ -238,7 +254,9 @@ impl Error {
             | Error::MissingHostVar { .. }
             | Error::Prompt { .. }
             | Error::UnknownBackend { .. }
-            | Error::NoSuchBottle { .. } => ErrorKind::Usage,
+            | Error::NoSuchBottle { .. }
+            | Error::NoSuchRequest { .. }
+            | Error::Ambiguous { .. } => ErrorKind::Usage,
             Error::BackendNotCompiled { .. } | Error::Unavailable { .. } => ErrorKind::Unavailable,
             Error::Refused { .. } => ErrorKind::Refused,
             Error::Launch { source, .. } => source.kind(),
@@ -270,6 +288,12 @@ impl Error {
                 "inspect $BOTTLE_HOME/state/{identity}/; `bottle rm {identity}` removes it, `bottle gc` cleans its resources"
             ),
             Error::NoSuchBottle { .. } => "`bottle ls` lists the bottles that exist".into(),
+            Error::NoSuchRequest { .. } => {
+                "`bottle queue --all` lists requests (any unique prefix of an id works)".into()
+            }
+            Error::Ambiguous { what, .. } => {
+                format!("give more of the {what} id, enough to match only one")
+            }
             Error::UnknownBackend { known, .. } => format!("use one of: {}", known.join(", ")),
             Error::BackendNotCompiled { feature, .. } => {
                 format!("rebuild with `cargo install bottle-cli --features {feature}`")

@@ -252,6 +252,10 @@ pub struct AgentFile {
     pub command: Option<Vec<String>>,
     /// Env merged over the bottle's.
     pub env: Option<BTreeMap<String, EnvValue>>,
+    /// Keep the agent CLI's own permission prompts (claude/codex templates).
+    /// Default false: inside a bottle the sandbox is the boundary, so the
+    /// agent starts in the mode its docs give for an outer sandbox.
+    pub permission_prompts: Option<bool>,
 }
 
 /// One `[env]` value as written (README "Env values", SPEC §2).

@@ -231,6 +231,8 @@ pub struct ProviderPlan {
     pub prompt: Option<String>,
     /// Host whose API key egress holds, if any.
     pub auth_host: Option<String>,
+    /// Whether the agent CLI keeps its own permission prompts.
+    pub permission_prompts: bool,
 }
 
 /// How a route's credential is sent.
@@ -496,12 +498,44 @@ pub struct ResolveOptions {
     pub slot: u32,
 }
 
-fn template_command(t: Template) -> Vec<String> {
-    match t {
-        Template::Claude => vec!["claude".into()],
-        Template::Codex => vec!["codex".into()],
-        Template::Shell => vec!["bash".into(), "-l".into()],
-    }
+/// Where prepare writes the prompt and the MCP config inside the agent
+/// (`~` is the agent's home).
+pub const AGENT_PROMPT_FILE: &str = "$HOME/.bottle/prompt.md";
+
+/// A template's entry command. Claude Code: `--mcp-config` names the
+/// supervise server's config, `--dangerously-skip-permissions` unless the
+/// agent keeps permission prompts, the prompt as the positional initial
+/// prompt. Codex: `--dangerously-bypass-approvals-and-sandbox` (its mode for
+/// an externally sandboxed environment) unless prompts are kept, the prompt
+/// positional; its MCP servers and the trusted workspace are in
+/// `~/.codex/config.toml`. The prompt is read from the file prepare writes,
+/// so long prompts never reach the container config.
+fn template_command(t: Template, has_prompt: bool, permission_prompts: bool) -> Vec<String> {
+    let prompt = if has_prompt {
+        format!(" -- \"$(cat \"{AGENT_PROMPT_FILE}\")\"")
+    } else {
+        String::new()
+    };
+    let script = match t {
+        Template::Shell => return vec!["bash".into(), "-l".into()],
+        Template::Claude => format!(
+            "exec claude --mcp-config \"$HOME/.bottle/mcp.json\"{}{prompt}",
+            if permission_prompts {
+                ""
+            } else {
+                " --dangerously-skip-permissions"
+            }
+        ),
+        Template::Codex => format!(
+            "exec codex{}{prompt}",
+            if permission_prompts {
+                ""
+            } else {
+                " --dangerously-bypass-approvals-and-sandbox"
+            }
+        ),
+    };
+    vec!["/bin/sh".into(), "-c".into(), script]
 }
 
 /// Resolve an agent + bottle into a plan.
@@ -560,11 +594,6 @@ pub fn resolve(
         (Some(t), None) => ImageSource::Template(*t),
         (None, None) => ImageSource::Template(Template::Shell),
     };
-    let command = match (&agent.file.command, &image) {
-        (Some(c), _) => c.clone(),
-        (None, ImageSource::Template(t)) => template_command(*t),
-        (None, ImageSource::Dockerfile(_)) => Vec::new(),
-    };
     let prompt = match (&agent.file.prompt, &agent.file.prompt_file) {
         (Some(p), _) => Some(p.clone()),
         (None, Some(pf)) => {
@@ -581,6 +610,14 @@ pub fn resolve(
             Some(std::fs::read_to_string(&p).map_err(|e| Error::io("reading", p, e))?)
         }
         _ => None,
+    };
+    let permission_prompts = agent.file.permission_prompts.unwrap_or(false);
+    let command = match (&agent.file.command, &image) {
+        (Some(c), _) => c.clone(),
+        (None, ImageSource::Template(t)) => {
+            template_command(*t, prompt.is_some(), permission_prompts)
+        }
+        (None, ImageSource::Dockerfile(_)) => Vec::new(),
     };
 
     let secret_value = |key: &str, token: &str, file: &Utf8Path| -> Result<Secret> {
@@ -810,6 +847,7 @@ pub fn resolve(
             command,
             prompt,
             auth_host,
+            permission_prompts,
         },
         env,
         held_env,
@@ -854,4 +892,26 @@ pub fn looks_like_secret(key: &str, value: &str) -> bool {
     .iter()
     .any(|h| value.contains(h));
     (name_hint && literal && !value.is_empty()) || value_hint
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The real entry command of each template (what `docker run` gets),
+    /// with and without a prompt and permission prompts.
+    #[test]
+    fn template_entry_commands() {
+        let mut out = String::new();
+        for t in [Template::Claude, Template::Codex, Template::Shell] {
+            for (prompt, prompts_on) in [(true, false), (false, false), (true, true)] {
+                out.push_str(&format!(
+                    "{} prompt={prompt} permission_prompts={prompts_on}\n  {:?}\n",
+                    t.as_str(),
+                    template_command(t, prompt, prompts_on)
+                ));
+            }
+        }
+        insta::assert_snapshot!(out);
+    }
 }

@@ -602,10 +602,8 @@ impl Prepare for SupervisePrepare {
         let agent_dir = ctx.state.agent_dir();
         create_private_dir(&agent_dir)?;
         let mut files = Vec::new();
-        let claude = serde_json::json!({
-            "mcpServers": { "bottle-supervise": { "type": "http", "url": url } }
-        });
-        let codex = format!("[mcp_servers.bottle-supervise]\nurl = \"{url}\"\n");
+        let claude = claude_user_config(&url);
+        let codex = codex_config(&url, plan.provider.permission_prompts);
         let template = match &plan.provider.image {
             ImageSource::Template(t) => Some(*t),
             ImageSource::Dockerfile(_) => None,
@@ -620,8 +618,14 @@ impl Prepare for SupervisePrepare {
                 Some(0o644),
             )?;
             files.push(AgentFile {
-                host: p,
+                host: p.clone(),
                 guest: "~/.claude.json".into(),
+                mode: 0o644,
+            });
+            // the same servers again for the entry command's `--mcp-config`
+            files.push(AgentFile {
+                host: p,
+                guest: "~/.bottle/mcp.json".into(),
                 mode: 0o644,
             });
         }
@@ -648,6 +652,39 @@ impl Prepare for SupervisePrepare {
         })
     }
 }
+
+/// Claude Code's user config (`~/.claude.json`): the supervise MCP server,
+/// and the workspace already trusted and onboarded so an unattended run
+/// never stops at a trust dialog.
+fn claude_user_config(url: &str) -> serde_json::Value {
+    serde_json::json!({
+        "mcpServers": { "bottle-supervise": { "type": "http", "url": url } },
+        "hasCompletedOnboarding": true,
+        "projects": {
+            WORKSPACE_IN_AGENT: {
+                "hasTrustDialogAccepted": true,
+                "hasCompletedProjectOnboarding": true
+            }
+        }
+    })
+}
+
+/// Codex's `~/.codex/config.toml`: the supervise MCP server, the workspace
+/// trusted, and (unless the agent keeps permission prompts) no approvals and
+/// no inner sandbox: the bottle is the boundary.
+fn codex_config(url: &str, permission_prompts: bool) -> String {
+    let mut s = String::new();
+    if !permission_prompts {
+        s.push_str("approval_policy = \"never\"\nsandbox_mode = \"danger-full-access\"\n\n");
+    }
+    s.push_str(&format!(
+        "[mcp_servers.bottle-supervise]\nurl = \"{url}\"\n\n[projects.\"{WORKSPACE_IN_AGENT}\"]\ntrust_level = \"trusted\"\n"
+    ));
+    s
+}
+
+/// The workspace inside the agent (the templates' `WORKDIR`).
+const WORKSPACE_IN_AGENT: &str = "/home/agent/workspace";
 
 /// Every sidecar's Prepare in order, then `bundle.toml` and the audit dir.
 pub fn prepare_all(plan: &BottlePlan, ctx: &PrepareContext<'_>) -> Result<Wiring> {
@@ -740,14 +777,16 @@ pub struct AppliedCapability {
     pub id: String,
     /// `kind: detail`.
     pub summary: String,
-    /// Whether it changed the plan (resource asks do; a package or a tool
-    /// must be added to the bottle's image by the operator).
-    pub applied: bool,
+    /// What it set (`memory limit 8 GiB (… bytes)`), or why it was not
+    /// applied (a package or a tool must be added to the bottle's image by
+    /// the operator; a resource detail that does not parse).
+    pub outcome: Result<String, String>,
 }
 
 /// Apply a bottle's approved capability requests to its plan (SPEC §5:
-/// recorded, applied on resume). `memory`, `cpus` and `pids` change the
-/// limits; anything else is returned with `applied: false`.
+/// recorded, applied on resume). Resource kinds (`memory`, `cpu`, `pids`)
+/// change the limits, read by [`crate::supervise::parse_capability`];
+/// anything else is returned with `outcome: Err(..)`.
 pub fn apply_capabilities(
     plan: &mut BottlePlan,
     state: &std::path::Path,
@@ -759,31 +798,20 @@ pub fn apply_capabilities(
         let RequestKind::Capability { kind, detail } = &req.kind else {
             continue;
         };
-        let value = detail.trim();
-        let applied = match kind.as_str() {
-            "memory" => bottle_core::units::parse_bytes(value)
-                .ok()
-                .filter(|b| *b >= 64 << 20)
-                .map(|b| plan.resources.memory_bytes = b)
-                .is_some(),
-            "cpus" => value
-                .parse::<f64>()
-                .ok()
-                .filter(|c| *c > 0.0 && *c <= 1024.0)
-                .map(|c| plan.resources.cpus = c)
-                .is_some(),
-            "pids" => value
-                .parse::<u32>()
-                .ok()
-                .filter(|p| *p > 0)
-                .map(|p| plan.resources.pids = p)
-                .is_some(),
-            _ => false,
+        let outcome = match crate::supervise::parse_capability(kind, detail) {
+            Ok(Some(change)) => {
+                change.apply(plan);
+                Ok(change.describe())
+            }
+            Ok(None) => Err(format!(
+                "a `{kind}` is not applied automatically: add it to the bottle's image or manifest"
+            )),
+            Err(why) => Err(format!("`{}` cannot be applied: {why}", detail.trim())),
         };
         out.push(AppliedCapability {
             id: req.id.clone(),
-            summary: format!("{kind}: {value}"),
-            applied,
+            summary: format!("{kind}: {}", detail.trim()),
+            outcome,
         });
     }
     out

@@ -44,7 +44,7 @@ fn tag() -> String {
 struct Rm<'a>(&'a BottleHome, String);
 impl Drop for Rm<'_> {
     fn drop(&mut self) {
-        let _ = self.0.run(&["rm", &self.1]);
+        let _ = self.0.run(&["rm", "-f", &self.1]);
     }
 }
 
@@ -314,7 +314,7 @@ memory = "1GiB"
     );
 
     // rm removes everything.
-    let (code, _, err) = h.run(&["rm", &id]);
+    let (code, _, err) = h.run(&["rm", "-f", &id]);
     assert_eq!(code, 0, "{err}");
     assert!(labelled(&id).is_empty(), "left: {:?}", labelled(&id));
 }

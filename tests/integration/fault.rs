@@ -381,7 +381,7 @@ fn eight_concurrent_bottles_get_distinct_slots_and_cannot_reach_each_other() {
     impl Drop for RmAll<'_> {
         fn drop(&mut self) {
             for id in &self.1 {
-                let _ = self.0.run(&["rm", id]);
+                let _ = self.0.run(&["rm", "-f", id]);
             }
         }
     }

@@ -5,3 +5,4 @@ mod fault;
 mod queue_cli;
 mod tidy;
 mod ux;
+mod work_e2e;

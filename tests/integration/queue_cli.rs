@@ -290,8 +290,14 @@ fn operator_queue_commands_drive_a_real_supervise_daemon() {
     assert!(err.contains("fix:"), "{err}");
 
     // capability requests are recorded and applied on resume: resource asks
-    // change the plan's limits, a package is listed for the operator
-    for (kind, detail) in [("memory", "2GiB"), ("package", "jq")] {
+    // (written the way the tool's description invites) change the plan's
+    // limits, a package is listed for the operator; approve says up front
+    // exactly what resume will set
+    for (kind, detail) in [
+        ("memory", "8 GiB memory"),
+        ("cpu", "3 CPUs"),
+        ("package", "jq"),
+    ] {
         agent.call(
             "request_capability",
             serde_json::json!({"kind": kind, "detail": detail, "reason": "the tests need it"}),
@@ -299,28 +305,39 @@ fn operator_queue_commands_drive_a_real_supervise_daemon() {
     }
     let (_, out, _) = bottle(&home, &["queue", "--json"]);
     let q: serde_json::Value = serde_json::from_str(&out).unwrap();
-    let ids: Vec<String> = q["requests"]
+    let caps: Vec<(String, String)> = q["requests"]
         .as_array()
         .unwrap()
         .iter()
-        .map(|r| r["id"].as_str().unwrap().to_owned())
+        .map(|r| {
+            (
+                r["id"].as_str().unwrap().to_owned(),
+                r["details"]["kind"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
         .collect();
-    assert_eq!(ids.len(), 2, "{out}");
-    for cap in &ids {
-        let (code, _, err) = bottle(&home, &["approve", cap]);
+    assert_eq!(caps.len(), 3, "{out}");
+    for (cap, kind) in &caps {
+        let (code, said, err) = bottle(&home, &["approve", cap]);
         assert_eq!(code, 0, "{err}");
+        let expect = match kind.as_str() {
+            "memory" => "sets memory limit 8 GiB (8589934592 bytes)",
+            "cpu" => "sets CPU limit 3 CPUs",
+            _ => "not applied automatically",
+        };
+        assert!(said.contains(expect), "approve {kind}: {said}");
     }
     let mut plan = plan_for(&home, &state);
-    let before = plan.resources.memory_bytes;
     let applied =
         bottle_sidecars::prepare::apply_capabilities(&mut plan, state.path().as_std_path());
-    assert_eq!(plan.resources.memory_bytes, 2 << 30, "memory was {before}");
+    assert_eq!(plan.resources.memory_bytes, 8 << 30, "{applied:?}");
+    assert_eq!(plan.resources.cpus, 3.0, "{applied:?}");
     let summary: Vec<(String, bool)> = applied
         .iter()
-        .map(|c| (c.summary.clone(), c.applied))
+        .map(|c| (c.summary.clone(), c.outcome.is_ok()))
         .collect();
     assert!(
-        summary.contains(&("memory: 2GiB".to_owned(), true)),
+        summary.contains(&("memory: 8 GiB memory".to_owned(), true)),
         "{summary:?}"
     );
     assert!(

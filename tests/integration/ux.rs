@@ -25,7 +25,7 @@ fn ready() -> bool {
 struct Rm<'a>(&'a BottleHome, String);
 impl Drop for Rm<'_> {
     fn drop(&mut self) {
-        let _ = self.0.run(&["rm", &self.1]);
+        let _ = self.0.run(&["rm", "-f", &self.1]);
     }
 }
 
@@ -221,7 +221,7 @@ fn logs_inspect_and_detach_on_one_bottle() {
         "{out}{err}"
     );
 
-    let (code, _, err) = h.run(&["rm", &id]);
+    let (code, _, err) = h.run(&["rm", "-f", &id]);
     assert_eq!(code, 0, "{err}");
     assert!(labelled(&id).is_empty(), "left: {:?}", labelled(&id));
 }

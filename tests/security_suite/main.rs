@@ -334,8 +334,8 @@ struct Env {
 
 impl Drop for Env {
     fn drop(&mut self) {
-        let _ = self.h.run(&["rm", &self.id]);
-        let _ = self.h.run(&["rm", &self.other]);
+        let _ = self.h.run(&["rm", "-f", &self.id]);
+        let _ = self.h.run(&["rm", "-f", &self.other]);
     }
 }
 
@@ -456,7 +456,7 @@ memory = "1GiB"
     let other = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| h.start("other"))) {
         Ok(o) => o,
         Err(e) => {
-            let _ = h.run(&["rm", &id]);
+            let _ = h.run(&["rm", "-f", &id]);
             std::panic::resume_unwind(e);
         }
     };

@@ -155,7 +155,7 @@ pub fn run(args: &[String]) -> Result<(), String> {
 
     eprintln!("bench start: warm-up (builds images once) …");
     let id = home.run(&["start", "bench", "--yes", "--detach"])?;
-    home.run(&["rm", &id])?;
+    home.run(&["rm", "-f", &id])?;
     let (_, images) = docker(&[
         "image",
         "ls",
@@ -175,7 +175,7 @@ pub fn run(args: &[String]) -> Result<(), String> {
         let t = Instant::now();
         let id = home.run(&["start", "bench", "--yes", "--detach"])?;
         bottle_t.push(t.elapsed());
-        home.run(&["rm", &id])?;
+        home.run(&["rm", "-f", &id])?;
         bare_t.push(bare_run(&image, i)?);
         eprintln!(
             "run {}: bottle {:.0} ms, bare {:.0} ms",

@@ -163,7 +163,7 @@ struct Cleanup {
 impl Drop for Cleanup {
     fn drop(&mut self) {
         if let Some((b, id)) = &self.bottle {
-            let _ = b.run(&["rm", id]);
+            let _ = b.run(&["rm", "-f", id]);
         }
         for c in &self.containers {
             let _ = docker(&["rm", "-f", c]);

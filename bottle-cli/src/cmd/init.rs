@@ -72,17 +72,81 @@ prompt = "Explore the workspace and report what you find."
 # LOG_LEVEL = "debug"
 "#;
 
+/// `bottle init` args.
+#[derive(Debug, Default, clap::Args)]
+pub struct Args {
+    /// Also write a ready bottle + agent for Claude Code (`claude`) or
+    /// Codex (`codex`): its API host routed, the key held by egress.
+    #[arg(long, value_parser = ["claude", "codex"])]
+    pub template: Option<String>,
+}
+
+/// The bottle and agent `bottle init --template <t>` writes.
+pub fn template_files(t: &str) -> (String, String) {
+    let (host, scheme, var, what) = match t {
+        "codex" => ("api.openai.com", "bearer", "OPENAI_API_KEY", "Codex"),
+        _ => (
+            "api.anthropic.com",
+            "x-api-key",
+            "ANTHROPIC_API_KEY",
+            "Claude Code",
+        ),
+    };
+    let bottle = format!(
+        r#"# {what} in a bottle. The image needs a Debian mirror and the npm
+# registry at build time (`bottle check` says so up front).
+[agent_provider]
+template = "{t}"
+# The provider's key is held by the egress proxy and injected on the way to
+# {host}; the agent sees only a placeholder ${var}. A subscription login
+# works the same way with a long-lived token (see the README, "Run Claude
+# Code or Codex in a bottle").
+auth = {{ host = "{host}", scheme = "{scheme}", token = "${{{var}}}" }}
+
+[supervise]
+enabled = true                # the agent asks through the bottle-supervise MCP server
+grant_ttl = "1h"
+auto_deny_after = "10m"
+
+[resources]
+cpus = 2
+memory = "4GiB"
+pids = 1024
+"#
+    );
+    let agent = format!(
+        r#"# {what}: started with the prompt below, the supervise MCP server
+# registered, the workspace trusted, and its own permission prompts off
+# (the bottle is the boundary). `permission_prompts = true` keeps them.
+bottle = "{t}"
+prompt = "Explore the workspace and report what you find."
+# prompt_file = "task.md"
+# permission_prompts = true
+"#
+    );
+    (bottle, agent)
+}
+
 /// Run `bottle init`.
-pub fn run(cli: &Cli) -> Result<u8> {
+pub fn run(cli: &Cli, a: &Args) -> Result<u8> {
     let home = super::home(cli)?;
     create_private_dir(home.root())?;
     create_private_dir(&home.bottles_dir())?;
     create_private_dir(&home.agents_dir())?;
     create_private_dir(&home.state_root())?;
-    for (path, text) in [
-        (home.bottles_dir().join("dev.toml"), EXAMPLE_BOTTLE),
-        (home.agents_dir().join("demo.toml"), DEMO_AGENT),
-    ] {
+    let mut files = vec![
+        (
+            home.bottles_dir().join("dev.toml"),
+            EXAMPLE_BOTTLE.to_owned(),
+        ),
+        (home.agents_dir().join("demo.toml"), DEMO_AGENT.to_owned()),
+    ];
+    if let Some(t) = &a.template {
+        let (bottle, agent) = template_files(t);
+        files.push((home.bottles_dir().join(format!("{t}.toml")), bottle));
+        files.push((home.agents_dir().join(format!("{t}.toml")), agent));
+    }
+    for (path, text) in files {
         if path.exists() {
             if !cli.quiet {
                 println!("kept     {path} (already exists)");
@@ -95,7 +159,12 @@ pub fn run(cli: &Cli) -> Result<u8> {
         }
     }
     if !cli.quiet {
-        println!("\nnext: `bottle check`, then `bottle plan demo`");
+        match &a.template {
+            Some(t) => {
+                println!("\nnext: `bottle check`, then `bottle plan {t}` and `bottle start {t}`")
+            }
+            None => println!("\nnext: `bottle check`, then `bottle plan demo`"),
+        }
     }
     Ok(0)
 }

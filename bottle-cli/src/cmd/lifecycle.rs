@@ -19,6 +19,7 @@ use crate::Cli;
 #[derive(Debug, clap::Args)]
 pub struct IdArgs {
     /// Bottle identity (see `bottle ls`).
+    #[arg(add = super::completions::bottles())]
     pub id: String,
 }
 
@@ -26,6 +27,7 @@ pub struct IdArgs {
 #[derive(Debug, clap::Args)]
 pub struct ExecArgs {
     /// Bottle identity.
+    #[arg(add = super::completions::bottles())]
     pub id: String,
     /// Command and arguments (after `--`).
     #[arg(last = true, required = true)]
@@ -54,7 +56,7 @@ pub struct Found {
 
 /// The bottle `id` of `home` (a usage error when there is none).
 pub fn find(home: &Home, id: &str) -> Result<Found> {
-    let id = Identity::parse(id)?;
+    let id = super::ids::bottle(home, id)?;
     let state = home.state(&id);
     if !state.path().is_dir() {
         return Err(Error::NoSuchBottle {
@@ -342,7 +344,7 @@ pub fn resume(cli: &Cli, a: &IdArgs) -> Result<u8> {
         backend: Some(f.meta.backend.clone()),
         verbose: cli.verbose,
         quiet: cli.quiet,
-        command: super::Command::Init,
+        command: super::Command::Init(Default::default()),
     };
     let mut plan = super::resolve_plan(
         &cli_backend,
@@ -377,7 +379,7 @@ pub fn resume(cli: &Cli, a: &IdArgs) -> Result<u8> {
 /// `bottle rm`: remove everything of a bottle, state included.
 pub fn rm(cli: &Cli, a: &IdArgs) -> Result<u8> {
     let home = super::home(cli)?;
-    let id = Identity::parse(&a.id)?;
+    let id = super::ids::bottle(&home, &a.id)?;
     let state = home.state(&id);
     if !state.path().is_dir() {
         return Err(Error::NoSuchBottle {
@@ -411,13 +413,15 @@ pub fn apply_capabilities(
         if quiet {
             continue;
         }
-        if c.applied {
-            eprintln!("applying approved capability {} ({})", c.id, c.summary);
-        } else {
-            eprintln!(
-                "approved capability {} ({}) is recorded; add it to the bottle's image or manifest to apply it",
+        match &c.outcome {
+            Ok(set) => eprintln!(
+                "applying approved capability {} ({}): {set}",
                 c.id, c.summary
-            );
+            ),
+            Err(why) => eprintln!(
+                "approved capability {} ({}) is recorded, not applied: {why}",
+                c.id, c.summary
+            ),
         }
     }
     applied.into_iter().map(|c| c.summary).collect()

@@ -12,6 +12,7 @@ pub mod check;
 pub mod completions;
 pub mod dashboard;
 pub mod gc;
+pub mod ids;
 pub mod init;
 pub mod inspect;
 pub mod lifecycle;
@@ -19,12 +20,13 @@ pub mod logs;
 pub mod plan;
 pub mod queue;
 pub mod start;
+pub mod work;
 
 /// Every `bottle` subcommand.
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Create $BOTTLE_HOME with an example bottle and a `demo` agent (never overwrites).
-    Init,
+    Init(init::Args),
     /// Validate every manifest and probe every backend.
     Check(check::Args),
     /// Print the resolved plan of an agent (no side effects).
@@ -45,8 +47,14 @@ pub enum Command {
     Stop(lifecycle::IdArgs),
     /// Relaunch a stopped bottle from its state.
     Resume(lifecycle::IdArgs),
-    /// Remove a bottle's state (and anything still running).
-    Rm(lifecycle::IdArgs),
+    /// Remove a bottle's state and home volume (a running one: asks, or -f).
+    Rm(work::RmArgs),
+    /// Copy files out of (`<id>:<path> <host path>`) or into a running bottle.
+    Cp(work::CpArgs),
+    /// The workspace's changes since the bottle started, as a patch.
+    Diff(work::DiffArgs),
+    /// The agent's new commits as a git bundle or patch series (DLP-scanned).
+    Export(work::ExportArgs),
     /// Remove resources whose bottle is gone or whose launcher died.
     Gc(gc::GcArgs),
     /// List permission requests.
@@ -64,7 +72,7 @@ pub enum Command {
 /// Dispatch; returns the exit code on success.
 pub fn run(cli: &Cli) -> Result<u8> {
     match &cli.command {
-        Command::Init => init::run(cli),
+        Command::Init(a) => init::run(cli, a),
         Command::Check(a) => check::run(cli, a),
         Command::Plan(a) => plan::run(cli, a),
         Command::Start(a) => start::run(cli, a),
@@ -75,7 +83,10 @@ pub fn run(cli: &Cli) -> Result<u8> {
         Command::Inspect(a) => inspect::run(cli, a),
         Command::Stop(a) => lifecycle::stop(cli, a),
         Command::Resume(a) => lifecycle::resume(cli, a),
-        Command::Rm(a) => lifecycle::rm(cli, a),
+        Command::Rm(a) => work::rm(cli, a),
+        Command::Cp(a) => work::cp(cli, a),
+        Command::Diff(a) => work::diff(cli, a),
+        Command::Export(a) => work::export(cli, a),
         Command::Gc(a) => gc::run(cli, a),
         Command::Queue(a) => queue::queue(cli, a),
         Command::Approve(a) => queue::approve(cli, a),

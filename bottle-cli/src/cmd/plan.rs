@@ -11,6 +11,7 @@ use crate::Cli;
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Agent name.
+    #[arg(add = super::completions::agents())]
     pub agent: String,
     #[command(flatten)]
     pub flags: PlanFlags,

@@ -30,6 +30,7 @@ pub struct QueueArgs {
 #[derive(Debug, clap::Args)]
 pub struct ApproveArgs {
     /// Request id (see `bottle queue`).
+    #[arg(add = super::completions::requests())]
     pub req: String,
     /// How long the grant lasts, e.g. 30m (default: the bottle's grant_ttl).
     #[arg(long)]
@@ -52,6 +53,7 @@ pub struct ApproveArgs {
 #[derive(Debug, clap::Args)]
 pub struct DenyArgs {
     /// Request id.
+    #[arg(add = super::completions::requests())]
     pub req: String,
     /// Reason shown to the agent.
     #[arg(long)]
@@ -169,13 +171,7 @@ pub fn granted(r: &Request) -> String {
 }
 
 fn find(cli: &Cli, req: &str) -> Result<(std::path::PathBuf, Request)> {
-    let home = super::home(cli)?;
-    queue::find_request(home.state_root().as_std_path(), req).ok_or_else(|| {
-        Error::other(
-            format!("no permission request `{req}`"),
-            "`bottle queue` lists pending requests (ids look like req-20261124T050000Z-…)",
-        )
-    })
+    super::ids::request(&super::home(cli)?, req)
 }
 
 fn identity_of(dir: &Path) -> String {
@@ -212,10 +208,42 @@ pub fn approve(cli: &Cli, a: &ApproveArgs) -> Result<u8> {
             req.id,
             identity_of(&dir),
             req.kind.summary(),
-            until.map(|u| format!(" (until {u})")).unwrap_or_default()
+            until
+                .as_ref()
+                .map(|u| format!(" (until {u})"))
+                .unwrap_or_default()
         );
+        if let Some(what) = capability_effect(&req.kind, &identity_of(&dir), until.as_deref()) {
+            println!("  {what}");
+        }
     }
     Ok(0)
+}
+
+/// For a capability request: exactly what `resume` will do with it.
+fn capability_effect(
+    kind: &bottle_sidecars::supervise::RequestKind,
+    id: &str,
+    until: Option<&str>,
+) -> Option<String> {
+    use bottle_sidecars::supervise::{parse_capability, RequestKind};
+    let RequestKind::Capability { kind, detail } = kind else {
+        return None;
+    };
+    Some(match parse_capability(kind, detail) {
+        Ok(Some(change)) => format!(
+            "the next `bottle resume {id}`{} sets {} (stop it first if it is running)",
+            until.map(|u| format!(" before {u}")).unwrap_or_default(),
+            change.describe()
+        ),
+        Ok(None) => format!(
+            "a `{kind}` is not applied automatically: add it to the bottle's image or manifest, then `bottle resume {id}`"
+        ),
+        Err(why) => format!(
+            "`{}` cannot be applied ({why}): resume changes nothing; ask the agent to request it again",
+            detail.trim()
+        ),
+    })
 }
 
 fn decision_expiry(dir: &Path, id: &str) -> Option<String> {

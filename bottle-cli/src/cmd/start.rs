@@ -19,6 +19,7 @@ use crate::Cli;
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Agent name.
+    #[arg(add = super::completions::agents())]
     pub agent: String,
     #[command(flatten)]
     pub flags: PlanFlags,
@@ -121,10 +122,28 @@ pub fn reach_lines(plan: &BottlePlan) -> Vec<String> {
     v
 }
 
+/// What a template's image needs at build time, said before any build.
+pub fn template_build_note(t: bottle_core::Template) -> Option<String> {
+    let package = match t {
+        bottle_core::Template::Claude => "@anthropic-ai/claude-code",
+        bottle_core::Template::Codex => "@openai/codex",
+        bottle_core::Template::Shell => return None,
+    };
+    Some(format!(
+        "the `{}` image installs Node.js and {package}: its first build needs a Debian mirror and the npm registry",
+        t.as_str()
+    ))
+}
+
 fn preflight(plan: &BottlePlan, runtime_note: &[String]) -> String {
     let mut s = super::plan::summary(plan);
     for n in runtime_note {
         s.push_str(&format!("{:<11}{n}\n", "note"));
+    }
+    if let bottle_core::plan::ImageSource::Template(t) = &plan.provider.image {
+        if let Some(n) = template_build_note(*t) {
+            s.push_str(&format!("{:<11}{n}\n", "note"));
+        }
     }
     s.push_str("reach\n");
     for l in reach_lines(plan) {
@@ -281,17 +300,35 @@ pub fn run(cli: &Cli, a: &Args) -> Result<u8> {
             fix: fix.clone(),
         });
     }
-    let (runtime, mut notes) = runtime_notes(&*backend, &preview, &probe);
-    notes.extend(super::plan::source_notes(cli, &preview, &a.flags));
-    if !cli.quiet || !a.yes {
-        eprint!("{}", preflight(&preview, &notes));
-    }
-    if !a.yes && !a.dry_run {
-        confirm()?;
-    }
-
+    // Allocate before the preflight so it shows the identity `start` will
+    // really use; a declined or failed preflight gives the allocation back.
     let (id, slot) = home.allocate(&preview.agent, &preview.bottle)?;
     let state = home.state(&id);
+    let shown = (|| -> Result<String> {
+        let preview = super::resolve_plan(
+            cli,
+            &a.agent,
+            &a.flags,
+            Some((id.clone(), slot)),
+            &PlaceholderPrompt,
+        )?;
+        let (runtime, mut notes) = runtime_notes(&*backend, &preview, &probe);
+        notes.extend(super::plan::source_notes(cli, &preview, &a.flags));
+        if !cli.quiet || !a.yes {
+            eprint!("{}", preflight(&preview, &notes));
+        }
+        if !a.yes && !a.dry_run {
+            confirm()?;
+        }
+        Ok(runtime)
+    })();
+    let runtime = match shown {
+        Ok(r) => r,
+        Err(e) => {
+            let _ = state.remove();
+            return Err(e);
+        }
+    };
     let result = (|| -> Result<(BottlePlan, Option<Box<dyn Running>>)> {
         let prompter: &dyn Prompter = if a.dry_run {
             &PlaceholderPrompt

@@ -35,6 +35,7 @@
 //! This module must not write policy files from the daemon side, and the
 //! daemon must not hold the operator's private key.
 
+pub mod capability;
 mod config;
 mod model;
 pub(crate) mod policy;
@@ -50,6 +51,7 @@ use std::time::Duration;
 use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
 use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
 
+pub use capability::{parse_capability, CapabilityChange};
 pub use config::{sv_path, RateLimit, SvConfig};
 pub use model::{is_request_id, Decision, Narrowing, Request, RequestKind, Status, Verdict};
 pub use policy::{RemoteView, RouteView};

@@ -149,9 +149,11 @@ pub struct GitPushParams {
 /// `request_capability` input.
 #[derive(Debug, Deserialize, JsonSchema)]
 pub struct CapabilityParams {
-    /// Category: `package`, `memory`, `cpu`, `tool`, … (lower-case, at most 32 chars).
+    /// Category: `memory`, `cpu`, `pids`, `package`, `tool`, … (lower-case,
+    /// at most 32 chars). `memory`, `cpu` and `pids` are applied on resume.
     pub kind: String,
-    /// Exactly what you need, e.g. `apt package ripgrep` or `8 GiB memory`.
+    /// Exactly what you need, e.g. `8 GiB memory` (a size with a unit),
+    /// `4 CPUs`, `4096 pids` or `apt package ripgrep`.
     pub detail: String,
     /// Why you need it, for the human operator.
     pub reason: String,
@@ -411,9 +413,11 @@ impl SuperviseServer {
     /// Ask for anything else.
     #[tool(
         description = "Ask the human operator for anything else this sandbox lacks: a package, \
-                       more memory or CPU, a tool. It is recorded and, if approved, applied \
-                       when the sandbox is next resumed (not immediately). Returns a request \
-                       id; poll request_status."
+                       more memory or CPU, a tool. Resource limits are set from kind `memory` \
+                       (detail like `8 GiB memory`), `cpu` (`4 CPUs`) or `pids` (`4096 pids`) \
+                       when the sandbox is next resumed after approval (not immediately); a \
+                       package or tool is added by the operator. Returns a request id; poll \
+                       request_status."
     )]
     async fn request_capability(
         &self,
