@@ -161,11 +161,7 @@ fn confirm() -> Result<()> {
     }
     eprint!("start this bottle? [y/N] ");
     let _ = std::io::stderr().flush();
-    let mut line = String::new();
-    std::io::stdin()
-        .lock()
-        .read_line(&mut line)
-        .map_err(|e| Error::other(e.to_string(), "answer y or n"))?;
+    let line = read_answer()?;
     if matches!(line.trim(), "y" | "Y" | "yes") {
         Ok(())
     } else {
@@ -174,6 +170,66 @@ fn confirm() -> Result<()> {
             fix: "run it again and answer y, or adjust the bottle".into(),
         })
     }
+}
+
+static PROMPT_INTERRUPTED: std::sync::atomic::AtomicBool =
+    std::sync::atomic::AtomicBool::new(false);
+
+extern "C" fn on_prompt_sigint(_: libc::c_int) {
+    PROMPT_INTERRUPTED.store(true, std::sync::atomic::Ordering::SeqCst);
+}
+
+/// One line from the terminal. Ctrl-C while waiting is `Error::Interrupted`
+/// (exit 130) instead of killing the process, so the caller can give the
+/// identity it allocated for the preflight back: a SIGINT handler without
+/// `SA_RESTART` makes the blocking `read` return `EINTR`.
+fn read_answer() -> Result<String> {
+    // SAFETY: the handler only stores to an atomic (async-signal-safe); the
+    // previous disposition is restored before returning.
+    // SIGHUP and SIGTERM too: a terminal that goes away (or script(1)
+    // passing the signal on) must not kill us before the allocation is
+    // given back.
+    const SIGNALS: [libc::c_int; 3] = [libc::SIGINT, libc::SIGTERM, libc::SIGHUP];
+    let mut old: [libc::sigaction; 3] = unsafe { std::mem::zeroed() };
+    for (sig, old) in SIGNALS.iter().zip(old.iter_mut()) {
+        unsafe {
+            let mut sa: libc::sigaction = std::mem::zeroed();
+            sa.sa_sigaction = on_prompt_sigint as extern "C" fn(libc::c_int) as libc::sighandler_t;
+            sa.sa_flags = 0;
+            libc::sigemptyset(&mut sa.sa_mask);
+            libc::sigaction(*sig, &sa, old);
+        }
+    }
+    PROMPT_INTERRUPTED.store(false, std::sync::atomic::Ordering::SeqCst);
+    let mut line = Vec::new();
+    let result = loop {
+        let mut byte = 0u8;
+        // SAFETY: reads one byte into a valid one-byte buffer.
+        let n = unsafe { libc::read(0, (&mut byte as *mut u8).cast(), 1) };
+        if PROMPT_INTERRUPTED.load(std::sync::atomic::Ordering::SeqCst) {
+            break Err(Error::Interrupted {
+                step: "the preflight prompt".into(),
+            });
+        }
+        match n {
+            1 if byte == b'\n' => break Ok(()),
+            1 => line.push(byte),
+            0 => break Ok(()),
+            _ => {
+                let e = std::io::Error::last_os_error();
+                if e.kind() != std::io::ErrorKind::Interrupted {
+                    break Err(Error::other(e.to_string(), "answer y or n"));
+                }
+            }
+        }
+    };
+    // SAFETY: restores the disposition saved above.
+    for (sig, old) in SIGNALS.iter().zip(old.iter()) {
+        unsafe {
+            libc::sigaction(*sig, old, std::ptr::null_mut());
+        }
+    }
+    result.map(|()| String::from_utf8_lossy(&line).into_owned())
 }
 
 fn now_rfc3339() -> String {
