@@ -73,8 +73,13 @@ fn docker_bottle_end_to_end() {
             r#"[agent_provider]
 template = "shell"
 
+# The e2e upstream speaks plain HTTP, so the route must say so (and name
+# its port) before egress injects a credential outside TLS; the HTTPS path
+# is what the security suite attacks.
 [[egress.routes]]
 host = "echo.test"
+port = 80
+plaintext = true
 allow_private = true
 auth = {{ scheme = "bearer", token = "${{E2E_ECHO_TOKEN}}" }}
 

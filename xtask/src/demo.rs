@@ -271,6 +271,8 @@ template = "shell"
 
 [[egress.routes]]
 host = "api.demo.test"
+port = 80
+plaintext = true              # the demo upstream speaks plain HTTP; real routes use TLS
 allow_private = true          # the demo upstreams are containers on a private network
 auth = {{ scheme = "bearer", token = "${{DEMO_API_TOKEN}}" }}
 

@@ -114,7 +114,7 @@ fn push_rule(pattern: &str, force: bool, delete: bool) -> String {
 /// Collect the effective policy of bottle `id`.
 pub fn collect(cli: &Cli, id: &str) -> Result<Inspect> {
     let home = super::home(cli)?;
-    let id = Identity::parse(id)?;
+    let id = super::ids::bottle(&home, id)?;
     let state = home.state(&id);
     if !state.path().is_dir() {
         return Err(Error::NoSuchBottle {

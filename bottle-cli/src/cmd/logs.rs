@@ -98,7 +98,7 @@ fn colour() -> bool {
 /// `bottle logs`.
 pub fn run(cli: &Cli, a: &LogsArgs) -> Result<u8> {
     let home = super::home(cli)?;
-    let id = bottle_core::Identity::parse(&a.id)?;
+    let id = super::ids::bottle(&home, &a.id)?;
     let state = home.state(&id);
     if !state.path().is_dir() {
         return Err(Error::NoSuchBottle {
