@@ -6,7 +6,7 @@
 
 use std::time::SystemTime;
 
-use bottle_core::{Error, Identity, Result};
+use bottle_core::{Error, Result};
 use bottle_sidecars::egress::policy::{self, PolicyView};
 use bottle_sidecars::git_gate::config::GateConfig;
 use bottle_sidecars::supervise::{queue, Status};
