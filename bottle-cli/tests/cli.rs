@@ -238,8 +238,9 @@ fn empty_queue_says_so() {
     let o = bottle(home, &["queue"], None);
     assert!(o.status.success());
     assert_eq!(text(&o).0.trim(), "no pending requests");
+    // an unknown id is a usage error, like an unknown bottle id
     let o = bottle(home, &["approve", "req-nope"], None);
-    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(o.status.code(), Some(2));
     assert!(text(&o).1.contains("no permission request `req-nope`"));
 }
 

@@ -124,7 +124,16 @@ fn exit_0_even_when_the_reader_went_away() {
 #[test]
 fn exit_1_runtime_failure() {
     let env = Env::new();
-    let args = ["approve", "req-nope"];
+    // A bottle whose state is corrupt: resuming it fails at run time (an
+    // unknown id is a usage error, exit 2).
+    let state = env.home().join("state/demo-dev-bad001");
+    std::fs::create_dir_all(&state).unwrap();
+    std::fs::write(
+        state.join("metadata.json"),
+        "{ \"schema_version\": 1, \"identity\": ",
+    )
+    .unwrap();
+    let args = ["resume", "demo-dev-bad001"];
     let r = bottle(&env, &down(&env), &args, Stdio::piped());
     assert_eq!(r.code, 1, "{}", r.stderr);
     snapshot(&env, "exit_1_runtime", &args, &r);
