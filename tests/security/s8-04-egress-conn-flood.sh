@@ -8,7 +8,8 @@ for i in $(seq 1 530); do
   fds+=("$fd")
 done
 echo "opened ${#fds[@]} connections"
-during=$(curl -s -o /dev/null -w '%{http_code}' -m 10 https://echo.test/allowed/flood)
+# a refused CONNECT is curl's http_connect code (http_code stays 000)
+during=$(curl -s -o /dev/null -w '%{http_connect}' -m 10 https://echo.test/allowed/flood)
 echo "while flooded: $during"
 for fd in "${fds[@]}"; do exec {fd}>&-; done
 after=000
