@@ -242,12 +242,19 @@ impl Gate {
     }
 
     /// The last audit line with `op`.
+    /// A refusal can reach the client before its audit line reaches the
+    /// file, so wait (bounded) for a line with `op` to appear.
     pub fn last(&self, op: &str) -> Value {
-        self.audit()
-            .into_iter()
-            .rev()
-            .find(|l| l["op"] == op)
-            .unwrap_or_else(|| panic!("no audit line with op={op}: {}", self.audit_text()))
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            if let Some(l) = self.audit().into_iter().rev().find(|l| l["op"] == op) {
+                return l;
+            }
+            if std::time::Instant::now() > deadline {
+                panic!("no audit line with op={op}: {}", self.audit_text());
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
     }
 }
 
