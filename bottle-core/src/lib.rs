@@ -18,6 +18,7 @@ pub mod secret;
 pub mod state;
 pub mod teardown;
 pub mod units;
+pub mod workspace;
 
 pub use backend::{
     Backend, Health, LaunchInput, LaunchScript, LogOptions, Probe, Resource, Running, Step,

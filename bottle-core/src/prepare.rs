@@ -12,6 +12,7 @@ use serde::Serialize;
 
 use crate::error::Result;
 use crate::plan::BottlePlan;
+use crate::secret::Secret;
 use crate::state::StateDir;
 
 /// Where the state dir's pieces are mounted inside the bundle.
@@ -50,6 +51,12 @@ pub struct Wiring {
     pub bundle_args: Vec<String>,
     /// Non-secret env for the agent (proxy, CA, MCP URL…).
     pub agent_env: BTreeMap<String, String>,
+    /// Env the agent holds that must stay off every command line and
+    /// container config (the bundle access credential in the proxy URL,
+    /// ARCHITECTURE.md "Access credential"). A key here overrides the same
+    /// key of `agent_env` inside the agent; backends deliver it the way they
+    /// deliver secret env.
+    pub agent_secret_env: BTreeMap<String, Secret>,
     /// Files to place into the agent.
     pub agent_files: Vec<AgentFile>,
     /// Ports the bundle listens on.
@@ -64,6 +71,7 @@ impl Wiring {
             self.bundle_args = other.bundle_args;
         }
         self.agent_env.extend(other.agent_env);
+        self.agent_secret_env.extend(other.agent_secret_env);
         self.agent_files.extend(other.agent_files);
         self.ports.extend(other.ports);
         self.ports.sort_unstable();

@@ -190,6 +190,11 @@ impl StateDir {
     pub fn ca_dir(&self) -> Utf8PathBuf {
         self.path.join("ca")
     }
+    /// `access/` (the bundle access credential `access/key`, mode 600;
+    /// ARCHITECTURE.md "Access credential").
+    pub fn access_dir(&self) -> Utf8PathBuf {
+        self.path.join("access")
+    }
     /// `secrets/` (held secret values, one file each, mode 600).
     pub fn secrets_dir(&self) -> Utf8PathBuf {
         self.path.join("secrets")

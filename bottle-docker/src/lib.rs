@@ -26,7 +26,8 @@ pub mod launch;
 pub mod render;
 pub mod running;
 pub mod tar;
-pub mod workspace;
+/// The `--cwd` copy now lives in core (both backends stage it).
+pub use bottle_core::workspace;
 
 pub use render::{BundleLimits, RenderOptions, Rendered, AGENT_DNS, BUNDLE_ALIAS};
 pub use running::{names_for, DockerRunning};

@@ -306,6 +306,12 @@ pub fn agent_env(
         secret.remove(k);
         plain.insert(k.to_owned(), v.to_owned());
     }
+    // Wiring the agent holds off the container config (the proxy URL with
+    // the bundle access credential): it overrides the plain value inside
+    // the agent once the env file is loaded.
+    for (k, v) in &wiring.agent_secret_env {
+        secret.insert(k.clone(), v.clone());
+    }
     (plain, secret)
 }
 

@@ -144,6 +144,7 @@ fn fixture_with(bottle: &str, copy_cwd: bool, files: &[(&str, String)]) -> Fixtu
             "/bottle/bundle.toml".into(),
         ],
         agent_env: BTreeMap::new(),
+        agent_secret_env: BTreeMap::new(),
         agent_files: vec![
             AgentFile {
                 host: ca,

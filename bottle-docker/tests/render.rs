@@ -29,6 +29,9 @@ fn materialize(case: &str, root: &Utf8Path) {
     bottle_core::fixture::write_case(case, root).expect("fixture files are written");
 }
 
+/// A stand-in bundle access credential (what `prepare` generates).
+const ACCESS_KEY: &str = "access-key-SECRET-0f3c9a";
+
 /// Roughly what the sidecars' `Prepare` impls return (shape only).
 fn wiring(root: &Utf8Path, state: &Utf8Path) -> Wiring {
     let ca = state.join("ca/ca.pem");
@@ -69,6 +72,11 @@ fn wiring(root: &Utf8Path, state: &Utf8Path) -> Wiring {
         agent_env: BTreeMap::from([(
             "BOTTLE_MCP_URL".to_owned(),
             "http://bundle:9100/mcp".to_owned(),
+        )]),
+        // the proxy URL with the bundle access credential: off the argv
+        agent_secret_env: BTreeMap::from([(
+            "HTTPS_PROXY".to_owned(),
+            bottle_core::Secret::new(format!("http://bottle:{ACCESS_KEY}@bundle:8888")),
         )]),
         agent_files: vec![
             AgentFile {
@@ -171,6 +179,12 @@ fn no_held_secret_in_any_rendered_command() {
         let shown = format!(
             "{script}\n{script:?}\n{}",
             serde_json::to_string(&script).unwrap()
+        );
+        // the bundle access credential is held like a secret too
+        let mut held = held;
+        held.insert(
+            "access-key".into(),
+            bottle_core::Secret::new(ACCESS_KEY.to_owned()),
         );
         for (name, s) in &held {
             assert!(!shown.contains(s.expose()), "{name} leaked into the render");
@@ -304,7 +318,13 @@ fn secret_env_never_enters_the_container_config() {
             s.name == "hand the agent its secret env"
                 && matches!(s.run.stdin, Some(Stdin::Secret(_)))
         });
-        assert_eq!(handed, secret_env, "{path:?}");
+        // the proxy URL with the access credential is always handed over
+        let must_hand = secret_env || !case.wiring.agent_secret_env.is_empty();
+        assert!(
+            must_hand,
+            "{path:?}: the wiring carries the access credential"
+        );
+        assert_eq!(handed, must_hand, "{path:?}");
         if path.ends_with("dockerfile-env.case") || path.ends_with("shell-basic.case") {
             assert!(secret_env, "{path:?} must exercise a secret env entry");
         }

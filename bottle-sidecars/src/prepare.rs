@@ -31,10 +31,11 @@ use bottle_core::prepare::{
     AgentFile, Mount, Prepare, PrepareContext, Wiring, AGENT_CA_PATH, BUNDLE_ROOT,
 };
 use bottle_core::state::{atomic_write, create_private_dir};
-use bottle_core::{Error, Result, StateDir, Template};
+use bottle_core::{Error, Result, Secret, StateDir, Template};
 use camino::{Utf8Path, Utf8PathBuf};
 use serde::Serialize;
 
+use crate::access::{AccessKey, PROXY_USER};
 use crate::bundle::{BundleConfig, DlpSection, EgressSection, GitGateSection, SuperviseSection};
 use crate::git_gate::config::{GateConfig, PushRule, RemoteConfig};
 use crate::supervise::SvConfig;
@@ -218,7 +219,19 @@ impl Prepare for EgressPrepare {
         copy_dlp_rules(plan, ctx.state)?;
         test_upstream_ca(ctx.state)?;
         let proxy = format!("http://{}:{}", ctx.bundle_host, plan.ports.egress);
+        // The agent's proxy URL carries the access credential as its
+        // password (off every command line: secret env); the plain URL
+        // without it stays in the visible env, so a process that skips the
+        // secret env gets a clear 407, never a way around the check.
+        let key = access_key(ctx.state)?;
+        let authed = Secret::new(format!(
+            "http://{PROXY_USER}:{}@{}:{}",
+            key.expose(),
+            ctx.bundle_host,
+            plan.ports.egress
+        ));
         let mut env = BTreeMap::new();
+        let mut secret_env = BTreeMap::new();
         for k in [
             "HTTP_PROXY",
             "HTTPS_PROXY",
@@ -228,6 +241,7 @@ impl Prepare for EgressPrepare {
             "all_proxy",
         ] {
             env.insert(k.to_owned(), proxy.clone());
+            secret_env.insert(k.to_owned(), authed.clone());
         }
         // only the bundle itself bypasses the proxy (git-gate, supervise)
         env.insert("NO_PROXY".into(), ctx.bundle_host.clone());
@@ -244,6 +258,7 @@ impl Prepare for EgressPrepare {
         Ok(Wiring {
             bundle_mounts: vec![ro(ca.clone(), "ca"), ro(ctx.state.egress_dir(), "egress")],
             agent_env: env,
+            agent_secret_env: secret_env,
             agent_files: vec![AgentFile {
                 host: ca.join(crate::egress::ca::CERT_FILE),
                 guest: AGENT_CA_PATH.to_owned(),
@@ -522,16 +537,23 @@ impl Prepare for GitGatePrepare {
             "[user]\n\tname = {}\n\temail = {}\n[push]\n\tdefault = current\n[init]\n\tdefaultBranch = main\n",
             plan.git.user.name, plan.git.user.email
         );
+        // the gate's first path segment is the access credential (git://
+        // has no auth of its own); the file is the agent's, never argv
+        let key = access_key(ctx.state)?;
         for r in &plan.git.remotes {
             gitconfig.push_str(&format!(
-                "[url \"git://{}:{}/{}.git\"]\n\tinsteadOf = {}\n",
-                ctx.bundle_host, plan.ports.git_gate, r.name, r.url
+                "[url \"git://{}:{}/{}/{}.git\"]\n\tinsteadOf = {}\n",
+                ctx.bundle_host,
+                plan.ports.git_gate,
+                key.expose(),
+                r.name,
+                r.url
             ));
         }
         let agent_dir = ctx.state.agent_dir();
         create_private_dir(&agent_dir)?;
         let gc_path = agent_dir.join("gitconfig");
-        atomic_write(&gc_path, gitconfig.as_bytes(), Some(0o644))?;
+        atomic_write(&gc_path, gitconfig.as_bytes(), Some(0o600))?;
         let mut w = Wiring {
             bundle_mounts: vec![ro(dir, "git"), rw(mirrors, "git/mirrors")],
             agent_files: vec![AgentFile {
@@ -602,8 +624,9 @@ impl Prepare for SupervisePrepare {
         let agent_dir = ctx.state.agent_dir();
         create_private_dir(&agent_dir)?;
         let mut files = Vec::new();
-        let claude = claude_user_config(&url);
-        let codex = codex_config(&url, plan.provider.permission_prompts);
+        let key = access_key(ctx.state)?;
+        let claude = claude_user_config(&url, &key);
+        let codex = codex_config(&url, &key, plan.provider.permission_prompts);
         let template = match &plan.provider.image {
             ImageSource::Template(t) => Some(*t),
             ImageSource::Dockerfile(_) => None,
@@ -615,7 +638,7 @@ impl Prepare for SupervisePrepare {
                 serde_json::to_string_pretty(&claude)
                     .expect("json")
                     .as_bytes(),
-                Some(0o644),
+                Some(0o600),
             )?;
             files.push(AgentFile {
                 host: p.clone(),
@@ -631,7 +654,7 @@ impl Prepare for SupervisePrepare {
         }
         if matches!(template, Some(Template::Codex) | None) {
             let p = agent_dir.join("codex-config.toml");
-            atomic_write(&p, codex.as_bytes(), Some(0o644))?;
+            atomic_write(&p, codex.as_bytes(), Some(0o600))?;
             files.push(AgentFile {
                 host: p,
                 guest: "~/.codex/config.toml".into(),
@@ -640,12 +663,18 @@ impl Prepare for SupervisePrepare {
         }
         let mut env = BTreeMap::new();
         env.insert("BOTTLE_MCP_URL".to_owned(), url);
+        // for the agent's own MCP clients: `Authorization: Bearer $BOTTLE_ACCESS_KEY`
+        let secret_env = BTreeMap::from([(
+            "BOTTLE_ACCESS_KEY".to_owned(),
+            Secret::new(key.expose().to_owned()),
+        )]);
         Ok(Wiring {
             bundle_mounts: vec![
                 ro(ctx.state.supervise_dir(), "supervise"),
                 rw(queue, "queue"),
             ],
             agent_env: env,
+            agent_secret_env: secret_env,
             agent_files: files,
             ports: vec![plan.ports.supervise],
             ..Wiring::default()
@@ -656,9 +685,14 @@ impl Prepare for SupervisePrepare {
 /// Claude Code's user config (`~/.claude.json`): the supervise MCP server,
 /// and the workspace already trusted and onboarded so an unattended run
 /// never stops at a trust dialog.
-fn claude_user_config(url: &str) -> serde_json::Value {
+fn claude_user_config(url: &str, key: &AccessKey) -> serde_json::Value {
+    let bearer = format!("Bearer {}", key.expose());
     serde_json::json!({
-        "mcpServers": { "bottle-supervise": { "type": "http", "url": url } },
+        "mcpServers": { "bottle-supervise": {
+            "type": "http",
+            "url": url,
+            "headers": { "Authorization": bearer }
+        } },
         "hasCompletedOnboarding": true,
         "projects": {
             WORKSPACE_IN_AGENT: {
@@ -672,19 +706,38 @@ fn claude_user_config(url: &str) -> serde_json::Value {
 /// Codex's `~/.codex/config.toml`: the supervise MCP server, the workspace
 /// trusted, and (unless the agent keeps permission prompts) no approvals and
 /// no inner sandbox: the bottle is the boundary.
-fn codex_config(url: &str, permission_prompts: bool) -> String {
+fn codex_config(url: &str, key: &AccessKey, permission_prompts: bool) -> String {
     let mut s = String::new();
     if !permission_prompts {
         s.push_str("approval_policy = \"never\"\nsandbox_mode = \"danger-full-access\"\n\n");
     }
     s.push_str(&format!(
-        "[mcp_servers.bottle-supervise]\nurl = \"{url}\"\n\n[projects.\"{WORKSPACE_IN_AGENT}\"]\ntrust_level = \"trusted\"\n"
+        "[mcp_servers.bottle-supervise]\nurl = \"{url}\"\nhttp_headers = {{ \"Authorization\" = \"Bearer {}\" }}\n\n[projects.\"{WORKSPACE_IN_AGENT}\"]\ntrust_level = \"trusted\"\n",
+        key.expose()
     ));
     s
 }
 
 /// The workspace inside the agent (the templates' `WORKDIR`).
 const WORKSPACE_IN_AGENT: &str = "/home/agent/workspace";
+
+/// The credential file's name in `access/`.
+pub const ACCESS_KEY_FILE: &str = "key";
+
+/// The bottle's access credential (`access/key`, mode 600): made on the
+/// first prepare and kept on resume, since a resumed agent still carries
+/// it in its wiring. A file that does not hold one is replaced.
+pub fn access_key(state: &StateDir) -> Result<AccessKey> {
+    let dir = state.access_dir();
+    create_private_dir(&dir)?;
+    let path = dir.join(ACCESS_KEY_FILE);
+    if let Ok(key) = AccessKey::load(path.as_std_path()) {
+        return Ok(key);
+    }
+    let key = AccessKey::generate();
+    atomic_write(&path, key.expose().as_bytes(), Some(0o600))?;
+    Ok(key)
+}
 
 /// Every sidecar's Prepare in order, then `bundle.toml` and the audit dir.
 pub fn prepare_all(plan: &BottlePlan, ctx: &PrepareContext<'_>) -> Result<Wiring> {
@@ -698,6 +751,10 @@ pub fn prepare_all(plan: &BottlePlan, ctx: &PrepareContext<'_>) -> Result<Wiring
     for p in steps {
         wiring.merge(p.prepare(plan, ctx)?);
     }
+    access_key(ctx.state)?;
+    wiring
+        .bundle_mounts
+        .push(ro(ctx.state.access_dir(), "access"));
     let audit = ctx.state.audit_dir();
     create_private_dir(&audit)?;
     wiring.bundle_mounts.push(rw(audit, "audit"));
@@ -755,7 +812,7 @@ pub fn write_bundle_config(plan: &BottlePlan, state: &StateDir) -> Result<()> {
             config: bundle_path("supervise/sv.toml"),
             queue: bundle_path("queue"),
         }),
-        access_key: None,
+        access_key: Some(bundle_path(&format!("access/{ACCESS_KEY_FILE}"))),
         dlp: Some(DlpSection {
             rules_dir: Some(bundle_path("egress/dlp")),
             disable: plan.egress.dlp_disable.clone(),

@@ -200,8 +200,38 @@ fn prepared_files_load_in_every_daemon_and_hold_secrets_only_in_600_files() {
         let text = std::fs::read_to_string(&f.host).unwrap();
         assert!(!text.contains("PRIVATE KEY"), "{}", f.host);
     }
+    // S11: the access credential: one per bottle, mode 600, named in
+    // bundle.toml, and handed to the agent only (proxy URL as secret env,
+    // git remote path, MCP config); never in the visible env or a mount
+    // other than its own read-only one
+    let key_path = state.access_dir().join("key");
+    let key = std::fs::read_to_string(&key_path).unwrap();
+    assert_eq!(key.len(), 64, "a 256-bit hex credential");
+    assert!(key.bytes().all(|b| b.is_ascii_hexdigit()));
+    assert_eq!(
+        std::fs::metadata(&key_path).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    assert_eq!(
+        bundle.access_key.as_deref().and_then(|p| p.to_str()),
+        Some("/bottle/access/key")
+    );
+    assert_eq!(
+        wiring.agent_secret_env["HTTPS_PROXY"].expose(),
+        format!("http://bottle:{key}@bundle:8888")
+    );
+    assert_eq!(
+        wiring.agent_secret_env["http_proxy"].expose(),
+        format!("http://bottle:{key}@bundle:8888")
+    );
+    assert_eq!(wiring.agent_secret_env["BOTTLE_ACCESS_KEY"].expose(), key);
+    assert!(
+        wiring.agent_env.values().all(|v| !v.contains(&key)),
+        "the credential is in the visible env"
+    );
+    assert!(!serde_json::to_string(&wiring).unwrap().contains(&key));
     let gitconfig = std::fs::read_to_string(state.agent_dir().join("gitconfig")).unwrap();
-    assert!(gitconfig.contains("[url \"git://bundle:9418/origin.git\"]\n\tinsteadOf = ssh://git@git.example.com:2222/team/repo.git"), "{gitconfig}");
+    assert!(gitconfig.contains(&format!("[url \"git://bundle:9418/{key}/origin.git\"]\n\tinsteadOf = ssh://git@git.example.com:2222/team/repo.git")), "{gitconfig}");
     let claude: serde_json::Value = serde_json::from_str(
         &std::fs::read_to_string(state.agent_dir().join("claude-mcp.json")).unwrap(),
     )
@@ -209,6 +239,30 @@ fn prepared_files_load_in_every_daemon_and_hold_secrets_only_in_600_files() {
     assert_eq!(
         claude["mcpServers"]["bottle-supervise"]["url"],
         "http://bundle:9100/mcp"
+    );
+    assert_eq!(
+        claude["mcpServers"]["bottle-supervise"]["headers"]["Authorization"],
+        format!("Bearer {key}")
+    );
+    // a codex agent's config carries it too
+    let mut codex_plan = plan.clone();
+    codex_plan.provider.image =
+        bottle_core::plan::ImageSource::Template(bottle_core::Template::Codex);
+    prepare_all(&codex_plan, &ctx).unwrap();
+    let codex: toml::Value = toml::from_str(
+        &std::fs::read_to_string(state.agent_dir().join("codex-config.toml")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        codex["mcp_servers"]["bottle-supervise"]["http_headers"]["Authorization"].as_str(),
+        Some(format!("Bearer {key}").as_str())
+    );
+    // resume keeps the credential (a resumed agent still carries it)
+    let again = prepare_all(&plan, &ctx).unwrap();
+    assert_eq!(std::fs::read_to_string(&key_path).unwrap(), key);
+    assert_eq!(
+        again.agent_secret_env["HTTPS_PROXY"].expose(),
+        wiring.agent_secret_env["HTTPS_PROXY"].expose()
     );
 
     // the bundle mounts: secrets/ca/egress/git/supervise read-only, never the operator key
@@ -224,6 +278,7 @@ fn prepared_files_load_in_every_daemon_and_hold_secrets_only_in_600_files() {
         "/bottle/git",
         "/bottle/supervise",
         "/bottle/bundle.toml",
+        "/bottle/access",
     ] {
         assert_eq!(ro.get(t), Some(&true), "{t}");
     }

@@ -119,6 +119,17 @@ impl SmolmachinesBackend {
     }
 }
 
+/// Stage the `--cwd` copy into a fresh build context: the listed files
+/// only, git credentials stripped from the copy (docs/security.md S1).
+fn stage_workspace(src: &camino::Utf8Path, dest: &camino::Utf8Path) -> Result<()> {
+    match std::fs::remove_dir_all(dest) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(Error::io("clearing", dest.to_owned(), e)),
+    }
+    bottle_core::workspace::list(src)?.stage(dest)
+}
+
 /// What `handle` needs that the identity alone does not give.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 struct LaunchRecord {
@@ -131,6 +142,9 @@ fn run_step(p: &SmolmachinesPlan, st: &render::SmolStep, runner: &dyn CommandRun
         Kind::BuildAgent => {
             std::fs::create_dir_all(&p.paths.empty_context)
                 .map_err(|e| Error::io("creating", p.paths.empty_context.clone(), e))?;
+            if let Some(src) = &p.build.workspace {
+                stage_workspace(src, &p.paths.workspace_context)?;
+            }
             bottle_core::state::atomic_write(
                 &p.paths.dockerfile,
                 p.build.dockerfile_text.as_bytes(),

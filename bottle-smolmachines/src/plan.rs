@@ -87,6 +87,9 @@ pub struct SmolPaths {
     pub dockerfile: Utf8PathBuf,
     /// The build context when no `--cwd` is copied (an empty dir).
     pub empty_context: Utf8PathBuf,
+    /// The build context holding the staged `--cwd` copy (git credentials
+    /// stripped, docs/security.md S1).
+    pub workspace_context: Utf8PathBuf,
     /// The `docker save` archive the VM is created from.
     pub archive: Utf8PathBuf,
 }
@@ -98,6 +101,7 @@ impl SmolPaths {
         SmolPaths {
             dockerfile: dir.join("Dockerfile"),
             empty_context: dir.join("context"),
+            workspace_context: dir.join("workspace"),
             archive: dir.join("agent-image.tar"),
             dir,
         }
@@ -111,8 +115,13 @@ pub struct AgentBuild {
     pub user_dockerfile: Option<Utf8PathBuf>,
     /// The derived Dockerfile's text (written at launch, before the build).
     pub dockerfile_text: String,
-    /// Build context of the derived image (`--cwd` or an empty dir).
+    /// Build context of the derived image (the staged `--cwd` copy or an
+    /// empty dir).
     pub context: Utf8PathBuf,
+    /// The `--cwd` directory staged into `context` at launch: the files
+    /// `bottle_core::workspace` lists, git credentials stripped (never the
+    /// directory itself as the context).
+    pub workspace: Option<Utf8PathBuf>,
 }
 
 /// Everything one smolmachines launch needs.
@@ -203,6 +212,18 @@ impl SmolmachinesPlan {
             }
             env.insert(k.clone(), v.clone());
         }
+        // wiring held off argv (the proxy URL with the bundle access
+        // credential): by reference like a secret, replacing the plain value
+        for (k, v) in &wiring.agent_secret_env {
+            let host_var = format!("{SECRET_ENV_PREFIX}{k}");
+            env.remove(k);
+            secret_env.retain(|r: &SecretEnvRef| r.guest_var != *k);
+            secret_env.push(SecretEnvRef {
+                guest_var: k.clone(),
+                host_var: host_var.clone(),
+            });
+            secret_values.insert(host_var, v.clone());
+        }
         env.insert("HOME".into(), AGENT_HOME.into());
 
         let machine = MachineSpec {
@@ -253,10 +274,12 @@ impl SmolmachinesPlan {
         let build = AgentBuild {
             user_dockerfile,
             dockerfile_text: agent_dockerfile(&base, template, plan.workspace.is_some()),
-            context: plan
-                .workspace
-                .clone()
-                .unwrap_or_else(|| paths.empty_context.clone()),
+            context: if plan.workspace.is_some() {
+                paths.workspace_context.clone()
+            } else {
+                paths.empty_context.clone()
+            },
+            workspace: plan.workspace.clone(),
         };
 
         let mut ports = wiring.ports.clone();

@@ -163,3 +163,66 @@ fn a_failed_step_unwinds_and_reports_cleanup_failures() {
     assert!(cleanup[0].0.contains("create bundle network"));
     assert_eq!(err.fix().unwrap(), "run `bottle gc` to remove what is left");
 }
+
+/// The `--cwd` copy reaches the VM image through a staged build context:
+/// the repository's git credentials (extraheader, credential helper,
+/// userinfo in a remote URL) are not in the copy, its files are
+/// (docs/security.md S1). Before this, the workspace itself was the build
+/// context and `.git/config` went in verbatim.
+#[test]
+fn the_workspace_copy_carries_no_git_credentials() {
+    let mut f = fixture("full");
+    let repo = f.root.join("repo");
+    std::fs::create_dir_all(&repo).unwrap();
+    let git = |args: &[&str]| {
+        let ok = std::process::Command::new("git")
+            .args(["-C", repo.as_str()])
+            .args(args)
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "git {args:?}");
+    };
+    git(&["init", "-q"]);
+    std::fs::write(repo.join("main.rs"), "fn main() {}\n").unwrap();
+    git(&[
+        "config",
+        "http.https://example.test/.extraheader",
+        "AUTHORIZATION: basic c2VjcmV0LXRva2Vu",
+    ]);
+    git(&["config", "credential.helper", "store"]);
+    git(&[
+        "remote",
+        "add",
+        "origin",
+        "https://user:hunter2-pass@example.test/r.git",
+    ]);
+    f.plan.workspace = Some(repo.clone());
+    let r = RecordingRunner::new();
+    r.reply(LS, 0, &prepare(&f, "10.210.0.114/32", None));
+    launch(&f, &r).unwrap();
+    let build = lines(&r)
+        .into_iter()
+        .find(|l| l.starts_with("docker build") && !l.contains(" -f "))
+        .or_else(|| {
+            lines(&r)
+                .into_iter()
+                .find(|l| l.starts_with("docker build"))
+        })
+        .expect("the agent image is built");
+    assert!(
+        !build.ends_with(repo.as_str()),
+        "the workspace itself is the build context: {build}"
+    );
+    let staged = f.state.agent_dir().join("smolmachines/workspace");
+    assert!(build.contains(staged.as_str()), "{build}");
+    assert_eq!(
+        std::fs::read_to_string(staged.join("main.rs")).unwrap(),
+        "fn main() {}\n"
+    );
+    let config = std::fs::read_to_string(staged.join(".git/config")).unwrap();
+    for needle in ["extraheader", "c2VjcmV0LXRva2Vu", "helper", "hunter2-pass"] {
+        assert!(!config.contains(needle), "{needle} in the copy:\n{config}");
+    }
+    assert!(config.contains("example.test/r.git"), "{config}");
+}

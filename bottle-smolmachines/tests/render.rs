@@ -121,7 +121,12 @@ fn linux_allows_only_the_bundle_container_ip_and_publishes_nothing() {
     );
     assert!(!t.contains("--allow-cidr 127."), "{t}");
     assert_eq!(p.bundle_host(), ip.to_string());
-    assert!(t.contains(&format!("HTTPS_PROXY=http://{ip}:8888")), "{t}");
+    // the proxy URL (with the bundle access credential) goes by reference
+    assert!(
+        t.contains(&format!("HTTPS_PROXY={SECRET_ENV_PREFIX}HTTPS_PROXY")),
+        "{t}"
+    );
+    assert!(!t.contains("HTTPS_PROXY=http://"), "{t}");
 }
 
 /// Flags bottle may put on a smolvm command line. Anything else (e.g.
@@ -300,7 +305,17 @@ fn secrets_reach_the_vm_only_by_reference() {
     assert!(create.args.contains(&"EDITOR=vi".to_owned()));
     assert!(create
         .args
-        .contains(&"HTTPS_PROXY=http://10.210.0.114:8888".to_owned()));
+        .contains(&"HTTP_PROXY=http://10.210.0.114:8888".to_owned()));
+    // wiring the agent holds off argv (the proxy URL with the bundle access
+    // credential) goes by reference, and replaces the plain value
+    let r = format!("HTTPS_PROXY={SECRET_ENV_PREFIX}HTTPS_PROXY");
+    let i = create.args.iter().position(|a| *a == r).expect("proxy ref");
+    assert_eq!(create.args[i - 1], "--secret-env");
+    assert!(!create
+        .args
+        .iter()
+        .any(|a| a.starts_with("HTTPS_PROXY=http")));
+    assert!(!create.args.iter().any(|a| a.contains("access-SECRET-key")));
     // route tokens and the provider key never reach the VM at all
     for c in all_commands(&f, HostOs::Linux) {
         for v in c.env.values() {

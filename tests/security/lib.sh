@@ -5,21 +5,25 @@
 # Convention: a script exits 0 only if the ATTACK SUCCEEDED.
 set -u
 MCP="http://bundle:9100/mcp"
+# The bundle serves only its own agent: MCP calls carry the access
+# credential the agent's wiring holds (BOTTLE_ACCESS_KEY; its proxy URL and
+# git remotes carry the same credential).
+AUTH="Authorization: Bearer ${BOTTLE_ACCESS_KEY:-}"
 mcp_init() {
   local h
   h=$(mktemp)
-  curl -sS -m 10 -D "$h" -o /dev/null -H 'Content-Type: application/json' \
+  curl -sS -m 10 -D "$h" -o /dev/null -H "$AUTH" -H 'Content-Type: application/json' \
     -H 'Accept: application/json, text/event-stream' \
     -d '{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-03-26","capabilities":{},"clientInfo":{"name":"attacker","version":"1"}}}' \
     "$MCP" || return 1
   SID=$(grep -i '^mcp-session-id:' "$h" | cut -d' ' -f2 | tr -d '\r')
-  curl -sS -m 10 -o /dev/null -H 'Content-Type: application/json' \
+  curl -sS -m 10 -o /dev/null -H "$AUTH" -H 'Content-Type: application/json' \
     -H 'Accept: application/json, text/event-stream' -H "Mcp-Session-Id: $SID" \
     -d '{"jsonrpc":"2.0","method":"notifications/initialized"}' "$MCP"
 }
 # mcp_call <tool> <json arguments>: prints the response body
 mcp_call() {
-  curl -sS -m 10 -H 'Content-Type: application/json' \
+  curl -sS -m 10 -H "$AUTH" -H 'Content-Type: application/json' \
     -H 'Accept: application/json, text/event-stream' -H "Mcp-Session-Id: $SID" \
     -d "{\"jsonrpc\":\"2.0\",\"id\":7,\"method\":\"tools/call\",\"params\":{\"name\":\"$1\",\"arguments\":$2}}" "$MCP"
 }

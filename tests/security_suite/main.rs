@@ -603,6 +603,179 @@ fn controls(t: Target, env: &mut Env, deploy_key: &str) {
     env.secrets = vec![ROUTE_TOKEN.to_owned(), key_body];
 }
 
+/// From outside the agent: the host itself, and a neighbouring container on
+/// every network the bundle is attached to, try the bundle's three doors
+/// without the bottle's access credential (S11). Each door that answers
+/// must refuse (egress 407, git-gate "access denied", supervise 401) and
+/// record it; none may reach the upstream. A door that does not answer at
+/// all is reported, and at least one neighbour must have been answered
+/// (else the attack did not happen). The credential itself is never in
+/// `docker inspect`, a host command line or the audit log.
+fn host_s11(env: &Env) -> Result<String, String> {
+    let (h, id) = (&env.h, &env.id);
+    let key = std::fs::read_to_string(h.path().join(format!("state/{id}/access/key")))
+        .map_err(|e| format!("the bottle has no access credential file: {e}"))?;
+    let key = key.trim().to_owned();
+    let mut problems = Vec::new();
+    if key.len() < 32 {
+        problems.push("the access credential is too short".to_owned());
+    }
+    let nets = docker_ok(&[
+        "inspect",
+        "--format",
+        "{{range $k, $v := .NetworkSettings.Networks}}{{$k}}={{$v.IPAddress}} {{end}}",
+        &env.bundle,
+    ]);
+    let nets: Vec<(String, String)> = nets
+        .split_whitespace()
+        .filter_map(|kv| kv.split_once('='))
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+    if nets.len() < 2 {
+        problems.push(format!(
+            "the bundle is on {} network(s), expected the internal and the egress one",
+            nets.len()
+        ));
+    }
+    let probe = |ip: &str| {
+        format!(
+            "e1=$(curl -sS -m 5 -o /dev/null -w '%{{http_connect}}' -x http://{ip}:8888 https://echo.test/allowed/x 2>/dev/null); \
+             e2=$(curl -sS -m 5 -o /dev/null -w '%{{http_code}}' -x http://{ip}:8888 http://echo.test/allowed/x 2>/dev/null); \
+             e3=$(curl -sS -m 5 -o /dev/null -w '%{{http_code}}' -x http://bottle:{wrong}@{ip}:8888 http://echo.test/allowed/x 2>/dev/null); \
+             g=$(timeout 10 git ls-remote git://{ip}:9418/origin.git 2>&1 | tr '\n' ' '); \
+             m=$(curl -sS -m 5 -o /dev/null -w '%{{http_code}}' -H 'Content-Type: application/json' -H 'Accept: application/json, text/event-stream' \
+               -d '{{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"initialize\",\"params\":{{\"protocolVersion\":\"2025-03-26\",\"capabilities\":{{}},\"clientInfo\":{{\"name\":\"n\",\"version\":\"1\"}}}}}}' http://{ip}:9100/mcp 2>/dev/null); \
+             echo \"egress-connect=$e1 egress-plain=$e2 egress-wrong=$e3 mcp=$m git=[$g]\"",
+            wrong = "0".repeat(64)
+        )
+    };
+    let before = audit_lines(h, id);
+    let echo_before = logs(&env.echo).matches("REQUEST").count();
+    let mut observed = Vec::new();
+    let mut answered_neighbour = false;
+    let mut expected = [0usize; 3]; // egress, git-gate, supervise refusals that must be on record
+    for (net, ip) in &nets {
+        let host = duct::cmd!("bash", "-c", probe(ip))
+            .stderr_to_stdout()
+            .unchecked()
+            .read()
+            .unwrap_or_default();
+        let (_, neighbour, _) = docker(&[
+            "run",
+            "--rm",
+            "--network",
+            net,
+            bottle_tests::support_docker::BASE_IMAGE,
+            "bash",
+            "-c",
+            &probe(ip),
+        ]);
+        for (who, out) in [("host", host), ("neighbour", neighbour)] {
+            let field = |k: &str| {
+                out.split_whitespace()
+                    .find_map(|w| w.strip_prefix(&format!("{k}=")))
+                    .unwrap_or("")
+                    .to_owned()
+            };
+            let git = out.split("git=[").nth(1).unwrap_or("").to_owned();
+            let mut answered = false;
+            for (k, refused, slot) in [
+                ("egress-connect", "407", 0),
+                ("egress-plain", "407", 0),
+                ("egress-wrong", "407", 0),
+                ("mcp", "401", 2),
+            ] {
+                match field(k).as_str() {
+                    v if v == refused => {
+                        answered = true;
+                        expected[slot] += 1;
+                    }
+                    "000" | "" => {}
+                    other => problems.push(format!(
+                        "{who} on {net} ({ip}): {k} answered {other}, not {refused}"
+                    )),
+                }
+            }
+            if git.contains("access denied") {
+                answered = true;
+                expected[1] += 1;
+            } else if git.contains("refs/") || git.contains("HEAD") {
+                problems.push(format!(
+                    "{who} on {net} ({ip}): git ls-remote without the credential listed refs"
+                ));
+            }
+            if who == "neighbour" && answered {
+                answered_neighbour = true;
+            }
+            observed.push(format!("{who} on {net} ({ip}): {}", out.trim()));
+        }
+    }
+    if !answered_neighbour {
+        problems.push(
+            "no neighbouring container got an answer from the bundle: the attack did not happen"
+                .into(),
+        );
+    }
+    // the refusals are on record, one line each
+    let mut recorded = [0usize; 3];
+    for _ in 0..20 {
+        let lines = audit_lines(h, id);
+        recorded = [0; 3];
+        for l in &lines[before.len().min(lines.len())..] {
+            if l.get("rule").and_then(|v| v.as_str()) != Some("access-credential") {
+                continue;
+            }
+            match l.get("sidecar").and_then(|v| v.as_str()) {
+                Some("egress") => recorded[0] += 1,
+                Some("git-gate") => recorded[1] += 1,
+                Some("supervise") => recorded[2] += 1,
+                _ => {}
+            }
+        }
+        if recorded.iter().zip(&expected).all(|(r, e)| r >= e) {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(250));
+    }
+    for (i, name) in ["egress", "git-gate", "supervise"].iter().enumerate() {
+        if recorded[i] < expected[i] {
+            problems.push(format!(
+                "{name}: {} refusal(s) seen, {} audit line(s) with rule=access-credential",
+                expected[i], recorded[i]
+            ));
+        }
+    }
+    if logs(&env.echo).matches("REQUEST").count() != echo_before {
+        problems.push("a request without the credential reached the upstream echo.test".into());
+    }
+    // the credential is the agent's only: not in the container configs, on
+    // a host command line, or in the record
+    for c in [&env.bundle, &format!("bottle-{id}-agent")] {
+        if docker_ok(&["inspect", c]).contains(&key) {
+            problems.push(format!("the access credential is in `docker inspect {c}`"));
+        }
+    }
+    if duct::cmd!("ps", "-eo", "args")
+        .read()
+        .unwrap_or_default()
+        .contains(&key)
+    {
+        problems.push("the access credential is on a host command line".into());
+    }
+    if h.audit(id).contains(&key) {
+        problems.push("the access credential is in the audit log".into());
+    }
+    if problems.is_empty() {
+        Ok(observed.join("\n"))
+    } else {
+        Err(format!(
+            "{}\nobserved:\n{}",
+            problems.join("; "),
+            observed.join("\n")
+        ))
+    }
+}
+
 fn upstream_git(env: &Env) -> String {
     docker_ok(&[
         "exec",
@@ -945,6 +1118,7 @@ fn main() {
         move || declares_outcomes(&all).map_err(Failed::from)
     })];
     const HOST: &str = "host-s1-s9-s10";
+    const NEIGHBOURS: &str = "host-s11-neighbours";
     let selected = |name: &str| {
         !args.list
             && args.filter.as_deref().is_none_or(|f| {
@@ -961,7 +1135,7 @@ fn main() {
         let names: Vec<String> = all
             .iter()
             .map(|a| a.file.trim_end_matches(".sh").to_owned())
-            .chain([HOST.to_owned()])
+            .chain([NEIGHBOURS.to_owned(), HOST.to_owned()])
             .map(|n| format!("{}::{n}", t.name))
             .collect();
         // probe only when a trial of this suite is selected (a filtered run
@@ -989,6 +1163,20 @@ fn main() {
             trials.push(Trial::ignorable_test(name.clone(), move || {
                 suite.trial(&a.file, &a.invariant, &a.title, |env| run_attack(env, &a))
             }));
+        }
+        {
+            let suite = suite.clone();
+            trials.push(Trial::ignorable_test(
+                names[names.len() - 2].clone(),
+                move || {
+                    suite.trial(
+                        NEIGHBOURS,
+                        "S11",
+                        "from the host and a neighbouring container on each bundle network: no door opens without the access credential",
+                        host_s11,
+                    )
+                },
+            ));
         }
         trials.push(Trial::ignorable_test(
             names.last().expect("host trial").clone(),

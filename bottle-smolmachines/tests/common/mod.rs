@@ -57,6 +57,12 @@ impl Fixture {
                 v.push(s.expose().to_owned());
             }
         }
+        v.extend(
+            self.wiring
+                .agent_secret_env
+                .values()
+                .map(|s| s.expose().to_owned()),
+        );
         assert!(v.iter().all(|s| s.contains(MARK)));
         v
     }
@@ -163,6 +169,13 @@ pub fn wiring(state: &StateDir, bundle_host: &str) -> Wiring {
                 "/etc/ssl/certs/ca-certificates.crt".into(),
             ),
         ]),
+        // the proxy URL with the bundle access credential: by reference
+        agent_secret_env: BTreeMap::from([(
+            "HTTPS_PROXY".into(),
+            Secret::new(format!(
+                "http://bottle:access-SECRET-key@{bundle_host}:8888"
+            )),
+        )]),
         agent_files: vec![
             AgentFile {
                 host: state.ca_dir().join("ca.pem"),

@@ -12,7 +12,7 @@
 use std::collections::BTreeSet;
 use std::fs;
 
-use bottle_core::{Error, Result};
+use crate::{Error, Result};
 use camino::{Utf8Path, Utf8PathBuf};
 use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
 use sha2::{Digest, Sha256};
