@@ -151,6 +151,11 @@ fn with_tips(mut e: clap::Error) -> clap::Error {
     e
 }
 
+/// Where tracing goes instead of stderr while the dashboard draws on the
+/// terminal (its log file): a warning from a stop running behind the
+/// screen must not tear it.
+pub static TRACE_FILE: std::sync::Mutex<Option<std::fs::File>> = std::sync::Mutex::new(None);
+
 fn init_tracing(verbose: bool) {
     let filter = if verbose {
         tracing_subscriber::EnvFilter::new("debug")
@@ -160,7 +165,16 @@ fn init_tracing(verbose: bool) {
     };
     tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(|| -> Box<dyn std::io::Write> {
+            let file = TRACE_FILE
+                .lock()
+                .ok()
+                .and_then(|f| f.as_ref().and_then(|f| f.try_clone().ok()));
+            match file {
+                Some(f) => Box::new(f),
+                None => Box::new(std::io::stderr()),
+            }
+        })
         .with_target(false)
         .init();
 }

@@ -427,6 +427,34 @@ impl App {
     /// Render the whole screen.
     pub fn draw(&self, f: &mut Frame<'_>) {
         let area = f.area();
+        let status = match &self.mode {
+            Mode::Typing(Input::Narrow(_), buf) => {
+                format!("approve only paths (space-separated globs): {buf}_")
+            }
+            Mode::Typing(Input::Deny(_), buf) => format!("deny reason: {buf}_"),
+            Mode::Typing(Input::NewAgent, buf) => format!("start agent: {buf}_"),
+            Mode::Typing(Input::Filter, buf) => {
+                format!("filter: {buf}_   (enter keeps it, esc clears it)")
+            }
+            Mode::ConfirmStop(id) => format!("stop {id}? y/N"),
+            Mode::ConfirmRemove(id) => format!(
+                "rm {id}? its state, audit log and home volume (with any unsaved work) go: y/N"
+            ),
+            Mode::ConfirmApprove { req, .. } => {
+                format!("approve {}? y/N", model::short_id(req))
+            }
+            _ if !self.status.is_empty() => self.status.clone(),
+            _ => match &self.snap.problem {
+                Some(p) => format!("problem: {p}"),
+                None => String::new(),
+            },
+        };
+        // a long message (an error with its fix) gets a second line
+        let status_rows = if status.chars().count() > usize::from(area.width) {
+            2
+        } else {
+            1
+        };
         let rows = Layout::default()
             .direction(Direction::Vertical)
             .constraints([
@@ -434,7 +462,7 @@ impl App {
                 Constraint::Percentage(35),
                 Constraint::Percentage(25),
                 Constraint::Min(3),
-                Constraint::Length(1),
+                Constraint::Length(status_rows),
                 Constraint::Length(1),
             ])
             .split(area);
@@ -464,30 +492,10 @@ impl App {
             self.draw_queue(f, rows[2]);
             self.draw_decisions(f, rows[3]);
         }
-        let status = match &self.mode {
-            Mode::Typing(Input::Narrow(_), buf) => {
-                format!("approve only paths (space-separated globs): {buf}_")
-            }
-            Mode::Typing(Input::Deny(_), buf) => format!("deny reason: {buf}_"),
-            Mode::Typing(Input::NewAgent, buf) => format!("start agent: {buf}_"),
-            Mode::Typing(Input::Filter, buf) => {
-                format!("filter: {buf}_   (enter keeps it, esc clears it)")
-            }
-            Mode::ConfirmStop(id) => format!("stop {id}? y/N"),
-            Mode::ConfirmRemove(id) => format!(
-                "rm {id}? its state, audit log and home volume (with any unsaved work) go: y/N"
-            ),
-            Mode::ConfirmApprove { req, .. } => {
-                format!("approve {}? y/N", model::short_id(req))
-            }
-            _ if !self.status.is_empty() => self.status.clone(),
-            _ => match &self.snap.problem {
-                Some(p) => format!("problem: {p}"),
-                None => String::new(),
-            },
-        };
         f.render_widget(
-            Paragraph::new(status).style(Style::default().add_modifier(Modifier::BOLD)),
+            Paragraph::new(status)
+                .wrap(Wrap { trim: true })
+                .style(Style::default().add_modifier(Modifier::BOLD)),
             rows[4],
         );
         let keys = match (&self.mode, self.focus) {
@@ -866,13 +874,49 @@ impl CliOperator {
     }
 }
 
-/// The last `max` lines of `text`.
-fn last_lines(text: &str, max: usize) -> Vec<String> {
+/// The last `max` lines of `text`, without terminal control sequences (an
+/// agent's output is a terminal's: colours, `\r`, title changes).
+pub fn last_lines(text: &str, max: usize) -> Vec<String> {
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(max)..]
         .iter()
-        .map(|l| (*l).to_owned())
+        .map(|l| printable(l))
         .collect()
+}
+
+/// `line` without ANSI escape sequences and control characters (a tab is
+/// four spaces; after a `\r` only what was written last stays).
+fn printable(line: &str) -> String {
+    let line = line.rsplit('\r').find(|s| !s.is_empty()).unwrap_or("");
+    let mut out = String::new();
+    let mut chars = line.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\x1b' => match chars.next() {
+                // CSI: parameters, then one final byte in @..~
+                Some('[') => {
+                    for c in chars.by_ref() {
+                        if ('@'..='~').contains(&c) {
+                            break;
+                        }
+                    }
+                }
+                // OSC: up to BEL or ESC \
+                Some(']') => {
+                    while let Some(c) = chars.next() {
+                        if c == '\x07' || (c == '\x1b' && chars.next_if_eq(&'\\').is_some()) {
+                            break;
+                        }
+                    }
+                }
+                _ => {}
+            },
+            '\t' => out.push_str("    "),
+            c if c.is_control() => {}
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 impl Operator for CliOperator {
@@ -1058,6 +1102,16 @@ pub fn run(home: bottle_core::Home) -> bottle_core::Result<()> {
     let mut app = App::default();
     let mut seen = BTreeSet::new();
     let mut first = true;
+    let log_dir = op.home.root().join("logs");
+    let trace = std::fs::create_dir_all(&log_dir).and_then(|()| {
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log_dir.join("dashboard.log"))
+    });
+    if let (Ok(f), Ok(mut to)) = (trace, crate::TRACE_FILE.lock()) {
+        *to = Some(f);
+    }
     let mut terminal = ratatui::init();
     // the logs pane refreshes every 2 s while open, one fetch at a time
     let mut logs_asked = Instant::now();
@@ -1113,6 +1167,9 @@ pub fn run(home: bottle_core::Home) -> bottle_core::Result<()> {
         }
     })();
     ratatui::restore();
+    if let Ok(mut to) = crate::TRACE_FILE.lock() {
+        *to = None;
+    }
     result.map_err(|e| {
         bottle_core::Error::other(format!("terminal: {e}"), "run the dashboard in a terminal")
     })
@@ -1534,10 +1591,13 @@ mod tests {
             app.on_key(key(c), &op);
         }
         app.on_key(KeyEvent::new(KeyCode::Enter, KeyModifiers::NONE), &op);
-        let status = screen(&app).lines().nth(22).unwrap_or_default().to_owned();
-        assert!(status.starts_with("error: "), "{status}");
-        assert!(status.contains("nosuch"), "{status}");
-        assert!(!status.contains("dashboard.log"), "{status}");
+        let shown = screen(&app);
+        let status = shown
+            .lines()
+            .find(|l| l.starts_with("error: "))
+            .unwrap_or_default();
+        assert!(status.contains("no agent named `nosuch`"), "{shown}");
+        assert!(!shown.contains("dashboard.log"), "{shown}");
     }
 
     #[test]
@@ -1573,6 +1633,28 @@ mod tests {
         // the real one resolves
         let exe = bottle_exe(std::env::current_exe(), Path::new("/proc/self/exe")).unwrap();
         assert!(exe.exists());
+    }
+
+    #[test]
+    fn log_lines_lose_terminal_control_sequences() {
+        assert_eq!(
+            last_lines(
+                "one\n\x1b[1;32mgreen\x1b[0m\tx\n\x1b]0;title\x07$ ls\r\nprogress 10%\rprogress 99%\n",
+                3
+            ),
+            ["green    x", "$ ls", "progress 99%"]
+        );
+    }
+
+    #[test]
+    fn a_long_status_wraps_onto_a_second_line() {
+        let app = App {
+            status: format!("error: {}(fix: the end)", "a word ".repeat(14)),
+            ..Default::default()
+        };
+        let s = screen(&app);
+        assert!(s.contains("(fix: the end)"), "{s}");
+        assert!(s.lines().last().unwrap().starts_with(KEYS_BOTTLES), "{s}");
     }
 
     #[test]
