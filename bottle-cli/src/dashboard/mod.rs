@@ -227,7 +227,11 @@ impl App {
             Done::Status(s) => self.status = s,
             Done::Logs { identity, lines } => {
                 if self.mode == Mode::Logs(identity) {
-                    self.logs = lines;
+                    self.logs = if lines.is_empty() {
+                        vec!["(no output yet)".into()]
+                    } else {
+                        lines
+                    };
                 }
             }
         }
