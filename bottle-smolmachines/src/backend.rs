@@ -78,6 +78,8 @@ impl SmolmachinesBackend {
             host_os: self.host_os,
             kvm_device: self.kvm_device.clone(),
             boot_check: true,
+            accept_host_alias: std::env::var(crate::probe::ACCEPT_HOST_ALIAS_ENV).as_deref()
+                == Ok("1"),
         }
     }
 
