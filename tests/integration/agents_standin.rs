@@ -205,6 +205,7 @@ fn run_template(template: &str) {
         );
         std::thread::sleep(std::time::Duration::from_millis(500));
     };
+    eprintln!("stand-in report ({template}):\n{report}");
     assert!(
         !report.contains(TOKEN),
         "the provider key reached the agent:\n{report}"
