@@ -106,7 +106,11 @@ fn plan_shows_skills_and_where_they_land() {
         "bottle = \"claude\"\nskills = [\"review\"]\n",
     )
     .unwrap();
-    let o = bottle(&home, dir.path(), &["plan", "claude", "--backend", "docker"]);
+    let o = bottle(
+        &home,
+        dir.path(),
+        &["plan", "claude", "--backend", "docker"],
+    );
     let text = out(&o);
     if text.contains("enable feature `docker`") {
         return;

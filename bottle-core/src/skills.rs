@@ -321,11 +321,7 @@ mod tests {
         fs::write(d.join("SKILL.md"), "---\nname: x\ndescription: y\n---\n").unwrap();
         fs::write(d.join("scripts/run.sh"), "#!/bin/sh\n").unwrap();
         use std::os::unix::fs::PermissionsExt;
-        fs::set_permissions(
-            d.join("scripts/run.sh"),
-            fs::Permissions::from_mode(0o755),
-        )
-        .unwrap();
+        fs::set_permissions(d.join("scripts/run.sh"), fs::Permissions::from_mode(0o755)).unwrap();
         d
     }
 
@@ -358,8 +354,13 @@ mod tests {
         assert_eq!(found[1].confine, None);
         // a home agent never looks in a repository
         let home_agent = root.join("home/agents/a.toml");
-        let e = find_all(&home_agent, AgentSource::Home, &["nope".into()], Some(&home))
-            .unwrap_err();
+        let e = find_all(
+            &home_agent,
+            AgentSource::Home,
+            &["nope".into()],
+            Some(&home),
+        )
+        .unwrap_err();
         assert!(e.0.contains("skill `nope` not found"), "{e:?}");
         assert!(e.0.contains(home.join("nope").as_str()), "{e:?}");
         assert!(!e.0.contains(".bottle/skills"), "{e:?}");
@@ -413,12 +414,21 @@ mod tests {
         use crate::manifest::{agent_from_text, bottle_from_text};
         use crate::plan::{resolve, NoPrompt, ResolveOptions};
         let bottle = bottle_from_text("dev", "mem/dev.toml".into(), "").unwrap();
-        let agent =
-            agent_from_text("mem/demo.toml".into(), "bottle = \"dev\"\n", AgentSource::Home)
-                .unwrap();
+        let agent = agent_from_text(
+            "mem/demo.toml".into(),
+            "bottle = \"dev\"\n",
+            AgentSource::Home,
+        )
+        .unwrap();
         let host = std::collections::BTreeMap::<String, String>::new();
-        let mut plan =
-            resolve(&agent, &bottle, &ResolveOptions::default(), &host, &NoPrompt).unwrap();
+        let mut plan = resolve(
+            &agent,
+            &bottle,
+            &ResolveOptions::default(),
+            &host,
+            &NoPrompt,
+        )
+        .unwrap();
         plan.provider.skills = vec![s];
         plan
     }

@@ -440,8 +440,9 @@ fn skills_are_uploaded_into_the_agent_home() {
         "{mk}"
     );
     assert!(
-        cmds.iter()
-            .any(|c| c.contains(r"main-dev-test01-agent:/home/agent/.claude/skills/review/checklist/it's.md")),
+        cmds.iter().any(|c| c.contains(
+            r"main-dev-test01-agent:/home/agent/.claude/skills/review/checklist/it's.md"
+        )),
         "{cmds:#?}"
     );
 }
