@@ -280,7 +280,7 @@ fn run_template(template: &str) {
     // header the server refuses
     assert_eq!(
         report_lines(&report, "MCP_URL "),
-        [format!("http://bundle:9100/mcp")],
+        ["http://bundle:9100/mcp"],
         "{report}"
     );
     assert_eq!(
