@@ -388,6 +388,21 @@ pub fn run(cli: &Cli, a: &Args) -> Result<u8> {
             println!();
         }
         println!("backends");
+        // a `fix:` line starts in the DETAIL column, after BACKEND and STATUS
+        let pad = ["BACKEND".len(), "STATUS".len()]
+            .iter()
+            .enumerate()
+            .map(|(i, head)| {
+                report
+                    .backends
+                    .iter()
+                    .map(|b| if i == 0 { b.name.len() } else { b.status.len() })
+                    .chain([*head])
+                    .max()
+                    .unwrap_or(0)
+                    + 2
+            })
+            .sum::<usize>();
         let rows: Vec<Vec<String>> = report
             .backends
             .iter()
@@ -401,7 +416,7 @@ pub fn run(cli: &Cli, a: &Args) -> Result<u8> {
                         d
                     }
                     _ => format!(
-                        "{}\n{:>29}fix: {}",
+                        "{}\n{:pad$}fix: {}",
                         b.why.clone().unwrap_or_default(),
                         "",
                         b.fix.clone().unwrap_or_default()
