@@ -201,13 +201,15 @@ impl Drop for Home {
     }
 }
 
-fn bare_run(image: &str, i: usize) -> Result<Duration, String> {
-    let name = format!("bottle-bench-bare-{}-{i}", std::process::id());
+fn bare_run(image: &str, runtime: &str, i: usize) -> Result<Duration, String> {
+    let name = format!("bottle-bench-bare-{}-{runtime}-{i}", std::process::id());
     let t = Instant::now();
     let (ok, _) = docker(&[
         "run",
         "-d",
         "-it",
+        "--runtime",
+        runtime,
         "--name",
         &name,
         "--user",
@@ -293,25 +295,28 @@ pub fn run(args: &[String]) -> Result<(), String> {
 
     eprintln!("bench start: warm-up (builds images once) …");
     let id = home.run(&["start", "bench", "--yes", "--detach"])?;
-    home.run(&["rm", "-f", &id])?;
-    let (_, images) = docker(&[
-        "image",
-        "ls",
-        "bottle-agent-shell",
+    // the agent's image and runtime (runsc where gVisor works): the bare
+    // container gets the same
+    let (_, facts) = docker(&[
+        "inspect",
         "--format",
-        "{{.Repository}}:{{.Tag}}",
+        "{{.Config.Image}} {{.HostConfig.Runtime}}",
+        &format!("bottle-{id}-agent"),
     ]);
-    let image = images
-        .lines()
+    home.run(&["rm", "-f", &id])?;
+    let mut facts = facts.split_whitespace();
+    let image = facts
         .next()
-        .ok_or("no bottle-agent-shell image after the warm-up")?
+        .ok_or("no agent container after the warm-up")?
         .to_owned();
+    let runtime = facts.next().unwrap_or("runc").to_owned();
 
     let load_start = loadavg();
     let mut start_t = Vec::new();
     let mut bottle_t = Vec::new();
     let mut exec_t = Vec::new();
     let mut bare_t = Vec::new();
+    let mut runc_t = Vec::new();
     let mut per_step: Vec<(String, Vec<StepTimes>)> = Vec::new();
     let mut before_launch = Vec::new();
     for i in 0..runs {
@@ -339,9 +344,12 @@ pub fn run(args: &[String]) -> Result<(), String> {
                 None => per_step.push((name, vec![t])),
             }
         }
-        bare_t.push(bare_run(&image, i)?);
+        bare_t.push(bare_run(&image, &runtime, i)?);
+        if runtime != "runc" {
+            runc_t.push(bare_run(&image, "runc", i)?);
+        }
         eprintln!(
-            "run {}: bottle start {:.0} ms + exec {:.0} ms, bare run+exec {:.0} ms",
+            "run {}: bottle start {:.0} ms + exec {:.0} ms, bare run+exec ({runtime}) {:.0} ms",
             i + 1,
             ms(started),
             ms(exec_took),
@@ -356,6 +364,16 @@ pub fn run(args: &[String]) -> Result<(), String> {
     let e_med = median(&mut exec_t);
     let r = median(&mut bare_t);
     let ratio = b.as_secs_f64() / r.as_secs_f64();
+    let runc_row = if runc_t.is_empty() {
+        String::new()
+    } else {
+        let m = min(&runc_t);
+        format!(
+            "| (for reference) the same bare container with `--runtime runc` | {:.0} ms | {:.0} ms |\n",
+            ms(median(&mut runc_t)),
+            ms(m)
+        )
+    };
     let ratio_start = s_med.as_secs_f64() / r.as_secs_f64();
     let verdict = if ratio <= 2.0 { "meets" } else { "misses" };
     let table = format!(
@@ -363,7 +381,7 @@ pub fn run(args: &[String]) -> Result<(), String> {
          | `bottle start --detach` (warm) → agent exec-ready | {:.0} ms | {:.0} ms |\n\
          | `bottle exec <id> -- true` after it | {:.0} ms | {:.0} ms |\n\
          | **bottle: start + exec** | **{:.0} ms** | {:.0} ms |\n\
-         | bare `docker run -d` of `{image}` + `docker exec … true` | {:.0} ms | {:.0} ms |\n\
+         | bare `docker run -d --runtime {runtime}` of `{image}` + `docker exec … true` | {:.0} ms | {:.0} ms |\n{runc_row}\
          | ratio start + exec / bare (target ≤ 2×: {verdict}) | **{ratio:.2}×** | |\n\
          | ratio start alone / bare | {ratio_start:.2}× | |\n",
         ms(s_med),
@@ -380,7 +398,7 @@ pub fn run(args: &[String]) -> Result<(), String> {
     );
     let mut bl = before_launch.clone();
     steps_table.push_str(&format!(
-        "| before the launch: probe (`docker version`, base image, `docker info`), plan, identity, sidecar prepare; process exit | – | {:.0} | {:.0} |\n",
+        "| before the launch: probe (`docker version`, base image, `docker info`, a `docker run --runtime runsc` test container when runsc is registered), plan, identity, sidecar prepare; process exit | – | {:.0} | {:.0} |\n",
         ms(median(&mut bl)),
         ms(median(&mut before_launch))
     ));
@@ -406,7 +424,8 @@ pub fn run(args: &[String]) -> Result<(), String> {
          (CA, policy files), two networks, home volume, bundle container up and `bottle-sidecar \
          health` passing, agent container created, files copied in, started and answering \
          `docker exec … true`; then `bottle exec <id> -- true`. Bare = `docker run -d` of the same \
-         agent image, then `docker exec … true` until it succeeds. Release builds of `bottle` and \
+         agent image with the same runtime as the bottle's agent ({runtime} here: gVisor is used \
+         when the probe finds it working), then `docker exec … true` until it succeeds. Release builds of `bottle` and \
          `bottle-sidecar`. Machine: {}, docker {}; load average (1/5/15 min) {load_start} at the \
          start, {load_end} at the end: the machine is shared with other builds, so absolute \
          numbers are noisy; the paired ratio less so.\n\n{}\n\n\
