@@ -1,4 +1,5 @@
-//! `cargo xtask bench scale [--counts 1,8,24] [--parallel P] [--no-write]`:
+//! `cargo xtask bench scale [--counts 1,8,24] [--parallel P] [--headroom H]
+//! [--no-write]`:
 //! cost per bottle at scale. For each count, start that many shell-template
 //! bottles (release builds, `P` launches at a time), then measure the wall
 //! time until all are ready, host memory per bottle (`docker stats` of the
@@ -7,7 +8,10 @@
 //! networks and addresses they use, and `bottle ls` at that count; then
 //! remove them all. A count that does not fit (the engine's address pools:
 //! each bottle takes two networks) reports how many started and why the
-//! next one did not. Rewrites the `scale` section of docs/benchmarks.md.
+//! next one did not. On a shared engine with the default pools a count is
+//! capped so that `H` networks (default 4) stay free for other users; the
+//! table then says how many the pools would hold. Rewrites the `scale`
+//! section of docs/benchmarks.md.
 //!
 //! Cleanup: every bottle is removed after its count (`bottle rm -f`, then a
 //! sweep of containers, networks and volumes by this run's name prefix),
@@ -248,8 +252,37 @@ fn subnets(names: &[String]) -> (Vec<String>, u64) {
     (nets, addrs)
 }
 
+/// Docker's default address pools (no `default-address-pools` in
+/// daemon.json): 172.17–31.0.0/16 as /16s and 192.168.0.0/16 as /20s.
+const DEFAULT_POOL_NETWORKS: usize = 15 + 16;
+
+/// Networks on the engine holding a subnet of the default pools, and
+/// whether the engine uses the default pools at all (`None`: configured).
+fn pool_use() -> (usize, Option<usize>) {
+    let configured = std::fs::read_to_string("/etc/docker/daemon.json")
+        .map(|t| t.contains("default-address-pools"))
+        .unwrap_or(false);
+    let names: Vec<String> = docker(&["network", "ls", "--format", "{{.Name}}"])
+        .1
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    let (subs, _) = subnets(&names);
+    let used = subs
+        .iter()
+        .filter(|s| {
+            let mut o = s.split(['.', '/']).map(|p| p.parse::<u32>().unwrap_or(0));
+            let (a, b) = (o.next().unwrap_or(0), o.next().unwrap_or(0));
+            (a == 172 && (17..=31).contains(&b)) || (a == 192 && b == 168)
+        })
+        .count();
+    (used, (!configured).then_some(DEFAULT_POOL_NETWORKS))
+}
+
 struct Row {
     count: usize,
+    /// What was asked for, when it was capped to spare other users.
+    asked: usize,
     started: usize,
     wall: Duration,
     start_p50: Duration,
@@ -353,6 +386,7 @@ fn one_count(run: &Run, agent: &str, count: usize, parallel: usize) -> Result<Ro
     });
     Ok(Row {
         count,
+        asked: count,
         started,
         wall,
         start_p50: if times.is_empty() {
@@ -379,6 +413,7 @@ fn one_count(run: &Run, agent: &str, count: usize, parallel: usize) -> Result<Ro
 pub fn run(args: &[String]) -> Result<(), String> {
     let mut counts = vec![1usize, 8, 24];
     let mut parallel = 4usize;
+    let mut headroom = 4usize;
     let mut write = true;
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -398,6 +433,12 @@ pub fn run(args: &[String]) -> Result<(), String> {
                     .and_then(|n| n.parse().ok())
                     .filter(|&n| n > 0)
                     .ok_or("--parallel needs a positive number")?
+            }
+            "--headroom" => {
+                headroom = it
+                    .next()
+                    .and_then(|n| n.parse().ok())
+                    .ok_or("--headroom needs a number of networks")?
             }
             "--no-write" => write = false,
             other => return Err(format!("bench scale: unknown argument `{other}`")),
@@ -449,8 +490,31 @@ pub fn run(args: &[String]) -> Result<(), String> {
         .lines()
         .count();
     let mut rows = Vec::new();
+    let mut pool_note = String::new();
     for &n in &counts {
-        rows.push(one_count(&run, &agent, n, parallel)?);
+        let (used, capacity) = pool_use();
+        let fits = capacity.map(|c| c.saturating_sub(used) / 2);
+        let spare = capacity.map(|c| c.saturating_sub(used + headroom) / 2);
+        let take = match spare {
+            Some(s) if s < n => s,
+            _ => n,
+        };
+        if take < n {
+            pool_note.push_str(&format!(
+                "\n- {n} bottles asked: the default pools had {} of {} networks in use, room for \
+                 {} bottles; capped at {take} to leave {headroom} networks to the engine's other \
+                 users.",
+                used,
+                capacity.unwrap_or(0),
+                fits.unwrap_or(0),
+            ));
+        }
+        if take == 0 {
+            continue;
+        }
+        let mut row = one_count(&run, &agent, take, parallel)?;
+        row.asked = n;
+        rows.push(row);
     }
     let load_end = loadavg();
     let mut table = String::from(
@@ -458,9 +522,14 @@ pub fn run(args: &[String]) -> Result<(), String> {
          |---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|\n",
     );
     for r in &rows {
+        let count = if r.asked == r.count {
+            r.count.to_string()
+        } else {
+            format!("{} (asked {})", r.count, r.asked)
+        };
         table.push_str(&format!(
             "| {} | {} | {:.1} s | {:.0} / {:.0} ms | {:.1} | {:.1} | {:.1} MiB ({:+} processes) | {:.1} MiB | {} ({}) | {} | {:.0} / {:.0} ms |\n",
-            r.count,
+            count,
             r.started,
             r.wall.as_secs_f64(),
             ms(r.start_p50),
@@ -488,7 +557,7 @@ pub fn run(args: &[String]) -> Result<(), String> {
     let largest = rows
         .iter()
         .filter(|r| r.failure.is_none())
-        .map(|r| r.count)
+        .map(|r| r.started)
         .max()
         .unwrap_or(0);
     let most_started = rows.iter().map(|r| r.started).max().unwrap_or(0);
@@ -520,9 +589,9 @@ pub fn run(args: &[String]) -> Result<(), String> {
         docker(&["version", "--format", "{{.Server.Version}}"]).1,
         table.trim_end(),
         if failures.is_empty() {
-            String::new()
+            pool_note
         } else {
-            format!("\n{}", failures.join("\n"))
+            format!("\n{}{pool_note}", failures.join("\n"))
         },
     );
     println!("{section}");
