@@ -136,41 +136,58 @@ fn watchdog(prefix: &str, home: &Path) {
         .spawn();
 }
 
-/// RSS (KiB) of the engine's processes: dockerd, containerd and its shims,
-/// fuse-overlayfs (the storage driver's per-container mounts, if used).
-fn engine_rss_kib() -> (u64, usize) {
-    let mut kib = 0;
-    let mut procs = 0;
+/// Every process: (pid, parent pid, comm).
+fn processes() -> Vec<(u32, u32, String)> {
     let Ok(dir) = std::fs::read_dir("/proc") else {
-        return (0, 0);
+        return Vec::new();
     };
-    for e in dir.flatten() {
-        let p = e.path();
-        let Ok(comm) = std::fs::read_to_string(p.join("comm")) else {
-            continue;
-        };
-        let comm = comm.trim();
-        let engine = comm == "dockerd"
-            || comm == "containerd"
-            || comm.starts_with("containerd-shim")
-            || comm == "fuse-overlayfs"
-            || comm == "docker-proxy";
-        if !engine {
-            continue;
-        }
-        if let Ok(status) = std::fs::read_to_string(p.join("status")) {
-            if let Some(v) = status
-                .lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse::<u64>().ok())
-            {
-                kib += v;
-                procs += 1;
-            }
-        }
-    }
-    (kib, procs)
+    dir.flatten()
+        .filter_map(|e| {
+            let pid: u32 = e.file_name().to_str()?.parse().ok()?;
+            let stat = std::fs::read_to_string(e.path().join("stat")).ok()?;
+            // `pid (comm) state ppid …`; comm may hold spaces and parens
+            let (head, rest) = stat.rsplit_once(')')?;
+            let comm = head.split_once('(')?.1.to_owned();
+            let ppid = rest.split_whitespace().nth(1)?.parse().ok()?;
+            Some((pid, ppid, comm))
+        })
+        .collect()
+}
+
+/// Proportional set size of a process (shared pages split among their
+/// users), KiB; RSS where smaps_rollup cannot be read.
+fn pss_kib(pid: u32) -> u64 {
+    let field = |file: &str, key: &str| -> Option<u64> {
+        std::fs::read_to_string(format!("/proc/{pid}/{file}"))
+            .ok()?
+            .lines()
+            .find(|l| l.starts_with(key))?
+            .split_whitespace()
+            .nth(1)?
+            .parse()
+            .ok()
+    };
+    field("smaps_rollup", "Pss:")
+        .or_else(|| field("status", "VmRSS:"))
+        .unwrap_or(0)
+}
+
+/// PSS (KiB) and count of the engine's processes: dockerd, containerd and
+/// its shims, fuse-overlayfs (the storage driver's per-container mounts, if
+/// used), docker-proxy.
+fn engine_kib() -> (u64, usize) {
+    let engine: Vec<u32> = processes()
+        .into_iter()
+        .filter(|(_, _, c)| {
+            c == "dockerd"
+                || c == "containerd"
+                || c.starts_with("containerd-shim")
+                || c == "fuse-overlayfs"
+                || c == "docker-proxy"
+        })
+        .map(|(p, _, _)| p)
+        .collect();
+    (engine.iter().map(|&p| pss_kib(p)).sum(), engine.len())
 }
 
 fn mem_available_kib() -> u64 {
@@ -185,47 +202,57 @@ fn mem_available_kib() -> u64 {
         .unwrap_or(0)
 }
 
-/// `12.5MiB` → MiB.
-fn mib(s: &str) -> f64 {
-    let s = s.trim();
-    let (num, unit) = s.split_at(
-        s.find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .unwrap_or(s.len()),
-    );
-    let n: f64 = num.parse().unwrap_or(0.0);
-    n * match unit {
-        "B" => 1.0 / 1024.0 / 1024.0,
-        "KiB" | "kB" | "KB" => 1.0 / 1024.0,
-        "GiB" | "GB" => 1024.0,
-        _ => 1.0,
-    }
-}
-
-/// Sum of `docker stats` memory of bundles and of agents, in MiB.
+/// Host memory of the bundle and agent containers, in MiB: the PSS of
+/// every process under each container's containerd shim (runc: the
+/// container's processes; runsc: the gVisor sandbox, gofer and all). Not
+/// `docker stats`: under runsc with `--ignore-cgroups` the cgroup figure it
+/// reads is not the sandbox's.
 fn container_mem(names: &[String]) -> (f64, f64) {
     if names.is_empty() {
         return (0.0, 0.0);
     }
-    let mut args = vec![
-        "stats",
-        "--no-stream",
-        "--format",
-        "{{.Name}}\t{{.MemUsage}}",
-    ];
+    let mut args = vec!["inspect", "--format", "{{.Name}} {{.Id}}"];
     args.extend(names.iter().map(String::as_str));
-    let (_, out) = docker(&args);
-    let (mut bundle, mut agent) = (0.0, 0.0);
-    for line in out.lines() {
-        if let Some((name, usage)) = line.split_once('\t') {
-            let used = mib(usage.split('/').next().unwrap_or(""));
-            if name.ends_with("-bundle") {
-                bundle += used;
-            } else if name.ends_with("-agent") {
-                agent += used;
+    let ids: Vec<(String, String)> = docker(&args)
+        .1
+        .lines()
+        .filter_map(|l| l.trim().split_once(' '))
+        .map(|(n, i)| (n.trim_start_matches('/').to_owned(), i.to_owned()))
+        .collect();
+    let procs = processes();
+    let shim_of = |id: &str| -> Option<u32> {
+        procs
+            .iter()
+            .filter(|(_, _, c)| c.starts_with("containerd-shim"))
+            .find(|(p, _, _)| {
+                std::fs::read(format!("/proc/{p}/cmdline"))
+                    .map(|c| String::from_utf8_lossy(&c).contains(id))
+                    .unwrap_or(false)
+            })
+            .map(|(p, _, _)| *p)
+    };
+    let subtree_kib = |root: u32| -> u64 {
+        let mut total = 0;
+        let mut stack = vec![root];
+        while let Some(p) = stack.pop() {
+            for (c, _, _) in procs.iter().filter(|(_, pp, _)| *pp == p) {
+                total += pss_kib(*c);
+                stack.push(*c);
             }
         }
+        total
+    };
+    let (mut bundle, mut agent) = (0u64, 0u64);
+    for (name, id) in &ids {
+        let Some(shim) = shim_of(id) else { continue };
+        let kib = subtree_kib(shim);
+        if name.ends_with("-bundle") {
+            bundle += kib;
+        } else if name.ends_with("-agent") {
+            agent += kib;
+        }
     }
-    (bundle, agent)
+    (bundle as f64 / 1024.0, agent as f64 / 1024.0)
 }
 
 /// Subnets of the given networks and their total addresses.
@@ -298,11 +325,13 @@ struct Row {
     ls: Duration,
     ls_max: Duration,
     failure: Option<String>,
+    /// The agents' runtime (runsc where gVisor works).
+    runtime: String,
 }
 
 fn one_count(run: &Run, agent: &str, count: usize, parallel: usize) -> Result<Row, String> {
     eprintln!("bench scale: {count} bottle(s), {parallel} launches at a time …");
-    let (rss0, procs0) = engine_rss_kib();
+    let (rss0, procs0) = engine_kib();
     let avail0 = mem_available_kib();
     let next = Mutex::new(0usize);
     let ids = Mutex::new(Vec::new());
@@ -333,7 +362,12 @@ fn one_count(run: &Run, agent: &str, count: usize, parallel: usize) -> Result<Ro
     std::thread::sleep(Duration::from_secs(2));
     let containers = run.objects("container");
     let (bundle, agent) = container_mem(&containers);
-    let (rss1, procs1) = engine_rss_kib();
+    let runtime = containers
+        .iter()
+        .find(|c| c.ends_with("-agent"))
+        .map(|c| docker(&["inspect", "--format", "{{.HostConfig.Runtime}}", c]).1)
+        .unwrap_or_default();
+    let (rss1, procs1) = engine_kib();
     let avail1 = mem_available_kib();
     let nets = run.objects("network");
     let (subs, addresses) = subnets(&nets);
@@ -406,6 +440,7 @@ fn one_count(run: &Run, agent: &str, count: usize, parallel: usize) -> Result<Ro
         ls: median(&mut ls),
         ls_max,
         failure,
+        runtime,
     })
 }
 
@@ -518,7 +553,7 @@ pub fn run(args: &[String]) -> Result<(), String> {
     }
     let load_end = loadavg();
     let mut table = String::from(
-        "| bottles | started | wall to all ready | one start p50 / max | bundle MiB / bottle | agent MiB / bottle | engine RSS Δ / bottle | MemAvailable Δ / bottle | networks (subnets) | addresses | `bottle ls` p50 / max |\n\
+        "| bottles | started | wall to all ready | one start p50 / max | bundle MiB / bottle | agent MiB / bottle | engine Δ / bottle | MemAvailable Δ / bottle | networks (subnets) | addresses | `bottle ls` p50 / max |\n\
          |---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|\n",
     );
     for r in &rows {
@@ -561,13 +596,21 @@ pub fn run(args: &[String]) -> Result<(), String> {
         .max()
         .unwrap_or(0);
     let most_started = rows.iter().map(|r| r.started).max().unwrap_or(0);
+    let runtime = rows
+        .iter()
+        .map(|r| r.runtime.as_str())
+        .find(|r| !r.is_empty())
+        .unwrap_or("?");
     let section = format!(
         "## scale\n\nCost per bottle at scale: for each count, that many shell-template bottles \
          (one route, 1 CPU / 1 GiB limits) started with `bottle start --detach`, {parallel} \
-         launches at a time, then measured once all were ready, then removed. Memory: `docker \
-         stats` of the bundle and agent containers (idle shell agent); engine = RSS of dockerd, \
-         containerd, its shims and fuse-overlayfs (the storage driver here); MemAvailable is the \
-         whole host's, noisy on a shared machine. `bottle ls` runs 5 times at each count. Release \
+         launches at a time, then measured once all were ready, then removed; the agents ran \
+         under {runtime}. Memory is \
+         proportional set size (PSS: a shared page counts once, split among its users): the \
+         bundle and the agent = every process under the container's containerd shim (for a runsc \
+         agent the gVisor sandbox and gofer; idle shell agent); engine = dockerd, containerd, the \
+         shims, fuse-overlayfs (the storage driver here), growth divided by the bottles; \
+         MemAvailable is the whole host's, noisy on a shared machine. `bottle ls` runs 5 times at each count. Release \
          builds. Machine: {}, docker {}; load average (1/5/15 min) {load_start} at the start, \
          {load_end} at the end (shared with other builds); {others} networks existed on the \
          engine when the run began (other users included).\n\n{}\n{}\n\n\
