@@ -317,6 +317,7 @@ pub fn run(args: &[String]) -> Result<(), String> {
     let mut exec_t = Vec::new();
     let mut bare_t = Vec::new();
     let mut runc_t = Vec::new();
+    let mut probe_t = Vec::new();
     let mut per_step: Vec<(String, Vec<StepTimes>)> = Vec::new();
     let mut before_launch = Vec::new();
     for i in 0..runs {
@@ -347,6 +348,20 @@ pub fn run(args: &[String]) -> Result<(), String> {
         bare_t.push(bare_run(&image, &runtime, i)?);
         if runtime != "runc" {
             runc_t.push(bare_run(&image, "runc", i)?);
+            // what the probe runs on every `bottle start` when runsc is
+            // registered (bottle-docker's probe_runsc)
+            let t = Instant::now();
+            docker(&[
+                "run",
+                "--rm",
+                "--runtime",
+                "runsc",
+                "--network",
+                "none",
+                crate::seed_base::BASE_TAG,
+                "true",
+            ]);
+            probe_t.push(t.elapsed());
         }
         eprintln!(
             "run {}: bottle start {:.0} ms + exec {:.0} ms, bare run+exec ({runtime}) {:.0} ms",
@@ -402,6 +417,12 @@ pub fn run(args: &[String]) -> Result<(), String> {
         ms(median(&mut bl)),
         ms(median(&mut before_launch))
     ));
+    if !probe_t.is_empty() {
+        steps_table.push_str(&format!(
+            "| of which: the gVisor probe's test container (`docker run --rm --runtime runsc --network none` of the base image), timed separately | – | {:.0} | – |\n",
+            ms(median(&mut probe_t))
+        ));
+    }
     let med_of = |v: &[StepTimes], f: fn(&StepTimes) -> Option<Duration>| -> String {
         let mut d: Vec<Duration> = v.iter().filter_map(f).collect();
         if d.is_empty() {
