@@ -193,6 +193,48 @@ pub trait Running: Send {
     /// Stop and remove every resource but the state and the home volume.
     /// Safe to call twice.
     fn stop(&self, runner: &dyn CommandRunner) -> Result<()>;
+
+    /// Whether the agent runs now (what `bottle cp/diff/export` need);
+    /// an error when this backend cannot move files in or out.
+    fn agent_running(&self, runner: &dyn CommandRunner) -> Result<bool> {
+        let _ = runner;
+        Err(no_file_access())
+    }
+    /// Copy `guest` (a file or directory in the agent) to `host`.
+    fn copy_out(
+        &self,
+        guest: &str,
+        host: &camino::Utf8Path,
+        runner: &dyn CommandRunner,
+    ) -> Result<()> {
+        let _ = (guest, host, runner);
+        Err(no_file_access())
+    }
+    /// Unpack a tar (paths relative to `/`, owners as the archive says,
+    /// see [`crate::tar`]) into the agent.
+    fn copy_in(&self, tar: Vec<u8>, runner: &dyn CommandRunner) -> Result<()> {
+        let _ = (tar, runner);
+        Err(no_file_access())
+    }
+    /// Copy `guest` as it was when the bottle started (from the agent's
+    /// image, not the running agent) to `host`; an error when it was not
+    /// there.
+    fn copy_out_baseline(
+        &self,
+        guest: &str,
+        host: &camino::Utf8Path,
+        runner: &dyn CommandRunner,
+    ) -> Result<()> {
+        let _ = (guest, host, runner);
+        Err(no_file_access())
+    }
+}
+
+fn no_file_access() -> crate::Error {
+    crate::Error::other(
+        "this backend cannot copy files in or out of a bottle yet (`bottle cp`, `diff`, `export`)",
+        "`bottle exec <id> -- ...` reaches the agent",
+    )
 }
 
 /// A launch step finished: (step number from 1, total, name, skipped).

@@ -25,7 +25,8 @@ pub mod images;
 pub mod launch;
 pub mod render;
 pub mod running;
-pub mod tar;
+/// The tar writer lives in core (the CLI packs `bottle cp` input with it).
+pub use bottle_core::tar;
 /// The `--cwd` copy now lives in core (both backends stage it).
 pub use bottle_core::workspace;
 
