@@ -276,12 +276,22 @@ impl Detector {
             return Some(f);
         }
         // Percent-decoded view: catches any mix of encoded characters.
-        if data.iter().any(|b| *b == b'%' || *b == b'+') {
-            let (decoded, map) = percent_decode_mapped(data);
+        let pct = data.contains(&b'%');
+        let plus = data.contains(&b'+');
+        if pct || plus {
+            let (decoded, map) = percent_decode_mapped(data, true);
             if decoded != data {
                 if let Some(f) = self.scan_view(&decoded) {
                     return Some(remap(f, &map));
                 }
+            }
+        }
+        // `+` is a space only in form encoding; a percent-encoded header or
+        // path keeps a base64 `+` as it is.
+        if pct && plus {
+            let (decoded, map) = percent_decode_mapped(data, false);
+            if let Some(f) = self.scan_view(&decoded) {
+                return Some(remap(f, &map));
             }
         }
         // JSON-unescaped view (`\uXXXX`, `\n`, `\/`, ...).
@@ -510,9 +520,9 @@ fn hex_val(b: u8) -> Option<u8> {
     }
 }
 
-/// Percent-decode (`%HH`, `+` → space) keeping, for each output byte, the
+/// Percent-decode (`%HH`, and `+` → space when `plus_is_space`) keeping, for each output byte, the
 /// offset of the input byte it came from.
-fn percent_decode_mapped(data: &[u8]) -> (Vec<u8>, Vec<usize>) {
+fn percent_decode_mapped(data: &[u8], plus_is_space: bool) -> (Vec<u8>, Vec<usize>) {
     let mut out = Vec::with_capacity(data.len());
     let mut map = Vec::with_capacity(data.len());
     let mut i = 0;
@@ -526,7 +536,7 @@ fn percent_decode_mapped(data: &[u8]) -> (Vec<u8>, Vec<usize>) {
                 continue;
             }
         }
-        out.push(if b == b'+' { b' ' } else { b });
+        out.push(if b == b'+' && plus_is_space { b' ' } else { b });
         map.push(i);
         i += 1;
     }
