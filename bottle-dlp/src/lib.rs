@@ -955,6 +955,28 @@ mod tests {
     }
 
     #[test]
+    fn percent_encoded_value_keeps_a_base64_plus() {
+        // `+` is a space in form encoding only: a percent-encoded header
+        // value keeps it, and the held value must still be found.
+        let d = Detector::new(vec![HeldSecret {
+            name: "k".into(),
+            value: "ab+cdEFgh/ij+kl".into(),
+        }]);
+        assert_eq!(
+            d.scan(b"x-v: ab+cd%45Fgh/ij+kl").map(|f| f.rule).as_deref(),
+            Some("held:k")
+        );
+    }
+
+    #[test]
+    fn pem_header_in_any_case() {
+        assert_eq!(
+            pattern("-----begin rsa private key-----").as_deref(),
+            Some("pattern:private-key")
+        );
+    }
+
+    #[test]
     fn non_utf8_held_file() {
         let dir = tempfile::tempdir().unwrap();
         let value: Vec<u8> = (0u8..=255).rev().take(32).collect();
