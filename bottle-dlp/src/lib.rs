@@ -290,8 +290,10 @@ impl Detector {
         // path keeps a base64 `+` as it is.
         if pct && plus {
             let (decoded, map) = percent_decode_mapped(data, false);
-            if let Some(f) = self.scan_view(&decoded) {
-                return Some(remap(f, &map));
+            if decoded != data {
+                if let Some(f) = self.scan_view(&decoded) {
+                    return Some(remap(f, &map));
+                }
             }
         }
         // JSON-unescaped view (`\uXXXX`, `\n`, `\/`, ...).
