@@ -41,7 +41,7 @@
 //! compression, encryption and line-wrapped base64 of a held value are not
 //! detected; a secret split across two requests is not detected.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::path::Path;
 use std::sync::Arc;
@@ -272,7 +272,11 @@ impl Detector {
     /// The first finding in `data`, held secrets before patterns, raw view
     /// before decoded views.
     pub fn scan(&self, data: &[u8]) -> Option<Finding> {
-        if let Some(f) = self.scan_view(data) {
+        // Base64 runs already decoded and scanned in an earlier view: a
+        // decoded view leaves most runs as they were, and the same run
+        // decodes to the same bytes.
+        let mut seen = HashSet::new();
+        if let Some(f) = self.scan_view(data, &mut seen) {
             return Some(f);
         }
         // Percent-decoded view: catches any mix of encoded characters.
@@ -281,7 +285,7 @@ impl Detector {
         if pct || plus {
             let (decoded, map) = percent_decode_mapped(data, true);
             if decoded != data {
-                if let Some(f) = self.scan_view(&decoded) {
+                if let Some(f) = self.scan_view(&decoded, &mut seen) {
                     return Some(remap(f, &map));
                 }
             }
@@ -291,7 +295,7 @@ impl Detector {
         if pct && plus {
             let (decoded, map) = percent_decode_mapped(data, false);
             if decoded != data {
-                if let Some(f) = self.scan_view(&decoded) {
+                if let Some(f) = self.scan_view(&decoded, &mut seen) {
                     return Some(remap(f, &map));
                 }
             }
@@ -300,7 +304,7 @@ impl Detector {
         if data.contains(&b'\\') {
             let (decoded, map) = json_unescape_mapped(data);
             if decoded != data {
-                if let Some(f) = self.scan_view(&decoded) {
+                if let Some(f) = self.scan_view(&decoded, &mut seen) {
                     return Some(remap(f, &map));
                 }
             }
@@ -312,12 +316,15 @@ impl Detector {
     /// decoded in place (every character offset, the final partial group
     /// included). The decoded runs of one offset are scanned as one buffer,
     /// separated by NUL bytes, so the per-scan cost is paid four times per
-    /// view rather than four times per run.
-    fn scan_view(&self, data: &[u8]) -> Option<Finding> {
+    /// view rather than four times per run. A run whose bytes are in `seen`
+    /// (decoded in an earlier view or earlier in this one) is not decoded
+    /// again.
+    fn scan_view(&self, data: &[u8], seen: &mut HashSet<Vec<u8>>) -> Option<Finding> {
         if let Some(f) = self.scan_direct(data) {
             return Some(f);
         }
-        let runs = base64_runs(data);
+        let mut runs = base64_runs(data);
+        runs.retain(|&(start, end)| seen.insert(data[start..end].to_vec()));
         if runs.is_empty() {
             return None;
         }
