@@ -19,7 +19,10 @@ mod progress;
 mod registry;
 mod ui;
 
-/// The `bottle` command line.
+/// The `bottle` command line. Its options may come before the subcommand
+/// (`bottle --backend docker start demo`); each subcommand also takes, after
+/// its name, those of them it uses ([`FLAGS_OF`]), and its help lists only
+/// those.
 #[derive(Debug, Parser)]
 #[command(
     name = "bottle",
@@ -28,26 +31,99 @@ mod ui;
 )]
 pub struct Cli {
     /// Home directory (default: $BOTTLE_HOME, else ~/.bottle).
-    #[arg(long, global = true, value_name = "DIR")]
+    #[arg(long, value_name = "DIR")]
     pub home: Option<Utf8PathBuf>,
     /// Backend to use (overrides the bottle's `backend`).
-    #[arg(long, global = true, value_name = "BACKEND")]
+    #[arg(long, value_name = "BACKEND")]
     pub backend: Option<String>,
     /// Print tracing output (also RUST_LOG).
-    #[arg(long, short, global = true)]
+    #[arg(long, short)]
     pub verbose: bool,
     /// Print only errors and requested output.
-    #[arg(long, short, global = true, conflicts_with = "verbose")]
+    #[arg(long, short, conflicts_with = "verbose")]
     pub quiet: bool,
     #[command(subcommand)]
     command: cmd::Command,
 }
 
+/// Which of `bottle`'s own options each subcommand takes after its name
+/// (the rest mean nothing there: `init` picks no backend, `ls` prints only
+/// what was asked for). Not listed: none (`completions`).
+pub const FLAGS_OF: &[(&str, &[&str])] = &[
+    ("init", &["home", "verbose", "quiet"]),
+    ("check", &["home", "verbose"]),
+    ("plan", &["home", "backend", "verbose"]),
+    ("start", &["home", "backend", "verbose", "quiet"]),
+    ("ls", &["home", "verbose"]),
+    ("attach", &["home", "verbose", "quiet"]),
+    ("exec", &["home", "verbose"]),
+    ("logs", &["home", "verbose"]),
+    ("inspect", &["home", "verbose"]),
+    ("stop", &["home", "verbose", "quiet"]),
+    ("resume", &["home", "verbose", "quiet"]),
+    ("rm", &["home", "verbose", "quiet"]),
+    ("cp", &["home", "verbose", "quiet"]),
+    ("diff", &["home", "verbose", "quiet"]),
+    ("export", &["home", "verbose", "quiet"]),
+    ("gc", &["home", "backend", "verbose", "quiet"]),
+    ("queue", &["home", "verbose"]),
+    ("approve", &["home", "verbose", "quiet"]),
+    ("deny", &["home", "verbose", "quiet"]),
+    ("dashboard", &["home", "verbose"]),
+];
+
+/// The clap command: [`Cli`] plus, on each subcommand, the options of
+/// `bottle` it uses ([`FLAGS_OF`]).
+pub fn command() -> clap::Command {
+    let mut c = <Cli as clap::CommandFactory>::command();
+    let own: Vec<clap::Arg> = c.get_arguments().cloned().collect();
+    for (sub, ids) in FLAGS_OF {
+        c = c.mut_subcommand(*sub, |mut s| {
+            // after the subcommand's own options in its help
+            for (i, a) in own
+                .iter()
+                .filter(|a| ids.contains(&a.get_id().as_str()))
+                .enumerate()
+            {
+                s = s.arg(a.clone().display_order(1000 + i));
+            }
+            s
+        });
+    }
+    c
+}
+
+/// Parse the command line: options given after the subcommand count as if
+/// given before it.
+fn parse() -> Result<Cli, clap::Error> {
+    use clap::FromArgMatches;
+    let mut cmd = command();
+    let m = cmd.try_get_matches_from_mut(std::env::args_os())?;
+    let mut cli = Cli::from_arg_matches(&m).map_err(|e| e.format(&mut cmd))?;
+    if let Some((_, sub)) = m.subcommand() {
+        if let Ok(Some(h)) = sub.try_get_one::<Utf8PathBuf>("home") {
+            cli.home = Some(h.clone());
+        }
+        if let Ok(Some(b)) = sub.try_get_one::<String>("backend") {
+            cli.backend = Some(b.clone());
+        }
+        cli.verbose |= matches!(sub.try_get_one::<bool>("verbose"), Ok(Some(true)));
+        cli.quiet |= matches!(sub.try_get_one::<bool>("quiet"), Ok(Some(true)));
+    }
+    if cli.verbose && cli.quiet {
+        return Err(cmd.error(
+            clap::error::ErrorKind::ArgumentConflict,
+            "--verbose and --quiet cannot be used together",
+        ));
+    }
+    Ok(cli)
+}
+
 fn main() -> ExitCode {
     // `COMPLETE=<shell> bottle ...`: answer a completion request and exit.
-    clap_complete::CompleteEnv::with_factory(<Cli as clap::CommandFactory>::command).complete();
+    clap_complete::CompleteEnv::with_factory(command).complete();
     ui::quiet_on_closed_stdout();
-    let cli = Cli::try_parse().unwrap_or_else(|e| with_tips(e).exit());
+    let cli = parse().unwrap_or_else(|e| with_tips(e).exit());
     init_tracing(cli.verbose);
     match cmd::run(&cli) {
         Ok(code) => ExitCode::from(code),
@@ -75,6 +151,11 @@ fn with_tips(mut e: clap::Error) -> clap::Error {
     e
 }
 
+/// Where tracing goes instead of stderr while the dashboard draws on the
+/// terminal (its log file): a warning from a stop running behind the
+/// screen must not tear it.
+pub static TRACE_FILE: std::sync::Mutex<Option<std::fs::File>> = std::sync::Mutex::new(None);
+
 fn init_tracing(verbose: bool) {
     let filter = if verbose {
         tracing_subscriber::EnvFilter::new("debug")
@@ -84,7 +165,16 @@ fn init_tracing(verbose: bool) {
     };
     tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(|| -> Box<dyn std::io::Write> {
+            let file = TRACE_FILE
+                .lock()
+                .ok()
+                .and_then(|f| f.as_ref().and_then(|f| f.try_clone().ok()));
+            match file {
+                Some(f) => Box::new(f),
+                None => Box::new(std::io::stderr()),
+            }
+        })
         .with_target(false)
         .init();
 }

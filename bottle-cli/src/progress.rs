@@ -12,12 +12,137 @@
 //! The backend reports a step *after* it finished (index, total, name,
 //! cached), so the bar learns the next step's name from the list given to
 //! [`Steps::new`] (or shows "step k+1" when it has none).
+//!
+//! The bar never reaches the terminal's last columns ([`Stderr`]): Ctrl-C
+//! makes the terminal echo `^C` at the cursor, and at the end of a full-width
+//! line that wraps onto a new line the bar does not know of, so clearing the
+//! bar would clear the wrong line and leave the spinner on screen. And a
+//! Ctrl-C that arrives while nobody else handles it (the launch installs its
+//! own handler to roll back) clears the bar's line before the default action
+//! ends the process ([`clear_then_die`]).
 
 use std::cell::Cell;
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write};
 use std::time::{Duration, Instant};
 
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle, TermLike};
+
+const SIGNALS: [libc::c_int; 2] = [libc::SIGINT, libc::SIGTERM];
+
+/// While a bar is shown and no one else handles SIGINT/SIGTERM: erase the
+/// bar's line, then die of the signal as if unhandled.
+extern "C" fn clear_then_die(sig: libc::c_int) {
+    const CLEAR: &[u8] = b"\r\x1b[2K";
+    // SAFETY: write(2), signal(2) and raise(3) are async-signal-safe; the
+    // buffer is a static.
+    unsafe {
+        libc::write(libc::STDERR_FILENO, CLEAR.as_ptr().cast(), CLEAR.len());
+        libc::signal(sig, libc::SIG_DFL);
+        libc::raise(sig);
+    }
+}
+
+fn clear_then_die_handler() -> libc::sighandler_t {
+    clear_then_die as extern "C" fn(libc::c_int) as libc::sighandler_t
+}
+
+/// Install [`clear_then_die`] where the signal has its default action.
+fn arm_clear_on_signal() {
+    for sig in SIGNALS {
+        // SAFETY: swaps dispositions; an existing handler is put back.
+        unsafe {
+            let prev = libc::signal(sig, clear_then_die_handler());
+            if prev != libc::SIG_DFL {
+                libc::signal(sig, prev);
+            }
+        }
+    }
+}
+
+/// Put the default action back where [`clear_then_die`] still is.
+fn disarm_clear_on_signal() {
+    for sig in SIGNALS {
+        // SAFETY: as above.
+        unsafe {
+            let prev = libc::signal(sig, libc::SIG_DFL);
+            if prev != clear_then_die_handler() {
+                libc::signal(sig, prev);
+            }
+        }
+    }
+}
+
+/// Columns the bar leaves free at the end of its line (room for `^C`).
+pub const MARGIN: u16 = 4;
+
+/// stderr as the bar's terminal, [`MARGIN`] columns narrower than it is.
+#[derive(Debug)]
+pub struct Stderr;
+
+impl Stderr {
+    fn put(&self, s: &str) -> std::io::Result<()> {
+        std::io::stderr().lock().write_all(s.as_bytes())
+    }
+}
+
+/// The width of the terminal on stderr (80 when it cannot be asked).
+fn columns() -> u16 {
+    let mut ws = libc::winsize {
+        ws_row: 0,
+        ws_col: 0,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCGWINSZ fills the winsize we pass; fd 2 stays open.
+    let ok = unsafe { libc::ioctl(libc::STDERR_FILENO, libc::TIOCGWINSZ, &mut ws) } == 0;
+    if ok && ws.ws_col > 0 {
+        ws.ws_col
+    } else {
+        80
+    }
+}
+
+impl TermLike for Stderr {
+    fn width(&self) -> u16 {
+        columns().saturating_sub(MARGIN).max(20)
+    }
+    fn move_cursor_up(&self, n: usize) -> std::io::Result<()> {
+        if n > 0 {
+            self.put(&format!("\x1b[{n}A"))?;
+        }
+        Ok(())
+    }
+    fn move_cursor_down(&self, n: usize) -> std::io::Result<()> {
+        if n > 0 {
+            self.put(&format!("\x1b[{n}B"))?;
+        }
+        Ok(())
+    }
+    fn move_cursor_right(&self, n: usize) -> std::io::Result<()> {
+        if n > 0 {
+            self.put(&format!("\x1b[{n}C"))?;
+        }
+        Ok(())
+    }
+    fn move_cursor_left(&self, n: usize) -> std::io::Result<()> {
+        if n > 0 {
+            self.put(&format!("\x1b[{n}D"))?;
+        }
+        Ok(())
+    }
+    fn write_line(&self, s: &str) -> std::io::Result<()> {
+        self.put(&format!("{s}\n"))
+    }
+    fn write_str(&self, s: &str) -> std::io::Result<()> {
+        self.put(s)
+    }
+    fn clear_line(&self) -> std::io::Result<()> {
+        self.put("\r\x1b[2K")
+    }
+    fn flush(&self) -> std::io::Result<()> {
+        std::io::stderr().flush()
+    }
+}
 
 /// How progress is shown.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -81,7 +206,9 @@ impl Steps {
     /// known (the bar uses them to name the running step).
     pub fn new(mode: Mode, names: Vec<String>) -> Self {
         let bar = (mode == Mode::Bar).then(|| {
-            let bar = Self::make_bar(ProgressDrawTarget::stderr(), &names);
+            let target = ProgressDrawTarget::term_like_with_hz(Box::new(Stderr), 20);
+            let bar = Self::make_bar(target, &names);
+            arm_clear_on_signal();
             bar.enable_steady_tick(Duration::from_millis(120));
             bar
         });
@@ -159,6 +286,9 @@ impl Steps {
         if let Some(bar) = &self.bar {
             if !bar.is_finished() {
                 bar.finish_and_clear();
+            }
+            if self.mode == Mode::Bar {
+                disarm_clear_on_signal();
             }
         }
     }

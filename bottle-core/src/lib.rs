@@ -15,6 +15,7 @@ pub mod manifest;
 pub mod plan;
 pub mod prepare;
 pub mod secret;
+pub mod skills;
 pub mod state;
 pub mod teardown;
 pub mod units;

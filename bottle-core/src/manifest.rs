@@ -256,6 +256,10 @@ pub struct AgentFile {
     /// Default false: inside a bottle the sandbox is the boundary, so the
     /// agent starts in the mode its docs give for an outer sandbox.
     pub permission_prompts: Option<bool>,
+    /// Skill directories copied into the agent (README "Skills"), by name:
+    /// `$BOTTLE_HOME/skills/<name>/`, or for a repo agent first
+    /// `<repo>/.bottle/skills/<name>/`.
+    pub skills: Option<Vec<String>>,
 }
 
 /// One `[env]` value as written (README "Env values", SPEC §2).
@@ -362,6 +366,8 @@ pub struct LoadedAgent {
     pub source: AgentSource,
     /// Contents.
     pub file: AgentFile,
+    /// The skills `file.skills` names, found and checked.
+    pub skills: Vec<crate::skills::SkillSource>,
 }
 
 /// A loaded, validated bottle with its `extends` chain merged.
@@ -495,7 +501,7 @@ impl Loader {
     /// Load and validate one agent file.
     pub fn load_agent_file(&self, path: &Utf8Path, source: AgentSource) -> Result<LoadedAgent> {
         let text = read(path)?;
-        agent_from_text(path, &text, source)
+        agent_from_text_in(path, &text, source, Some(&self.home.skills_dir()))
     }
 
     /// Load bottle `name` with its `extends` chain merged (maps merge by key,
@@ -639,7 +645,18 @@ pub fn bottle_from_text(name: &str, path: Utf8PathBuf, text: &str) -> Result<Loa
 
 /// Parse and validate an agent from text; `path` names it in errors and
 /// anchors a relative `prompt_file` (used for files and in-memory manifests).
+/// Its `skills` are looked for only in the repository (an in-memory agent
+/// has no `$BOTTLE_HOME`; [`Loader`] also looks in `$BOTTLE_HOME/skills`).
 pub fn agent_from_text(path: &Utf8Path, text: &str, source: AgentSource) -> Result<LoadedAgent> {
+    agent_from_text_in(path, text, source, None)
+}
+
+fn agent_from_text_in(
+    path: &Utf8Path,
+    text: &str,
+    source: AgentSource,
+    home_skills: Option<&Utf8Path>,
+) -> Result<LoadedAgent> {
     let table: toml::Table = parse(path, text)?;
     let bottle_keys: Vec<&str> = table
         .keys()
@@ -721,11 +738,28 @@ pub fn agent_from_text(path: &Utf8Path, text: &str, source: AgentSource) -> Resu
         };
         validate_env(path, text, env, author)?;
     }
+    let skills = crate::skills::find_all(
+        path,
+        source,
+        file.skills.as_deref().unwrap_or_default(),
+        home_skills,
+    )
+    .map_err(|(message, fix)| {
+        let (line, column) = key_position(text, "skills");
+        Error::Manifest {
+            file: path.to_owned(),
+            line,
+            column,
+            message,
+            fix,
+        }
+    })?;
     Ok(LoadedAgent {
         name,
         path: path.to_owned(),
         source,
         file,
+        skills,
     })
 }
 

@@ -233,6 +233,9 @@ pub struct ProviderPlan {
     pub auth_host: Option<String>,
     /// Whether the agent CLI keeps its own permission prompts.
     pub permission_prompts: bool,
+    /// Skills copied into the agent (README "Skills").
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub skills: Vec<crate::skills::SkillPlan>,
 }
 
 /// How a route's credential is sent.
@@ -612,6 +615,17 @@ pub fn resolve(
         _ => None,
     };
     let permission_prompts = agent.file.permission_prompts.unwrap_or(false);
+    let skills = agent
+        .skills
+        .iter()
+        .map(|s| crate::skills::SkillPlan {
+            name: s.name.clone(),
+            source: s.dir.clone(),
+            origin: s.origin,
+            targets: crate::skills::targets(&image, &s.name),
+            confine: s.confine.clone(),
+        })
+        .collect();
     let command = match (&agent.file.command, &image) {
         (Some(c), _) => c.clone(),
         (None, ImageSource::Template(t)) => {
@@ -848,6 +862,7 @@ pub fn resolve(
             prompt,
             auth_host,
             permission_prompts,
+            skills,
         },
         env,
         held_env,

@@ -74,6 +74,10 @@ impl Home {
     pub fn dlp_dir(&self) -> Utf8PathBuf {
         self.root.join("dlp")
     }
+    /// `skills/`: skill directories agents name with `skills = [...]`.
+    pub fn skills_dir(&self) -> Utf8PathBuf {
+        self.root.join("skills")
+    }
     /// `state/`.
     pub fn state_root(&self) -> Utf8PathBuf {
         self.root.join("state")

@@ -253,6 +253,20 @@ fn sha_file(path: &Utf8Path) -> Result<Vec<u8>> {
     Ok(h.finalize().to_vec())
 }
 
+/// Test-only hook (README "Testing"): when set, a built-in template's agent
+/// image is this existing image instead of the template build, so the
+/// integration tests can run the claude/codex wiring with a stand-in CLI on
+/// hosts without a Debian mirror or the npm registry. Not a user setting:
+/// nothing but the tests sets it.
+pub const TEST_AGENT_IMAGE_ENV: &str = "BOTTLE_TEST_AGENT_IMAGE";
+
+/// The template agent image named by [`TEST_AGENT_IMAGE_ENV`], if set.
+fn test_agent_image() -> Option<String> {
+    std::env::var(TEST_AGENT_IMAGE_ENV)
+        .ok()
+        .filter(|s| !s.trim().is_empty())
+}
+
 /// Compute every image of a plan (reads the template, the workspace and the
 /// sidecar binary; runs nothing but `git ls-files`).
 pub fn image_set(
@@ -264,6 +278,22 @@ pub fn image_set(
     let base = plan.provider.base_image.clone();
     let build_root = state.path().join("build");
     let agent = match &plan.provider.image {
+        ImageSource::Template(_) if test_agent_image().is_some() => {
+            let tag = test_agent_image().unwrap_or_default();
+            // the build runs only when the image is missing: say so
+            let text = format!(
+                "FROM {base}\nRUN echo '{TEST_AGENT_IMAGE_ENV} names an image that does not exist' >&2 && false\n"
+            );
+            let dir = build_root.join("agent");
+            BuildSpec {
+                role: "agent",
+                tag,
+                dockerfile: dir.join("Dockerfile"),
+                context_dir: dir,
+                items: vec![("Dockerfile".into(), ContextItem::Bytes(text.into_bytes()))],
+                always: false,
+            }
+        }
         ImageSource::Template(t) => {
             let text = render_agent_template(*t, &base);
             let tag = format!(

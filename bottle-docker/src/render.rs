@@ -615,7 +615,8 @@ pub fn render(
             Action::Run
         },
     ));
-    if let Some(bytes) = agent_files_archive(wiring)? {
+    // the sidecars' files and the agent's skills (README "Skills")
+    if let Some(bytes) = agent_files_archive(&bottle_core::skills::with_skills(plan, wiring)?)? {
         steps.push(step(
             "copy agent files",
             docker()

@@ -489,3 +489,58 @@ fn bundle_has_memory_and_pids_limits() {
     assert_eq!(flag(&c, "--memory"), (1u64 << 30).to_string());
     assert_eq!(flag(&c, "--pids-limit"), "128");
 }
+
+/// Skills (README "Skills") reach the agent in the agent-files archive,
+/// under Codex's `~/.agents/skills/<name>/`, owned by the agent with every
+/// directory on the way: a repo skill and an operator skill.
+#[test]
+fn skills_are_copied_into_the_agent_home() {
+    let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/codex-repo-skills.case");
+    let case = load(&p);
+    let names: Vec<(&str, bottle_core::skills::SkillOrigin)> = case
+        .plan
+        .provider
+        .skills
+        .iter()
+        .map(|s| (s.name.as_str(), s.origin))
+        .collect();
+    assert_eq!(
+        names,
+        vec![
+            ("review", bottle_core::skills::SkillOrigin::Repo),
+            ("shared", bottle_core::skills::SkillOrigin::Home)
+        ]
+    );
+    let be = backend(&case.root);
+    let state = bottle_core::StateDir::at(case.root.join("state/main-dev-abc123"));
+    let script = be
+        .render(LaunchInput {
+            plan: &case.plan,
+            state: &state,
+            wiring: &case.wiring,
+        })
+        .unwrap();
+    let copy = script
+        .steps
+        .iter()
+        .find(|s| s.name == "copy agent files")
+        .unwrap();
+    let Some(Stdin::Bytes(bytes)) = &copy.run.stdin else {
+        panic!("no archive on stdin");
+    };
+    let tar = case.root.join("agent-files.tar");
+    fs::write(&tar, bytes).unwrap();
+    let list = duct::cmd!("tar", "-tvf", tar.as_str()).read().unwrap() + "\n";
+    for want in [
+        "drwxr-xr-x 1000/1000         0 1970-01-01 00:00 home/agent/.agents/\n",
+        "drwxr-xr-x 1000/1000         0 1970-01-01 00:00 home/agent/.agents/skills/review/checklist/\n",
+        "-rw-r--r-- 1000/1000        17 1970-01-01 00:00 home/agent/.agents/skills/review/checklist/steps.md\n",
+        "home/agent/.agents/skills/review/SKILL.md\n",
+        "home/agent/.agents/skills/shared/SKILL.md\n",
+    ] {
+        assert!(list.contains(want), "missing {want:?} in\n{list}");
+    }
+    // codex only: Claude Code's location stays empty
+    assert!(!list.contains(".claude/skills"), "{list}");
+}

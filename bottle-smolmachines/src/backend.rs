@@ -67,8 +67,11 @@ impl SmolmachinesBackend {
     }
 
     /// The smolmachines view of a launch input.
+    /// The agent's skills (README "Skills") are uploaded like the sidecars'
+    /// files, one upload per file.
     pub fn plan(&self, input: LaunchInput<'_>) -> Result<SmolmachinesPlan> {
-        SmolmachinesPlan::new(input.plan, input.state, input.wiring, self.host_os)
+        let wiring = bottle_core::skills::with_skills(input.plan, input.wiring)?;
+        SmolmachinesPlan::new(input.plan, input.state, &wiring, self.host_os)
     }
 
     /// The probe configuration.
@@ -78,6 +81,8 @@ impl SmolmachinesBackend {
             host_os: self.host_os,
             kvm_device: self.kvm_device.clone(),
             boot_check: true,
+            accept_host_alias: std::env::var(crate::probe::ACCEPT_HOST_ALIAS_ENV).as_deref()
+                == Ok("1"),
         }
     }
 

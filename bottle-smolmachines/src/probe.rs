@@ -33,7 +33,14 @@ pub struct ProbeConfig {
     pub kvm_device: String,
     /// Run the boot check (off only in unit tests of earlier layers).
     pub boot_check: bool,
+    /// macOS only: the operator accepts that the VM reaches every host
+    /// service listening on the loopback alias ([`ACCEPT_HOST_ALIAS_ENV`]).
+    pub accept_host_alias: bool,
 }
+
+/// The variable with which an operator accepts, on macOS, that the
+/// micro-VM reaches every host service bound to `0.0.0.0` (docs/smolmachines.md).
+pub const ACCEPT_HOST_ALIAS_ENV: &str = "BOTTLE_SMOLMACHINES_ACCEPT_HOST_ALIAS";
 
 fn unavailable(why: impl Into<String>, fix: impl Into<String>) -> Probe {
     Probe::Unavailable {
@@ -99,7 +106,17 @@ pub fn probe(cfg: &ProbeConfig, runner: &dyn CommandRunner) -> Probe {
             if let Err(u) = hv::check_hv_support(&o) {
                 return unavailable(u.why, u.fix);
             }
-            "hypervisor: Hypervisor.framework".to_owned()
+            // Fail closed (THREAT-MODEL S2/S6): on macOS the VM reaches the
+            // bundle only on a host loopback alias, and smolvm's allowlist
+            // has no ports, so every host service bound to 0.0.0.0 answers
+            // the agent there too.
+            if !cfg.accept_host_alias {
+                return unavailable(
+                    "on macOS the micro-VM reaches the bundle on a host loopback alias, and smolvm's network allowlist has no ports: every host service listening on 0.0.0.0 (sshd, databases, dev servers) would be reachable from the agent; bottle refuses to start it",
+                    format!("run the smolmachines backend on a Linux/KVM host or use --backend docker; or accept this exposure with {ACCEPT_HOST_ALIAS_ENV}=1"),
+                );
+            }
+            format!("hypervisor: Hypervisor.framework; WARNING: {ACCEPT_HOST_ALIAS_ENV}=1: the agent can reach every host service listening on 0.0.0.0")
         }
         HostOs::Other => {
             return unavailable(
@@ -245,7 +262,45 @@ mod tests {
             host_os: HostOs::Macos,
             kvm_device: "/dev/kvm".into(),
             boot_check: boot,
+            accept_host_alias: true,
         }
+    }
+
+    /// issue 14.5 on macOS: without the operator's explicit acceptance the
+    /// probe refuses (the alias exposes every 0.0.0.0 host service); with
+    /// it, the probe goes on and says so.
+    #[test]
+    fn macos_refuses_unless_the_host_alias_exposure_is_accepted() {
+        let r = RecordingRunner::new();
+        r.reply("smolvm --version", 0, "smolvm 1.32.2\n");
+        r.reply("sysctl", 0, "1\n");
+        let mut c = cfg(false);
+        c.accept_host_alias = false;
+        let w = why(probe(&c, &r));
+        assert!(
+            w.contains("0.0.0.0") && w.contains(ACCEPT_HOST_ALIAS_ENV),
+            "{w}"
+        );
+        assert!(
+            !r.transcript().contains("docker version"),
+            "stopped before docker"
+        );
+        c.accept_host_alias = true;
+        match probe(&c, &r) {
+            Probe::Ready { notes, .. } => assert!(
+                notes
+                    .iter()
+                    .any(|n| n.contains("WARNING") && n.contains("0.0.0.0")),
+                "{notes:?}"
+            ),
+            other => panic!("{other:?}"),
+        }
+        // Linux is not affected (the allowlist is the bundle container's IP)
+        c.host_os = HostOs::Linux;
+        c.accept_host_alias = false;
+        c.kvm_device = "/nonexistent-kvm".into();
+        let w = why(probe(&c, &r));
+        assert!(!w.contains(ACCEPT_HOST_ALIAS_ENV), "{w}");
     }
 
     fn why(p: Probe) -> String {
@@ -301,7 +356,7 @@ mod tests {
             p,
             Probe::Ready {
                 version: "1.32.2".into(),
-                notes: vec!["hypervisor: Hypervisor.framework".into()],
+                notes: vec![format!("hypervisor: Hypervisor.framework; WARNING: {ACCEPT_HOST_ALIAS_ENV}=1: the agent can reach every host service listening on 0.0.0.0")],
                 gvisor: bottle_core::backend::Gvisor::NotApplicable,
             }
         );

@@ -307,7 +307,13 @@ pub fn steps(p: &SmolmachinesPlan, s: &Smolvm) -> Vec<SmolStep> {
                 "/bin/sh".into(),
                 "-c".into(),
                 format!(
-                    "mkdir -p '{parent}' && chown {uid}:{gid} '{parent}'",
+                    "mkdir -p {} && chown {uid}:{gid} {}",
+                    quote(parent),
+                    owned_dirs(parent)
+                        .iter()
+                        .map(|d| quote(d))
+                        .collect::<Vec<_>>()
+                        .join(" "),
                     uid = u.uid.unwrap_or(0),
                     gid = u.gid.unwrap_or(0)
                 ),
@@ -378,4 +384,30 @@ pub fn attach(p: &SmolmachinesPlan, s: &Smolvm) -> CommandSpec {
         p,
         true,
     )
+}
+
+/// A word in single quotes for the guest's `/bin/sh` (skill file names
+/// come from a repository).
+fn quote(w: &str) -> String {
+    format!("'{}'", w.replace('\'', r"'\''"))
+}
+
+/// The directories `mkdir -p <dir>` may create that must belong to the
+/// upload's owner: under the agent's home every one below the home (a skill
+/// lands in `~/.claude/skills/<name>/...`, and Claude Code writes to
+/// `~/.claude` itself), elsewhere just `dir`.
+fn owned_dirs(dir: &str) -> Vec<String> {
+    match dir.strip_prefix(&format!("{AGENT_HOME}/")) {
+        Some(rest) => {
+            let mut acc = AGENT_HOME.to_owned();
+            rest.split('/')
+                .filter(|c| !c.is_empty())
+                .map(|c| {
+                    acc = format!("{acc}/{c}");
+                    acc.clone()
+                })
+                .collect()
+        }
+        None => vec![dir.to_owned()],
+    }
 }

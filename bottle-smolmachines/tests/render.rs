@@ -393,3 +393,56 @@ fn teardown_undoes_every_created_resource_newest_first() {
         last = i;
     }
 }
+
+/// Skills (README "Skills") are uploaded file by file under Claude Code's
+/// `~/.claude/skills/<name>/`, owned by the agent, and every directory the
+/// upload creates below the home is the agent's too (Claude Code writes to
+/// `~/.claude`); a file name from a skill is quoted for the guest shell.
+#[test]
+fn skills_are_uploaded_into_the_agent_home() {
+    let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/skills/claude-skills.case");
+    let f = fixture_from(&p, 7);
+    let plan = smol_plan(&f, HostOs::Linux);
+    let skill: Vec<(&str, Option<u32>, Option<u32>)> = plan
+        .uploads
+        .iter()
+        .filter(|u| u.dst.contains("/skills/"))
+        .map(|u| (u.dst.as_str(), u.uid, u.mode))
+        .collect();
+    assert_eq!(
+        skill,
+        vec![
+            (
+                "/home/agent/.claude/skills/review/SKILL.md",
+                Some(1000),
+                Some(0o644)
+            ),
+            (
+                "/home/agent/.claude/skills/review/checklist/it's.md",
+                Some(1000),
+                Some(0o644)
+            ),
+        ]
+    );
+    let cmds: Vec<String> = all_commands(&f, HostOs::Linux)
+        .iter()
+        .map(|c| c.args.join(" "))
+        .collect();
+    let mk = cmds
+        .iter()
+        .find(|c| c.contains("mkdir -p '/home/agent/.claude/skills/review/checklist'"))
+        .expect("a mkdir for the nested skill dir");
+    assert!(
+        mk.contains(
+            "chown 1000:1000 '/home/agent/.claude' '/home/agent/.claude/skills' '/home/agent/.claude/skills/review' '/home/agent/.claude/skills/review/checklist'"
+        ),
+        "{mk}"
+    );
+    assert!(
+        cmds.iter().any(|c| c.contains(
+            r"main-dev-test01-agent:/home/agent/.claude/skills/review/checklist/it's.md"
+        )),
+        "{cmds:#?}"
+    );
+}

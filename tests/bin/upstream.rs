@@ -10,9 +10,13 @@
 //! ```text
 //! REQUEST <METHOD> <URI> <VERSION> port=<PORT>
 //! <header>: <value>           (one line per header, names lower-case)
+//! TRAILER <name>: <value>    (one line per request trailer)
 //! BODY <body bytes, lossy UTF-8>
 //! END
 //! ```
+//!
+//! A WebSocket upgrade is answered 101; every message the client then
+//! sends is logged as `WSFRAME <text|binary|ping|pong|close> <payload>`.
 //!
 //! and answered `200` with `echo from <NAME>`, the request line and the
 //! headers as the body. `listening` is printed once every port is bound.
@@ -46,16 +50,28 @@ async fn handle(
     name: Arc<str>,
     port: u16,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
+    let mut req = req;
+    if let Some(resp) = websocket(&mut req, port) {
+        return Ok(resp);
+    }
     let (parts, body) = req.into_parts();
-    let body = body
-        .collect()
-        .await
-        .map(|b| b.to_bytes())
-        .unwrap_or_default();
+    let (body, trailers) = match body.collect().await {
+        Ok(c) => {
+            let t = c.trailers().cloned();
+            (c.to_bytes(), t)
+        }
+        Err(_) => (Bytes::new(), None),
+    };
     let line = format!("{} {} {:?}", parts.method, parts.uri, parts.version);
     let mut headers = String::new();
     for (k, v) in &parts.headers {
         headers.push_str(&format!("{k}: {}\n", String::from_utf8_lossy(v.as_bytes())));
+    }
+    for (k, v) in trailers.iter().flatten() {
+        headers.push_str(&format!(
+            "TRAILER {k}: {}\n",
+            String::from_utf8_lossy(v.as_bytes())
+        ));
     }
     {
         let mut out = std::io::stdout().lock();
@@ -71,6 +87,72 @@ async fn handle(
         .header("content-type", "text/plain")
         .body(Full::new(Bytes::from(reply)))
         .expect("static response"))
+}
+
+/// A WebSocket upgrade: answer 101, then log every message the client
+/// sends (`WSFRAME <kind> <payload, lossy UTF-8>`), answering pings.
+fn websocket(req: &mut Request<Incoming>, port: u16) -> Option<Response<Full<Bytes>>> {
+    use futures::StreamExt as _;
+    use tokio_tungstenite::tungstenite::protocol::Role;
+    use tokio_tungstenite::tungstenite::Message;
+    let upgrade = req
+        .headers()
+        .get(hyper::header::UPGRADE)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"websocket"));
+    let key = req.headers().get(hyper::header::SEC_WEBSOCKET_KEY)?;
+    if !upgrade {
+        return None;
+    }
+    let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
+    {
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "REQUEST WEBSOCKET {} port={port}\nEND", req.uri());
+        let _ = out.flush();
+    }
+    let on_upgrade = hyper::upgrade::on(req);
+    tokio::spawn(async move {
+        let Ok(upgraded) = on_upgrade.await else {
+            return;
+        };
+        let mut socket = tokio_tungstenite::WebSocketStream::from_raw_socket(
+            TokioIo::new(upgraded),
+            Role::Server,
+            None,
+        )
+        .await;
+        while let Some(Ok(msg)) = socket.next().await {
+            let (kind, data): (&str, Vec<u8>) = match &msg {
+                Message::Text(t) => ("text", t.as_bytes().to_vec()),
+                Message::Binary(b) => ("binary", b.to_vec()),
+                Message::Ping(b) => ("ping", b.to_vec()),
+                Message::Pong(b) => ("pong", b.to_vec()),
+                Message::Close(f) => (
+                    "close",
+                    f.as_ref()
+                        .map(|f| f.reason.as_bytes().to_vec())
+                        .unwrap_or_default(),
+                ),
+                Message::Frame(f) => ("frame", f.payload().to_vec()),
+            };
+            {
+                let mut out = std::io::stdout().lock();
+                let _ = writeln!(out, "WSFRAME {kind} {}", String::from_utf8_lossy(&data));
+                let _ = out.flush();
+            }
+            if matches!(msg, Message::Close(_)) {
+                break;
+            }
+        }
+    });
+    Some(
+        Response::builder()
+            .status(hyper::StatusCode::SWITCHING_PROTOCOLS)
+            .header(hyper::header::CONNECTION, "upgrade")
+            .header(hyper::header::UPGRADE, "websocket")
+            .header(hyper::header::SEC_WEBSOCKET_ACCEPT, accept)
+            .body(Full::new(Bytes::new()))
+            .expect("static response"),
+    )
 }
 
 fn tls_acceptor(cert: &str, key: &str) -> tokio_rustls::TlsAcceptor {
@@ -118,11 +200,15 @@ async fn main() {
                     match acceptor {
                         Some(acc) => {
                             if let Ok(stream) = acc.accept(tcp).await {
-                                let _ = builder.serve_connection(TokioIo::new(stream), svc).await;
+                                let _ = builder
+                                    .serve_connection_with_upgrades(TokioIo::new(stream), svc)
+                                    .await;
                             }
                         }
                         None => {
-                            let _ = builder.serve_connection(TokioIo::new(tcp), svc).await;
+                            let _ = builder
+                                .serve_connection_with_upgrades(TokioIo::new(tcp), svc)
+                                .await;
                         }
                     }
                 });

@@ -1,5 +1,6 @@
 //! bottle's integration tests: one binary, many modules.
 
+mod agents_standin;
 mod docker_e2e;
 mod fault;
 mod queue_cli;

@@ -29,6 +29,8 @@
 //!   line can exist; the reason is required (every script has `audit` or
 //!   `no-audit`)
 //! - `upstream-must-not-see: DB_PASSWORD | <text>` — never reached an upstream
+//! - `upstream-must-see: <text>` — a control: the upstream echo.test logged
+//!   it (the path the attack takes really reaches the upstream)
 //! - `host-check: decoy-untouched | echo-untouched | udp-silent |
 //!   upstream-git-unchanged | upstream-saw-token-not-agent-auth`
 //!
@@ -78,6 +80,7 @@ struct Attack {
     audit_min: usize,
     no_audit: Option<String>,
     must_not_see: Vec<String>,
+    must_see: Vec<String>,
     host_checks: Vec<String>,
     body: String,
 }
@@ -112,6 +115,7 @@ fn parse(path: &std::path::Path) -> Attack {
         audit_min: 1,
         no_audit: None,
         must_not_see: Vec::new(),
+        must_see: Vec::new(),
         host_checks: Vec::new(),
         body: body.clone(),
     };
@@ -150,6 +154,7 @@ fn parse(path: &std::path::Path) -> Attack {
             }
             "no-audit" => a.no_audit = Some(v.to_owned()),
             "upstream-must-not-see" => a.must_not_see.push(v.to_owned()),
+            "upstream-must-see" => a.must_see.push(v.to_owned()),
             "host-check" => a.host_checks.push(v.to_owned()),
             _ => {}
         }
@@ -594,6 +599,31 @@ fn controls(t: Target, env: &mut Env, deploy_key: &str) {
         "control: UDP from the bundle to the host listener did not arrive"
     );
 
+    // The attack client for WebSocket frames and trailers (curl in the
+    // agent speaks neither), handed over exec stdin: `docker cp` into a
+    // running gVisor container does not work.
+    let attack_bin = PathBuf::from(env!("CARGO_BIN_EXE_bottle-test-attack"));
+    let copied = duct::cmd!(
+        "docker",
+        "exec",
+        "-i",
+        "-u",
+        "1000:1000",
+        format!("bottle-{}-agent", env.id),
+        "sh",
+        "-c",
+        "cat > /tmp/bottle-test-attack && chmod 755 /tmp/bottle-test-attack"
+    )
+    .stdin_path(&attack_bin)
+    .stderr_to_stdout()
+    .unchecked()
+    .run()
+    .expect("docker runs");
+    assert!(
+        copied.status.success(),
+        "control: could not hand the attack client to the agent: {}",
+        String::from_utf8_lossy(&copied.stdout)
+    );
     env.prelude = std::fs::read_to_string(workspace_root().join("tests/security/lib.sh")).unwrap();
     env.exports = vars
         .iter()
@@ -655,11 +685,26 @@ fn host_s11(env: &Env) -> Result<String, String> {
     let mut answered_neighbour = false;
     let mut expected = [0usize; 3]; // egress, git-gate, supervise refusals that must be on record
     for (net, ip) in &nets {
-        let host = duct::cmd!("bash", "-c", probe(ip))
+        // The host probes only a network it is attached to: the internal
+        // network gives the host no address, and a packet to its subnet
+        // would leave by the default route (never to an outside address).
+        let route = duct::cmd!("ip", "-o", "route", "get", ip)
             .stderr_to_stdout()
             .unchecked()
             .read()
             .unwrap_or_default();
+        let host = if route.contains(" dev ") && !route.contains(" via ") {
+            duct::cmd!("bash", "-c", probe(ip))
+                .stderr_to_stdout()
+                .unchecked()
+                .read()
+                .unwrap_or_default()
+        } else {
+            format!(
+                "not attached: the host has no direct route to {ip} ({})",
+                route.trim()
+            )
+        };
         let (_, neighbour, _) = docker(&[
             "run",
             "--rm",
@@ -865,6 +910,19 @@ fn run_attack(env: &Env, attack: &Attack) -> Result<String, String> {
             if needles.iter().any(|n| new.contains(n.as_str())) {
                 problems.push(format!("{what} reached upstream {c}"));
             }
+        }
+    }
+    for what in &attack.must_see {
+        let found = (0..20).any(|_| {
+            let log = logs(&env.echo);
+            let seen = log[before_echo.min(log.len())..].contains(what.as_str());
+            if !seen {
+                std::thread::sleep(Duration::from_millis(250));
+            }
+            seen
+        });
+        if !found {
+            problems.push(format!("the upstream echo.test never logged {what:?}"));
         }
     }
     for check in &attack.host_checks {

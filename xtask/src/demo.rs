@@ -433,11 +433,12 @@ memory = "1GiB"
         5,
         "the agent asks for more; the operator approves; it works",
     );
-    let ask = r#"H1='Content-Type: application/json'; H2='Accept: application/json, text/event-stream'
-curl -sS -D /tmp/h -o /dev/null -H "$H1" -H "$H2" http://bundle:9100/mcp -d '{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-03-26","capabilities":{},"clientInfo":{"name":"demo-agent","version":"1"}}}'
+    // the MCP server serves only this bottle's agent: its access credential
+    let ask = r#"H1='Content-Type: application/json'; H2='Accept: application/json, text/event-stream'; H3="Authorization: Bearer $BOTTLE_ACCESS_KEY"
+curl -sS -D /tmp/h -o /dev/null -H "$H1" -H "$H2" -H "$H3" http://bundle:9100/mcp -d '{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-03-26","capabilities":{},"clientInfo":{"name":"demo-agent","version":"1"}}}'
 S=$(grep -i '^mcp-session-id' /tmp/h | cut -d' ' -f2 | tr -d '\r')
-curl -sS -o /dev/null -H "$H1" -H "$H2" -H "mcp-session-id: $S" http://bundle:9100/mcp -d '{"jsonrpc":"2.0","method":"notifications/initialized"}'
-curl -sS -H "$H1" -H "$H2" -H "mcp-session-id: $S" http://bundle:9100/mcp -d '{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"request_egress","arguments":{"host":"docs.demo.test","reason":"read the API docs"}}}' | grep -o 'req-[0-9A-Za-z-]*' | head -1"#;
+curl -sS -o /dev/null -H "$H1" -H "$H2" -H "$H3" -H "mcp-session-id: $S" http://bundle:9100/mcp -d '{"jsonrpc":"2.0","method":"notifications/initialized"}'
+curl -sS -H "$H1" -H "$H2" -H "$H3" -H "mcp-session-id: $S" http://bundle:9100/mcp -d '{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"request_egress","arguments":{"host":"docs.demo.test","reason":"read the API docs"}}}' | grep -o 'req-[0-9A-Za-z-]*' | head -1"#;
     let (_, before) = b.sh(
         &id,
         "curl -sS -m 20 -o /dev/null -w '%{http_code}' http://docs.demo.test/",

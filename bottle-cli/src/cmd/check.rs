@@ -72,6 +72,7 @@ fn manifests(loader: &Loader) -> Vec<ManifestReport> {
                 (
                     b.file.env.clone().unwrap_or_default(),
                     plaintext_routes(&b.file),
+                    None,
                 )
             })
         } else {
@@ -81,7 +82,7 @@ fn manifests(loader: &Loader) -> Vec<ManifestReport> {
                 AgentSource::Repo
             };
             loader.load_agent_file(&path, source).and_then(|a| {
-                loader.load_bottle(&a.file.bottle).map_err(|e| match e {
+                let b = loader.load_bottle(&a.file.bottle).map_err(|e| match e {
                     bottle_core::Error::NotFound {
                         name, available, ..
                     } => bottle_core::Error::Manifest {
@@ -97,11 +98,15 @@ fn manifests(loader: &Loader) -> Vec<ManifestReport> {
                     },
                     other => other,
                 })?;
-                Ok((a.file.env.clone().unwrap_or_default(), Vec::new()))
+                Ok((
+                    a.file.env.clone().unwrap_or_default(),
+                    Vec::new(),
+                    template_note(&b.file),
+                ))
             })
         };
         match result {
-            Ok((env, plaintext)) => {
+            Ok((env, plaintext, note)) => {
                 let suspicious: Vec<String> = env
                     .iter()
                     .filter(|(k, v)| looks_like_secret(k, v.raw()))
@@ -119,17 +124,25 @@ fn manifests(loader: &Loader) -> Vec<ManifestReport> {
                         fix: Some("use the upstream's https port and drop `plaintext`".into()),
                     });
                 }
-                if suspicious.is_empty() {
-                    if plaintext.is_empty() {
-                        out.push(ManifestReport {
-                            kind,
-                            path,
-                            status: "ok",
-                            message: None,
-                            fix: None,
-                        });
-                    }
-                } else {
+                // said up front, before a start fails in the image build
+                if let Some(n) = note {
+                    out.push(ManifestReport {
+                        kind,
+                        path: path.clone(),
+                        status: "ok",
+                        message: Some(n),
+                        fix: None,
+                    });
+                } else if suspicious.is_empty() && plaintext.is_empty() {
+                    out.push(ManifestReport {
+                        kind,
+                        path: path.clone(),
+                        status: "ok",
+                        message: None,
+                        fix: None,
+                    });
+                }
+                if !suspicious.is_empty() {
                     out.push(ManifestReport {
                         kind,
                         path,
@@ -149,6 +162,16 @@ fn manifests(loader: &Loader) -> Vec<ManifestReport> {
         }
     }
     out
+}
+
+/// What building the agent image of a bottle's built-in template needs
+/// (the `claude`/`codex` images install Node.js and the CLI from npm).
+fn template_note(b: &bottle_core::manifest::BottleFile) -> Option<String> {
+    let p = b.agent_provider.as_ref()?;
+    if p.dockerfile.is_some() {
+        return None;
+    }
+    super::start::template_build_note(p.template?)
 }
 
 /// `host:port` of every route that lets its `auth` go over plain HTTP.
@@ -365,6 +388,21 @@ pub fn run(cli: &Cli, a: &Args) -> Result<u8> {
             println!();
         }
         println!("backends");
+        // a `fix:` line starts in the DETAIL column, after BACKEND and STATUS
+        let pad = ["BACKEND".len(), "STATUS".len()]
+            .iter()
+            .enumerate()
+            .map(|(i, head)| {
+                report
+                    .backends
+                    .iter()
+                    .map(|b| if i == 0 { b.name.len() } else { b.status.len() })
+                    .chain([*head])
+                    .max()
+                    .unwrap_or(0)
+                    + 2
+            })
+            .sum::<usize>();
         let rows: Vec<Vec<String>> = report
             .backends
             .iter()
@@ -378,7 +416,7 @@ pub fn run(cli: &Cli, a: &Args) -> Result<u8> {
                         d
                     }
                     _ => format!(
-                        "{}\n{:>29}fix: {}",
+                        "{}\n{:pad$}fix: {}",
                         b.why.clone().unwrap_or_default(),
                         "",
                         b.fix.clone().unwrap_or_default()

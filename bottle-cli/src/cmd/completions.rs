@@ -6,7 +6,6 @@
 
 use bottle_core::{Home, Loader};
 use camino::Utf8PathBuf;
-use clap::CommandFactory;
 use clap_complete::engine::{ArgValueCandidates, CompletionCandidate};
 
 /// Args.
@@ -21,7 +20,7 @@ pub struct Args {
 /// Print completions for the shell on stdout (generated into memory first:
 /// `clap_complete` panics when its writer fails, e.g. `| true`).
 pub fn run(a: &Args) -> bottle_core::Result<u8> {
-    let mut cmd = crate::Cli::command();
+    let mut cmd = crate::command();
     let mut buf = Vec::new();
     clap_complete::generate(a.shell, &mut cmd, "bottle", &mut buf);
     crate::ui::out(&String::from_utf8_lossy(&buf));

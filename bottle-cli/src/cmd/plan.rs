@@ -116,6 +116,21 @@ pub fn summary(p: &BottlePlan) -> String {
             ),
         }
     }
+    for (i, sk) in p.provider.skills.iter().enumerate() {
+        let origin = match sk.origin {
+            bottle_core::skills::SkillOrigin::Home => "home",
+            bottle_core::skills::SkillOrigin::Repo => "repo",
+        };
+        line(
+            if i == 0 { "skills" } else { "" },
+            format!(
+                "{} ({origin} {}) -> {}",
+                sk.name,
+                sk.source,
+                sk.targets.join(", ")
+            ),
+        );
+    }
     let env: Vec<String> = p
         .env
         .iter()

@@ -159,9 +159,7 @@ fn confirm() -> Result<()> {
             fix: "pass --yes to start without asking".into(),
         });
     }
-    eprint!("start this bottle? [y/N] ");
-    let _ = std::io::stderr().flush();
-    let line = read_answer()?;
+    let line = read_answer("start this bottle? [y/N] ")?;
     if matches!(line.trim(), "y" | "Y" | "yes") {
         Ok(())
     } else {
@@ -183,13 +181,16 @@ extern "C" fn on_prompt_sigint(_: libc::c_int) {
 /// (exit 130) instead of killing the process, so the caller can give the
 /// identity it allocated for the preflight back: a SIGINT handler without
 /// `SA_RESTART` makes the blocking `read` return `EINTR`.
-fn read_answer() -> Result<String> {
+fn read_answer(prompt: &str) -> Result<String> {
     // SAFETY: the handler only stores to an atomic (async-signal-safe); the
     // previous disposition is restored before returning.
     // SIGHUP and SIGTERM too: a terminal that goes away (or script(1)
     // passing the signal on) must not kill us before the allocation is
     // given back.
+    // The handlers go in before the prompt is shown: a Ctrl-C the moment it
+    // appears must find them (it would kill the process otherwise).
     const SIGNALS: [libc::c_int; 3] = [libc::SIGINT, libc::SIGTERM, libc::SIGHUP];
+    PROMPT_INTERRUPTED.store(false, std::sync::atomic::Ordering::SeqCst);
     let mut old: [libc::sigaction; 3] = unsafe { std::mem::zeroed() };
     for (sig, old) in SIGNALS.iter().zip(old.iter_mut()) {
         unsafe {
@@ -200,9 +201,15 @@ fn read_answer() -> Result<String> {
             libc::sigaction(*sig, &sa, old);
         }
     }
-    PROMPT_INTERRUPTED.store(false, std::sync::atomic::Ordering::SeqCst);
+    eprint!("{prompt}");
+    let _ = std::io::stderr().flush();
     let mut line = Vec::new();
     let result = loop {
+        if PROMPT_INTERRUPTED.load(std::sync::atomic::Ordering::SeqCst) {
+            break Err(Error::Interrupted {
+                step: "the preflight prompt".into(),
+            });
+        }
         let mut byte = 0u8;
         // SAFETY: reads one byte into a valid one-byte buffer.
         let n = unsafe { libc::read(0, (&mut byte as *mut u8).cast(), 1) };

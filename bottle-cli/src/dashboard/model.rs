@@ -9,7 +9,7 @@ use std::io::{Read, Seek, SeekFrom};
 use std::time::{Duration, SystemTime};
 
 use bottle_core::{DuctRunner, Health, Home};
-use bottle_sidecars::supervise::{queue, Request, Status};
+use bottle_sidecars::supervise::{queue, sv_path, Request, Status, SvConfig};
 
 /// One bottle row.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -35,6 +35,50 @@ pub struct QueueRow {
     pub identity: String,
     /// The request.
     pub request: Request,
+    /// How long an approval lasts (the bottle's `grant_ttl`).
+    pub grant_ttl: Duration,
+}
+
+/// What approving `q` as asked grants, in words: host, port, paths and
+/// methods of a route, or the remote and ref pattern of a push, or the
+/// capability; and for how long.
+pub fn grant_text(q: &QueueRow) -> String {
+    use bottle_sidecars::supervise::RequestKind;
+    let all = |v: &[String], what: &str| {
+        if v.is_empty() {
+            format!("all {what}")
+        } else {
+            v.join(" ")
+        }
+    };
+    let what = match &q.request.kind {
+        RequestKind::Egress {
+            host,
+            port,
+            paths,
+            methods,
+            allow_private,
+        } => format!(
+            "egress to {host}{} paths {} methods {}{}",
+            port.map(|p| format!(":{p}")).unwrap_or_default(),
+            all(paths, "paths"),
+            all(methods, "methods"),
+            if *allow_private {
+                " (private addresses allowed)"
+            } else {
+                ""
+            }
+        ),
+        RequestKind::GitPush {
+            remote,
+            ref_pattern,
+        } => format!("git push to {remote} refs {ref_pattern}"),
+        RequestKind::Capability { kind, detail } => {
+            format!("capability {kind}: {detail} (applied on resume)")
+        }
+    };
+    let ttl = humantime::format_duration(q.grant_ttl).to_string();
+    format!("{what}, for {ttl}")
 }
 
 /// One audit decision line, flattened for display.
@@ -101,6 +145,17 @@ fn tail_lines(path: &std::path::Path, max: usize) -> Vec<String> {
     lines[lines.len().saturating_sub(max)..].to_vec()
 }
 
+/// The last six characters of a request id's random part (what the
+/// requests table shows).
+pub fn short_id(id: &str) -> String {
+    id.rsplit('-')
+        .next()
+        .unwrap_or(id)
+        .chars()
+        .take(6)
+        .collect()
+}
+
 /// Flatten one audit JSON line.
 pub fn decision_row(line: &str) -> Option<DecisionRow> {
     let v: serde_json::Value = serde_json::from_str(line).ok()?;
@@ -123,6 +178,18 @@ pub fn decision_row(line: &str) -> Option<DecisionRow> {
         format!("{} {} {}", s("op"), s("remote"), refs)
             .trim()
             .to_owned()
+    } else if let Some(grant) = v.get("grant").and_then(|g| {
+        serde_json::from_value::<bottle_sidecars::supervise::RequestKind>(g.clone()).ok()
+    }) {
+        // an approval: what it granted, and until when
+        let until = s("expires_at");
+        format!(
+            "{} until {}",
+            grant.summary(),
+            until.get(11..19).unwrap_or(&until)
+        )
+    } else if s("event") == "decision" {
+        format!("{} ({})", s("kind"), short_id(&s("id")))
     } else {
         let ev = s("event");
         let id = s("id");
@@ -161,6 +228,7 @@ pub fn collect(
         let st = home.state(&id);
         let dir = st.path().as_std_path();
         let requests = queue::list(dir).unwrap_or_default();
+        let grant_ttl = SvConfig::load(&sv_path(dir)).unwrap_or_default().grant_ttl;
         let pending: Vec<Request> = requests
             .into_iter()
             .filter(|r| r.status == Status::Pending)
@@ -205,6 +273,7 @@ pub fn collect(
         snap.queue.extend(pending.into_iter().map(|r| QueueRow {
             identity: id.to_string(),
             request: r,
+            grant_ttl,
         }));
     }
     decisions.sort_by(|a, b| a.ts.cmp(&b.ts));
