@@ -273,18 +273,9 @@ fn runtime_notes(backend: &dyn Backend, plan: &BottlePlan, probe: &Probe) -> (St
         notes.push(format!("{} {version}", backend.id()));
         notes.extend(n.iter().cloned());
     }
-    #[cfg(feature = "docker")]
-    if plan.backend == "docker" {
-        let mut d = bottle_docker::DockerBackend::default();
-        if let Some(g) = probe.gvisor() {
-            d = d.with_gvisor(g.clone());
-        }
-        let (rt, lines) = d.runtime_lines(plan);
-        notes.extend(lines);
-        return (rt.to_owned(), notes);
-    }
-    let _ = plan;
-    ("vm".to_owned(), notes)
+    let (runtime, lines) = backend.runtime_choice(plan, probe);
+    notes.extend(lines);
+    (runtime, notes)
 }
 
 /// Prepare the sidecars' state and return the wiring.
@@ -307,46 +298,34 @@ pub fn prepare(
     bottle_sidecars::prepare::prepare_all(plan, &ctx)
 }
 
-/// Launch a prepared plan, printing progress; records the images.
+/// Launch a prepared plan, printing progress.
 pub fn launch(
     backend: &dyn Backend,
     plan: &BottlePlan,
     state: &StateDir,
     wiring: &bottle_core::Wiring,
     quiet: bool,
-    gvisor: Option<bottle_core::backend::Gvisor>,
+    probe: Option<&Probe>,
 ) -> Result<Box<dyn Running>> {
     let input = LaunchInput {
         plan,
         state,
         wiring,
     };
-    #[cfg(feature = "docker")]
-    if backend.id() == "docker" {
-        let mut d = bottle_docker::DockerBackend::default();
-        if let Some(g) = gvisor {
-            d = d.with_gvisor(g);
-        }
-        let mode = crate::progress::Mode::detect(quiet);
-        // Step names let the bar say what is running (the backend reports
-        // a step after it finished); plain lines do not need them.
-        let names = match mode {
-            crate::progress::Mode::Bar => d
-                .rendered(input)
-                .map(|r| r.script().steps.into_iter().map(|s| s.name).collect())
-                .unwrap_or_default(),
-            _ => Vec::new(),
-        };
-        let steps = crate::progress::Steps::new(mode, names);
-        let progress = |i: usize, total: usize, name: &str, skipped: bool| {
-            steps.step_done(i, total, name, skipped)
-        };
-        let result = d.launch_with_progress(input, &DuctRunner, &progress);
-        steps.finish();
-        return result;
-    }
-    let _ = (quiet, gvisor);
-    backend.launch(input, &DuctRunner)
+    let mode = crate::progress::Mode::detect(quiet);
+    // Step names let the bar say what is running (the backend reports a
+    // step after it finished); plain lines do not need them.
+    let names = match mode {
+        crate::progress::Mode::Bar => backend.step_names(input, probe),
+        _ => Vec::new(),
+    };
+    let steps = crate::progress::Steps::new(mode, names);
+    let progress = |i: usize, total: usize, name: &str, skipped: bool| {
+        steps.step_done(i, total, name, skipped)
+    };
+    let result = backend.launch_observed(input, &DuctRunner, probe, &progress);
+    steps.finish();
+    result
 }
 
 /// Run `bottle start`.
@@ -411,14 +390,7 @@ pub fn run(cli: &Cli, a: &Args) -> Result<u8> {
             print!("{script}");
             return Ok((plan, None));
         }
-        let running = launch(
-            &*backend,
-            &plan,
-            &state,
-            &wiring,
-            cli.quiet,
-            probe.gvisor().cloned(),
-        )?;
+        let running = launch(&*backend, &plan, &state, &wiring, cli.quiet, Some(&probe))?;
         // the launching record, now running (same `created`: AGE goes on)
         let mut meta = state.read_metadata()?;
         meta.phase = Phase::Running;
