@@ -338,3 +338,48 @@ fn plan_says_which_git_credentials_the_copy_drops() {
         "{out}"
     );
 }
+
+#[test]
+fn check_reports_a_broken_dlp_rule_file_with_file_line_and_rule() {
+    let dir = fresh();
+    let home = dir.path();
+    assert!(bottle(home, &["init"], None).status.success());
+    std::fs::create_dir_all(home.join("dlp")).unwrap();
+    std::fs::write(
+        home.join("dlp/good.toml"),
+        "[[rules]]\nid = \"acme-key\"\nregex = '''acme_[a-z0-9]{24}'''\nkeywords = [\"acme_\"]\n",
+    )
+    .unwrap();
+    // Line 7: the regex of rule `widget-token` does not compile.
+    std::fs::write(
+        home.join("dlp/org.toml"),
+        "[[rules]]\nid = \"acme-key-2\"\nregex = '''acme2_[a-z0-9]{24}'''\n\n[[rules]]\nid = \"widget-token\"\nregex = '''wdgt-([A-Za-z0-9]{22}'''\n",
+    )
+    .unwrap();
+    let o = bottle(home, &["check", "--json"], None);
+    assert_eq!(o.status.code(), Some(2), "{:?}", text(&o));
+    let report: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let dlp: Vec<_> = report["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["kind"] == "dlp-rules")
+        .cloned()
+        .collect();
+    let good = dlp
+        .iter()
+        .find(|m| m["path"].as_str().unwrap().ends_with("good.toml"))
+        .unwrap();
+    assert_eq!(good["status"], "ok");
+    let broken = dlp
+        .iter()
+        .find(|m| m["path"].as_str().unwrap().ends_with("org.toml"))
+        .unwrap();
+    assert_eq!(broken["status"], "error");
+    let msg = broken["message"].as_str().unwrap();
+    assert!(
+        msg.contains("org.toml:7: rule `widget-token`: regex"),
+        "{msg}"
+    );
+    assert!(broken["fix"].as_str().unwrap().contains("gitleaks format"));
+}

@@ -193,9 +193,69 @@ pub trait Running: Send {
     /// Stop and remove every resource but the state and the home volume.
     /// Safe to call twice.
     fn stop(&self, runner: &dyn CommandRunner) -> Result<()>;
+
+    /// Whether the agent runs now (what `bottle cp/diff/export` need);
+    /// an error when this backend cannot move files in or out.
+    fn agent_running(&self, runner: &dyn CommandRunner) -> Result<bool> {
+        let _ = runner;
+        Err(no_file_access())
+    }
+    /// Copy `guest` (a file or directory in the agent) to `host`.
+    fn copy_out(
+        &self,
+        guest: &str,
+        host: &camino::Utf8Path,
+        runner: &dyn CommandRunner,
+    ) -> Result<()> {
+        let _ = (guest, host, runner);
+        Err(no_file_access())
+    }
+    /// Unpack a tar (paths relative to `/`, owners as the archive says,
+    /// see [`crate::tar`]) into the agent.
+    fn copy_in(&self, tar: Vec<u8>, runner: &dyn CommandRunner) -> Result<()> {
+        let _ = (tar, runner);
+        Err(no_file_access())
+    }
+    /// Copy `guest` as it was when the bottle started (from the agent's
+    /// image, not the running agent) to `host`; an error when it was not
+    /// there.
+    fn copy_out_baseline(
+        &self,
+        guest: &str,
+        host: &camino::Utf8Path,
+        runner: &dyn CommandRunner,
+    ) -> Result<()> {
+        let _ = (guest, host, runner);
+        Err(no_file_access())
+    }
+}
+
+fn no_file_access() -> crate::Error {
+    crate::Error::other(
+        "this backend cannot copy files in or out of a bottle yet (`bottle cp`, `diff`, `export`)",
+        "`bottle exec <id> -- ...` reaches the agent",
+    )
+}
+
+/// A launch step finished: (step number from 1, total, name, skipped).
+pub type Progress<'a> = &'a dyn Fn(usize, usize, &str, bool);
+
+/// An image a backend built that nothing uses now (`bottle gc --images`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CachedImage {
+    /// `repository:tag`.
+    pub tag: String,
+    /// The engine's id for it.
+    pub id: String,
+    /// Size as the engine prints it.
+    pub size: String,
 }
 
 /// A place agents run.
+///
+/// The CLI knows backends only through this trait and the registry
+/// (ARCHITECTURE.md "Adding a backend"): what differs between them is a
+/// method here, never a test of [`Backend::id`].
 pub trait Backend: Send + Sync {
     /// Stable id (`docker`, `smolmachines`).
     fn id(&self) -> &'static str;
@@ -228,4 +288,68 @@ pub trait Backend: Send + Sync {
         keep_home: bool,
         runner: &dyn CommandRunner,
     ) -> Result<()>;
+
+    /// The runtime the agent gets (`runc`, `runsc`, `vm`…) and the
+    /// preflight's lines about that choice, given what `probe` found
+    /// (typed facts such as [`Probe::gvisor`], never its wording).
+    fn runtime_choice(&self, plan: &BottlePlan, probe: &Probe) -> (String, Vec<String>) {
+        let _ = (plan, probe);
+        (self.id().to_owned(), Vec::new())
+    }
+    /// The names of the steps `launch` will run, in order (for progress);
+    /// `probe`: what the caller's probe found, if it probed.
+    fn step_names(&self, input: LaunchInput<'_>, probe: Option<&Probe>) -> Vec<String> {
+        let _ = probe;
+        self.render(input)
+            .map(|s| s.steps.into_iter().map(|s| s.name).collect())
+            .unwrap_or_default()
+    }
+    /// [`Backend::launch`] knowing what the caller's `probe` found (no
+    /// second probe; `None`: the launch finds out what it needs itself),
+    /// reporting each finished step to `progress`.
+    fn launch_observed(
+        &self,
+        input: LaunchInput<'_>,
+        runner: &dyn CommandRunner,
+        probe: Option<&Probe>,
+        progress: Progress<'_>,
+    ) -> Result<Box<dyn Running>> {
+        let _ = (probe, progress);
+        self.launch(input, runner)
+    }
+    /// Whether the engine answers right now: cheap, no probe (a backend
+    /// without an engine of its own: always).
+    fn engine_answers(&self, runner: &dyn CommandRunner) -> bool {
+        let _ = runner;
+        true
+    }
+    /// Resources of the bottles started from the home at `home_root`
+    /// (what that home's `gc` may collect); default: every labelled one.
+    fn labelled_in_home(
+        &self,
+        home_root: &camino::Utf8Path,
+        runner: &dyn CommandRunner,
+    ) -> Result<Vec<Resource>> {
+        let _ = home_root;
+        self.labelled(runner)
+    }
+    /// Images this backend built that nothing uses now.
+    fn unused_images(&self, runner: &dyn CommandRunner) -> Result<Vec<CachedImage>> {
+        let _ = runner;
+        Ok(Vec::new())
+    }
+    /// Remove `images` (never one in use); (tags removed, failures).
+    fn remove_images(
+        &self,
+        images: &[CachedImage],
+        runner: &dyn CommandRunner,
+    ) -> (Vec<String>, Vec<(String, crate::Error)>) {
+        let _ = (images, runner);
+        (Vec::new(), Vec::new())
+    }
+    /// Bytes the engine's images take, if it says.
+    fn images_bytes(&self, runner: &dyn CommandRunner) -> Option<u64> {
+        let _ = runner;
+        None
+    }
 }

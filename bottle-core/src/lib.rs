@@ -17,6 +17,7 @@ pub mod prepare;
 pub mod secret;
 pub mod skills;
 pub mod state;
+pub mod tar;
 pub mod teardown;
 pub mod units;
 pub mod workspace;

@@ -18,6 +18,8 @@ use crate::units;
 
 /// Backends bottle knows about (compiled in or not).
 pub const KNOWN_BACKENDS: &[&str] = &["docker", "smolmachines"];
+/// The backend a bottle that names none runs on.
+pub const DEFAULT_BACKEND: &str = "docker";
 
 /// Top-level keys of a bottle file (used to refuse them in agent files).
 pub const BOTTLE_KEYS: &[&str] = &[

@@ -575,7 +575,7 @@ pub fn resolve(
         .backend
         .clone()
         .or_else(|| b.backend.clone())
-        .unwrap_or_else(|| "docker".into());
+        .unwrap_or_else(|| crate::manifest::DEFAULT_BACKEND.into());
     if !KNOWN_BACKENDS.contains(&backend.as_str()) {
         return Err(Error::UnknownBackend {
             name: backend,

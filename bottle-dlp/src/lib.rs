@@ -41,7 +41,7 @@
 //! compression, encryption and line-wrapped base64 of a held value are not
 //! detected; a secret split across two requests is not detected.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::path::Path;
 use std::sync::Arc;
@@ -272,14 +272,30 @@ impl Detector {
     /// The first finding in `data`, held secrets before patterns, raw view
     /// before decoded views.
     pub fn scan(&self, data: &[u8]) -> Option<Finding> {
-        if let Some(f) = self.scan_view(data) {
+        // Base64 runs already decoded and scanned in an earlier view: a
+        // decoded view leaves most runs as they were, and the same run
+        // decodes to the same bytes.
+        let mut seen = HashSet::new();
+        if let Some(f) = self.scan_view(data, &mut seen) {
             return Some(f);
         }
         // Percent-decoded view: catches any mix of encoded characters.
-        if data.iter().any(|b| *b == b'%' || *b == b'+') {
-            let (decoded, map) = percent_decode_mapped(data);
+        let pct = data.contains(&b'%');
+        let plus = data.contains(&b'+');
+        if pct || plus {
+            let (decoded, map) = percent_decode_mapped(data, true);
             if decoded != data {
-                if let Some(f) = self.scan_view(&decoded) {
+                if let Some(f) = self.scan_view(&decoded, &mut seen) {
+                    return Some(remap(f, &map));
+                }
+            }
+        }
+        // `+` is a space only in form encoding; a percent-encoded header or
+        // path keeps a base64 `+` as it is.
+        if pct && plus {
+            let (decoded, map) = percent_decode_mapped(data, false);
+            if decoded != data {
+                if let Some(f) = self.scan_view(&decoded, &mut seen) {
                     return Some(remap(f, &map));
                 }
             }
@@ -288,7 +304,7 @@ impl Detector {
         if data.contains(&b'\\') {
             let (decoded, map) = json_unescape_mapped(data);
             if decoded != data {
-                if let Some(f) = self.scan_view(&decoded) {
+                if let Some(f) = self.scan_view(&decoded, &mut seen) {
                     return Some(remap(f, &map));
                 }
             }
@@ -300,12 +316,15 @@ impl Detector {
     /// decoded in place (every character offset, the final partial group
     /// included). The decoded runs of one offset are scanned as one buffer,
     /// separated by NUL bytes, so the per-scan cost is paid four times per
-    /// view rather than four times per run.
-    fn scan_view(&self, data: &[u8]) -> Option<Finding> {
+    /// view rather than four times per run. A run whose bytes are in `seen`
+    /// (decoded in an earlier view or earlier in this one) is not decoded
+    /// again.
+    fn scan_view(&self, data: &[u8], seen: &mut HashSet<Vec<u8>>) -> Option<Finding> {
         if let Some(f) = self.scan_direct(data) {
             return Some(f);
         }
-        let runs = base64_runs(data);
+        let mut runs = base64_runs(data);
+        runs.retain(|&(start, end)| seen.insert(data[start..end].to_vec()));
         if runs.is_empty() {
             return None;
         }
@@ -510,9 +529,9 @@ fn hex_val(b: u8) -> Option<u8> {
     }
 }
 
-/// Percent-decode (`%HH`, `+` → space) keeping, for each output byte, the
+/// Percent-decode (`%HH`, and `+` → space when `plus_is_space`) keeping, for each output byte, the
 /// offset of the input byte it came from.
-fn percent_decode_mapped(data: &[u8]) -> (Vec<u8>, Vec<usize>) {
+fn percent_decode_mapped(data: &[u8], plus_is_space: bool) -> (Vec<u8>, Vec<usize>) {
     let mut out = Vec::with_capacity(data.len());
     let mut map = Vec::with_capacity(data.len());
     let mut i = 0;
@@ -526,7 +545,7 @@ fn percent_decode_mapped(data: &[u8]) -> (Vec<u8>, Vec<usize>) {
                 continue;
             }
         }
-        out.push(if b == b'+' { b' ' } else { b });
+        out.push(if b == b'+' && plus_is_space { b' ' } else { b });
         map.push(i);
         i += 1;
     }
@@ -940,6 +959,28 @@ mod tests {
                 .to_string();
         assert_eq!(
             pattern(&format!("k={enc}")).as_deref(),
+            Some("pattern:private-key")
+        );
+    }
+
+    #[test]
+    fn percent_encoded_value_keeps_a_base64_plus() {
+        // `+` is a space in form encoding only: a percent-encoded header
+        // value keeps it, and the held value must still be found.
+        let d = Detector::new(vec![HeldSecret {
+            name: "k".into(),
+            value: "ab+cdEFgh/ij+kl".into(),
+        }]);
+        assert_eq!(
+            d.scan(b"x-v: ab+cd%45Fgh/ij+kl").map(|f| f.rule).as_deref(),
+            Some("held:k")
+        );
+    }
+
+    #[test]
+    fn pem_header_in_any_case() {
+        assert_eq!(
+            pattern("-----begin rsa private key-----").as_deref(),
             Some("pattern:private-key")
         );
     }

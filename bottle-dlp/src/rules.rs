@@ -814,9 +814,83 @@ pub fn install(rules: Arc<RuleSet>) {
 }
 
 /// Load `dir` (+ built-ins, minus `disable`) and install it; on error the
-/// rules in force are kept and the error returned.
+/// rules in force are kept and the error returned. Either way `dir` and
+/// `disable` are remembered for [`refresh`].
 pub fn reload(dir: Option<&Path>, disable: &[String]) -> Result<Arc<RuleSet>, RuleError> {
+    let stamp = dir.map(stamp).unwrap_or_default();
+    *SOURCE.lock().unwrap_or_else(|e| e.into_inner()) = Some(Source {
+        dir: dir.map(Path::to_path_buf),
+        disable: disable.to_vec(),
+        stamp,
+    });
     let set = Arc::new(RuleSet::load(dir, disable)?);
     install(set.clone());
     Ok(set)
+}
+
+/// What [`refresh`] did.
+#[derive(Debug)]
+pub enum Refresh {
+    /// No rule file changed since the last load (or nothing was loaded
+    /// from a directory).
+    Unchanged,
+    /// The files changed and the new rules are in force.
+    Reloaded(Arc<RuleSet>),
+    /// The files changed but do not load; the previous rules stay in force.
+    /// Reported once per change.
+    Failed(RuleError),
+}
+
+/// The operator rule files last given to [`reload`], with their state then.
+struct Source {
+    dir: Option<PathBuf>,
+    disable: Vec<String>,
+    stamp: Stamp,
+}
+
+/// Each rule file's name, mtime, size and inode (an atomic rename changes
+/// the inode), in name order; and the dir listing error, if any.
+type Stamp = Vec<(PathBuf, Option<std::time::SystemTime>, u64, u64)>;
+
+static SOURCE: std::sync::Mutex<Option<Source>> = std::sync::Mutex::new(None);
+
+fn stamp(dir: &Path) -> Stamp {
+    use std::os::unix::fs::MetadataExt as _;
+    match rule_files(dir) {
+        Ok(files) => files
+            .into_iter()
+            .map(|p| match std::fs::metadata(&p) {
+                Ok(m) => (p, m.modified().ok(), m.len(), m.ino()),
+                Err(_) => (p, None, 0, 0),
+            })
+            .collect(),
+        Err(_) => vec![(dir.to_path_buf(), None, u64::MAX, 0)],
+    }
+}
+
+/// Reload the operator rule files given to the last [`reload`] if any of
+/// them changed (added, removed, rewritten). Cheap when nothing changed (a
+/// directory listing and a `stat` per file): the bundle's egress daemon
+/// calls it on its policy poll (ARCHITECTURE.md, "egress").
+pub fn refresh() -> Refresh {
+    let mut guard = SOURCE.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(src) = guard.as_mut() else {
+        return Refresh::Unchanged;
+    };
+    let Some(dir) = src.dir.clone() else {
+        return Refresh::Unchanged;
+    };
+    let now = stamp(&dir);
+    if now == src.stamp {
+        return Refresh::Unchanged;
+    }
+    src.stamp = now;
+    match RuleSet::load(Some(&dir), &src.disable) {
+        Ok(set) => {
+            let set = Arc::new(set);
+            install(set.clone());
+            Refresh::Reloaded(set)
+        }
+        Err(e) => Refresh::Failed(e),
+    }
 }

@@ -5,7 +5,8 @@
 //! into 4 KiB chunks, each scanned as an agent would send it: fewer than
 //! 0.1 % of chunks may be blocked. Project tests, xtask (its demo pushes a
 //! key-shaped file to show the gate refusing it) and the detector's own
-//! crate are left out: they carry credential-shaped samples on purpose.
+//! crate are left out, and so are in-file `#[cfg(test)]` modules: they
+//! carry credential-shaped samples on purpose.
 
 use std::path::{Path, PathBuf};
 
@@ -42,6 +43,16 @@ fn rs_files(dir: &Path, out: &mut Vec<PathBuf>) {
             out.push(p);
         }
     }
+}
+
+/// The file up to its `#[cfg(test)]` module (by convention the file's
+/// tail): in-file tests carry key and token fixtures on purpose, like the
+/// `tests/` dirs left out above.
+fn without_test_module(src: &[u8]) -> &[u8] {
+    let marker = b"#[cfg(test)]";
+    src.windows(marker.len())
+        .position(|w| w == marker)
+        .map_or(src, |i| &src[..i])
 }
 
 fn cargo_home() -> Option<PathBuf> {
@@ -82,7 +93,7 @@ fn corpus() -> Vec<u8> {
             break;
         }
         if let Ok(bytes) = std::fs::read(&f) {
-            text.extend_from_slice(&bytes);
+            text.extend_from_slice(without_test_module(&bytes));
         }
     }
     text

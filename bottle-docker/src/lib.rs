@@ -25,7 +25,8 @@ pub mod images;
 pub mod launch;
 pub mod render;
 pub mod running;
-pub mod tar;
+/// The tar writer lives in core (the CLI packs `bottle cp` input with it).
+pub use bottle_core::tar;
 /// The `--cwd` copy now lives in core (both backends stage it).
 pub use bottle_core::workspace;
 
@@ -401,12 +402,45 @@ impl Backend for DockerBackend {
         }
         bottle_core::teardown::into_result(errors)
     }
-}
 
-impl DockerBackend {
-    /// Resources labelled by bottle AND belonging to the home at `home_root`
-    /// (what `bottle gc` of that home may collect).
-    pub fn labelled_in_home(
+    fn runtime_choice(
+        &self,
+        plan: &bottle_core::BottlePlan,
+        probe: &Probe,
+    ) -> (String, Vec<String>) {
+        let (rt, lines) = self.knowing(Some(probe)).runtime_lines(plan);
+        (rt.to_owned(), lines)
+    }
+
+    fn step_names(&self, input: LaunchInput<'_>, probe: Option<&Probe>) -> Vec<String> {
+        self.knowing(probe)
+            .rendered(input)
+            .map(|r| r.script().steps.into_iter().map(|s| s.name).collect())
+            .unwrap_or_default()
+    }
+
+    fn launch_observed(
+        &self,
+        input: LaunchInput<'_>,
+        runner: &dyn CommandRunner,
+        probe: Option<&Probe>,
+        progress: bottle_core::backend::Progress<'_>,
+    ) -> Result<Box<dyn Running>> {
+        self.knowing(probe)
+            .launch_with_progress(input, runner, progress)
+    }
+
+    fn engine_answers(&self, runner: &dyn CommandRunner) -> bool {
+        runner
+            .output(
+                &CommandSpec::new("docker")
+                    .args(["version", "--format", "{{.Server.Version}}"])
+                    .allow_failure(),
+            )
+            .is_ok_and(|o| o.success() && !o.stdout.trim().is_empty())
+    }
+
+    fn labelled_in_home(
         &self,
         home_root: &camino::Utf8Path,
         runner: &dyn CommandRunner,
@@ -417,6 +451,51 @@ impl DockerBackend {
             render::home_label(home_root)
         );
         self.list_labelled(Some(&home), runner)
+    }
+
+    fn unused_images(
+        &self,
+        runner: &dyn CommandRunner,
+    ) -> Result<Vec<bottle_core::backend::CachedImage>> {
+        Ok(gc::unused_images(runner)?
+            .into_iter()
+            .map(|i| bottle_core::backend::CachedImage {
+                tag: i.tag,
+                id: i.id,
+                size: i.size,
+            })
+            .collect())
+    }
+
+    fn remove_images(
+        &self,
+        images: &[bottle_core::backend::CachedImage],
+        runner: &dyn CommandRunner,
+    ) -> (Vec<String>, Vec<(String, Error)>) {
+        let images: Vec<gc::Image> = images
+            .iter()
+            .map(|i| gc::Image {
+                tag: i.tag.clone(),
+                id: i.id.clone(),
+                size: i.size.clone(),
+            })
+            .collect();
+        gc::remove_images(&images, runner)
+    }
+
+    fn images_bytes(&self, runner: &dyn CommandRunner) -> Option<u64> {
+        gc::images_bytes(runner)
+    }
+}
+
+impl DockerBackend {
+    /// This backend with what `probe` found about gVisor recorded (so a
+    /// launch after the preflight's probe does not probe again).
+    fn knowing(&self, probe: Option<&Probe>) -> &DockerBackend {
+        if let Some(g) = probe.and_then(Probe::gvisor) {
+            *self.gvisor.lock().unwrap() = Some(g.clone());
+        }
+        self
     }
 
     fn list_labelled(

@@ -228,4 +228,98 @@ impl Running for DockerRunning {
     fn stop(&self, runner: &dyn CommandRunner) -> Result<()> {
         remove(&self.names, true, runner)
     }
+
+    fn agent_running(&self, runner: &dyn CommandRunner) -> Result<bool> {
+        Ok(runner
+            .output(
+                &CommandSpec::new("docker")
+                    .args([
+                        "inspect",
+                        "--format",
+                        "{{.State.Running}}",
+                        &self.names.agent,
+                    ])
+                    .allow_failure(),
+            )
+            .is_ok_and(|o| o.success() && o.stdout.trim() == "true"))
+    }
+
+    fn copy_out(
+        &self,
+        guest: &str,
+        host: &camino::Utf8Path,
+        runner: &dyn CommandRunner,
+    ) -> Result<()> {
+        run_ok(
+            runner,
+            CommandSpec::new("docker").args([
+                "cp",
+                &format!("{}:{guest}", self.names.agent),
+                host.as_str(),
+            ]),
+        )
+    }
+
+    fn copy_in(&self, tar: Vec<u8>, runner: &dyn CommandRunner) -> Result<()> {
+        // without `-a`: docker keeps the archive's owners (crate::tar)
+        run_ok(
+            runner,
+            CommandSpec::new("docker")
+                .args(["cp", "-", &format!("{}:/", self.names.agent)])
+                .stdin_bytes(tar),
+        )
+    }
+
+    fn copy_out_baseline(
+        &self,
+        guest: &str,
+        host: &camino::Utf8Path,
+        runner: &dyn CommandRunner,
+    ) -> Result<()> {
+        // a container of the agent's image, created (never started), read,
+        // removed
+        let inspect = CommandSpec::new("docker").args([
+            "inspect",
+            "--format",
+            "{{.Image}}",
+            &self.names.agent,
+        ]);
+        let out = runner.output(&inspect.clone().allow_failure())?;
+        if !out.success() {
+            return Err(bottle_core::command::failure(&inspect, &out));
+        }
+        let image = out.stdout.trim().to_owned();
+        let name = format!("bottle-{}-baseline-{}", self.identity, std::process::id());
+        run_ok(
+            runner,
+            CommandSpec::new("docker").args([
+                "create",
+                "--name",
+                &name,
+                "--label",
+                &format!("{}={}", bottle_core::plan::LABEL_IDENTITY, self.identity),
+                "--network",
+                "none",
+                &image,
+            ]),
+        )?;
+        let copied = run_ok(
+            runner,
+            CommandSpec::new("docker").args(["cp", &format!("{name}:{guest}"), host.as_str()]),
+        );
+        let removed = run_ok(
+            runner,
+            CommandSpec::new("docker").args(["rm", "--force", &name]),
+        );
+        copied.and(removed)
+    }
+}
+
+fn run_ok(runner: &dyn CommandRunner, spec: CommandSpec) -> Result<()> {
+    let out = runner.output(&spec.clone().allow_failure())?;
+    if out.success() {
+        Ok(())
+    } else {
+        Err(bottle_core::command::failure(&spec, &out))
+    }
 }

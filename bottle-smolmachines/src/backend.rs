@@ -287,6 +287,12 @@ impl Backend for SmolmachinesBackend {
         BACKEND_ID
     }
 
+    /// A micro-VM is its own kernel: no runtime choice to report.
+    fn runtime_choice(&self, plan: &BottlePlan, probe: &Probe) -> (String, Vec<String>) {
+        let _ = (plan, probe);
+        ("vm".to_owned(), Vec::new())
+    }
+
     fn bundle_host(&self, plan: &BottlePlan) -> String {
         // slots are bounded by the state allocation, so this cannot fail for
         // an allocated plan; fall back to slot 0's endpoint for previews

@@ -176,3 +176,43 @@ fn docs_exist_and_name_the_two_commands() {
     assert!(readme.contains("cargo xtask test"));
     assert!(workspace_root().join("ARCHITECTURE.md").is_file());
 }
+
+/// The CLI knows backends through the `Backend` trait and the registry
+/// only (ARCHITECTURE.md "Adding a backend"): no backend crate, backend
+/// type, backend command or test of a backend's id outside `registry.rs`.
+#[test]
+fn the_cli_names_no_backend_outside_the_registry() {
+    const EXEMPT: [&str; 1] = ["bottle-cli/src/registry.rs"];
+    let needles = [
+        "bottle_docker",
+        "bottle_smolmachines",
+        "DockerBackend",
+        "SmolmachinesBackend",
+        ".id() ==",
+        ".id() !=",
+        "backend == \"",
+        "backend != \"",
+        "name == \"docker\"",
+        "name == \"smolmachines\"",
+        "CommandSpec::new(\"docker\")",
+        "CommandSpec::new(\"smolvm\")",
+    ];
+    let mut hits = Vec::new();
+    for p in rust_sources() {
+        let r = rel(&p);
+        if !r.starts_with("bottle-cli/src/") || EXEMPT.contains(&r.as_str()) {
+            continue;
+        }
+        let text = fs::read_to_string(&p).unwrap();
+        for (i, line) in text.lines().enumerate() {
+            if let Some(n) = needles.iter().find(|n| line.contains(*n)) {
+                hits.push(format!("{r}:{}: `{n}`", i + 1));
+            }
+        }
+    }
+    assert!(
+        hits.is_empty(),
+        "the CLI names a backend outside the registry (add a `Backend` method instead):\n{}",
+        hits.join("\n")
+    );
+}

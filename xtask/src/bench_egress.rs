@@ -15,7 +15,10 @@
 //!
 //! Reports req/s, p50/p99 latency and the latency added over the direct
 //! connection, POST MB/s, idle RSS (VmRSS after start) and peak RSS (VmHWM)
-//! of each proxy, and rewrites the `egress` section of docs/benchmarks.md.
+//! of each proxy, the DLP on/off ratio at c=1 and c=32, bottle's c=32 req/s
+//! against the run the table replaces, and the machine's load averages at
+//! start and end (the machine is shared); rewrites the `egress` section of
+//! docs/benchmarks.md.
 //!
 //! Flags: `--quick` (fewer requests), `--no-write` (print only).
 //! mitmproxy absent: skipped with a reason, or an error when `CI=true`.
@@ -98,17 +101,22 @@ pub fn run(args: &[String]) -> Result<(), String> {
     let sidecar = target_dir.join("release/bottle-sidecar");
     let load = target_dir.join("release/examples/egress_load");
 
+    let doc = root.join("docs/benchmarks.md");
+    let previous = std::fs::read_to_string(&doc)
+        .ok()
+        .and_then(|d| previous_c32(&d));
+    let load_before = loadavg();
     let tmp = std::env::temp_dir().join(format!("bottle-bench-egress-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&tmp);
     std::fs::create_dir_all(tmp.join("secrets")).map_err(|e| e.to_string())?;
     let result = bench(&tmp, &sidecar, &load, n1, n32, n_post);
     let _ = std::fs::remove_dir_all(&tmp);
     let targets = result?;
+    let load = (load_before, loadavg());
 
-    let table = render(&targets, n1, n32, n_post);
+    let table = render(&targets, n1, n32, n_post, &load, previous);
     println!("{table}");
     if write {
-        let doc = root.join("docs/benchmarks.md");
         write_section(&doc, "egress", &table)?;
         eprintln!("bench egress: wrote {}", doc.display());
     }
@@ -495,23 +503,53 @@ fn signed_ms(us: i64) -> String {
     }
 }
 
-fn render(targets: &[Target], n1: usize, n32: usize, n_post: usize) -> String {
+/// The 1-, 5- and 15-minute load averages (as `uptime` prints them).
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(", "))
+        .unwrap_or_else(|| "?".into())
+}
+
+/// bottle egress req/s at c=32 in the section this run replaces (the DLP
+/// on row, or the single bottle row of older runs).
+fn previous_c32(doc: &str) -> Option<f64> {
+    let start = doc.find("<!-- bench:egress -->")?;
+    let end = doc[start..].find("<!-- /bench:egress -->")? + start;
+    doc[start..end].lines().find_map(|l| {
+        let cells: Vec<&str> = l.split('|').map(str::trim).collect();
+        // ["", target, c, req/s, ...]
+        let target = *cells.get(1)?;
+        let bottle = target == "bottle egress" || target == "bottle egress (DLP on)";
+        (bottle && *cells.get(2)? == "32")
+            .then(|| cells.get(3)?.parse().ok())
+            .flatten()
+    })
+}
+
+fn render(
+    targets: &[Target],
+    n1: usize,
+    n32: usize,
+    n_post: usize,
+    load: &(String, String),
+    previous: Option<f64>,
+) -> String {
     let mut s = String::new();
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
-    let load = std::fs::read_to_string("/proc/loadavg")
-        .ok()
-        .and_then(|l| l.split_whitespace().next().map(str::to_owned))
-        .unwrap_or_else(|| "?".into());
     let _ = writeln!(
         s,
         "Workload: HTTPS GET through the proxy to a loopback upstream (`bench.test` → 127.0.0.1), \
          bearer-token injection on (the upstream answers 200 only with the injected token), \
          keep-alive HTTP/1.1; {n1} requests at concurrency 1, {n32} at concurrency 32 (after a warm-up). \
-         Load generator, upstream and proxy share one {cores}-core machine \
-         (1-minute load average when the table was written: {load}; on a busy machine \
-         tail latencies are noisy). \
+         Load generator, upstream and proxy share one {cores}-core machine, which is itself \
+         shared with other builds and tests (load average 1/5/15 min, as `uptime` shows it: \
+         {} at the start, {} at the end of the run; on a busy machine throughput and tail \
+         latencies are noisy and runs differ by more than the effects measured here). \
          Added latency = proxy p50/p99 − direct p50/p99 at the same concurrency \
-         (a negative value means the difference is below the noise).\n"
+         (a negative value means the difference is below the noise).\n",
+        load.0,
+        load.1
     );
     let _ = writeln!(
         s,
@@ -595,19 +633,41 @@ fn render(targets: &[Target], n1: usize, n32: usize, n_post: usize) -> String {
     let on = targets.iter().find(|t| t.name.contains("DLP on"));
     let off = targets.iter().find(|t| t.name.contains("DLP off"));
     if let (Some(on), Some(off)) = (on, off) {
-        let rps = |t: &Target| {
+        let run = |t: &Target, c: usize| {
             t.runs
                 .iter()
-                .find(|(c, _)| *c == 32)
-                .map_or(0.0, |(_, r)| r.rps)
+                .find(|(rc, _)| *rc == c)
+                .map(|(_, r)| r.clone())
+                .unwrap_or_default()
         };
-        if rps(off) > 0.0 {
+        let _ = writeln!(s, "\nDLP on vs off (same binary, same run):\n");
+        let _ = writeln!(
+            s,
+            "| c | req/s on | req/s off | on / off | p50 on | p50 off |"
+        );
+        let _ = writeln!(s, "|---:|---:|---:|---:|---:|---:|");
+        for c in [1, 32] {
+            let (a, b) = (run(on, c), run(off, c));
+            if b.rps > 0.0 {
+                let _ = writeln!(
+                    s,
+                    "| {c} | {:.0} | {:.0} | {:+.1} % | {} | {} |",
+                    a.rps,
+                    b.rps,
+                    (a.rps / b.rps - 1.0) * 100.0,
+                    ms(a.p50_us),
+                    ms(b.p50_us)
+                );
+            }
+        }
+        let _ = writeln!(s);
+        if let Some(prev) = previous.filter(|p| *p > 0.0) {
+            let now = run(on, 32).rps;
             let _ = writeln!(
                 s,
-                "\nDLP on / off at c=32: {:.0} / {:.0} req/s ({:+.1} %).",
-                rps(on),
-                rps(off),
-                (rps(on) / rps(off) - 1.0) * 100.0
+                "bottle egress at c=32 in the run this table replaced: {prev:.0} req/s; \
+                 this run (DLP on): {now:.0} req/s ({:+.1} %).",
+                (now / prev - 1.0) * 100.0
             );
         }
         if let (Some(a), Some(b)) = (&on.post, &off.post) {

@@ -49,14 +49,9 @@ fn gc_reason(home: &Home, id: &str) -> Option<String> {
     }
 }
 
-/// Resources of this home (docker labels the home; other backends list all).
+/// Resources of this home (where the backend labels the home; else all).
 fn labelled_here(backend: &dyn Backend, home: &Home) -> Result<Vec<bottle_core::Resource>> {
-    #[cfg(feature = "docker")]
-    if backend.id() == "docker" {
-        return bottle_docker::DockerBackend::default().labelled_in_home(home.root(), &DuctRunner);
-    }
-    let _ = home;
-    backend.labelled(&DuctRunner)
+    backend.labelled_in_home(home.root(), &DuctRunner)
 }
 
 /// Backends some bottle of this home (or `--backend`) names.
@@ -126,10 +121,7 @@ pub fn run(cli: &Cli, a: &GcArgs) -> Result<u8> {
                 Err(e) => problems.push((format!("remove {id}"), e)),
             }
         }
-        #[cfg(feature = "docker")]
-        if entry.name == "docker" {
-            listed += images(cli, a, &mut problems);
-        }
+        listed += images(&*backend, cli, a, &mut problems);
     }
     // State dirs of launches that died before creating anything.
     for id in home.identities()? {
@@ -174,10 +166,13 @@ pub fn run(cli: &Cli, a: &GcArgs) -> Result<u8> {
 /// List (and unless `--dry-run`, remove) bottle images no container uses;
 /// without `--images` only say how many there are. Returns how many lines
 /// it listed.
-#[cfg(feature = "docker")]
-fn images(cli: &Cli, a: &GcArgs, problems: &mut Vec<(String, Error)>) -> usize {
-    use bottle_docker::gc;
-    let unused = match gc::unused_images(&DuctRunner) {
+fn images(
+    backend: &dyn Backend,
+    cli: &Cli,
+    a: &GcArgs,
+    problems: &mut Vec<(String, Error)>,
+) -> usize {
+    let unused = match backend.unused_images(&DuctRunner) {
         Ok(u) => u,
         Err(e) => {
             problems.push(("list bottle images".into(), e));
@@ -207,9 +202,9 @@ fn images(cli: &Cli, a: &GcArgs, problems: &mut Vec<(String, Error)>) -> usize {
     if a.dry_run {
         return unused.len();
     }
-    let before = gc::images_bytes(&DuctRunner);
-    let (removed, errors) = gc::remove_images(&unused, &DuctRunner);
-    let after = gc::images_bytes(&DuctRunner);
+    let before = backend.images_bytes(&DuctRunner);
+    let (removed, errors) = backend.remove_images(&unused, &DuctRunner);
+    let after = backend.images_bytes(&DuctRunner);
     problems.extend(errors);
     if !cli.quiet {
         let freed = match (before, after) {
@@ -222,7 +217,6 @@ fn images(cli: &Cli, a: &GcArgs, problems: &mut Vec<(String, Error)>) -> usize {
 }
 
 /// Bytes as docker prints them (decimal units).
-#[cfg(feature = "docker")]
 fn humansize(b: u64) -> String {
     let units = [("GB", 1e9), ("MB", 1e6), ("kB", 1e3)];
     for (u, m) in units {

@@ -6,9 +6,7 @@
 use bottle_core::backend::Probe;
 use bottle_core::backend::{Backend, Running};
 use bottle_core::state::{Metadata, Phase};
-use bottle_core::{
-    CommandRunner, CommandSpec, DuctRunner, Error, Home, Identity, Result, StateDir,
-};
+use bottle_core::{DuctRunner, Error, Home, Identity, Result, StateDir};
 use serde::Serialize;
 
 use super::PlanFlags;
@@ -73,21 +71,12 @@ pub fn find(home: &Home, id: &str) -> Result<Found> {
     })
 }
 
-/// Whether the backend's engine answers. A cheap `docker version` for
-/// docker (other backends: assumed yes); when it does not answer, the
+/// Whether the backend's engine answers (`Backend::engine_answers`, a
+/// cheap question to the engine); when it does not answer, the
 /// backend's probe says why and what to do (exit 3) instead of the
 /// engine's raw error or a misleading cleanup report.
 pub fn engine_answers(backend: &dyn Backend) -> Result<()> {
-    if backend.id() != "docker" {
-        return Ok(());
-    }
-    let answered = DuctRunner
-        .output(
-            &CommandSpec::new("docker")
-                .args(["version", "--format", "{{.Server.Version}}"])
-                .allow_failure(),
-        )
-        .is_ok_and(|o| o.success() && !o.stdout.trim().is_empty());
+    let answered = backend.engine_answers(&DuctRunner);
     if answered {
         return Ok(());
     }
@@ -389,7 +378,7 @@ pub fn rm(cli: &Cli, a: &IdArgs) -> Result<u8> {
     let backend_name = state
         .read_metadata()
         .map(|m| m.backend)
-        .unwrap_or_else(|_| "docker".into());
+        .unwrap_or_else(|_| bottle_core::manifest::DEFAULT_BACKEND.into());
     if let Ok(b) = crate::registry::get(&backend_name) {
         engine_answers(&*b)?;
         b.remove_all(&id, false, &DuctRunner)?;

@@ -96,7 +96,6 @@ pub fn summary(p: &BottlePlan) -> String {
     }
     if let Some(w) = &p.workspace {
         line("workspace", format!("{w} (copied into the image)"));
-        #[cfg(feature = "docker")]
         match bottle_core::workspace::list(w).and_then(|l| l.git_credentials()) {
             Ok(found) if found.is_empty() => {}
             Ok(found) => line(

@@ -159,9 +159,7 @@ fn confirm() -> Result<()> {
             fix: "pass --yes to start without asking".into(),
         });
     }
-    eprint!("start this bottle? [y/N] ");
-    let _ = std::io::stderr().flush();
-    let line = read_answer()?;
+    let line = read_answer("start this bottle? [y/N] ")?;
     if matches!(line.trim(), "y" | "Y" | "yes") {
         Ok(())
     } else {
@@ -183,13 +181,16 @@ extern "C" fn on_prompt_sigint(_: libc::c_int) {
 /// (exit 130) instead of killing the process, so the caller can give the
 /// identity it allocated for the preflight back: a SIGINT handler without
 /// `SA_RESTART` makes the blocking `read` return `EINTR`.
-fn read_answer() -> Result<String> {
+fn read_answer(prompt: &str) -> Result<String> {
     // SAFETY: the handler only stores to an atomic (async-signal-safe); the
     // previous disposition is restored before returning.
     // SIGHUP and SIGTERM too: a terminal that goes away (or script(1)
     // passing the signal on) must not kill us before the allocation is
     // given back.
+    // The handlers go in before the prompt is shown: a Ctrl-C the moment it
+    // appears must find them (it would kill the process otherwise).
     const SIGNALS: [libc::c_int; 3] = [libc::SIGINT, libc::SIGTERM, libc::SIGHUP];
+    PROMPT_INTERRUPTED.store(false, std::sync::atomic::Ordering::SeqCst);
     let mut old: [libc::sigaction; 3] = unsafe { std::mem::zeroed() };
     for (sig, old) in SIGNALS.iter().zip(old.iter_mut()) {
         unsafe {
@@ -200,9 +201,15 @@ fn read_answer() -> Result<String> {
             libc::sigaction(*sig, &sa, old);
         }
     }
-    PROMPT_INTERRUPTED.store(false, std::sync::atomic::Ordering::SeqCst);
+    eprint!("{prompt}");
+    let _ = std::io::stderr().flush();
     let mut line = Vec::new();
     let result = loop {
+        if PROMPT_INTERRUPTED.load(std::sync::atomic::Ordering::SeqCst) {
+            break Err(Error::Interrupted {
+                step: "the preflight prompt".into(),
+            });
+        }
         let mut byte = 0u8;
         // SAFETY: reads one byte into a valid one-byte buffer.
         let n = unsafe { libc::read(0, (&mut byte as *mut u8).cast(), 1) };
@@ -266,18 +273,9 @@ fn runtime_notes(backend: &dyn Backend, plan: &BottlePlan, probe: &Probe) -> (St
         notes.push(format!("{} {version}", backend.id()));
         notes.extend(n.iter().cloned());
     }
-    #[cfg(feature = "docker")]
-    if plan.backend == "docker" {
-        let mut d = bottle_docker::DockerBackend::default();
-        if let Some(g) = probe.gvisor() {
-            d = d.with_gvisor(g.clone());
-        }
-        let (rt, lines) = d.runtime_lines(plan);
-        notes.extend(lines);
-        return (rt.to_owned(), notes);
-    }
-    let _ = plan;
-    ("vm".to_owned(), notes)
+    let (runtime, lines) = backend.runtime_choice(plan, probe);
+    notes.extend(lines);
+    (runtime, notes)
 }
 
 /// Prepare the sidecars' state and return the wiring.
@@ -300,46 +298,34 @@ pub fn prepare(
     bottle_sidecars::prepare::prepare_all(plan, &ctx)
 }
 
-/// Launch a prepared plan, printing progress; records the images.
+/// Launch a prepared plan, printing progress.
 pub fn launch(
     backend: &dyn Backend,
     plan: &BottlePlan,
     state: &StateDir,
     wiring: &bottle_core::Wiring,
     quiet: bool,
-    gvisor: Option<bottle_core::backend::Gvisor>,
+    probe: Option<&Probe>,
 ) -> Result<Box<dyn Running>> {
     let input = LaunchInput {
         plan,
         state,
         wiring,
     };
-    #[cfg(feature = "docker")]
-    if backend.id() == "docker" {
-        let mut d = bottle_docker::DockerBackend::default();
-        if let Some(g) = gvisor {
-            d = d.with_gvisor(g);
-        }
-        let mode = crate::progress::Mode::detect(quiet);
-        // Step names let the bar say what is running (the backend reports
-        // a step after it finished); plain lines do not need them.
-        let names = match mode {
-            crate::progress::Mode::Bar => d
-                .rendered(input)
-                .map(|r| r.script().steps.into_iter().map(|s| s.name).collect())
-                .unwrap_or_default(),
-            _ => Vec::new(),
-        };
-        let steps = crate::progress::Steps::new(mode, names);
-        let progress = |i: usize, total: usize, name: &str, skipped: bool| {
-            steps.step_done(i, total, name, skipped)
-        };
-        let result = d.launch_with_progress(input, &DuctRunner, &progress);
-        steps.finish();
-        return result;
-    }
-    let _ = (quiet, gvisor);
-    backend.launch(input, &DuctRunner)
+    let mode = crate::progress::Mode::detect(quiet);
+    // Step names let the bar say what is running (the backend reports a
+    // step after it finished); plain lines do not need them.
+    let names = match mode {
+        crate::progress::Mode::Bar => backend.step_names(input, probe),
+        _ => Vec::new(),
+    };
+    let steps = crate::progress::Steps::new(mode, names);
+    let progress = |i: usize, total: usize, name: &str, skipped: bool| {
+        steps.step_done(i, total, name, skipped)
+    };
+    let result = backend.launch_observed(input, &DuctRunner, probe, &progress);
+    steps.finish();
+    result
 }
 
 /// Run `bottle start`.
@@ -404,14 +390,7 @@ pub fn run(cli: &Cli, a: &Args) -> Result<u8> {
             print!("{script}");
             return Ok((plan, None));
         }
-        let running = launch(
-            &*backend,
-            &plan,
-            &state,
-            &wiring,
-            cli.quiet,
-            probe.gvisor().cloned(),
-        )?;
+        let running = launch(&*backend, &plan, &state, &wiring, cli.quiet, Some(&probe))?;
         // the launching record, now running (same `created`: AGE goes on)
         let mut meta = state.read_metadata()?;
         meta.phase = Phase::Running;

@@ -1,6 +1,7 @@
 //! Getting work out of a bottle (and files in): `bottle cp`, `bottle diff`,
-//! `bottle export`. Docker bottles, while running (a stopped bottle has no
-//! container: `bottle resume` it first).
+//! `bottle export`, through the bottle's `Running` handle (a backend that
+//! cannot move files says so), while the agent runs (a stopped bottle has
+//! no agent: `bottle resume` it first).
 //!
 //! Nothing here runs git on a repository the agent wrote: `diff` compares
 //! plain copies in a fresh repository of our own, and `export` asks the
@@ -60,10 +61,10 @@ pub struct ExportArgs {
     pub patches: bool,
 }
 
-/// A running docker bottle's agent container.
+/// A bottle whose agent runs.
 struct Agent {
     id: Identity,
-    container: String,
+    running: Box<dyn bottle_core::Running>,
     state: bottle_core::StateDir,
 }
 
@@ -71,24 +72,9 @@ fn running_agent(home: &Home, arg: &str, what: &str) -> Result<Agent> {
     let id = super::ids::bottle(home, arg)?;
     let state = home.state(&id);
     let meta = state.read_metadata()?;
-    if meta.backend != "docker" {
-        return Err(Error::other(
-            format!(
-                "`bottle {what}` works on docker bottles; {id} runs on {}",
-                meta.backend
-            ),
-            format!("`bottle exec {id} -- ...` reaches the agent"),
-        ));
-    }
-    let container = format!("bottle-{id}-agent");
-    let running = DuctRunner
-        .output(
-            &CommandSpec::new("docker")
-                .args(["inspect", "--format", "{{.State.Running}}", &container])
-                .allow_failure(),
-        )
-        .is_ok_and(|o| o.success() && o.stdout.trim() == "true");
-    if !running {
+    let backend = crate::registry::get(&meta.backend)?;
+    let running = backend.handle(&meta, &state);
+    if !running.agent_running(&DuctRunner)? {
         let why = if meta.phase == Phase::Stopped {
             "is stopped"
         } else {
@@ -99,11 +85,7 @@ fn running_agent(home: &Home, arg: &str, what: &str) -> Result<Agent> {
             format!("`bottle resume {id}` first (its home volume kept the work)"),
         ));
     }
-    Ok(Agent {
-        id,
-        container,
-        state,
-    })
+    Ok(Agent { id, running, state })
 }
 
 fn run_ok(spec: CommandSpec) -> Result<bottle_core::command::Output> {
@@ -151,11 +133,9 @@ pub fn cp(cli: &Cli, a: &CpArgs) -> Result<u8> {
         (Some((id, path)), None) => {
             let agent = running_agent(&home, &id, "cp")?;
             let from = guest_path(&path)?;
-            run_ok(CommandSpec::new("docker").args([
-                "cp",
-                &format!("{}:{from}", agent.container),
-                &a.dst,
-            ]))?;
+            agent
+                .running
+                .copy_out(&from, Utf8Path::new(&a.dst), &DuctRunner)?;
             if !cli.quiet {
                 eprintln!("copied {}:{from} to {}", agent.id, a.dst);
             }
@@ -165,11 +145,7 @@ pub fn cp(cli: &Cli, a: &CpArgs) -> Result<u8> {
             let agent = running_agent(&home, &id, "cp")?;
             let to = guest_path(&path)?;
             let tar = host_tar(Utf8Path::new(&a.src), &to)?;
-            run_ok(
-                CommandSpec::new("docker")
-                    .args(["cp", "-", &format!("{}:/", agent.container)])
-                    .stdin_bytes(tar),
-            )?;
+            agent.running.copy_in(tar, &DuctRunner)?;
             if !cli.quiet {
                 eprintln!("copied {} to {}:{to}", a.src, agent.id);
             }
@@ -186,10 +162,10 @@ pub fn cp(cli: &Cli, a: &CpArgs) -> Result<u8> {
 /// agent. Symlinks and special files are refused (they would point at host
 /// paths the agent must not learn about, or mean nothing inside).
 fn host_tar(src: &Utf8Path, to: &str) -> Result<Vec<u8>> {
-    use bottle_docker_tar::Entry;
+    use bottle_core::tar::Entry;
     let mut entries = Vec::new();
     let rel = to.trim_start_matches('/').trim_end_matches('/').to_owned();
-    // every parent of the target, so `docker cp -` creates missing ones
+    // every parent of the target, so unpacking creates missing ones
     let parts: Vec<&str> = rel.split('/').collect();
     for i in 1..parts.len() {
         entries.push(Entry::Dir {
@@ -236,30 +212,8 @@ fn host_tar(src: &Utf8Path, to: &str) -> Result<Vec<u8>> {
         Ok(())
     }
     walk(src, &rel, &mut entries)?;
-    bottle_docker_tar::archive(&entries)
+    bottle_core::tar::archive(&entries)
         .map_err(|why| Error::other(format!("packing {src}: {why}"), "copy a smaller tree"))
-}
-
-#[cfg(feature = "docker")]
-use bottle_docker::tar as bottle_docker_tar;
-#[cfg(not(feature = "docker"))]
-mod bottle_docker_tar {
-    pub enum Entry {
-        Dir {
-            path: String,
-            mode: u32,
-            owner: u32,
-        },
-        File {
-            path: String,
-            mode: u32,
-            owner: u32,
-            data: Vec<u8>,
-        },
-    }
-    pub fn archive(_: &[Entry]) -> Result<Vec<u8>, String> {
-        Err("this build has no docker backend (feature `docker`)".into())
-    }
 }
 
 /// A git command that reads no system or user config and runs no hook.
@@ -298,41 +252,15 @@ fn utf8(p: &Path) -> Result<&str> {
 }
 
 /// The workspace as the bottle started: copied from the agent's image
-/// (a container that is created, never started, then removed).
+/// (an image without a workspace: an empty directory, everything is new).
 fn baseline(agent: &Agent, into: &Path) -> Result<()> {
-    let image = run_ok(CommandSpec::new("docker").args([
-        "inspect",
-        "--format",
-        "{{.Image}}",
-        &agent.container,
-    ]))?
-    .stdout
-    .trim()
-    .to_owned();
-    let name = format!("bottle-{}-baseline-{}", agent.id, std::process::id());
-    run_ok(CommandSpec::new("docker").args([
-        "create",
-        "--name",
-        &name,
-        "--label",
-        &format!("dev.bottle.identity={}", agent.id),
-        "--network",
-        "none",
-        &image,
-    ]))?;
-    let copied = run_ok(CommandSpec::new("docker").args([
-        "cp",
-        &format!("{name}:{WORKSPACE}"),
-        utf8(into)?,
-    ]));
-    let removed = run_ok(CommandSpec::new("docker").args(["rm", "--force", &name]));
-    match copied {
-        Ok(_) => removed.map(|_| ()),
-        // an image without a workspace: everything is new
-        Err(_) => {
-            let dir = Utf8PathBuf::from(utf8(into)?);
-            std::fs::create_dir_all(&dir).map_err(|e| Error::io("creating", dir, e))
-        }
+    let dir = Utf8PathBuf::from(utf8(into)?);
+    match agent
+        .running
+        .copy_out_baseline(WORKSPACE, &dir, &DuctRunner)
+    {
+        Ok(()) => Ok(()),
+        Err(_) => std::fs::create_dir_all(&dir).map_err(|e| Error::io("creating", dir, e)),
     }
 }
 
@@ -345,11 +273,9 @@ pub fn diff(cli: &Cli, a: &DiffArgs) -> Result<u8> {
     let t = tmp()?;
     let (base, cur, repo) = (t.path().join("a"), t.path().join("b"), t.path().join("g"));
     baseline(&agent, &base)?;
-    run_ok(CommandSpec::new("docker").args([
-        "cp",
-        &format!("{}:{WORKSPACE}", agent.container),
-        utf8(&cur)?,
-    ]))?;
+    agent
+        .running
+        .copy_out(WORKSPACE, Utf8Path::new(utf8(&cur)?), &DuctRunner)?;
     run_ok(git(&repo).args(["init", "-q", "--bare"]))?;
     let tree = |dir: &Path| -> Result<()> {
         run_ok(
@@ -402,21 +328,22 @@ pub fn export(cli: &Cli, a: &ExportArgs) -> Result<u8> {
     let agent = running_agent(&home, &a.id, "export")?;
     let t = tmp()?;
     // 1. The agent's full history, as a bundle made inside the agent.
-    // in the home volume: `docker cp` cannot see a tmpfs /tmp under runsc
+    // in the home volume: a copy out cannot see a tmpfs /tmp under gVisor
     let inside = "/home/agent/.bottle-export.bundle";
-    let made = DuctRunner.output(
-        &CommandSpec::new("docker")
-            .args(["exec", "--workdir", WORKSPACE, &agent.container])
-            .args([
-                "git",
-                "bundle",
-                "create",
-                "-q",
-                inside,
-                "--branches",
-                "--tags",
-            ])
-            .allow_failure(),
+    let made = agent.running.exec_output(
+        &[
+            "git",
+            "-C",
+            WORKSPACE,
+            "bundle",
+            "create",
+            "-q",
+            inside,
+            "--branches",
+            "--tags",
+        ]
+        .map(String::from),
+        &DuctRunner,
     )?;
     if !made.success() {
         return Err(Error::other(
@@ -429,16 +356,12 @@ pub fn export(cli: &Cli, a: &ExportArgs) -> Result<u8> {
         ));
     }
     let full = t.path().join("full.bundle");
-    run_ok(CommandSpec::new("docker").args([
-        "cp",
-        &format!("{}:{inside}", agent.container),
-        utf8(&full)?,
-    ]))?;
-    let _ = DuctRunner.output(
-        &CommandSpec::new("docker")
-            .args(["exec", &agent.container, "rm", "-f", inside])
-            .allow_failure(),
-    );
+    agent
+        .running
+        .copy_out(inside, Utf8Path::new(utf8(&full)?), &DuctRunner)?;
+    let _ = agent
+        .running
+        .exec_output(&["rm", "-f", inside].map(String::from), &DuctRunner);
     // 2. Into a fresh bare repo of ours (objects fsck'd on the way in).
     let repo = t.path().join("r.git");
     run_ok(git(&repo).args(["init", "-q", "--bare"]))?;

@@ -26,6 +26,10 @@
 //!   stat poll as a fallback for filesystems without inotify, and SIGHUP); a
 //!   file that does not load keeps the previous policy. Open connections
 //!   stay open; every request is checked against the policy in force.
+//! - The operator's DLP rule files (the bundle's `[dlp] rules_dir`) are
+//!   re-checked on the same 500 ms poll: a change that loads rebuilds the
+//!   detector; a broken file is refused (audited with file, line and rule)
+//!   and the rules in force stay.
 //! - One audit line per decision: method, host, port, path (never the query),
 //!   decision, rule, status, bytes, ms. Never a body or header value.
 //!
@@ -395,11 +399,34 @@ async fn reload_loop(
                 }
             } => "sighup",
             _ = tick.tick() => {
+                // DLP rule files (the bundle's `[dlp] rules_dir`): a change
+                // that loads puts the new rules in force and rebuilds the
+                // detector below; a broken file is refused and the rules in
+                // force stay (bottle_dlp::rules::refresh).
+                let rules_changed = match crate::dlp::rules::refresh() {
+                    crate::dlp::rules::Refresh::Unchanged => false,
+                    crate::dlp::rules::Refresh::Reloaded(set) => {
+                        tracing::info!(rules = set.len(), "DLP rules reloaded");
+                        audit.record(
+                            "egress",
+                            json!({"event": "dlp-rules", "decision": "ok", "rule": "dlp-rules-reload", "rules": set.len()}),
+                        );
+                        true
+                    }
+                    crate::dlp::rules::Refresh::Failed(e) => {
+                        tracing::error!(error = %e, "DLP rule file refused; the previous rules stay in force");
+                        audit.record(
+                            "egress",
+                            json!({"event": "dlp-rules", "decision": "error", "rule": "dlp-rules-invalid", "error": e.to_string()}),
+                        );
+                        false
+                    }
+                };
                 let now = fingerprint(&routes, secrets_dir().as_deref());
-                if now == last {
+                if now == last && !rules_changed {
                     continue;
                 }
-                "poll"
+                if rules_changed { "dlp-rules" } else { "poll" }
             }
         };
         last = fingerprint(&routes, secrets_dir().as_deref());
