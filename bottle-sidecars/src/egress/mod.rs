@@ -38,6 +38,7 @@
 
 pub mod body;
 pub mod ca;
+pub mod head;
 pub mod net;
 pub mod policy;
 mod proxy;
