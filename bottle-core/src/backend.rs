@@ -347,6 +347,17 @@ pub trait Backend: Send + Sync {
         let _ = (images, runner);
         (Vec::new(), Vec::new())
     }
+    /// The health of every bottle this backend runs, by identity, in one
+    /// question to the engine (for `bottle ls`); `None`: ask each
+    /// [`Running::health`] instead. A bottle missing from the map has
+    /// nothing running ([`Health::Stopped`]).
+    fn health_of_all(
+        &self,
+        runner: &dyn CommandRunner,
+    ) -> Option<std::collections::BTreeMap<String, Health>> {
+        let _ = runner;
+        None
+    }
     /// Bytes the engine's images take, if it says.
     fn images_bytes(&self, runner: &dyn CommandRunner) -> Option<u64> {
         let _ = runner;

@@ -486,6 +486,30 @@ impl Backend for DockerBackend {
     fn images_bytes(&self, runner: &dyn CommandRunner) -> Option<u64> {
         gc::images_bytes(runner)
     }
+
+    fn health_of_all(
+        &self,
+        runner: &dyn CommandRunner,
+    ) -> Option<std::collections::BTreeMap<String, bottle_core::backend::Health>> {
+        let fmt = format!("{{{{.Label \"{LABEL_IDENTITY}\"}}}}\t{{{{.Names}}}}\t{{{{.State}}}}");
+        let out = runner
+            .output(
+                &CommandSpec::new("docker")
+                    .args([
+                        "ps",
+                        "--all",
+                        "--filter",
+                        &format!("label={LABEL_IDENTITY}"),
+                    ])
+                    .args(["--format", &fmt])
+                    .allow_failure(),
+            )
+            .ok()?;
+        if !out.success() {
+            return None;
+        }
+        Some(running::health_from_ps(&out.stdout))
+    }
 }
 
 impl DockerBackend {

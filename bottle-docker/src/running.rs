@@ -315,11 +315,67 @@ impl Running for DockerRunning {
     }
 }
 
+/// Health by identity from `docker ps --all` lines
+/// `<identity>\t<container name>\t<state>`: agent and bundle running is
+/// running, neither is stopped, one of them is degraded (as
+/// [`Running::health`] says for one bottle).
+pub fn health_from_ps(text: &str) -> std::collections::BTreeMap<String, Health> {
+    let mut up: std::collections::BTreeMap<String, (bool, bool)> = Default::default();
+    for line in text.lines() {
+        let mut f = line.split('\t');
+        let (Some(id), Some(name), Some(state)) = (f.next(), f.next(), f.next()) else {
+            continue;
+        };
+        let names = names_for(&match Identity::parse(id.trim()) {
+            Ok(i) => i,
+            Err(_) => continue,
+        });
+        let e = up.entry(id.trim().to_owned()).or_default();
+        let running = state.trim() == "running";
+        if name.trim() == names.agent {
+            e.0 = running;
+        } else if name.trim() == names.bundle {
+            e.1 = running;
+        }
+    }
+    up.into_iter()
+        .map(|(id, pair)| {
+            let h = match pair {
+                (true, true) => Health::Running,
+                (false, false) => Health::Stopped,
+                _ => Health::Degraded,
+            };
+            (id, h)
+        })
+        .collect()
+}
+
 fn run_ok(runner: &dyn CommandRunner, spec: CommandSpec) -> Result<()> {
     let out = runner.output(&spec.clone().allow_failure())?;
     if out.success() {
         Ok(())
     } else {
         Err(bottle_core::command::failure(&spec, &out))
+    }
+}
+
+#[cfg(test)]
+mod health_tests {
+    use super::*;
+
+    #[test]
+    fn health_of_all_bottles_from_one_ps() {
+        let text = "a-b-aaaaaa\tbottle-a-b-aaaaaa-agent\trunning\n\
+                    a-b-aaaaaa\tbottle-a-b-aaaaaa-bundle\trunning\n\
+                    a-b-bbbbbb\tbottle-a-b-bbbbbb-agent\trunning\n\
+                    a-b-bbbbbb\tbottle-a-b-bbbbbb-bundle\texited\n\
+                    a-b-cccccc\tbottle-a-b-cccccc-agent\tcreated\n\
+                    a-b-cccccc\tbottle-a-b-cccccc-baseline-7\trunning\n";
+        let h = health_from_ps(text);
+        assert_eq!(h["a-b-aaaaaa"], Health::Running);
+        assert_eq!(h["a-b-bbbbbb"], Health::Degraded);
+        // another container of the identity does not count as the bundle
+        assert_eq!(h["a-b-cccccc"], Health::Stopped);
+        assert!(!h.contains_key("a-b-dddddd"));
     }
 }

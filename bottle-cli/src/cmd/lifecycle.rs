@@ -168,6 +168,11 @@ pub fn ls(cli: &Cli, a: &LsArgs) -> Result<u8> {
     let mut rows = Vec::new();
     // per backend: whether its engine answers (asked once)
     let mut answers: std::collections::BTreeMap<String, Option<Error>> = Default::default();
+    // one question per backend for every bottle's health, where it can
+    let mut all_health: std::collections::BTreeMap<
+        String,
+        Option<std::collections::BTreeMap<String, bottle_core::backend::Health>>,
+    > = Default::default();
     for id in home.identities()? {
         let state = home.state(&id);
         let Ok(meta) = state.read_metadata() else {
@@ -188,7 +193,18 @@ pub fn ls(cli: &Cli, a: &LsArgs) -> Result<u8> {
                 {
                     "unknown".to_owned()
                 }
-                Ok(b) => match b.handle(&meta, &state).health(&DuctRunner) {
+                Ok(b) => match all_health
+                    .entry(meta.backend.clone())
+                    .or_insert_with(|| b.health_of_all(&DuctRunner))
+                    .as_ref()
+                    .map(|m| {
+                        m.get(id.as_str())
+                            .copied()
+                            .unwrap_or(bottle_core::backend::Health::Stopped)
+                    })
+                    .map(Ok)
+                    .unwrap_or_else(|| b.handle(&meta, &state).health(&DuctRunner))
+                {
                     Ok(h) => serde_json::to_value(h)
                         .ok()
                         .and_then(|v| v.as_str().map(str::to_owned))
