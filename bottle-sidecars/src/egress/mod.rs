@@ -39,7 +39,7 @@
 pub mod body;
 pub mod ca;
 pub mod net;
-pub mod policy;
+pub use bottle_host::routes as policy;
 mod proxy;
 
 use std::collections::BTreeMap;

@@ -35,13 +35,9 @@
 //! This module must not write policy files from the daemon side, and the
 //! daemon must not hold the operator's private key.
 
-pub mod capability;
-mod config;
-mod model;
-pub(crate) mod policy;
-pub mod queue;
 mod server;
-mod store;
+
+pub use bottle_host::supervise::{capability, config, model, policy, queue, store, DEFAULT_PORT};
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -59,9 +55,6 @@ pub use queue::QueueError;
 pub use store::{atomic_write, auto_deny_note, Verifier};
 
 use crate::audit::AuditLog;
-
-/// Default port.
-pub const DEFAULT_PORT: u16 = 9100;
 
 /// Command-line arguments of `bottle-sidecar supervise`.
 #[derive(Debug, clap::Args)]

@@ -194,14 +194,14 @@ pub struct Request {
 /// signed decision + the policy files).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub(crate) enum FileStatus {
+pub enum FileStatus {
     Pending,
     Denied,
 }
 
 /// `queue/<id>.json` as written by the daemon.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub(crate) struct RequestFile {
+pub struct RequestFile {
     pub id: String,
     #[serde(flatten)]
     pub kind: RequestKind,

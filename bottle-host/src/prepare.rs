@@ -37,7 +37,7 @@ use serde::Serialize;
 
 use crate::access::{AccessKey, PROXY_USER};
 use crate::bundle::{BundleConfig, DlpSection, EgressSection, GitGateSection, SuperviseSection};
-use crate::git_gate::config::{GateConfig, PushRule, RemoteConfig};
+use crate::gate::{GateConfig, PushRule, RemoteConfig};
 use crate::supervise::SvConfig;
 
 fn bundle_path(rel: &str) -> PathBuf {
@@ -209,8 +209,7 @@ impl Prepare for EgressPrepare {
     fn prepare(&self, plan: &BottlePlan, ctx: &PrepareContext<'_>) -> Result<Wiring> {
         let ca = ctx.state.ca_dir();
         create_private_dir(&ca)?;
-        crate::egress::ca::generate_ca(ca.as_std_path())
-            .map_err(io_err("writing the CA in", &ca))?;
+        crate::ca::generate_ca(ca.as_std_path()).map_err(io_err("writing the CA in", &ca))?;
         let routes = ctx.state.routes_path();
         // Every prepare (start and resume) writes the policy the manifests
         // say now; only the operator's unexpired grants are carried over.
@@ -260,7 +259,7 @@ impl Prepare for EgressPrepare {
             agent_env: env,
             agent_secret_env: secret_env,
             agent_files: vec![AgentFile {
-                host: ca.join(crate::egress::ca::CERT_FILE),
+                host: ca.join(crate::ca::CERT_FILE),
                 guest: AGENT_CA_PATH.to_owned(),
                 mode: 0o644,
             }],

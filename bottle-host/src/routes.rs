@@ -90,7 +90,7 @@ pub enum AuthScheme {
     /// `x-api-key: <value>`.
     XApiKey,
     /// `<Name>: <value>`.
-    Header(hyper::header::HeaderName),
+    Header(http::header::HeaderName),
 }
 
 /// A route credential: scheme + the secret's value (never printed).
@@ -101,7 +101,7 @@ pub struct Auth {
     /// Secret file name (for messages).
     pub secret_name: String,
     /// The injected header value, marked sensitive.
-    pub header_value: hyper::header::HeaderValue,
+    pub header_value: http::header::HeaderValue,
 }
 
 impl std::fmt::Debug for Auth {
@@ -115,10 +115,10 @@ impl std::fmt::Debug for Auth {
 
 impl Auth {
     /// Header name this credential is injected under.
-    pub fn header_name(&self) -> hyper::header::HeaderName {
+    pub fn header_name(&self) -> http::header::HeaderName {
         match &self.scheme {
-            AuthScheme::Bearer | AuthScheme::Basic => hyper::header::AUTHORIZATION,
-            AuthScheme::XApiKey => hyper::header::HeaderName::from_static("x-api-key"),
+            AuthScheme::Bearer | AuthScheme::Basic => http::header::AUTHORIZATION,
+            AuthScheme::XApiKey => http::header::HeaderName::from_static("x-api-key"),
             AuthScheme::Header(name) => name.clone(),
         }
     }
@@ -534,7 +534,7 @@ fn build_route(r: RouteFile, secrets: &SecretFiles) -> Result<Route, String> {
                 "x-api-key" => AuthScheme::XApiKey,
                 other => match other.strip_prefix("header:") {
                     Some(name) => AuthScheme::Header(
-                        hyper::header::HeaderName::from_bytes(name.trim().as_bytes())
+                        http::header::HeaderName::from_bytes(name.trim().as_bytes())
                             .map_err(|_| format!("invalid auth header name `{name}`"))?,
                     ),
                     None => {
@@ -554,7 +554,7 @@ fn build_route(r: RouteFile, secrets: &SecretFiles) -> Result<Route, String> {
                 }
                 _ => value,
             };
-            let mut header_value = hyper::header::HeaderValue::from_bytes(&header)
+            let mut header_value = http::header::HeaderValue::from_bytes(&header)
                 .map_err(|_| format!("secret `{}` is not a valid header value", a.secret))?;
             header_value.set_sensitive(true);
             Some(Auth {

@@ -48,17 +48,17 @@ pub fn atomic_write(path: &Path, bytes: &[u8], mode: Option<u32>) -> std::io::Re
 }
 
 /// Where the request file of `id` lives.
-pub(crate) fn request_path(queue: &Path, id: &str) -> PathBuf {
+pub fn request_path(queue: &Path, id: &str) -> PathBuf {
     queue.join(format!("{id}.json"))
 }
 
 /// Where the decision file of `id` lives.
-pub(crate) fn decision_path(queue: &Path, id: &str) -> PathBuf {
+pub fn decision_path(queue: &Path, id: &str) -> PathBuf {
     queue.join(format!("{id}.decision.json"))
 }
 
 /// Ids of every request file in `queue` (sorted, oldest first by id).
-pub(crate) fn request_ids(queue: &Path) -> std::io::Result<Vec<String>> {
+pub fn request_ids(queue: &Path) -> std::io::Result<Vec<String>> {
     let mut ids = Vec::new();
     let entries = match fs::read_dir(queue) {
         Ok(e) => e,
@@ -79,7 +79,7 @@ pub(crate) fn request_ids(queue: &Path) -> std::io::Result<Vec<String>> {
 }
 
 /// Read and validate one request file. `Err` carries a reason it was rejected.
-pub(crate) fn read_request_file(queue: &Path, id: &str) -> Result<Option<RequestFile>, String> {
+pub fn read_request_file(queue: &Path, id: &str) -> Result<Option<RequestFile>, String> {
     let path = request_path(queue, id);
     let bytes = match fs::read(&path) {
         Ok(b) => b,
@@ -104,7 +104,7 @@ pub(crate) fn read_request_file(queue: &Path, id: &str) -> Result<Option<Request
 
 /// What a reader knows about a decision file.
 #[derive(Debug)]
-pub(crate) enum DecisionRead {
+pub enum DecisionRead {
     /// No decision file.
     None,
     /// A decision whose signature verifies.
@@ -114,7 +114,7 @@ pub(crate) enum DecisionRead {
 }
 
 /// Read the decision of `id` and check its signature against `verifier`.
-pub(crate) fn read_decision(queue: &Path, id: &str, verifier: &Verifier) -> DecisionRead {
+pub fn read_decision(queue: &Path, id: &str, verifier: &Verifier) -> DecisionRead {
     let path = decision_path(queue, id);
     let bytes = match fs::read(&path) {
         Ok(b) => b,
@@ -181,7 +181,7 @@ impl Verifier {
 }
 
 /// The operator's signing key, `state/<id>/operator/decision.key` (PKCS#8, mode 600).
-pub(crate) struct Signer {
+pub struct Signer {
     pair: Ed25519KeyPair,
 }
 
@@ -257,7 +257,7 @@ impl Signer {
 }
 
 /// Everything the queue says, as effective requests.
-pub(crate) struct QueueView {
+pub struct QueueView {
     /// Valid requests, oldest first.
     pub requests: Vec<Request>,
     /// Request ids whose decision file was present but not a valid operator decision.
@@ -267,7 +267,7 @@ pub(crate) struct QueueView {
 }
 
 /// Effective status of one request file given its (verified) decision.
-pub(crate) fn effective(
+pub fn effective(
     file: RequestFile,
     decision: Option<Decision>,
     auto_deny_after: Duration,
@@ -328,7 +328,7 @@ pub fn auto_deny_note(after: Duration) -> String {
 }
 
 /// Read one request as its effective view.
-pub(crate) fn load_one(
+pub fn load_one(
     queue: &Path,
     id: &str,
     verifier: &Verifier,
@@ -352,7 +352,7 @@ pub(crate) fn load_one(
 }
 
 /// Read the whole queue.
-pub(crate) fn load_all(
+pub fn load_all(
     queue: &Path,
     verifier: &Verifier,
     auto_deny_after: Duration,
@@ -387,14 +387,14 @@ pub(crate) fn load_all(
 }
 
 /// Create a new request file (fails if the id exists).
-pub(crate) fn write_request(queue: &Path, file: &RequestFile) -> std::io::Result<()> {
+pub fn write_request(queue: &Path, file: &RequestFile) -> std::io::Result<()> {
     let bytes = serde_json::to_vec_pretty(file).map_err(std::io::Error::other)?;
     atomic_write(&request_path(queue, &file.id), &bytes, Some(0o644))
 }
 
 /// Mark every pending, undecided request older than `after` as denied in its
 /// file. Returns the ids it marked.
-pub(crate) fn mark_auto_denied(queue: &Path, after: Duration) -> std::io::Result<Vec<String>> {
+pub fn mark_auto_denied(queue: &Path, after: Duration) -> std::io::Result<Vec<String>> {
     let now = SystemTime::now();
     let mut marked = Vec::new();
     for id in request_ids(queue)? {

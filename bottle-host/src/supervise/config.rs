@@ -131,7 +131,7 @@ impl SvConfig {
     }
 
     /// Host side: `state_dir/supervise/sv.toml`, or the defaults when absent.
-    pub(crate) fn load_for_state(state_dir: &Path) -> Result<Self, String> {
+    pub fn load_for_state(state_dir: &Path) -> Result<Self, String> {
         let path = sv_path(state_dir);
         if path.exists() {
             Self::load(&path)

@@ -60,7 +60,7 @@ fn str_list(v: Option<&Value>) -> Vec<String> {
 }
 
 /// Whether an entry's `expires_at` has passed (unparsable = passed: fail closed).
-pub(crate) fn is_expired(entry: &Table, now: SystemTime) -> bool {
+pub fn is_expired(entry: &Table, now: SystemTime) -> bool {
     match entry.get("expires_at") {
         None => false,
         Some(Value::String(s)) => parse_time(s).is_none_or(|t| t <= now),
