@@ -231,28 +231,14 @@ impl GateConfig {
         toml::to_string_pretty(self).expect("GateConfig always serializes")
     }
 
-    /// Validate, then write atomically (temp file in the same dir + rename).
+    /// Validate, then write atomically (`bottle_core::state::atomic_write_io`).
     pub fn save(&self, path: &Path) -> std::io::Result<()> {
         self.validate()
             .map_err(|m| std::io::Error::new(std::io::ErrorKind::InvalidInput, m))?;
-        let dir = path
-            .parent()
-            .filter(|p| !p.as_os_str().is_empty())
-            .unwrap_or(Path::new("."));
-        std::fs::create_dir_all(dir)?;
-        let name = path
-            .file_name()
-            .and_then(|n| n.to_str())
-            .unwrap_or("gate.toml");
-        let tmp = dir.join(format!(
-            ".{name}.tmp-{}-{:08x}",
-            std::process::id(),
-            rand::random::<u32>()
-        ));
-        std::fs::write(&tmp, self.to_toml())?;
-        std::fs::rename(&tmp, path).inspect_err(|_| {
-            let _ = std::fs::remove_file(&tmp);
-        })
+        if let Some(dir) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)?;
+        }
+        bottle_core::state::atomic_write_io(path, self.to_toml().as_bytes(), None)
     }
 
     /// The remote called `name`.

@@ -3,7 +3,6 @@
 //! [`Request`]s (only *verified* decisions count).
 
 use std::fs;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
@@ -13,39 +12,7 @@ use super::model::{
     is_request_id, parse_time, Decision, FileStatus, Request, RequestFile, Status, Verdict,
 };
 
-/// Write `bytes` to `path` atomically: a temp file in the same dir, fsync, rename.
-/// `mode` sets the permission bits (else 0644, or the existing file's mode).
-pub fn atomic_write(path: &Path, bytes: &[u8], mode: Option<u32>) -> std::io::Result<()> {
-    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
-    let tmp = dir.join(format!(
-        ".{name}.tmp-{}",
-        hex::encode(rand::random::<[u8; 6]>())
-    ));
-    let mode = mode
-        .or_else(|| {
-            fs::metadata(path)
-                .ok()
-                .map(|m| m.permissions().mode() & 0o7777)
-        })
-        .unwrap_or(0o644);
-    let result = (|| {
-        let mut f = fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(mode)
-            .open(&tmp)?;
-        f.write_all(bytes)?;
-        f.set_permissions(fs::Permissions::from_mode(mode))?;
-        f.sync_all()?;
-        fs::rename(&tmp, path)
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result
-}
+pub use bottle_core::state::atomic_write_io as atomic_write;
 
 /// Where the request file of `id` lives.
 pub fn request_path(queue: &Path, id: &str) -> PathBuf {
