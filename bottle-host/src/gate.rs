@@ -173,6 +173,12 @@ fn string_or_datetime<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<S
 }
 
 impl Grant {
+    /// Whether the grant's `expires_at` has passed at `now` as the editor
+    /// (`bottle approve`, sweeps, resume) sees it: unparsable = passed.
+    pub fn is_expired(&self, now: SystemTime) -> bool {
+        crate::supervise::model::is_expired(self.expires_at.as_deref(), now)
+    }
+
     /// Whether the grant is in force at `now` (absent expiry = no expiry).
     pub fn is_live(&self, now: SystemTime) -> bool {
         match &self.expires_at {
@@ -217,6 +223,18 @@ impl GateConfig {
         let cfg: GateConfig = toml::from_str(&text).map_err(|e| err(e.to_string()))?;
         cfg.validate().map_err(err)?;
         Ok(cfg)
+    }
+
+    /// Read `path` for editing: parsed, not validated (the gate validates
+    /// on load); `Ok(None)` when it does not exist.
+    pub fn read(path: &Path) -> Result<Option<Self>, String> {
+        match std::fs::read_to_string(path) {
+            Ok(text) => toml::from_str(&text)
+                .map(Some)
+                .map_err(|e| format!("{}: {e}", path.display())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(format!("{}: {e}", path.display())),
+        }
     }
 
     /// Parse from TOML text (validated).

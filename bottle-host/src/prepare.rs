@@ -33,11 +33,11 @@ use bottle_core::prepare::{
 use bottle_core::state::{atomic_write, create_private_dir};
 use bottle_core::{Error, Result, Secret, StateDir, Template};
 use camino::{Utf8Path, Utf8PathBuf};
-use serde::Serialize;
 
 use crate::access::{AccessKey, PROXY_USER};
 use crate::bundle::{BundleConfig, DlpSection, EgressSection, GitGateSection, SuperviseSection};
-use crate::gate::{GateConfig, PushRule, RemoteConfig};
+use crate::gate::{GateConfig, Grant, PushRule, RemoteConfig};
+use crate::routes::{AuthFile, RouteFile, RoutesFile};
 use crate::supervise::SvConfig;
 
 fn bundle_path(rel: &str) -> PathBuf {
@@ -137,68 +137,39 @@ fn git_key_name(remote: &str) -> String {
 #[derive(Debug, Default, Clone, Copy)]
 pub struct EgressPrepare;
 
-#[derive(Serialize)]
-struct RoutesFile<'a> {
-    identity: &'a str,
-    dlp: bool,
-    max_body_scan: u64,
-    secrets_dir: PathBuf,
-    routes: Vec<RouteFile<'a>>,
-}
-
-#[derive(Serialize)]
-struct RouteFile<'a> {
-    host: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    port: Option<u16>,
-    #[serde(skip_serializing_if = "<[String]>::is_empty")]
-    paths: &'a [String],
-    #[serde(skip_serializing_if = "<[String]>::is_empty")]
-    methods: &'a [String],
-    allow_private: bool,
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
-    plaintext: bool,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    auth: Option<AuthFile>,
-}
-
-#[derive(Serialize)]
-struct AuthFile {
-    scheme: String,
-    secret: String,
-}
-
-/// The `routes.toml` text for a plan (no secret values: auth names a file
-/// in the secrets dir).
-pub fn routes_toml(plan: &BottlePlan) -> String {
-    let file = RoutesFile {
-        identity: plan.identity.as_str(),
+/// The `routes.toml` a plan says (no secret values: auth names a file in
+/// the secrets dir; no grants).
+pub fn routes_file(plan: &BottlePlan) -> RoutesFile {
+    let listed = |v: &[String]| (!v.is_empty()).then(|| v.to_vec());
+    RoutesFile {
+        identity: Some(plan.identity.to_string()),
         dlp: plan.egress.dlp,
-        max_body_scan: plan.egress.max_body_scan,
-        secrets_dir: bundle_path("secrets"),
+        max_body_scan: usize::try_from(plan.egress.max_body_scan).unwrap_or(usize::MAX),
+        secrets_dir: Some(bundle_path("secrets")),
         routes: plan
             .egress
             .routes
             .iter()
             .map(|r| RouteFile {
-                host: &r.host,
+                host: r.host.clone(),
                 port: r.port,
-                paths: &r.paths,
-                methods: &r.methods,
+                paths: listed(&r.paths),
+                methods: listed(&r.methods),
                 allow_private: r.allow_private,
                 plaintext: r.plaintext,
                 auth: r.auth.as_ref().map(|a| AuthFile {
                     scheme: a.scheme.as_manifest(),
                     secret: a.secret_name.clone(),
                 }),
+                ..RouteFile::default()
             })
             .collect(),
-    };
-    let mut text = String::from(
-        "# Live egress policy of this bottle. The bundle reloads it on change.\n# Grants added by `bottle approve` carry `grant` and `expires_at`.\n",
-    );
-    text.push_str(&toml::to_string(&file).expect("routes serialize"));
-    text
+    }
+}
+
+/// The `routes.toml` text for a plan ([`routes_file`]).
+pub fn routes_toml(plan: &BottlePlan) -> String {
+    routes_file(plan).to_toml()
 }
 
 impl Prepare for EgressPrepare {
@@ -213,8 +184,9 @@ impl Prepare for EgressPrepare {
         let routes = ctx.state.routes_path();
         // Every prepare (start and resume) writes the policy the manifests
         // say now; only the operator's unexpired grants are carried over.
-        let text = with_live_grants(routes_toml(plan), &routes, "routes", |_| true)?;
-        atomic_write(&routes, text.as_bytes(), Some(0o644))?;
+        let mut file = routes_file(plan);
+        file.routes.extend(live_route_grants(&routes));
+        atomic_write(&routes, file.to_toml().as_bytes(), Some(0o644))?;
         copy_dlp_rules(plan, ctx.state)?;
         test_upstream_ca(ctx.state)?;
         let proxy = format!("http://{}:{}", ctx.bundle_host, plan.ports.egress);
@@ -371,67 +343,42 @@ fn dlp_error(e: bottle_dlp::RuleError) -> Error {
     }
 }
 
-/// `fresh` (a policy file's text from the manifests) with the unexpired
-/// grant entries (`grant` set) of list `key` in the file at `old` appended,
-/// when `keep` accepts them. A grant never carries a credential: `auth` is
-/// dropped. An old file that cannot be read contributes nothing.
-fn with_live_grants(
-    fresh: String,
-    old: &Utf8Path,
-    key: &str,
-    keep: impl Fn(&toml::Table) -> bool,
-) -> Result<String> {
+/// The unexpired grant routes of the `routes.toml` at `old`, without any
+/// credential (a grant never carries one). A file that cannot be read
+/// contributes nothing.
+fn live_route_grants(old: &Utf8Path) -> Vec<RouteFile> {
     let now = std::time::SystemTime::now();
-    let carried: Vec<toml::Value> = match crate::supervise::policy::read_table(old.as_std_path()) {
-        Ok(Some(t)) => t
-            .get(key)
-            .and_then(toml::Value::as_array)
-            .map(|list| {
-                list.iter()
-                    .filter_map(toml::Value::as_table)
-                    .filter(|e| e.contains_key("grant"))
-                    .filter(|e| !crate::supervise::policy::is_expired(e, now))
-                    .filter(|e| keep(e))
-                    .map(|e| {
-                        let mut e = e.clone();
-                        e.remove("auth");
-                        toml::Value::Table(e)
-                    })
-                    .collect()
-            })
-            .unwrap_or_default(),
-        Ok(None) => Vec::new(),
+    match RoutesFile::read(old.as_std_path()) {
+        Ok(file) => file
+            .map(|f| f.routes)
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|r| r.grant.is_some() && !r.is_expired(now))
+            .map(|r| RouteFile { auth: None, ..r })
+            .collect(),
         Err(e) => {
             tracing::warn!(%e, "previous policy unreadable; no grants carried over");
             Vec::new()
         }
-    };
-    if carried.is_empty() {
-        return Ok(fresh);
     }
-    let mut table: toml::Table = fresh
-        .parse()
-        .map_err(|e| Error::other(format!("policy for {old}: {e}"), "this is a bug in bottle"))?;
-    match table
-        .entry(key.to_owned())
-        .or_insert_with(|| toml::Value::Array(Vec::new()))
-    {
-        toml::Value::Array(a) => a.extend(carried),
-        _ => {
-            return Err(Error::other(
-                format!("policy for {old}: `{key}` is not a list"),
-                "this is a bug in bottle",
-            ))
+}
+
+/// The unexpired `[[grants]]` of the `gate.toml` at `old`. A file that
+/// cannot be read contributes nothing.
+fn live_git_grants(old: &Utf8Path) -> Vec<Grant> {
+    let now = std::time::SystemTime::now();
+    match GateConfig::read(old.as_std_path()) {
+        Ok(file) => file
+            .map(|f| f.grants)
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|g| !g.is_expired(now))
+            .collect(),
+        Err(e) => {
+            tracing::warn!(%e, "previous policy unreadable; no grants carried over");
+            Vec::new()
         }
     }
-    let header: String = fresh
-        .lines()
-        .take_while(|l| l.starts_with('#'))
-        .map(|l| format!("{l}\n"))
-        .collect();
-    let body = toml::to_string(&table)
-        .map_err(|e| Error::other(format!("policy for {old}: {e}"), "this is a bug in bottle"))?;
-    Ok(header + &body)
 }
 
 /// The pinned `known_hosts` line for an ssh URL, if it is one.
@@ -518,13 +465,13 @@ impl Prepare for GitGatePrepare {
             // Every prepare (start and resume) writes the rules the
             // manifests say now, plus the unexpired grants for remotes that
             // still exist.
-            let remotes: Vec<String> = gate.remotes.iter().map(|r| r.name.clone()).collect();
-            let text = with_live_grants(gate.to_toml(), &gate_path, "grants", |e| {
-                e.get("remote")
-                    .and_then(toml::Value::as_str)
-                    .is_some_and(|r| remotes.iter().any(|n| n == r))
-            })?;
-            let gate = GateConfig::from_toml(&text).map_err(|why| {
+            let carried = live_git_grants(&gate_path);
+            gate.grants.extend(
+                carried
+                    .into_iter()
+                    .filter(|g| gate.remotes.iter().any(|r| r.name == g.remote)),
+            );
+            gate.validate().map_err(|why| {
                 Error::other(format!("git gate config: {why}"), "this is a bug in bottle")
             })?;
             gate.save(gate_path.as_std_path())

@@ -365,6 +365,12 @@ pub fn parse_time(s: &str) -> Option<SystemTime> {
     humantime::parse_rfc3339_weak(s).ok()
 }
 
+/// Whether a policy entry's `expires_at` has passed at `now` (unparsable =
+/// passed: fail closed; absent = never).
+pub fn is_expired(expires_at: Option<&str>, now: SystemTime) -> bool {
+    expires_at.is_some_and(|s| parse_time(s).is_none_or(|t| t <= now))
+}
+
 /// Format a time as RFC 3339 (seconds, UTC) — the form written into policy files.
 pub fn format_time(t: SystemTime) -> String {
     humantime::format_rfc3339_seconds(t).to_string()

@@ -1,72 +1,28 @@
-//! The live policy files (`egress/routes.toml`, `git/gate.toml`), read
-//! loosely as `toml::Value` (their owners define the typed structs) and
-//! written only by the operator side: grants appended, expired grants swept.
+//! The live policy files (`egress/routes.toml`, `git/gate.toml`) as the
+//! operator side edits them: grants appended, expired grants swept, a grant
+//! revoked, and the agent's read-only view. Both files are read and written
+//! through their one typed struct ([`RoutesFile`], [`GateConfig`]), the same
+//! the host writes and the daemons read.
 //!
-//! Readers never return an `auth` table or a secret name: the agent sees
+//! Views never return an `auth` table or a secret name: the agent sees
 //! hosts, ports, paths and methods only.
 
 use std::path::Path;
 use std::time::SystemTime;
 
 use serde::Serialize;
-use toml::{Table, Value};
 
-use super::model::parse_time;
-use super::store::atomic_write;
+use crate::gate::{GateConfig, Grant};
+use crate::routes::{RouteFile, RoutesFile};
 
-/// Read a TOML file as a table; `Ok(None)` when it does not exist.
-pub fn read_table(path: &Path) -> Result<Option<Table>, String> {
-    match std::fs::read_to_string(path) {
-        Ok(text) => text
-            .parse::<Table>()
-            .map(Some)
-            .map_err(|e| format!("{}: {e}", path.display())),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(format!("{}: {e}", path.display())),
-    }
+fn write_routes(path: &Path, file: &RoutesFile) -> Result<(), String> {
+    file.save(path)
+        .map_err(|e| format!("{}: {e}", path.display()))
 }
 
-fn write_table(path: &Path, table: &Table) -> Result<(), String> {
-    let text = toml::to_string(table).map_err(|e| format!("{}: {e}", path.display()))?;
-    // Never write something we could not read back.
-    text.parse::<Table>()
-        .map_err(|e| format!("{}: refusing to write unparsable TOML: {e}", path.display()))?;
-    atomic_write(path, text.as_bytes(), None).map_err(|e| format!("{}: {e}", path.display()))
-}
-
-/// Push rules: plain strings or `{ pattern = "…", … }` tables.
-fn push_list(v: Option<&Value>) -> Vec<String> {
-    v.and_then(Value::as_array)
-        .map(|a| {
-            a.iter()
-                .filter_map(|x| match x {
-                    Value::String(s) => Some(s.clone()),
-                    Value::Table(t) => t.get("pattern").and_then(Value::as_str).map(str::to_owned),
-                    _ => None,
-                })
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-fn str_list(v: Option<&Value>) -> Vec<String> {
-    v.and_then(Value::as_array)
-        .map(|a| {
-            a.iter()
-                .filter_map(|x| x.as_str().map(str::to_owned))
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-/// Whether an entry's `expires_at` has passed (unparsable = passed: fail closed).
-pub fn is_expired(entry: &Table, now: SystemTime) -> bool {
-    match entry.get("expires_at") {
-        None => false,
-        Some(Value::String(s)) => parse_time(s).is_none_or(|t| t <= now),
-        Some(Value::Datetime(d)) => parse_time(&d.to_string()).is_none_or(|t| t <= now),
-        Some(_) => true,
-    }
+fn write_gate(path: &Path, file: &GateConfig) -> Result<(), String> {
+    super::store::atomic_write(path, file.to_toml().as_bytes(), None)
+        .map_err(|e| format!("{}: {e}", path.display()))
 }
 
 /// One egress route as shown to the agent (no credentials).
@@ -93,40 +49,23 @@ pub struct RouteView {
 
 /// The current, unexpired egress routes in `routes.toml`.
 pub fn egress_routes(path: &Path, now: SystemTime) -> Result<Vec<RouteView>, String> {
-    let Some(table) = read_table(path)? else {
+    let Some(file) = RoutesFile::read(path)? else {
         return Ok(Vec::new());
     };
-    let mut out = Vec::new();
-    for entry in table
-        .get("routes")
-        .and_then(Value::as_array)
+    Ok(file
+        .routes
         .into_iter()
-        .flatten()
-    {
-        let Some(t) = entry.as_table() else { continue };
-        if is_expired(t, now) {
-            continue;
-        }
-        let Some(host) = t.get("host").and_then(Value::as_str) else {
-            continue;
-        };
-        out.push(RouteView {
-            host: host.to_owned(),
-            port: t
-                .get("port")
-                .and_then(Value::as_integer)
-                .and_then(|p| u16::try_from(p).ok()),
-            paths: str_list(t.get("paths")),
-            methods: str_list(t.get("methods")),
-            credential_injected: t.contains_key("auth"),
-            grant: t.get("grant").and_then(Value::as_str).map(str::to_owned),
-            expires_at: t.get("expires_at").map(|v| match v {
-                Value::String(s) => s.clone(),
-                other => other.to_string(),
-            }),
-        });
-    }
-    Ok(out)
+        .filter(|r| !r.is_expired(now))
+        .map(|r| RouteView {
+            credential_injected: r.auth.is_some(),
+            host: r.host,
+            port: r.port,
+            paths: r.paths.unwrap_or_default(),
+            methods: r.methods.unwrap_or_default(),
+            grant: r.grant,
+            expires_at: r.expires_at,
+        })
+        .collect())
 }
 
 /// One git remote as shown to the agent.
@@ -138,54 +77,24 @@ pub struct RemoteView {
     pub push: Vec<String>,
 }
 
-/// Remotes and pushable refs from `gate.toml`. Accepts `[[remotes]]` with
-/// `name`, or `[remotes.<name>]` tables; `push` lists; `[[grants]]` entries
-/// (`remote`, `pattern`, `expires_at`) are merged in while unexpired.
+/// Remotes and pushable refs from `gate.toml`: each remote's `push`
+/// patterns, with the unexpired `[[grants]]` for it merged in.
 pub fn git_remotes(path: &Path, now: SystemTime) -> Result<Vec<RemoteView>, String> {
-    let Some(table) = read_table(path)? else {
+    let Some(file) = GateConfig::read(path)? else {
         return Ok(Vec::new());
     };
-    let mut out: Vec<RemoteView> = Vec::new();
-    match table.get("remotes") {
-        Some(Value::Array(list)) => {
-            for r in list.iter().filter_map(Value::as_table) {
-                if let Some(name) = r.get("name").and_then(Value::as_str) {
-                    out.push(RemoteView {
-                        name: name.to_owned(),
-                        push: push_list(r.get("push")),
-                    });
-                }
-            }
-        }
-        Some(Value::Table(map)) => {
-            for (name, r) in map {
-                out.push(RemoteView {
-                    name: name.clone(),
-                    push: push_list(r.as_table().and_then(|t| t.get("push"))),
-                });
-            }
-        }
-        _ => {}
-    }
-    for g in table
-        .get("grants")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .filter_map(Value::as_table)
-    {
-        if is_expired(g, now) {
-            continue;
-        }
-        let (Some(remote), Some(pattern)) = (
-            g.get("remote").and_then(Value::as_str),
-            g.get("pattern").and_then(Value::as_str),
-        ) else {
-            continue;
-        };
-        if let Some(r) = out.iter_mut().find(|r| r.name == remote) {
-            if !r.push.iter().any(|p| p == pattern) {
-                r.push.push(pattern.to_owned());
+    let mut out: Vec<RemoteView> = file
+        .remotes
+        .iter()
+        .map(|r| RemoteView {
+            name: r.name.clone(),
+            push: r.push.iter().map(|p| p.pattern.clone()).collect(),
+        })
+        .collect();
+    for g in file.grants.iter().filter(|g| !g.is_expired(now)) {
+        if let Some(r) = out.iter_mut().find(|r| r.name == g.remote) {
+            if !r.push.iter().any(|p| *p == g.pattern) {
+                r.push.push(g.pattern.clone());
             }
         }
     }
@@ -215,37 +124,24 @@ pub fn add_egress_grant(
     grant: &str,
     expires_at: &str,
 ) -> Result<(), String> {
-    let EgressGrant {
-        host,
-        port,
-        paths,
-        methods,
-        allow_private,
-    } = *g;
-    let mut table = read_table(path)?.ok_or_else(|| {
+    let mut file = RoutesFile::read(path)?.ok_or_else(|| {
         format!(
             "{}: no such file (is this bottle prepared?)",
             path.display()
         )
     })?;
-    let mut route = Table::new();
-    route.insert("host".into(), Value::String(host.to_owned()));
-    if let Some(p) = port {
-        route.insert("port".into(), Value::Integer(i64::from(p)));
-    }
-    if !paths.is_empty() {
-        route.insert("paths".into(), strings(paths));
-    }
-    if !methods.is_empty() {
-        route.insert("methods".into(), strings(methods));
-    }
-    if allow_private {
-        route.insert("allow_private".into(), Value::Boolean(true));
-    }
-    route.insert("grant".into(), Value::String(grant.to_owned()));
-    route.insert("expires_at".into(), Value::String(expires_at.to_owned()));
-    push_entry(&mut table, "routes", route, path)?;
-    write_table(path, &table)
+    let listed = |v: &[String]| (!v.is_empty()).then(|| v.to_vec());
+    file.routes.push(RouteFile {
+        host: g.host.to_owned(),
+        port: g.port,
+        paths: listed(g.paths),
+        methods: listed(g.methods),
+        allow_private: g.allow_private,
+        grant: Some(grant.to_owned()),
+        expires_at: Some(expires_at.to_owned()),
+        ..RouteFile::default()
+    });
+    write_routes(path, &file)
 }
 
 /// Append a `[[grants]]` entry to `gate.toml`.
@@ -256,84 +152,80 @@ pub fn add_git_grant(
     grant: &str,
     expires_at: &str,
 ) -> Result<(), String> {
-    let mut table = read_table(path)?.ok_or_else(|| {
+    let mut file = GateConfig::read(path)?.ok_or_else(|| {
         format!(
             "{}: no such file (does this bottle have git remotes?)",
             path.display()
         )
     })?;
-    let mut entry = Table::new();
-    entry.insert("remote".into(), Value::String(remote.to_owned()));
-    entry.insert("pattern".into(), Value::String(pattern.to_owned()));
-    entry.insert("grant".into(), Value::String(grant.to_owned()));
-    entry.insert("expires_at".into(), Value::String(expires_at.to_owned()));
-    push_entry(&mut table, "grants", entry, path)?;
-    write_table(path, &table)
+    file.grants.push(Grant {
+        remote: remote.to_owned(),
+        pattern: pattern.to_owned(),
+        grant: grant.to_owned(),
+        expires_at: Some(expires_at.to_owned()),
+        force: false,
+        delete: false,
+    });
+    write_gate(path, &file)
 }
 
-fn strings(items: &[String]) -> Value {
-    Value::Array(items.iter().map(|s| Value::String(s.clone())).collect())
-}
-
-fn push_entry(table: &mut Table, key: &str, entry: Table, path: &Path) -> Result<(), String> {
-    let list = table
-        .entry(key.to_owned())
-        .or_insert_with(|| Value::Array(Vec::new()));
-    match list {
-        Value::Array(a) => {
-            a.push(Value::Table(entry));
-            Ok(())
-        }
-        _ => Err(format!("{}: `{key}` is not a list", path.display())),
-    }
-}
-
-/// Remove entries of list `key` for which `drop` is true; rewrite the file
-/// only if something changed. Returns the removed entries' `grant` ids (or
-/// `host`/`pattern` when they carry none).
-pub fn remove_entries(
+/// Remove the routes for which `drop` is true; rewrite the file only if
+/// something changed. Returns the removed routes' `grant` ids (or `host`
+/// when they carry none).
+pub fn remove_routes(
     path: &Path,
-    key: &str,
-    drop: impl Fn(&Table) -> bool,
+    drop: impl Fn(&RouteFile) -> bool,
 ) -> Result<Vec<String>, String> {
-    let Some(mut table) = read_table(path)? else {
+    let Some(mut file) = RoutesFile::read(path)? else {
         return Ok(Vec::new());
     };
-    let mut removed = Vec::new();
-    if let Some(Value::Array(list)) = table.get_mut(key) {
-        list.retain(|v| {
-            let Some(t) = v.as_table() else { return true };
-            if drop(t) {
-                let label = ["grant", "host", "pattern"]
-                    .iter()
-                    .find_map(|k| t.get(*k).and_then(Value::as_str))
-                    .unwrap_or("?")
-                    .to_owned();
-                removed.push(label);
-                false
-            } else {
-                true
-            }
-        });
+    let (gone, kept): (Vec<RouteFile>, Vec<RouteFile>) =
+        file.routes.into_iter().partition(|r| drop(r));
+    file.routes = kept;
+    if !gone.is_empty() {
+        write_routes(path, &file)?;
     }
-    if !removed.is_empty() {
-        write_table(path, &table)?;
-    }
-    Ok(removed)
+    Ok(gone
+        .into_iter()
+        .map(|r| r.grant.unwrap_or(r.host))
+        .collect())
 }
 
-/// Remove every entry of `key` whose `expires_at` is at or before `now`.
-pub fn sweep(path: &Path, key: &str, now: SystemTime) -> Result<Vec<String>, String> {
-    remove_entries(path, key, |t| {
-        t.contains_key("expires_at") && is_expired(t, now)
-    })
+/// Remove the `[[grants]]` for which `drop` is true; rewrite the file only
+/// if something changed. Returns the removed grants' ids.
+pub fn remove_git_grants(
+    path: &Path,
+    drop: impl Fn(&Grant) -> bool,
+) -> Result<Vec<String>, String> {
+    let Some(mut file) = GateConfig::read(path)? else {
+        return Ok(Vec::new());
+    };
+    let (gone, kept): (Vec<Grant>, Vec<Grant>) = file.grants.into_iter().partition(|g| drop(g));
+    file.grants = kept;
+    if !gone.is_empty() {
+        write_gate(path, &file)?;
+    }
+    Ok(gone.into_iter().map(|g| g.grant).collect())
 }
 
-/// Remove the entries created by grant `id`.
-pub fn revoke(path: &Path, key: &str, id: &str) -> Result<Vec<String>, String> {
-    remove_entries(path, key, |t| {
-        t.get("grant").and_then(Value::as_str) == Some(id)
-    })
+/// Remove every route whose `expires_at` is at or before `now`.
+pub fn sweep_routes(path: &Path, now: SystemTime) -> Result<Vec<String>, String> {
+    remove_routes(path, |r| r.is_expired(now))
+}
+
+/// Remove every git grant whose `expires_at` is at or before `now`.
+pub fn sweep_git_grants(path: &Path, now: SystemTime) -> Result<Vec<String>, String> {
+    remove_git_grants(path, |g| g.is_expired(now))
+}
+
+/// Remove the routes created by grant `id`.
+pub fn revoke_routes(path: &Path, id: &str) -> Result<Vec<String>, String> {
+    remove_routes(path, |r| r.grant.as_deref() == Some(id))
+}
+
+/// Remove the git grants created by grant `id`.
+pub fn revoke_git_grants(path: &Path, id: &str) -> Result<Vec<String>, String> {
+    remove_git_grants(path, |g| g.grant == id)
 }
 
 #[cfg(test)]
@@ -377,12 +269,117 @@ auth = { scheme = "bearer", secret = "route-api" }
             "other routes keep their auth: {text}"
         );
         // Not yet expired: sweep keeps it; after expiry it is gone and the view hides it.
-        assert!(sweep(&path, "routes", now).unwrap().is_empty());
+        assert!(sweep_routes(&path, now).unwrap().is_empty());
         let after = now + Duration::from_secs(61);
         assert_eq!(egress_routes(&path, after).unwrap().len(), 1);
-        assert_eq!(sweep(&path, "routes", after).unwrap(), vec!["req-1"]);
-        let table = read_table(&path).unwrap().unwrap();
-        assert_eq!(table["routes"].as_array().unwrap().len(), 1);
-        assert_eq!(table["identity"].as_str(), Some("x"));
+        assert_eq!(sweep_routes(&path, after).unwrap(), vec!["req-1"]);
+        let file = RoutesFile::read(&path).unwrap().unwrap();
+        assert_eq!(file.routes.len(), 1);
+        assert_eq!(file.identity.as_deref(), Some("x"));
+    }
+
+    #[test]
+    fn a_grant_and_its_revocation_leave_the_written_file_as_it_was() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("routes.toml");
+        // what the host writes: one route per shape the reader knows
+        let written = RoutesFile {
+            identity: Some("demo-dev-a1b2".into()),
+            dlp: true,
+            max_body_scan: 4096,
+            secrets_dir: Some("/bottle/secrets".into()),
+            routes: vec![
+                RouteFile {
+                    host: "api.example.com".into(),
+                    paths: Some(vec!["/v1/**".into()]),
+                    auth: Some(crate::routes::AuthFile {
+                        scheme: "bearer".into(),
+                        secret: "route-api".into(),
+                    }),
+                    ..RouteFile::default()
+                },
+                RouteFile {
+                    host: "none.example.com".into(),
+                    paths: Some(Vec::new()),
+                    comment: Some("no path at all".into()),
+                    ..RouteFile::default()
+                },
+            ],
+        };
+        written.save(&path).unwrap();
+        let later = super::super::model::format_time(SystemTime::now() + Duration::from_secs(60));
+        let g = EgressGrant {
+            host: "new.example.com",
+            port: None,
+            paths: &[],
+            methods: &[],
+            allow_private: false,
+        };
+        add_egress_grant(&path, &g, "req-2", &later).unwrap();
+        let edited = RoutesFile::read(&path).unwrap().unwrap();
+        assert_eq!(edited.routes.len(), 3);
+        assert_eq!(edited.routes[..2], written.routes[..]);
+        assert_eq!(edited.routes[2].grant.as_deref(), Some("req-2"));
+        assert_eq!(
+            edited.routes[2].paths, None,
+            "an empty grant list means every path"
+        );
+        assert_eq!(revoke_routes(&path, "req-2").unwrap(), ["req-2"]);
+        assert_eq!(RoutesFile::read(&path).unwrap().unwrap(), written);
+        assert!(std::fs::read_to_string(&path)
+            .unwrap()
+            .starts_with(crate::routes::HEADER));
+    }
+
+    #[test]
+    fn git_grants_edit_gate_toml_through_its_struct() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("gate.toml");
+        let mut written = GateConfig::new("/bottle/git/mirrors", "/bottle/secrets");
+        written.remotes.push(crate::gate::RemoteConfig {
+            name: "origin".into(),
+            url: "file:///srv/up.git".into(),
+            identity_file: None,
+            known_hosts: None,
+            push: vec![crate::gate::PushRule::new("refs/heads/bot/*")],
+            fetch: true,
+            serve_stale: false,
+        });
+        written.save(&path).unwrap();
+        let now = SystemTime::now();
+        let later = super::super::model::format_time(now + Duration::from_secs(60));
+        add_git_grant(&path, "origin", "refs/heads/fix/*", "req-3", &later).unwrap();
+        // the gate itself loads (and validates) what the editor wrote
+        let loaded = GateConfig::load(&path).unwrap();
+        assert_eq!(loaded.grants.len(), 1);
+        assert_eq!(
+            git_remotes(&path, now).unwrap()[0].push,
+            ["refs/heads/bot/*", "refs/heads/fix/*"]
+        );
+        let after = now + Duration::from_secs(61);
+        assert_eq!(
+            git_remotes(&path, after).unwrap()[0].push,
+            ["refs/heads/bot/*"]
+        );
+        assert_eq!(sweep_git_grants(&path, after).unwrap(), ["req-3"]);
+        assert_eq!(GateConfig::load(&path).unwrap(), written);
+    }
+
+    #[test]
+    fn a_file_the_daemon_would_refuse_is_not_rewritten() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("routes.toml");
+        let text = "[[routes]]\nhost = \"a.example.com\"\npath = [\"/typo\"]\n";
+        std::fs::write(&path, text).unwrap();
+        let g = EgressGrant {
+            host: "b.example.com",
+            port: None,
+            paths: &[],
+            methods: &[],
+            allow_private: false,
+        };
+        let err = add_egress_grant(&path, &g, "req-4", "2999-01-01T00:00:00Z").unwrap_err();
+        assert!(err.contains("path"), "{err}");
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), text);
     }
 }
