@@ -2,6 +2,8 @@
 //! share, with no async runtime (ARCHITECTURE.md, "Crates").
 //!
 //! Module ownership:
+//! - [`layout`]: where each of these files lives, in the state dir and in
+//!   the bundle.
 //! - [`bundle`]: `bundle.toml` (which daemons run, with what files) and the
 //!   bundle log's place next to the audit log.
 //! - [`routes`]: `routes.toml`, egress policy (the file, its compiled form,
@@ -23,6 +25,7 @@ pub mod audit;
 pub mod bundle;
 pub mod ca;
 pub mod gate;
+pub mod layout;
 pub mod prepare;
 pub mod routes;
 pub mod supervise;

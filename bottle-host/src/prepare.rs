@@ -2,19 +2,8 @@
 //! [`BottlePlan`] into files in the bottle's state dir and the [`Wiring`] a
 //! backend needs.
 //!
-//! Layout in the bundle (state dir pieces mounted under `/bottle`):
-//!
-//! | host (state dir)        | bundle                   | mode |
-//! |-------------------------|--------------------------|------|
-//! | `ca/`                   | `/bottle/ca`             | ro   |
-//! | `secrets/`              | `/bottle/secrets`        | ro   |
-//! | `egress/`               | `/bottle/egress`         | ro   |
-//! | `git/`                  | `/bottle/git`            | ro   |
-//! | `git/mirrors/`          | `/bottle/git/mirrors`    | rw   |
-//! | `supervise/`            | `/bottle/supervise`      | ro   |
-//! | `queue/`                | `/bottle/queue`          | rw   |
-//! | `audit/`                | `/bottle/audit`          | rw   |
-//! | `bundle.toml`           | `/bottle/bundle.toml`    | ro   |
+//! Layout in the bundle: [`crate::layout`] (state dir pieces mounted under
+//! `/bottle` at the same relative path).
 //!
 //! The operator's decision-signing key (`operator/`) is never mounted.
 //! Held secrets are one file each under `secrets/` (mode 600): route tokens,
@@ -40,9 +29,7 @@ use crate::gate::{GateConfig, Grant, PushRule, RemoteConfig};
 use crate::routes::{AuthFile, RouteFile, RoutesFile};
 use crate::supervise::SvConfig;
 
-fn bundle_path(rel: &str) -> PathBuf {
-    PathBuf::from(format!("{BUNDLE_ROOT}/{rel}"))
-}
+use crate::layout::{self, in_bundle as bundle_path};
 
 fn ro(host: Utf8PathBuf, rel: &str) -> Mount {
     Mount {
@@ -98,7 +85,7 @@ impl Prepare for SecretsPrepare {
         // resume: a secret the manifests no longer name is not held any more
         remove_stale(&dir, &wanted)?;
         Ok(Wiring {
-            bundle_mounts: vec![ro(dir, "secrets")],
+            bundle_mounts: vec![ro(dir, layout::SECRETS_DIR)],
             ..Wiring::default()
         })
     }
@@ -145,7 +132,7 @@ pub fn routes_file(plan: &BottlePlan) -> RoutesFile {
         identity: Some(plan.identity.to_string()),
         dlp: plan.egress.dlp,
         max_body_scan: usize::try_from(plan.egress.max_body_scan).unwrap_or(usize::MAX),
-        secrets_dir: Some(bundle_path("secrets")),
+        secrets_dir: Some(bundle_path(layout::SECRETS_DIR)),
         routes: plan
             .egress
             .routes
@@ -227,7 +214,10 @@ impl Prepare for EgressPrepare {
             env.insert(k.to_owned(), AGENT_CA_PATH.to_owned());
         }
         Ok(Wiring {
-            bundle_mounts: vec![ro(ca.clone(), "ca"), ro(ctx.state.egress_dir(), "egress")],
+            bundle_mounts: vec![
+                ro(ca.clone(), layout::CA_DIR),
+                ro(ctx.state.egress_dir(), layout::EGRESS_DIR),
+            ],
             agent_env: env,
             agent_secret_env: secret_env,
             agent_files: vec![AgentFile {
@@ -428,13 +418,16 @@ impl Prepare for GitGatePrepare {
             .filter_map(|r| known_hosts_line(&r.url, r.known_host_key.as_deref()?))
             .collect();
         atomic_write(
-            &dir.join("known_hosts"),
+            &ctx.state.path().join(layout::KNOWN_HOSTS),
             format!("{}\n", known_hosts.join("\n")).as_bytes(),
             Some(0o644),
         )?;
         let gate_path = dir.join("gate.toml");
         {
-            let mut gate = GateConfig::new(bundle_path("git/mirrors"), bundle_path("secrets"));
+            let mut gate = GateConfig::new(
+                bundle_path(layout::MIRRORS_DIR),
+                bundle_path(layout::SECRETS_DIR),
+            );
             gate.identity = Some(plan.identity.to_string());
             gate.remotes = plan
                 .git
@@ -443,14 +436,17 @@ impl Prepare for GitGatePrepare {
                 .map(|r| RemoteConfig {
                     name: r.name.clone(),
                     url: r.url.clone(),
-                    identity_file: r
-                        .identity_file
-                        .as_ref()
-                        .map(|_| bundle_path(&format!("secrets/{}", git_key_name(&r.name)))),
+                    identity_file: r.identity_file.as_ref().map(|_| {
+                        bundle_path(&format!(
+                            "{}/{}",
+                            layout::SECRETS_DIR,
+                            git_key_name(&r.name)
+                        ))
+                    }),
                     known_hosts: r
                         .known_host_key
                         .as_ref()
-                        .map(|_| bundle_path("git/known_hosts")),
+                        .map(|_| bundle_path(layout::KNOWN_HOSTS)),
                     push: r.push.iter().map(PushRule::new).collect(),
                     fetch: r.fetch,
                     serve_stale: false,
@@ -501,7 +497,7 @@ impl Prepare for GitGatePrepare {
         let gc_path = agent_dir.join("gitconfig");
         atomic_write(&gc_path, gitconfig.as_bytes(), Some(0o600))?;
         let mut w = Wiring {
-            bundle_mounts: vec![ro(dir, "git"), rw(mirrors, "git/mirrors")],
+            bundle_mounts: vec![ro(dir, layout::GIT_DIR), rw(mirrors, layout::MIRRORS_DIR)],
             agent_files: vec![AgentFile {
                 host: gc_path,
                 guest: "~/.gitconfig".into(),
@@ -533,7 +529,7 @@ impl Prepare for SupervisePrepare {
         create_private_dir(&ctx.state.supervise_dir())?;
         if !plan.supervise.enabled {
             return Ok(Wiring {
-                bundle_mounts: vec![rw(queue, "queue")],
+                bundle_mounts: vec![rw(queue, layout::QUEUE_DIR)],
                 ..Wiring::default()
             });
         }
@@ -551,8 +547,8 @@ impl Prepare for SupervisePrepare {
         let sv = SvConfig {
             identity: Some(plan.identity.to_string()),
             operator_key: Some(public),
-            routes: Some(bundle_path("egress/routes.toml")),
-            gate: Some(bundle_path("git/gate.toml")),
+            routes: Some(bundle_path(layout::ROUTES)),
+            gate: Some(bundle_path(layout::GATE)),
             grant_ttl: std::time::Duration::from_secs(plan.supervise.grant_ttl_secs),
             auto_deny_after: std::time::Duration::from_secs(plan.supervise.auto_deny_after_secs),
             allowed_hosts,
@@ -616,8 +612,8 @@ impl Prepare for SupervisePrepare {
         )]);
         Ok(Wiring {
             bundle_mounts: vec![
-                ro(ctx.state.supervise_dir(), "supervise"),
-                rw(queue, "queue"),
+                ro(ctx.state.supervise_dir(), layout::SUPERVISE_DIR),
+                rw(queue, layout::QUEUE_DIR),
             ],
             agent_env: env,
             agent_secret_env: secret_env,
@@ -700,10 +696,10 @@ pub fn prepare_all(plan: &BottlePlan, ctx: &PrepareContext<'_>) -> Result<Wiring
     access_key(ctx.state)?;
     wiring
         .bundle_mounts
-        .push(ro(ctx.state.access_dir(), "access"));
+        .push(ro(ctx.state.access_dir(), layout::ACCESS_DIR));
     let audit = ctx.state.audit_dir();
     create_private_dir(&audit)?;
-    wiring.bundle_mounts.push(rw(audit, "audit"));
+    wiring.bundle_mounts.push(rw(audit, layout::AUDIT_DIR));
     if let Some(prompt) = &plan.provider.prompt {
         let p = ctx.state.agent_dir().join("prompt.md");
         atomic_write(&p, prompt.as_bytes(), Some(0o644))?;
@@ -716,13 +712,13 @@ pub fn prepare_all(plan: &BottlePlan, ctx: &PrepareContext<'_>) -> Result<Wiring
     write_bundle_config(plan, ctx.state)?;
     wiring.bundle_mounts.push(Mount {
         host: ctx.state.bundle_config_path(),
-        target: format!("{BUNDLE_ROOT}/bundle.toml"),
+        target: bundle_path(layout::BUNDLE).display().to_string(),
         read_only: true,
     });
     wiring.bundle_args = vec![
         "run".into(),
         "--config".into(),
-        format!("{BUNDLE_ROOT}/bundle.toml"),
+        bundle_path(layout::BUNDLE).display().to_string(),
     ];
     Ok(wiring)
 }
@@ -733,34 +729,37 @@ pub fn write_bundle_config(plan: &BottlePlan, state: &StateDir) -> Result<()> {
     let any = |port: u16| std::net::SocketAddr::from(([0, 0, 0, 0], port));
     let config = BundleConfig {
         identity: plan.identity.to_string(),
-        audit: bundle_path("audit/audit.jsonl"),
+        audit: bundle_path(layout::AUDIT),
         audit_rotation: None,
         egress: Some(EgressSection {
             listen: any(plan.ports.egress),
-            routes: bundle_path("egress/routes.toml"),
-            ca_dir: bundle_path("ca"),
-            secrets_dir: Some(bundle_path("secrets")),
+            routes: bundle_path(layout::ROUTES),
+            ca_dir: bundle_path(layout::CA_DIR),
+            secrets_dir: Some(bundle_path(layout::SECRETS_DIR)),
             max_connections: None,
             max_buffered_bytes: None,
             upstream_ca: state
                 .egress_dir()
                 .join(TEST_UPSTREAM_CA_FILE)
                 .exists()
-                .then(|| bundle_path(&format!("egress/{TEST_UPSTREAM_CA_FILE}"))),
+                .then(|| bundle_path(&format!("{}/{TEST_UPSTREAM_CA_FILE}", layout::EGRESS_DIR))),
         }),
         git_gate: (!plan.git.remotes.is_empty()).then(|| GitGateSection {
             listen: any(plan.ports.git_gate),
-            config: bundle_path("git/gate.toml"),
+            config: bundle_path(layout::GATE),
             hook_program: None,
         }),
         supervise: plan.supervise.enabled.then(|| SuperviseSection {
             listen: any(plan.ports.supervise),
-            config: bundle_path("supervise/sv.toml"),
-            queue: bundle_path("queue"),
+            config: bundle_path(layout::SV),
+            queue: bundle_path(layout::QUEUE_DIR),
         }),
-        access_key: Some(bundle_path(&format!("access/{ACCESS_KEY_FILE}"))),
+        access_key: Some(bundle_path(&format!(
+            "{}/{ACCESS_KEY_FILE}",
+            layout::ACCESS_DIR
+        ))),
         dlp: Some(DlpSection {
-            rules_dir: Some(bundle_path("egress/dlp")),
+            rules_dir: Some(bundle_path(layout::DLP_RULES_DIR)),
             disable: plan.egress.dlp_disable.clone(),
         }),
     };

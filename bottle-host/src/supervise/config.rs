@@ -143,7 +143,7 @@ impl SvConfig {
 
 /// `state_dir/supervise/sv.toml`.
 pub fn sv_path(state_dir: &Path) -> PathBuf {
-    state_dir.join("supervise").join("sv.toml")
+    crate::layout::in_state(state_dir, crate::layout::SV)
 }
 
 mod duration_text {

@@ -55,22 +55,22 @@ fn io(e: impl std::fmt::Display) -> QueueError {
 }
 
 fn queue_dir(state_dir: &Path) -> PathBuf {
-    state_dir.join("queue")
+    crate::layout::in_state(state_dir, crate::layout::QUEUE_DIR)
 }
 
 /// `state_dir/egress/routes.toml`.
 pub fn routes_path(state_dir: &Path) -> PathBuf {
-    state_dir.join("egress").join("routes.toml")
+    crate::layout::in_state(state_dir, crate::layout::ROUTES)
 }
 
 /// `state_dir/git/gate.toml`.
 pub fn gate_path(state_dir: &Path) -> PathBuf {
-    state_dir.join("git").join("gate.toml")
+    crate::layout::in_state(state_dir, crate::layout::GATE)
 }
 
 /// `state_dir/audit/audit.jsonl`.
 pub fn audit_path(state_dir: &Path) -> PathBuf {
-    state_dir.join("audit").join("audit.jsonl")
+    crate::layout::in_state(state_dir, crate::layout::AUDIT)
 }
 
 /// `state_dir/operator/decision.key`: the private key that signs decisions.
