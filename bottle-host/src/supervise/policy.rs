@@ -93,7 +93,7 @@ pub fn git_remotes(path: &Path, now: SystemTime) -> Result<Vec<RemoteView>, Stri
         .collect();
     for g in file.grants.iter().filter(|g| !g.is_expired(now)) {
         if let Some(r) = out.iter_mut().find(|r| r.name == g.remote) {
-            if !r.push.iter().any(|p| *p == g.pattern) {
+            if !r.push.contains(&g.pattern) {
                 r.push.push(g.pattern.clone());
             }
         }
