@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use bottle_core::command::{CommandRunner, CommandSpec};
 use bottle_core::{Error, Result};
 
-use crate::render::{Action, Rendered};
+use crate::render::{Action, DockerStep, Rendered};
 
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
 
@@ -145,26 +145,179 @@ fn logs_tail(runner: &dyn CommandRunner, container: &str) -> String {
 /// Progress callback: (step index, total, step name, skipped).
 pub type Progress<'a> = &'a dyn Fn(usize, usize, &str, bool);
 
-type Pending<'s> = Vec<(
-    String,
-    std::thread::ScopedJoinHandle<'s, Result<bottle_core::Output>>,
-)>;
-
-/// Wait for every background step; the first failure, by step name.
-fn join_all(pending: &mut Pending<'_>) -> Option<(String, Error)> {
-    let mut first = None;
-    for (name, h) in pending.drain(..) {
-        let r = h
-            .join()
-            .unwrap_or_else(|_| Err(Error::other("background step panicked", "report a bug")));
-        if let (Err(e), None) = (r, &first) {
-            first = Some((name, e));
+/// The name of the docker object a step creates (network, volume,
+/// container, image tag), if any.
+fn created(s: &DockerStep) -> Option<&str> {
+    match &s.action {
+        Action::Build(b) => Some(&b.tag),
+        Action::Volume { name } => Some(name),
+        Action::Run | Action::WithImageCommand { .. } | Action::Background
+            if s.step.run.program == "docker" =>
+        {
+            let a = &s.step.run.args;
+            match a.first().map(String::as_str) {
+                Some("network") if a.get(1).is_some_and(|v| v == "create") => {
+                    a.last().map(String::as_str)
+                }
+                Some("create") => a
+                    .windows(2)
+                    .find(|w| w[0] == "--name")
+                    .map(|w| w[1].as_str()),
+                _ => None,
+            }
         }
+        _ => None,
     }
-    first
 }
 
-/// Run every step; on failure or interrupt unwind everything created.
+/// Is `s` a barrier: it waits for every earlier step and every later step
+/// waits for it (the base image check, so nothing is created without the
+/// base; and every readiness wait, so the agent starts only once the
+/// bundle answers).
+fn barrier(s: &DockerStep) -> bool {
+    matches!(s.action, Action::EnsureBase { .. } | Action::Poll { .. })
+}
+
+/// For each step, the earlier steps it waits for. A step waits for the
+/// steps that create the docker objects it names (a network, the volume, a
+/// container, an image tag); a step that creates nothing (connect, start,
+/// copy) also waits for every earlier step naming the same objects; builds run one at a time; barriers
+/// ([`barrier`]) order everything around them. Everything else may run
+/// at the same time: the two networks and the volume, the bundle chain
+/// (create, connect, start) and the agent chain (create, copy files).
+/// ARCHITECTURE.md "Data flow of `bottle start <agent>`".
+pub fn dependencies(steps: &[DockerStep]) -> Vec<Vec<usize>> {
+    let names: Vec<&str> = steps.iter().filter_map(created).collect();
+    let mentions: Vec<Vec<&str>> = steps
+        .iter()
+        .map(|s| {
+            let mut text: Vec<&str> = s.step.run.args.iter().map(String::as_str).collect();
+            if let Action::WithImageCommand { image } = &s.action {
+                text.push(image);
+            }
+            names
+                .iter()
+                .copied()
+                .filter(|n| text.iter().any(|a| a.contains(n)))
+                .collect()
+        })
+        .collect();
+    let mut deps = Vec::with_capacity(steps.len());
+    let mut last_barrier: Option<usize> = None;
+    for (i, s) in steps.iter().enumerate() {
+        let d: Vec<usize> = if barrier(s) {
+            (0..i).collect()
+        } else {
+            (0..i)
+                .filter(|&j| {
+                    Some(j) == last_barrier
+                        || (matches!(s.action, Action::Build(_))
+                            && matches!(steps[j].action, Action::Build(_)))
+                        || created(&steps[j]).is_some_and(|n| mentions[i].contains(&n))
+                        || (created(s).is_none()
+                            && mentions[i].iter().any(|n| mentions[j].contains(n)))
+                })
+                .collect()
+        };
+        if barrier(s) {
+            last_barrier = Some(i);
+        }
+        deps.push(d);
+    }
+    deps
+}
+
+/// A finished step.
+struct Finished {
+    index: usize,
+    /// Ok(push the undo?), as the step's handler decided.
+    result: Result<bool>,
+    skipped: bool,
+}
+
+/// Run one step (on a worker thread).
+fn run_step(
+    s: &DockerStep,
+    runner: &dyn CommandRunner,
+    ready_timeout: Duration,
+    guard: &InterruptGuard,
+    prefetched: Option<&ImageCheck>,
+) -> (Result<bool>, bool) {
+    let mut skipped = false;
+    let result = match &s.action {
+        Action::Run | Action::Background => runner.output(&s.step.run).map(|_| true),
+        Action::WithImageCommand { image } => image_command(runner, image)
+            .and_then(|cmd| runner.output(&with_image_command(&s.step.run, &cmd)))
+            .map(|_| true),
+        Action::EnsureBase { image } => ensure_base(runner, image).map(|_| true),
+        Action::Build(b) => {
+            let exists = if b.always {
+                Ok(false)
+            } else {
+                match prefetched.and_then(ImageCheck::take) {
+                    Some(r) => r,
+                    None => image_exists(runner, &b.tag),
+                }
+            };
+            match exists {
+                Err(e) => Err(e),
+                Ok(true) => {
+                    skipped = true;
+                    Ok(false)
+                }
+                Ok(false) => b
+                    .stage()
+                    .and_then(|_| runner.output(&s.step.run))
+                    .map(|_| {
+                        b.unstage();
+                        false
+                    })
+                    .map_err(|e| {
+                        b.unstage();
+                        build_error(b.role, &b.tag, e)
+                    }),
+            }
+        }
+        Action::Volume { name: vol } => runner
+            .output(
+                &CommandSpec::new("docker")
+                    .args(["volume", "inspect", vol])
+                    .allow_failure(),
+            )
+            .and_then(|existed| runner.output(&s.step.run).map(|_| !existed.success())),
+        Action::Poll { container, exit_ok } => poll(
+            runner,
+            &s.step.run,
+            container,
+            *exit_ok,
+            ready_timeout,
+            guard,
+        )
+        .map(|_| true),
+    };
+    (result, skipped)
+}
+
+/// An image-tag check started when the launch starts (off the critical
+/// path: the tags are content hashes, so a warm launch only confirms that
+/// they exist), taken by its build step.
+struct ImageCheck {
+    rx: std::sync::Mutex<std::sync::mpsc::Receiver<Result<bool>>>,
+}
+
+impl ImageCheck {
+    fn take(&self) -> Option<Result<bool>> {
+        self.rx.lock().ok()?.recv().ok()
+    }
+}
+
+/// Run every step, each as soon as the steps it depends on
+/// ([`dependencies`]) succeeded; on failure or interrupt, let running
+/// steps finish, then unwind everything created (newest first). Progress is
+/// reported in step order (a step that finished early is reported once
+/// every earlier step did), so the last line names what the launch waits
+/// for. With `RUST_LOG=bottle_docker::launch=debug` each step's own start
+/// offset and duration are logged (`cargo xtask bench start` reads them).
 pub fn execute(
     rendered: &Rendered,
     runner: &dyn CommandRunner,
@@ -173,108 +326,134 @@ pub fn execute(
 ) -> Result<()> {
     let guard = InterruptGuard::install();
     let mut undo = UndoStack::new(runner);
-    let total = rendered.steps.len();
-    std::thread::scope(|scope| {
-        let mut pending: Pending<'_> = Vec::new();
-        for (i, s) in rendered.steps.iter().enumerate() {
-            let mut name = s.step.name.clone();
-            if guard.interrupted() {
-                let _ = join_all(&mut pending);
-                let cleanup = undo.unwind();
-                return Err(interrupted(name, cleanup));
+    let steps = &rendered.steps;
+    let total = steps.len();
+    let deps = dependencies(steps);
+    let t0 = Instant::now();
+    // Image checks of every cached build start now, in parallel.
+    let mut senders = Vec::new();
+    let checks: Vec<Option<ImageCheck>> = steps
+        .iter()
+        .map(|s| match &s.action {
+            Action::Build(b) if !b.always => {
+                let (tx, rx) = std::sync::mpsc::channel();
+                senders.push((b.tag.clone(), tx));
+                Some(ImageCheck {
+                    rx: std::sync::Mutex::new(rx),
+                })
             }
-            let mut skipped = false;
-            let result: Result<bool> = match &s.action {
-                Action::Run => runner.output(&s.step.run).map(|_| true),
-                Action::Background => {
-                    let spec = s.step.run.clone();
-                    pending.push((name.clone(), scope.spawn(move || runner.output(&spec))));
-                    Ok(true)
-                }
-                Action::WithImageCommand { image } => image_command(runner, image)
-                    .and_then(|cmd| runner.output(&with_image_command(&s.step.run, &cmd)))
-                    .map(|_| true),
-                Action::EnsureBase { image } => ensure_base(runner, image).map(|_| true),
-                Action::Build(b) => {
-                    if !b.always && image_exists(runner, &b.tag)? {
-                        skipped = true;
-                        Ok(false)
-                    } else {
-                        b.stage()
-                            .and_then(|_| runner.output(&s.step.run))
-                            .map(|_| {
-                                b.unstage();
-                                false
-                            })
-                            .map_err(|e| {
-                                b.unstage();
-                                build_error(b.role, &b.tag, e)
-                            })
+            _ => None,
+        })
+        .collect();
+    std::thread::scope(|scope| {
+        for (tag, tx) in senders {
+            scope.spawn(move || {
+                let _ = tx.send(image_exists(runner, &tag));
+            });
+        }
+        let checks = &checks;
+        let guard = &guard;
+        let (tx, rx) = std::sync::mpsc::channel::<Finished>();
+        #[derive(Clone, Copy, PartialEq)]
+        enum St {
+            Waiting,
+            Running,
+            Ok,
+            Failed,
+        }
+        let mut state = vec![St::Waiting; total];
+        let mut finished: Vec<Option<(bool, bool)>> = vec![None; total];
+        let mut reported = 0usize;
+        let mut failures: Vec<(usize, Error)> = Vec::new();
+        let mut in_flight = 0usize;
+        loop {
+            if failures.is_empty() && !guard.interrupted() {
+                for i in 0..total {
+                    if state[i] == St::Waiting && deps[i].iter().all(|&j| state[j] == St::Ok) {
+                        state[i] = St::Running;
+                        in_flight += 1;
+                        let tx = tx.clone();
+                        let s = &steps[i];
+                        scope.spawn(move || {
+                            let started = t0.elapsed();
+                            let (result, skipped) =
+                                run_step(s, runner, ready_timeout, guard, checks[i].as_ref());
+                            let took = t0.elapsed() - started;
+                            tracing::debug!(
+                                "step timing {} {} {}",
+                                started.as_millis(),
+                                took.as_millis(),
+                                s.step.name
+                            );
+                            let _ = tx.send(Finished {
+                                index: i,
+                                result,
+                                skipped,
+                            });
+                        });
                     }
                 }
-                Action::Volume { name: vol } => {
-                    let existed = runner
-                        .output(
-                            &CommandSpec::new("docker")
-                                .args(["volume", "inspect", vol])
-                                .allow_failure(),
-                        )?
-                        .success();
-                    runner.output(&s.step.run).map(|_| !existed)
-                }
-                Action::Poll { container, exit_ok } => match join_all(&mut pending) {
-                    Some((bg, e)) => {
-                        name = bg;
-                        Err(e)
-                    }
-                    None => poll(
-                        runner,
-                        &s.step.run,
-                        container,
-                        *exit_ok,
-                        ready_timeout,
-                        &guard,
-                    )
-                    .map(|_| true),
-                },
-            };
-            progress(i, total, &name, skipped);
-            match result {
+            }
+            if in_flight == 0 {
+                break;
+            }
+            let Ok(f) = rx.recv() else { break };
+            in_flight -= 1;
+            let s = &steps[f.index];
+            match f.result {
                 Ok(push_undo) => {
+                    state[f.index] = St::Ok;
                     if push_undo {
                         if let Some(u) = &s.step.undo {
-                            undo.push(&name, u.clone());
+                            undo.push(&s.step.name, u.clone());
                         }
                     }
+                    finished[f.index] = Some((true, f.skipped));
                 }
                 Err(e) => {
+                    state[f.index] = St::Failed;
                     // A failed create may still have made the thing: undo it too.
                     if let Some(u) = &s.step.undo {
                         if matches!(s.action, Action::Run | Action::WithImageCommand { .. }) {
-                            undo.push(&name, u.clone());
+                            undo.push(&s.step.name, u.clone());
                         }
                     }
-                    // Let background steps finish before removing what they use.
-                    let _ = join_all(&mut pending);
-                    let cleanup = undo.unwind();
-                    if guard.interrupted() {
-                        return Err(interrupted(name, cleanup));
-                    }
-                    return Err(Error::Launch {
-                        step: name,
-                        source: Box::new(e),
-                        cleanup,
-                    });
+                    finished[f.index] = Some((false, f.skipped));
+                    failures.push((f.index, e));
                 }
             }
+            // report in step order; a failure is reported once all ran
+            while let Some(Some((true, skipped))) = finished.get(reported) {
+                progress(reported, total, &steps[reported].step.name, *skipped);
+                reported += 1;
+            }
         }
-        if let Some((name, e)) = join_all(&mut pending) {
+        if let Some(k) = (0..failures.len()).min_by_key(|&k| failures[k].0) {
+            let (index, e) = failures.swap_remove(k);
+            // the failing step is the last line, even if it was not the
+            // first to finish
+            while reported <= index {
+                if let Some((ok, skipped)) = finished[reported] {
+                    if ok || reported == index {
+                        progress(reported, total, &steps[reported].step.name, skipped);
+                    }
+                }
+                reported += 1;
+            }
+            let name = steps[index].step.name.clone();
             let cleanup = undo.unwind();
+            if guard.interrupted() {
+                return Err(interrupted(name, cleanup));
+            }
             return Err(Error::Launch {
                 step: name,
                 source: Box::new(e),
                 cleanup,
             });
+        }
+        if let Some(i) = state.iter().position(|s| *s != St::Ok) {
+            let cleanup = undo.unwind();
+            return Err(interrupted(steps[i].step.name.clone(), cleanup));
         }
         if guard.interrupted() {
             let cleanup = undo.unwind();
@@ -396,18 +575,27 @@ fn poll(
 ) -> Result<()> {
     let start = Instant::now();
     let probe = cmd.clone().allow_failure();
-    let mut delay = Duration::from_millis(20);
+    // Short, capped intervals: a warm bundle answers within a few hundred
+    // ms, and each probe is a `docker exec` (the engine has no event for
+    // "a command inside would now succeed"). Whether the container still
+    // runs is asked when the probe says it does not, and every third miss
+    // otherwise (one `docker inspect` less per round).
+    let mut delay = Duration::from_millis(10);
+    let mut misses = 0u32;
     loop {
         let o = runner.output(&probe)?;
         if o.success() {
             return Ok(());
         }
+        misses += 1;
         if guard.interrupted() {
             return Err(Error::Interrupted {
                 step: format!("waiting for {container}"),
             });
         }
-        if !running(runner, container)? {
+        let timed_out = start.elapsed() > timeout;
+        let ask = timed_out || misses % 3 == 0 || o.stderr.contains("is not running");
+        if ask && !running(runner, container)? {
             if exit_ok {
                 return Ok(());
             }
@@ -419,7 +607,7 @@ fn poll(
                 "check the sidecar configuration in the state dir (`bottle logs <id> --sidecar egress`)",
             ));
         }
-        if start.elapsed() > timeout {
+        if timed_out {
             return Err(Error::other(
                 format!(
                     "{container} not ready after {}s (last check: {}); last log lines:\n{}",
@@ -431,6 +619,110 @@ fn poll(
             ));
         }
         std::thread::sleep(delay);
-        delay = (delay * 2).min(Duration::from_millis(250));
+        delay = (delay * 2).min(Duration::from_millis(100));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bottle_core::backend::Step;
+
+    fn st(name: &str, args: &[&str], action: Action) -> DockerStep {
+        DockerStep {
+            step: Step {
+                name: name.into(),
+                run: CommandSpec::new("docker").args(args.iter().copied()),
+                undo: None,
+            },
+            action,
+        }
+    }
+
+    /// The shape of a rendered docker launch (render.rs): what may overlap
+    /// and what must stay in order.
+    #[test]
+    fn launch_dependencies_keep_what_must_be_ordered() {
+        let steps = vec![
+            st(
+                "check base image",
+                &["image", "inspect", "base"],
+                Action::EnsureBase {
+                    image: "base".into(),
+                },
+            ),
+            st(
+                "create internal network",
+                &["network", "create", "--internal", "b-int"],
+                Action::Run,
+            ),
+            st(
+                "create egress network",
+                &["network", "create", "b-egress"],
+                Action::Run,
+            ),
+            st(
+                "create home volume",
+                &["volume", "create", "b-home"],
+                Action::Volume {
+                    name: "b-home".into(),
+                },
+            ),
+            st(
+                "create bundle container",
+                &["create", "--name", "b-bundle", "--network", "b-int", "img"],
+                Action::Run,
+            ),
+            st(
+                "connect bundle",
+                &["network", "connect", "b-egress", "b-bundle"],
+                Action::Run,
+            ),
+            st("start bundle", &["start", "b-bundle"], Action::Background),
+            st(
+                "create agent container",
+                &[
+                    "create",
+                    "--name",
+                    "b-agent",
+                    "--network",
+                    "b-int",
+                    "--mount",
+                    "type=volume,source=b-home,target=/home",
+                ],
+                Action::Run,
+            ),
+            st("copy agent files", &["cp", "-", "b-agent:/"], Action::Run),
+            st(
+                "wait for bundle readiness",
+                &["exec", "b-bundle", "health"],
+                Action::Poll {
+                    container: "b-bundle".into(),
+                    exit_ok: false,
+                },
+            ),
+            st("start agent", &["start", "b-agent"], Action::Run),
+        ];
+        let d = dependencies(&steps);
+        // everything waits for the base check; networks and volume only for it
+        assert_eq!(d[1], [0]);
+        assert_eq!(d[2], [0]);
+        assert_eq!(d[3], [0]);
+        // bundle: its network; then connect after create and the egress net
+        assert_eq!(d[4], [0, 1]);
+        assert_eq!(d[5], [0, 2, 4]);
+        assert_eq!(
+            d[6],
+            [4, 5].iter().copied().fold(vec![0], |mut v, x| {
+                v.push(x);
+                v
+            })
+        );
+        // the agent chain does not wait for the bundle chain
+        assert_eq!(d[7], [0, 1, 3]);
+        assert_eq!(d[8], [0, 7]);
+        // readiness waits for all; the agent starts only after it
+        assert_eq!(d[9], (0..9).collect::<Vec<_>>());
+        assert!(d[10].contains(&9));
     }
 }

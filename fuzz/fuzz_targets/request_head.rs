@@ -4,9 +4,10 @@
 //! which need a live connection; this target drives the same public pieces
 //! in the same order on parsed request heads: httparse (hyper's HTTP/1
 //! parser) → `http::Uri`/`Authority` → `net::normalize_host` →
-//! `Live::find` (host, port, expiry) → the Host-header agreement check →
-//! path safety and path globs → methods → the rebuilt upstream URI →
-//! the connector's second `Live::find` on that URI.
+//! for a CONNECT `Live::matching_at` (host, port, expiry); for each request
+//! `egress::head::decide` — the very function the proxy's handler calls
+//! (Host agreement, nested CONNECT, path safety, `Live::decide` over every
+//! unexpired route) → the rebuilt upstream URI → the connector's lookup.
 //!
 //! Input: one request head (`CONNECT host:port HTTP/1.1` or an absolute-form
 //! `GET http://host/path HTTP/1.1`, headers, blank line); after an allowed
@@ -31,6 +32,7 @@ mod scratch;
 use std::sync::OnceLock;
 
 use bottle_sidecars::egress::net::normalize_host;
+use bottle_sidecars::egress::head::{decide, Destination};
 use bottle_sidecars::egress::policy::{Live, Route};
 use http::uri::Authority;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Uri};
@@ -120,15 +122,6 @@ struct Target {
     port: u16,
 }
 
-impl Target {
-    fn default_port(&self) -> u16 {
-        if self.https {
-            443
-        } else {
-            80
-        }
-    }
-}
 
 /// `proxy.rs` `authority_with_port`.
 fn authority_with_port(t: &Target) -> String {
@@ -152,10 +145,12 @@ fn outer(data: &[u8]) {
         };
         let host = normalize_host(authority.host());
         let port = authority.port_u16().unwrap_or(443);
-        let Ok(route) = live.find(&host, port, 443) else {
+        let Ok(routes) = live.matching_at(&host, port, 443, std::time::SystemTime::now()) else {
             return; // no-route / port / expired
         };
-        check_route(route, &host, port);
+        for route in &routes {
+            check_route(route, &host, port);
+        }
         // `Proxy::tunnel`: the leaf certificate is minted for the CONNECT
         // host; a client whose SNI is that host must pass the SNI check.
         let name = if host.contains(':') {
@@ -220,63 +215,61 @@ fn check_route(route: &Route, host: &str, port: u16) {
     );
 }
 
-/// `Proxy::handle` up to the upstream request, and the connector's lookup.
+/// `Proxy::handle` up to the upstream request (the decision itself is
+/// `egress::head::decide`, the function the handler calls), and the
+/// connector's lookup.
 fn handle(target: &Target, req: &Head) {
     let live = live();
     let host = target.host.as_str();
     let port = target.port;
     let raw_path = req.uri.path().to_owned();
-
-    // Host agreement.
-    let mut claimed: Vec<(String, Option<u16>)> = Vec::new();
-    if let Some(a) = req.uri.authority() {
-        claimed.push((normalize_host(a.host()), a.port_u16()));
-    }
-    if let Some(h) = req.headers.get(http::header::HOST) {
-        match h.to_str().ok().and_then(|s| s.parse::<Authority>().ok()) {
-            Some(a) => claimed.push((normalize_host(a.host()), a.port_u16())),
-            None => claimed.push((String::new(), None)),
-        }
-    }
-    if req.headers.get_all(http::header::HOST).iter().count() > 1 {
-        claimed.push((String::new(), None));
-    }
-    for (h, p) in &claimed {
-        if h != host || p.unwrap_or(target.default_port()) != port {
-            return; // host-mismatch
-        }
-    }
-    if req.method == Method::CONNECT {
-        return; // nested-connect
-    }
-    let Ok(route) = live.find(host, port, target.default_port()) else {
-        return;
+    let dest = Destination {
+        tls: target.https,
+        host: target.host.clone(),
+        port,
     };
+    let now = std::time::SystemTime::now();
+    let Ok(checked) = decide(live, &dest, &req.method, &req.uri, &req.headers, now) else {
+        return; // refused: host-mismatch, nested-connect, path-unsafe, policy
+    };
+    let route = checked.allowed.route;
     check_route(route, host, port);
-
-    let decoded = percent_encoding::percent_decode_str(&raw_path)
-        .decode_utf8_lossy()
-        .into_owned();
-    let unsafe_path = !decoded.starts_with('/')
-        || decoded.contains('\\')
-        || decoded.contains('\0')
-        || decoded.split('/').any(|seg| seg == "." || seg == "..");
-    if unsafe_path {
-        return; // path-unsafe
+    // every name the request claims is the destination
+    if let Some(a) = req.uri.authority() {
+        assert_eq!(normalize_host(a.host()), host, "URI names another host");
     }
+    for h in req.headers.get_all(http::header::HOST) {
+        let a: Authority = h.to_str().unwrap().parse().expect("an allowed Host parses");
+        assert_eq!(normalize_host(a.host()), host, "Host names another host");
+    }
+    assert_ne!(req.method, Method::CONNECT, "nested CONNECT allowed");
+    let decoded = checked.decoded_path;
+    assert!(
+        decoded.starts_with('/')
+            && !decoded.contains('\\')
+            && !decoded.contains('\0')
+            && !decoded.split('/').any(|seg| seg == "." || seg == ".."),
+        "unsafe path {decoded:?} allowed"
+    );
     if let Some(globs) = &route.paths {
-        if !globs.is_match(&decoded) {
-            return; // path
-        }
+        assert!(globs.is_match(&decoded), "path {decoded:?} outside route globs");
     }
     let method = req.method.as_str().to_owned();
     if let Some(methods) = &route.methods {
-        if !methods.contains(&method) {
-            return; // method
-        }
+        assert!(methods.contains(&method), "method {method} outside the route");
         assert!(
             method.bytes().all(|b| b.is_ascii_uppercase()),
             "method {method:?} allowed by a method list"
+        );
+    }
+    // a credential goes out only inside TLS, unless the route says plaintext
+    if checked.allowed.auth.is_some() && !target.https {
+        let routes = live
+            .matching_at(host, port, 80, now)
+            .expect("an allowed request has routes");
+        assert!(
+            routes.iter().any(|r| r.auth.is_some() && r.plaintext),
+            "a credential would leave in the clear without `plaintext = true`"
         );
     }
 
@@ -314,11 +307,10 @@ fn handle(target: &Target, req: &Head) {
         80
     };
     let c_port = up.port_u16().unwrap_or(c_default);
-    match live.find(&c_host, c_port, c_default) {
-        Ok(r) => assert!(
-            std::ptr::eq(r, route),
-            "connector picked route {} but {} was checked",
-            r.rule(),
+    match live.matching_at(&c_host, c_port, c_default, now) {
+        Ok(rs) => assert!(
+            rs.iter().any(|r| std::ptr::eq(*r, route)),
+            "the connector's routes for {up} do not include the checked {}",
             route.rule()
         ),
         Err(why) => panic!("connector finds no route ({why:?}) for an allowed request to {up}"),

@@ -8,12 +8,13 @@
 //! - `seed-base`: build the base image locally on registry-less hosts.
 //! - `security-table`: docs/security.md's per-backend table from the
 //!   security suite's reports.
-//! - `bench <egress|git-gate|supervise|start>`: benchmarks → docs/benchmarks.md.
+//! - `bench <egress|git-gate|supervise|start|scale>`: benchmarks → docs/benchmarks.md.
 //! - `integration --backend smolmachines`: e2e + security on a VM-capable runner.
 //! - `fuzz --seconds N`: every cargo-fuzz target (fuzz/ is outside the workspace).
 
 mod bench_egress;
 mod bench_git_gate;
+mod bench_scale;
 mod bench_start;
 mod bench_supervise;
 mod demo;
@@ -62,21 +63,22 @@ const HELP: &str = "usage: cargo xtask <task>
   demo                      run the demo agent in a real bottle (needs docker)
   seed-base                 build the base image locally (debootstrap + docker import)
   security-table [--check]  docs/security.md's per-backend table from the security suite's reports
-  bench <name>              egress | git-gate | supervise | start (writes docs/benchmarks.md)
+  bench <name>              egress | git-gate | supervise | start | scale (writes docs/benchmarks.md)
   integration --backend B   e2e + security suites on a VM-capable runner
   fuzz --seconds N          run every cargo-fuzz target for N seconds";
 
 fn bench(args: &[String]) -> Result<(), String> {
     let (name, rest) = args
         .split_first()
-        .ok_or("usage: cargo xtask bench <egress|git-gate|supervise|start>")?;
+        .ok_or("usage: cargo xtask bench <egress|git-gate|supervise|start|scale>")?;
     match name.as_str() {
         "egress" => bench_egress::run(rest),
         "git-gate" => bench_git_gate::run(rest),
         "supervise" => bench_supervise::run(rest),
         "start" => bench_start::run(rest),
+        "scale" => bench_scale::run(rest),
         other => Err(format!(
-            "unknown benchmark `{other}` (egress, git-gate, supervise, start)"
+            "unknown benchmark `{other}` (egress, git-gate, supervise, start, scale)"
         )),
     }
 }

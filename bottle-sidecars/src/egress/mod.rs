@@ -38,6 +38,7 @@
 
 pub mod body;
 pub mod ca;
+pub mod head;
 pub mod net;
 pub use bottle_host::routes as policy;
 mod proxy;

@@ -16,7 +16,6 @@ use hudsucker::tokio_tungstenite::tungstenite::Message;
 use hudsucker::tokio_tungstenite::WebSocketStream;
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
-use hyper::http::uri::Authority;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode, Uri, Version};
 use hyper_rustls::HttpsConnector;
@@ -30,7 +29,7 @@ use super::body::{
     PrefixError, PrefixedBody, ProxyBody, MAX_CODINGS,
 };
 use super::net::{checked_addrs, find_refused, normalize_host, GuardedConnector, Refused};
-use super::policy::{Auth, Denial, RequestFacts};
+use super::policy::{Auth, Denial};
 use super::Shared;
 use crate::audit::AuditLog;
 use crate::dlp::Detector;
@@ -450,24 +449,23 @@ impl Proxy {
         let host = target.host.as_str();
         let port = target.port;
 
-        // The request must name the host it was CONNECTed to (or, for plain
-        // http, the same host in the URI and the Host header).
-        let mut claimed: Vec<(String, Option<u16>)> = Vec::new();
-        if let Some(a) = req.uri().authority() {
-            claimed.push((normalize_host(a.host()), a.port_u16()));
-        }
-        if let Some(h) = req.headers().get(header::HOST) {
-            match h.to_str().ok().and_then(|s| s.parse::<Authority>().ok()) {
-                Some(a) => claimed.push((normalize_host(a.host()), a.port_u16())),
-                None => claimed.push((String::new(), None)),
-            }
-        }
-        if req.headers().get_all(header::HOST).iter().count() > 1 {
-            claimed.push((String::new(), None));
-        }
-        for (h, p) in &claimed {
-            if h != host || p.unwrap_or(target.default_port()) != port {
-                let shown = Self::safe(&live.detector, h);
+        let dest = super::head::Destination {
+            tls: target.https,
+            host: host.to_owned(),
+            port,
+        };
+        let decision = super::head::decide(
+            &live,
+            &dest,
+            req.method(),
+            req.uri(),
+            req.headers(),
+            SystemTime::now(),
+        );
+        let decision = match decision {
+            Ok(c) => Ok(c.allowed),
+            Err(super::head::HeadDenial::HostMismatch(h)) => {
+                let shown = Self::safe(&live.detector, &h);
                 return self.deny(
                     StatusCode::FORBIDDEN,
                     "host-mismatch",
@@ -479,51 +477,32 @@ impl Proxy {
                     format!("bottle egress: request names host `{shown}` but goes to {host}:{port}; refused\n"),
                 );
             }
-        }
-
-        // No tunnels inside tunnels (HTTP/2 CONNECT or CONNECT inside TLS).
-        if req.method() == Method::CONNECT {
-            return self.deny(
-                StatusCode::FORBIDDEN,
-                "nested-connect",
-                &method,
-                host,
-                port,
-                &path,
-                t0,
-                "bottle egress: CONNECT inside an intercepted connection is refused\n".into(),
-            );
-        }
-
-        // Path: matched on the percent-decoded path; dot segments refused so
-        // `/v1/../admin` cannot escape a `/v1/**` route.
-        let decoded = percent_encoding::percent_decode_str(&raw_path)
-            .decode_utf8_lossy()
-            .into_owned();
-        let unsafe_path = !decoded.starts_with('/')
-            || decoded.contains('\\')
-            || decoded.contains('\0')
-            || decoded.split('/').any(|seg| seg == "." || seg == "..");
-        let facts = RequestFacts {
-            host,
-            port,
-            tls: target.https,
-            method: &method,
-            path: &decoded,
+            Err(super::head::HeadDenial::NestedConnect) => {
+                return self.deny(
+                    StatusCode::FORBIDDEN,
+                    "nested-connect",
+                    &method,
+                    host,
+                    port,
+                    &path,
+                    t0,
+                    "bottle egress: CONNECT inside an intercepted connection is refused\n".into(),
+                );
+            }
+            Err(super::head::HeadDenial::PathUnsafe) => {
+                return self.deny(
+                    StatusCode::FORBIDDEN,
+                    "path-unsafe",
+                    &method,
+                    host,
+                    port,
+                    &path,
+                    t0,
+                    "bottle egress: path with dot segments or backslashes refused\n".into(),
+                );
+            }
+            Err(super::head::HeadDenial::Policy(d)) => Err(d),
         };
-        let decision = live.decide(&facts, SystemTime::now());
-        if unsafe_path && !matches!(decision, Err(Denial::NoRoute(_))) {
-            return self.deny(
-                StatusCode::FORBIDDEN,
-                "path-unsafe",
-                &method,
-                host,
-                port,
-                &path,
-                t0,
-                "bottle egress: path with dot segments or backslashes refused\n".into(),
-            );
-        }
         let (route, auth) = match decision {
             Ok(a) => (a.route, a.auth.cloned()),
             Err(denial) => {

@@ -92,6 +92,157 @@ fn ask_line(remote: &str, refname: &str) -> String {
     )
 }
 
+/// What the ref policy may ask git about one update.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fact {
+    /// The new object is a commit, or an annotated tag of a commit.
+    PushesACommit,
+    /// The new object descends from the old one.
+    FastForward,
+}
+
+/// Why the ref policy refuses an update.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RefDenial {
+    /// No rule or live grant matches the ref (the patterns that do exist).
+    NotAllowed {
+        refname: String,
+        allowed: Vec<String>,
+    },
+    /// A delete no matching rule allows.
+    DeleteNotAllowed { refname: String },
+    /// Not a commit (nor a tag of one).
+    NonCommit { refname: String },
+    /// Not a fast-forward, and no matching rule allows force.
+    NonFastForward { refname: String },
+    /// git could not answer.
+    Git { refname: String, error: String },
+}
+
+impl RefDenial {
+    /// The audit rule.
+    pub fn rule(&self) -> &'static str {
+        match self {
+            RefDenial::NotAllowed { .. } => "ref-not-allowed",
+            RefDenial::DeleteNotAllowed { .. } => "delete-not-allowed",
+            RefDenial::NonCommit { .. } => "non-commit-object",
+            RefDenial::NonFastForward { .. } => "non-fast-forward",
+            RefDenial::Git { .. } => "git-error",
+        }
+    }
+
+    fn into_outcome(self, remote: &str) -> Outcome {
+        let rule = self.rule();
+        match self {
+            RefDenial::NotAllowed { refname: r, allowed } => {
+                let allowed = if allowed.is_empty() {
+                    "none".to_owned()
+                } else {
+                    allowed.join(", ")
+                };
+                Outcome::deny(
+                    rule,
+                    Some(&r),
+                    vec![
+                        format!("{PREFIX} push refused: {r} is not a pushable ref on remote \"{remote}\" (pushable: {allowed})."),
+                        ask_line(remote, &r),
+                    ],
+                )
+            }
+            RefDenial::DeleteNotAllowed { refname: r } => Outcome::deny(
+                rule,
+                Some(&r),
+                vec![
+                    format!("{PREFIX} push refused: deleting {r} on remote \"{remote}\" is not allowed."),
+                    ask_line(remote, &r),
+                ],
+            ),
+            RefDenial::NonCommit { refname: r } => non_commit(&r),
+            RefDenial::NonFastForward { refname: r } => Outcome::deny(
+                rule,
+                Some(&r),
+                vec![
+                    format!("{PREFIX} push refused: {r} on remote \"{remote}\" is not a fast-forward and force-pushing it is not allowed."),
+                    format!("{PREFIX} rebase onto the current {r} (git pull --rebase) and push again, or ask for force with request_git_push."),
+                ],
+            ),
+            RefDenial::Git { refname: r, error } => {
+                Outcome::deny(rule, Some(&r), vec![format!("{PREFIX} push refused: {error}")])
+            }
+        }
+    }
+}
+
+/// The ref policy of one remote at one instant: its push rules and live
+/// grants, compiled. [`RefPolicy::decide`] is pure: what it needs from git
+/// it asks through `facts`, and only when the answer matters.
+pub struct RefPolicy<'a> {
+    compiled: Vec<(&'a str, &'a PushRule, globset::GlobMatcher)>,
+}
+
+impl<'a> RefPolicy<'a> {
+    /// Compile `rules` (label, rule) — a pattern that does not compile
+    /// allows nothing.
+    pub fn new(_remote: &str, rules: &'a [(String, PushRule)]) -> Self {
+        let compiled = rules
+            .iter()
+            .filter_map(|(label, rule)| {
+                compile_glob(&rule.pattern)
+                    .ok()
+                    .map(|g| (label.as_str(), rule, g))
+            })
+            .collect();
+        Self { compiled }
+    }
+
+    /// The label of the rule that allows `u`, or why none does.
+    pub fn decide(
+        &self,
+        u: &RefUpdate,
+        mut facts: impl FnMut(Fact) -> Result<bool, String>,
+    ) -> Result<String, RefDenial> {
+        let r = u.refname.as_str();
+        let refname = || r.to_owned();
+        let matching: Vec<_> = self
+            .compiled
+            .iter()
+            .filter(|(_, _, g)| g.is_match(r))
+            .collect();
+        if matching.is_empty() {
+            return Err(RefDenial::NotAllowed {
+                refname: refname(),
+                allowed: self
+                    .compiled
+                    .iter()
+                    .map(|(_, rule, _)| rule.pattern.clone())
+                    .collect(),
+            });
+        }
+        if u.is_delete() {
+            return matching
+                .iter()
+                .find(|(_, rule, _)| rule.delete)
+                .map(|(label, _, _)| label.to_string())
+                .ok_or(RefDenial::DeleteNotAllowed { refname: refname() });
+        }
+        let git_err = |error: String| RefDenial::Git {
+            refname: refname(),
+            error,
+        };
+        if !facts(Fact::PushesACommit).map_err(git_err)? {
+            return Err(RefDenial::NonCommit { refname: refname() });
+        }
+        if u.is_create() || facts(Fact::FastForward).map_err(git_err)? {
+            return Ok(matching[0].0.to_owned());
+        }
+        matching
+            .iter()
+            .find(|(_, rule, _)| rule.force)
+            .map(|(label, _, _)| label.to_string())
+            .ok_or(RefDenial::NonFastForward { refname: refname() })
+    }
+}
+
 /// Decide on `updates`; on pass push them upstream. Never returns Ok for a
 /// push that did not land upstream.
 pub fn decide(ctx: &PushContext<'_>, updates: &[RefUpdate]) -> Outcome {
@@ -118,90 +269,26 @@ pub fn decide(ctx: &PushContext<'_>, updates: &[RefUpdate]) -> Outcome {
         }
     }
     let rules = ctx.cfg.push_rules(remote, SystemTime::now());
-    let compiled: Vec<(&str, &PushRule, globset::GlobMatcher)> = rules
-        .iter()
-        .filter_map(|(label, rule)| {
-            compile_glob(&rule.pattern)
-                .ok()
-                .map(|g| (label.as_str(), rule, g))
-        })
-        .collect();
+    let policy = RefPolicy::new(remote, &rules);
     let mut labels = Vec::new();
     for u in updates {
-        let r = u.refname.as_str();
-        let matching: Vec<_> = compiled.iter().filter(|(_, _, g)| g.is_match(r)).collect();
-        if matching.is_empty() {
-            let allowed: Vec<&str> = compiled
-                .iter()
-                .map(|(_, rule, _)| rule.pattern.as_str())
-                .collect();
-            let allowed = if allowed.is_empty() {
-                "none".to_owned()
-            } else {
-                allowed.join(", ")
-            };
-            return Outcome::deny(
-                "ref-not-allowed",
-                Some(r),
-                vec![
-                    format!("{PREFIX} push refused: {r} is not a pushable ref on remote \"{remote}\" (pushable: {allowed})."),
-                    ask_line(remote, r),
-                ],
-            );
-        }
-        if u.is_delete() {
-            match matching.iter().find(|(_, rule, _)| rule.delete) {
-                Some((label, _, _)) => labels.push(label.to_string()),
-                None => {
-                    return Outcome::deny(
-                        "delete-not-allowed",
-                        Some(r),
-                        vec![
-                            format!("{PREFIX} push refused: deleting {r} on remote \"{remote}\" is not allowed."),
-                            ask_line(remote, r),
-                        ],
-                    )
-                }
+        // git is asked only what the policy needs (no object type for a
+        // delete, no ancestry for a create)
+        let facts = |q: Fact| -> Result<bool, String> {
+            match q {
+                Fact::PushesACommit => match object_type(ctx, &u.new)?.as_str() {
+                    "commit" => Ok(true),
+                    "tag" => {
+                        Ok(object_type(ctx, &format!("{}^{{}}", u.new)).as_deref() == Ok("commit"))
+                    }
+                    _ => Ok(false),
+                },
+                Fact::FastForward => is_ancestor(ctx, &u.old, &u.new),
             }
-            continue;
-        }
-        // Only commits (or annotated tags of commits) may be pushed.
-        match object_type(ctx, &u.new).as_deref() {
-            Ok("commit") => {}
-            Ok("tag") => {
-                if object_type(ctx, &format!("{}^{{}}", u.new)).as_deref() != Ok("commit") {
-                    return non_commit(r);
-                }
-            }
-            Ok(_) => return non_commit(r),
-            Err(e) => {
-                return Outcome::deny(
-                    "git-error",
-                    Some(r),
-                    vec![format!("{PREFIX} push refused: {e}")],
-                )
-            }
-        }
-        if u.is_create() {
-            labels.push(matching[0].0.to_owned());
-            continue;
-        }
-        match is_ancestor(ctx, &u.old, &u.new) {
-            Ok(true) => labels.push(matching[0].0.to_owned()),
-            Ok(false) => match matching.iter().find(|(_, rule, _)| rule.force) {
-                Some((label, _, _)) => labels.push(label.to_string()),
-                None => {
-                    return Outcome::deny(
-                        "non-fast-forward",
-                        Some(r),
-                        vec![
-                            format!("{PREFIX} push refused: {r} on remote \"{remote}\" is not a fast-forward and force-pushing it is not allowed."),
-                            format!("{PREFIX} rebase onto the current {r} (git pull --rebase) and push again, or ask for force with request_git_push."),
-                        ],
-                    )
-                }
-            },
-            Err(e) => return Outcome::deny("git-error", Some(r), vec![format!("{PREFIX} push refused: {e}")]),
+        };
+        match policy.decide(u, facts) {
+            Ok(label) => labels.push(label),
+            Err(d) => return d.into_outcome(remote),
         }
     }
 
@@ -616,4 +703,142 @@ fn push_upstream(ctx: &PushContext<'_>, updates: &[RefUpdate]) -> Result<(), Str
     }
     why.push_str(&err);
     Err(why.chars().take(600).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    const ZERO: &str = "0000000000000000000000000000000000000000";
+    const A: &str = "1111111111111111111111111111111111111111";
+    const B: &str = "2222222222222222222222222222222222222222";
+
+    fn update(refname: &str, old: &str, new: &str) -> RefUpdate {
+        RefUpdate {
+            old: old.into(),
+            new: new.into(),
+            refname: refname.into(),
+        }
+    }
+
+    fn rules(list: &[(&str, bool, bool)]) -> Vec<(String, PushRule)> {
+        list.iter()
+            .map(|(p, force, delete)| {
+                (
+                    format!("push:{p}"),
+                    PushRule {
+                        pattern: (*p).into(),
+                        force: *force,
+                        delete: *delete,
+                    },
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_ref_policy_asks_git_only_what_matters() {
+        let r = rules(&[
+            ("refs/heads/bot/*", false, false),
+            ("refs/heads/bot/f-*", true, true),
+        ]);
+        let p = RefPolicy::new("origin", &r);
+        let never = |q: Fact| -> Result<bool, String> { panic!("asked {q:?}") };
+        // a ref no rule matches: refused before git is asked
+        assert_eq!(
+            p.decide(&update("refs/heads/main", A, B), never),
+            Err(RefDenial::NotAllowed {
+                refname: "refs/heads/main".into(),
+                allowed: vec!["refs/heads/bot/*".into(), "refs/heads/bot/f-*".into()],
+            })
+        );
+        // a delete: only the rules say
+        assert_eq!(
+            p.decide(&update("refs/heads/bot/x", A, ZERO), never),
+            Err(RefDenial::DeleteNotAllowed {
+                refname: "refs/heads/bot/x".into()
+            })
+        );
+        assert_eq!(
+            p.decide(&update("refs/heads/bot/f-1", A, ZERO), never)
+                .as_deref(),
+            Ok("push:refs/heads/bot/f-*")
+        );
+        // a create: is it a commit? never "is it a fast-forward?"
+        let only_commit = |q: Fact| -> Result<bool, String> {
+            assert_eq!(q, Fact::PushesACommit);
+            Ok(true)
+        };
+        assert_eq!(
+            p.decide(&update("refs/heads/bot/x", ZERO, B), only_commit)
+                .as_deref(),
+            Ok("push:refs/heads/bot/*")
+        );
+        // not a fast-forward: only a force rule
+        let rewind = |q: Fact| Ok(q == Fact::PushesACommit);
+        assert_eq!(
+            p.decide(&update("refs/heads/bot/x", A, B), rewind),
+            Err(RefDenial::NonFastForward {
+                refname: "refs/heads/bot/x".into()
+            })
+        );
+        assert_eq!(
+            p.decide(&update("refs/heads/bot/f-2", A, B), rewind)
+                .as_deref(),
+            Ok("push:refs/heads/bot/f-*")
+        );
+        // a blob is not pushed; a git failure is said
+        assert_eq!(
+            p.decide(&update("refs/heads/bot/x", A, B), |_| Ok(false)),
+            Err(RefDenial::NonCommit {
+                refname: "refs/heads/bot/x".into()
+            })
+        );
+        let err = p.decide(&update("refs/heads/bot/x", A, B), |_| Err("gone".into()));
+        assert_eq!(err.map_err(|d| d.rule()), Err("git-error"));
+    }
+
+    proptest! {
+        /// Whatever the rules, the update and git's answers: an allowed
+        /// update is matched by the rule whose label comes back, a delete
+        /// needs a matching delete rule, a rewrite a matching force rule,
+        /// and only commits (or tags of them) are pushed.
+        #[test]
+        fn the_ref_policy_never_allows_what_no_rule_allows(
+            spec in proptest::collection::vec(
+                (prop::sample::select(vec!["refs/heads/bot/*", "refs/heads/**", "refs/tags/v*", "refs/heads/main", "not-a-ref"]), any::<bool>(), any::<bool>()),
+                0..4,
+            ),
+            refname in prop::sample::select(vec!["refs/heads/bot/a", "refs/heads/main", "refs/tags/v1", "refs/heads/bot/a/b", "refs/notes/x"]),
+            kind in 0u8..3,
+            is_commit in any::<bool>(),
+            fast_forward in any::<bool>(),
+        ) {
+            let r = rules(&spec.iter().map(|(p, f, d)| (*p, *f, *d)).collect::<Vec<_>>());
+            let p = RefPolicy::new("origin", &r);
+            let (old, new) = match kind { 0 => (ZERO, B), 1 => (A, ZERO), _ => (A, B) };
+            let u = update(refname, old, new);
+            let got = p.decide(&u, |q| Ok(match q {
+                Fact::PushesACommit => is_commit,
+                Fact::FastForward => fast_forward,
+            }));
+            if let Ok(label) = got {
+                // some rule of that label (two rules may share a pattern)
+                // allows exactly this
+                let allows = |rule: &PushRule| {
+                    compile_glob(&rule.pattern).is_ok_and(|g| g.is_match(refname))
+                        && if u.is_delete() {
+                            rule.delete
+                        } else {
+                            is_commit && (u.is_create() || fast_forward || rule.force)
+                        }
+                };
+                prop_assert!(
+                    r.iter().any(|(l, rule)| *l == label && allows(rule)),
+                    "{label} allowed {u:?}"
+                );
+            }
+        }
+    }
 }

@@ -1,0 +1,135 @@
+//! The decision on one request head, pure: which host it names, whether it
+//! tunnels again, whether its path is safe, and what the live policy says
+//! ([`Live::decide`]). The proxy's handler calls it and turns a refusal
+//! into a response and an audit line; the `request_head` fuzz target calls
+//! the very same function (ARCHITECTURE.md "The sidecars").
+
+use std::time::SystemTime;
+
+use hyper::http::header;
+use hyper::http::uri::Authority;
+use hyper::http::{HeaderMap, Method, Uri};
+
+use super::net::normalize_host;
+use super::policy::{Allowed, Denial, Live, RequestFacts};
+
+/// Where the request goes: the CONNECT target inside a tunnel, or the
+/// absolute URI's host for plain HTTP.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Destination {
+    /// Inside TLS (an intercepted CONNECT).
+    pub tls: bool,
+    /// Normalised host.
+    pub host: String,
+    /// Port.
+    pub port: u16,
+}
+
+impl Destination {
+    /// 443 inside TLS, else 80.
+    pub fn default_port(&self) -> u16 {
+        if self.tls {
+            443
+        } else {
+            80
+        }
+    }
+}
+
+/// Why a request head is refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HeadDenial {
+    /// The URI or a Host header names another host or port than the
+    /// destination (the name it claimed, raw).
+    HostMismatch(String),
+    /// A CONNECT inside an intercepted connection.
+    NestedConnect,
+    /// Dot segments, a backslash or a NUL in the path, or a relative path.
+    PathUnsafe,
+    /// The policy refuses it.
+    Policy(Denial),
+}
+
+impl HeadDenial {
+    /// The audit rule.
+    pub fn rule(&self) -> String {
+        match self {
+            HeadDenial::HostMismatch(_) => "host-mismatch".into(),
+            HeadDenial::NestedConnect => "nested-connect".into(),
+            HeadDenial::PathUnsafe => "path-unsafe".into(),
+            HeadDenial::Policy(d) => d.rule(),
+        }
+    }
+}
+
+/// The request as the policy checked it.
+#[derive(Debug)]
+pub struct Checked<'a> {
+    /// The route that allows it and the credential to inject.
+    pub allowed: Allowed<'a>,
+    /// The percent-decoded path the route's globs matched.
+    pub decoded_path: String,
+}
+
+/// Decide on one request head going to `dest`, at `now`.
+pub fn decide<'a>(
+    live: &'a Live,
+    dest: &Destination,
+    method: &Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+    now: SystemTime,
+) -> Result<Checked<'a>, HeadDenial> {
+    // The request must name the host it was CONNECTed to (or, for plain
+    // http, the same host in the URI and the Host header).
+    let mut claimed: Vec<(String, Option<u16>)> = Vec::new();
+    if let Some(a) = uri.authority() {
+        claimed.push((normalize_host(a.host()), a.port_u16()));
+    }
+    if let Some(h) = headers.get(header::HOST) {
+        match h.to_str().ok().and_then(|s| s.parse::<Authority>().ok()) {
+            Some(a) => claimed.push((normalize_host(a.host()), a.port_u16())),
+            None => claimed.push((String::new(), None)),
+        }
+    }
+    if headers.get_all(header::HOST).iter().count() > 1 {
+        claimed.push((String::new(), None));
+    }
+    for (h, p) in &claimed {
+        if *h != dest.host || p.unwrap_or(dest.default_port()) != dest.port {
+            return Err(HeadDenial::HostMismatch(h.clone()));
+        }
+    }
+    // No tunnels inside tunnels (HTTP/2 CONNECT or CONNECT inside TLS).
+    if method == Method::CONNECT {
+        return Err(HeadDenial::NestedConnect);
+    }
+    // Path: matched on the percent-decoded path; dot segments refused so
+    // `/v1/../admin` cannot escape a `/v1/**` route (a host no route
+    // names is refused as such first: the record says no-route).
+    let decoded = percent_encoding::percent_decode_str(uri.path())
+        .decode_utf8_lossy()
+        .into_owned();
+    let unsafe_path = !decoded.starts_with('/')
+        || decoded.contains('\\')
+        || decoded.contains('\0')
+        || decoded.split('/').any(|seg| seg == "." || seg == "..");
+    let facts = RequestFacts {
+        host: &dest.host,
+        port: dest.port,
+        tls: dest.tls,
+        method: method.as_str(),
+        path: &decoded,
+    };
+    let decision = live.decide(&facts, now);
+    if unsafe_path && !matches!(decision, Err(Denial::NoRoute(_))) {
+        return Err(HeadDenial::PathUnsafe);
+    }
+    match decision {
+        Ok(allowed) => Ok(Checked {
+            allowed,
+            decoded_path: decoded,
+        }),
+        Err(d) => Err(HeadDenial::Policy(d)),
+    }
+}

@@ -1,0 +1,650 @@
+//! `cargo xtask bench scale [--counts 1,8,24] [--parallel P] [--headroom H]
+//! [--no-write]`:
+//! cost per bottle at scale. For each count, start that many shell-template
+//! bottles (release builds, `P` launches at a time), then measure the wall
+//! time until all are ready, host memory per bottle (`docker stats` of the
+//! bundle and agent containers; RSS of the engine's processes: dockerd,
+//! containerd, its shims, fuse-overlayfs; the host's MemAvailable), the
+//! networks and addresses they use, and `bottle ls` at that count; then
+//! remove them all. A count that does not fit (the engine's address pools:
+//! each bottle takes two networks) reports how many started and why the
+//! next one did not. On a shared engine with the default pools a count is
+//! capped so that `H` networks (default 4) stay free for other users; the
+//! table then says how many the pools would hold. Rewrites the `scale`
+//! section of docs/benchmarks.md.
+//!
+//! Cleanup: every bottle is removed after its count (`bottle rm -f`, then a
+//! sweep of containers, networks and volumes by this run's name prefix),
+//! also on an error; a watchdog process outside the terminal's process
+//! group sweeps the same prefix once xtask is gone (Ctrl-C: each `bottle
+//! start` rolls its own launch back, the watchdog removes what finished).
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use crate::bench_start::{docker, loadavg, machine, median, ms, write_section};
+
+struct Run {
+    home: PathBuf,
+    bottle: PathBuf,
+    sidecar: PathBuf,
+    /// Container/network/volume name prefix of this run's bottles.
+    prefix: String,
+}
+
+impl Run {
+    fn bottle(&self, args: &[&str]) -> Result<String, String> {
+        let mut all = vec![
+            "--home".to_owned(),
+            self.home.display().to_string(),
+            "--quiet".to_owned(),
+        ];
+        all.extend(args.iter().map(|s| s.to_string()));
+        let o = duct::cmd(&self.bottle, all)
+            .env("BOTTLE_SIDECAR_BIN", &self.sidecar)
+            .stdin_null()
+            .stdout_capture()
+            .stderr_capture()
+            .unchecked()
+            .run()
+            .map_err(|e| e.to_string())?;
+        if !o.status.success() {
+            return Err(String::from_utf8_lossy(&o.stderr).trim().to_owned());
+        }
+        Ok(String::from_utf8_lossy(&o.stdout).trim().to_owned())
+    }
+
+    /// Names of this run's docker objects of one kind.
+    fn objects(&self, kind: &str) -> Vec<String> {
+        let filter = format!("name={}", self.prefix);
+        let args: Vec<&str> = match kind {
+            "container" => vec!["ps", "-a", "--filter", &filter, "--format", "{{.Names}}"],
+            "network" => vec![
+                "network",
+                "ls",
+                "--filter",
+                &filter,
+                "--format",
+                "{{.Name}}",
+            ],
+            _ => vec!["volume", "ls", "--filter", &filter, "--format", "{{.Name}}"],
+        };
+        docker(&args)
+            .1
+            .lines()
+            .map(str::trim)
+            .filter(|l| l.starts_with(&self.prefix))
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// Remove every container, network and volume of this run; what is left.
+    fn sweep(&self) -> Vec<String> {
+        for kind in ["container", "network", "volume"] {
+            let names = self.objects(kind);
+            if names.is_empty() {
+                continue;
+            }
+            let mut args: Vec<&str> = match kind {
+                "container" => vec!["rm", "-f"],
+                "network" => vec!["network", "rm"],
+                _ => vec!["volume", "rm", "-f"],
+            };
+            args.extend(names.iter().map(String::as_str));
+            let _ = docker(&args);
+        }
+        ["container", "network", "volume"]
+            .iter()
+            .flat_map(|k| self.objects(k))
+            .collect()
+    }
+}
+
+impl Drop for Run {
+    fn drop(&mut self) {
+        let left = self.sweep();
+        if !left.is_empty() {
+            eprintln!("bench scale: could not remove {left:?}");
+        }
+        let _ = std::fs::remove_dir_all(&self.home);
+    }
+}
+
+/// A shell outside the terminal's process group (Ctrl-C does not reach it)
+/// that waits for xtask to end, then sweeps this run's prefix and home.
+fn watchdog(prefix: &str, home: &Path) {
+    use std::os::unix::process::CommandExt;
+    let script = format!(
+        "while kill -0 {pid} 2>/dev/null; do sleep 1; done; sleep 3; \
+         for i in 1 2 3; do \
+           docker ps -aq --filter name={prefix} | xargs -r docker rm -f; \
+           docker network ls -q --filter name={prefix} | xargs -r docker network rm; \
+           docker volume ls -q --filter name={prefix} | xargs -r docker volume rm -f; \
+           sleep 2; \
+         done >/dev/null 2>&1; rm -rf '{home}'",
+        pid = std::process::id(),
+        home = home.display(),
+    );
+    let _ = std::process::Command::new("sh")
+        .args(["-c", &script])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .process_group(0)
+        .spawn();
+}
+
+/// Every process: (pid, parent pid, comm).
+fn processes() -> Vec<(u32, u32, String)> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.flatten()
+        .filter_map(|e| {
+            let pid: u32 = e.file_name().to_str()?.parse().ok()?;
+            let stat = std::fs::read_to_string(e.path().join("stat")).ok()?;
+            // `pid (comm) state ppid …`; comm may hold spaces and parens
+            let (head, rest) = stat.rsplit_once(')')?;
+            let comm = head.split_once('(')?.1.to_owned();
+            let ppid = rest.split_whitespace().nth(1)?.parse().ok()?;
+            Some((pid, ppid, comm))
+        })
+        .collect()
+}
+
+/// Proportional set size of a process (shared pages split among their
+/// users), KiB; RSS where smaps_rollup cannot be read.
+fn pss_kib(pid: u32) -> u64 {
+    let field = |file: &str, key: &str| -> Option<u64> {
+        std::fs::read_to_string(format!("/proc/{pid}/{file}"))
+            .ok()?
+            .lines()
+            .find(|l| l.starts_with(key))?
+            .split_whitespace()
+            .nth(1)?
+            .parse()
+            .ok()
+    };
+    field("smaps_rollup", "Pss:")
+        .or_else(|| field("status", "VmRSS:"))
+        .unwrap_or(0)
+}
+
+/// PSS (KiB) and count of the engine's processes: dockerd, containerd and
+/// its shims, fuse-overlayfs (the storage driver's per-container mounts, if
+/// used), docker-proxy.
+fn engine_kib() -> (u64, usize) {
+    let engine: Vec<u32> = processes()
+        .into_iter()
+        .filter(|(_, _, c)| {
+            c == "dockerd"
+                || c == "containerd"
+                || c.starts_with("containerd-shim")
+                || c == "fuse-overlayfs"
+                || c == "docker-proxy"
+        })
+        .map(|(p, _, _)| p)
+        .collect();
+    (engine.iter().map(|&p| pss_kib(p)).sum(), engine.len())
+}
+
+fn mem_available_kib() -> u64 {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find(|l| l.starts_with("MemAvailable:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// Host memory of the bundle and agent containers, in MiB: the PSS of
+/// every process under each container's containerd shim (runc: the
+/// container's processes; runsc: the gVisor sandbox, gofer and all). Not
+/// `docker stats`: under runsc with `--ignore-cgroups` the cgroup figure it
+/// reads is not the sandbox's.
+fn container_mem(names: &[String]) -> (f64, f64) {
+    if names.is_empty() {
+        return (0.0, 0.0);
+    }
+    let mut args = vec!["inspect", "--format", "{{.Name}} {{.Id}}"];
+    args.extend(names.iter().map(String::as_str));
+    let ids: Vec<(String, String)> = docker(&args)
+        .1
+        .lines()
+        .filter_map(|l| l.trim().split_once(' '))
+        .map(|(n, i)| (n.trim_start_matches('/').to_owned(), i.to_owned()))
+        .collect();
+    let procs = processes();
+    let shim_of = |id: &str| -> Option<u32> {
+        procs
+            .iter()
+            .filter(|(_, _, c)| c.starts_with("containerd-shim"))
+            .find(|(p, _, _)| {
+                std::fs::read(format!("/proc/{p}/cmdline"))
+                    .map(|c| String::from_utf8_lossy(&c).contains(id))
+                    .unwrap_or(false)
+            })
+            .map(|(p, _, _)| *p)
+    };
+    let subtree_kib = |root: u32| -> u64 {
+        let mut total = 0;
+        let mut stack = vec![root];
+        while let Some(p) = stack.pop() {
+            for (c, _, _) in procs.iter().filter(|(_, pp, _)| *pp == p) {
+                total += pss_kib(*c);
+                stack.push(*c);
+            }
+        }
+        total
+    };
+    let (mut bundle, mut agent) = (0u64, 0u64);
+    for (name, id) in &ids {
+        let Some(shim) = shim_of(id) else { continue };
+        let kib = subtree_kib(shim);
+        if name.ends_with("-bundle") {
+            bundle += kib;
+        } else if name.ends_with("-agent") {
+            agent += kib;
+        }
+    }
+    (bundle as f64 / 1024.0, agent as f64 / 1024.0)
+}
+
+/// Subnets of the given networks and their total addresses.
+fn subnets(names: &[String]) -> (Vec<String>, u64) {
+    if names.is_empty() {
+        return (Vec::new(), 0);
+    }
+    let mut args = vec![
+        "network",
+        "inspect",
+        "--format",
+        "{{range .IPAM.Config}}{{.Subnet}} {{end}}",
+    ];
+    args.extend(names.iter().map(String::as_str));
+    let (_, out) = docker(&args);
+    let nets: Vec<String> = out.split_whitespace().map(str::to_owned).collect();
+    let addrs = nets
+        .iter()
+        .filter_map(|n| n.split_once('/'))
+        .filter(|(a, _)| a.contains('.'))
+        .filter_map(|(_, p)| p.parse::<u32>().ok())
+        .map(|p| 1u64 << (32 - p.min(32)))
+        .sum();
+    (nets, addrs)
+}
+
+/// Docker's default address pools (no `default-address-pools` in
+/// daemon.json): 172.17–31.0.0/16 as /16s and 192.168.0.0/16 as /20s.
+const DEFAULT_POOL_NETWORKS: usize = 15 + 16;
+
+/// Networks on the engine holding a subnet of the default pools, and
+/// whether the engine uses the default pools at all (`None`: configured).
+fn pool_use() -> (usize, Option<usize>) {
+    let configured = std::fs::read_to_string("/etc/docker/daemon.json")
+        .map(|t| t.contains("default-address-pools"))
+        .unwrap_or(false);
+    let names: Vec<String> = docker(&["network", "ls", "--format", "{{.Name}}"])
+        .1
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    let (subs, _) = subnets(&names);
+    let used = subs
+        .iter()
+        .filter(|s| {
+            let mut o = s.split(['.', '/']).map(|p| p.parse::<u32>().unwrap_or(0));
+            let (a, b) = (o.next().unwrap_or(0), o.next().unwrap_or(0));
+            (a == 172 && (17..=31).contains(&b)) || (a == 192 && b == 168)
+        })
+        .count();
+    (used, (!configured).then_some(DEFAULT_POOL_NETWORKS))
+}
+
+struct Row {
+    count: usize,
+    /// What was asked for, when it was capped to spare other users.
+    asked: usize,
+    started: usize,
+    wall: Duration,
+    start_p50: Duration,
+    start_max: Duration,
+    bundle_mib: f64,
+    agent_mib: f64,
+    engine_kib_delta: i64,
+    engine_procs_delta: i64,
+    avail_kib_delta: i64,
+    networks: usize,
+    prefixes: String,
+    addresses: u64,
+    ls: Duration,
+    ls_max: Duration,
+    failure: Option<String>,
+    /// The agents' runtime (runsc where gVisor works).
+    runtime: String,
+}
+
+fn one_count(run: &Run, agent: &str, count: usize, parallel: usize) -> Result<Row, String> {
+    eprintln!("bench scale: {count} bottle(s), {parallel} launches at a time …");
+    let (rss0, procs0) = engine_kib();
+    let avail0 = mem_available_kib();
+    let next = Mutex::new(0usize);
+    let ids = Mutex::new(Vec::new());
+    let errors = Mutex::new(Vec::new());
+    let t = Instant::now();
+    std::thread::scope(|s| {
+        for _ in 0..parallel.min(count) {
+            s.spawn(|| loop {
+                {
+                    let mut n = next.lock().unwrap();
+                    if *n >= count {
+                        return;
+                    }
+                    *n += 1;
+                }
+                let ts = Instant::now();
+                match run.bottle(&["start", agent, "--yes", "--detach"]) {
+                    Ok(id) => ids.lock().unwrap().push((id, ts.elapsed())),
+                    Err(e) => errors.lock().unwrap().push(e),
+                }
+            });
+        }
+    });
+    let wall = t.elapsed();
+    let ids = ids.into_inner().unwrap();
+    let errors = errors.into_inner().unwrap();
+    // settle: let the sidecars finish their start-up allocations
+    std::thread::sleep(Duration::from_secs(2));
+    let containers = run.objects("container");
+    let (bundle, agent) = container_mem(&containers);
+    let runtime = containers
+        .iter()
+        .find(|c| c.ends_with("-agent"))
+        .map(|c| docker(&["inspect", "--format", "{{.HostConfig.Runtime}}", c]).1)
+        .unwrap_or_default();
+    let (rss1, procs1) = engine_kib();
+    let avail1 = mem_available_kib();
+    let nets = run.objects("network");
+    let (subs, addresses) = subnets(&nets);
+    let mut prefixes: Vec<String> = subs
+        .iter()
+        .filter_map(|s| s.split_once('/').map(|(_, p)| format!("/{p}")))
+        .collect();
+    prefixes.sort();
+    prefixes.dedup();
+    let mut ls = Vec::new();
+    for _ in 0..5 {
+        let t = Instant::now();
+        run.bottle(&["ls"])?;
+        ls.push(t.elapsed());
+    }
+    let ls_max = *ls.iter().max().unwrap();
+    // remove, `parallel` at a time
+    let queue = Mutex::new(ids.iter().map(|(id, _)| id.clone()).collect::<Vec<_>>());
+    std::thread::scope(|s| {
+        for _ in 0..parallel {
+            s.spawn(|| loop {
+                let Some(id) = queue.lock().unwrap().pop() else {
+                    return;
+                };
+                if let Err(e) = run.bottle(&["rm", "-f", &id]) {
+                    eprintln!("bench scale: rm {id}: {e}");
+                }
+            });
+        }
+    });
+    let left = run.sweep();
+    if !left.is_empty() {
+        return Err(format!("could not remove {left:?}"));
+    }
+    let started = ids.len();
+    let mut times: Vec<Duration> = ids.iter().map(|(_, d)| *d).collect();
+    let per = |v: f64| {
+        if started == 0 {
+            0.0
+        } else {
+            v / started as f64
+        }
+    };
+    let failure = errors.first().map(|e| {
+        let line = e
+            .lines()
+            .find(|l| l.contains("error"))
+            .unwrap_or(e.lines().next().unwrap_or(""));
+        format!("{} of {count} failed; first: {}", errors.len(), line.trim())
+    });
+    Ok(Row {
+        count,
+        asked: count,
+        started,
+        wall,
+        start_p50: if times.is_empty() {
+            Duration::ZERO
+        } else {
+            median(&mut times)
+        },
+        start_max: times.iter().max().copied().unwrap_or_default(),
+        bundle_mib: per(bundle),
+        agent_mib: per(agent),
+        engine_kib_delta: (rss1 as i64 - rss0 as i64) / started.max(1) as i64,
+        engine_procs_delta: procs1 as i64 - procs0 as i64,
+        avail_kib_delta: (avail0 as i64 - avail1 as i64) / started.max(1) as i64,
+        networks: nets.len(),
+        prefixes: prefixes.join(", "),
+        addresses,
+        ls: median(&mut ls),
+        ls_max,
+        failure,
+        runtime,
+    })
+}
+
+/// Entry point.
+pub fn run(args: &[String]) -> Result<(), String> {
+    let mut counts = vec![1usize, 8, 24];
+    let mut parallel = 4usize;
+    let mut headroom = 4usize;
+    let mut write = true;
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--counts" => {
+                counts = it
+                    .next()
+                    .ok_or("--counts needs a list, e.g. 1,8,24")?
+                    .split(',')
+                    .map(|n| n.trim().parse().ok().filter(|&n: &usize| n > 0))
+                    .collect::<Option<Vec<_>>>()
+                    .ok_or("--counts needs positive numbers, e.g. 1,8,24")?
+            }
+            "--parallel" => {
+                parallel = it
+                    .next()
+                    .and_then(|n| n.parse().ok())
+                    .filter(|&n| n > 0)
+                    .ok_or("--parallel needs a positive number")?
+            }
+            "--headroom" => {
+                headroom = it
+                    .next()
+                    .and_then(|n| n.parse().ok())
+                    .ok_or("--headroom needs a number of networks")?
+            }
+            "--no-write" => write = false,
+            other => return Err(format!("bench scale: unknown argument `{other}`")),
+        }
+    }
+    if !docker(&["info"]).0 {
+        return Err("bench scale needs a docker engine (`docker info` failed)".into());
+    }
+    if !docker(&["image", "inspect", crate::seed_base::BASE_TAG]).0 {
+        crate::seed_base::run(&["--base-only".into()])?;
+    }
+    let (bottle, sidecar) = crate::bench_start::build_release()?;
+    let pid = std::process::id();
+    let home = std::env::temp_dir().join(format!("bottle-bench-scale-{pid}"));
+    // identities are `<agent>-<bottle>-<random>`: every docker object of
+    // this run starts with `bottle-s<pid>-scale-`
+    let agent = format!("s{pid}");
+    let prefix = format!("bottle-{agent}-scale-");
+    for d in ["bottles", "agents"] {
+        std::fs::create_dir_all(home.join(d)).map_err(|e| e.to_string())?;
+    }
+    watchdog(&prefix, &home);
+    std::fs::write(
+        home.join("bottles/scale.toml"),
+        "[agent_provider]\ntemplate = \"shell\"\n\n[[egress.routes]]\nhost = \"api.bench.test\"\n\n[resources]\ncpus = 1.0\nmemory = \"1GiB\"\n",
+    )
+    .map_err(|e| e.to_string())?;
+    std::fs::write(
+        home.join(format!("agents/{agent}.toml")),
+        "bottle = \"scale\"\n",
+    )
+    .map_err(|e| e.to_string())?;
+    let bottle_copy = home.join("bottle");
+    let sidecar_copy = home.join("bottle-sidecar");
+    std::fs::copy(&bottle, &bottle_copy).map_err(|e| format!("copy bottle: {e}"))?;
+    std::fs::copy(&sidecar, &sidecar_copy).map_err(|e| format!("copy bottle-sidecar: {e}"))?;
+    let run = Run {
+        home,
+        bottle: bottle_copy,
+        sidecar: sidecar_copy,
+        prefix,
+    };
+    eprintln!("bench scale: warm-up (builds images once) …");
+    let id = run.bottle(&["start", &agent, "--yes", "--detach"])?;
+    run.bottle(&["rm", "-f", &id])?;
+    let load_start = loadavg();
+    let others = docker(&["network", "ls", "--format", "{{.Name}}"])
+        .1
+        .lines()
+        .count();
+    let mut rows = Vec::new();
+    let mut pool_note = String::new();
+    for &n in &counts {
+        let (used, capacity) = pool_use();
+        let fits = capacity.map(|c| c.saturating_sub(used) / 2);
+        let spare = capacity.map(|c| c.saturating_sub(used + headroom) / 2);
+        let take = match spare {
+            Some(s) if s < n => s,
+            _ => n,
+        };
+        if take < n {
+            pool_note.push_str(&format!(
+                "\n- {n} bottles asked: the default pools had {} of {} networks in use, room for \
+                 {} bottles; capped at {take} to leave {headroom} networks to the engine's other \
+                 users.",
+                used,
+                capacity.unwrap_or(0),
+                fits.unwrap_or(0),
+            ));
+        }
+        if take == 0 {
+            continue;
+        }
+        let mut row = one_count(&run, &agent, take, parallel)?;
+        row.asked = n;
+        rows.push(row);
+    }
+    let load_end = loadavg();
+    let mut table = String::from(
+        "| bottles | started | wall to all ready | one start p50 / max | bundle MiB / bottle | agent MiB / bottle | engine Δ / bottle | MemAvailable Δ / bottle | networks (subnets) | addresses | `bottle ls` p50 / max |\n\
+         |---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|\n",
+    );
+    for r in &rows {
+        let count = if r.asked == r.count {
+            r.count.to_string()
+        } else {
+            format!("{} (asked {})", r.count, r.asked)
+        };
+        table.push_str(&format!(
+            "| {} | {} | {:.1} s | {:.0} / {:.0} ms | {:.1} | {:.1} | {:.1} MiB ({:+} processes) | {:.1} MiB | {} ({}) | {} | {:.0} / {:.0} ms |\n",
+            count,
+            r.started,
+            r.wall.as_secs_f64(),
+            ms(r.start_p50),
+            ms(r.start_max),
+            r.bundle_mib,
+            r.agent_mib,
+            r.engine_kib_delta as f64 / 1024.0,
+            r.engine_procs_delta,
+            r.avail_kib_delta as f64 / 1024.0,
+            r.networks,
+            r.prefixes,
+            r.addresses,
+            ms(r.ls),
+            ms(r.ls_max),
+        ));
+    }
+    let failures: Vec<String> = rows
+        .iter()
+        .filter_map(|r| {
+            r.failure
+                .as_ref()
+                .map(|f| format!("- {} bottles: {f}", r.count))
+        })
+        .collect();
+    let largest = rows
+        .iter()
+        .filter(|r| r.failure.is_none())
+        .map(|r| r.started)
+        .max()
+        .unwrap_or(0);
+    let most_started = rows.iter().map(|r| r.started).max().unwrap_or(0);
+    let runtime = rows
+        .iter()
+        .map(|r| r.runtime.as_str())
+        .find(|r| !r.is_empty())
+        .unwrap_or("?");
+    let section = format!(
+        "## scale\n\nCost per bottle at scale: for each count, that many shell-template bottles \
+         (one route, 1 CPU / 1 GiB limits) started with `bottle start --detach`, {parallel} \
+         launches at a time, then measured once all were ready, then removed; the agents ran \
+         under {runtime}. Memory is \
+         proportional set size (PSS: a shared page counts once, split among its users): the \
+         bundle and the agent = every process under the container's containerd shim (for a runsc \
+         agent the gVisor sandbox and gofer; idle shell agent); engine = dockerd, containerd, the \
+         shims, fuse-overlayfs (the storage driver here), growth divided by the bottles; \
+         MemAvailable is the whole host's, noisy on a shared machine. `bottle ls` runs 5 times at each count. Release \
+         builds. Machine: {}, docker {}; load average (1/5/15 min) {load_start} at the start, \
+         {load_end} at the end (shared with other builds); {others} networks existed on the \
+         engine when the run began (other users included).\n\n{}\n{}\n\n\
+         Largest count that started completely in this run: {largest} (most bottles up at once: \
+         {most_started}).\n\n\
+         What limits the count: each bottle takes two docker networks (the internal one, the \
+         egress one), and docker gives every network a subnet from its default address pools \
+         (172.17–31.0.0/16 as 15 /16s, 192.168.0.0/16 as 16 /20s: 31 networks, one of them the \
+         default bridge), so about 15 bottles fit on an engine with nothing else on it, fewer \
+         when other networks exist; the next start fails at `create internal network` with \
+         \"could not find an available, non-overlapping IPv4 address pool\" and rolls back. \
+         Raise it in `/etc/docker/daemon.json`, e.g. `\"default-address-pools\": [{{\"base\": \
+         \"10.200.0.0/16\", \"size\": 24}}]` (256 networks of 254 addresses: 128 bottles), then \
+         restart dockerd. After the pools, memory: a bottle costs the bundle's and the idle \
+         agent's RSS plus the engine's per-container processes (two shims, fuse-overlayfs \
+         mounts), within each container's limit only when the agent works; the 1 GiB agent \
+         limit is a cap, not a reservation.",
+        machine(),
+        docker(&["version", "--format", "{{.Server.Version}}"]).1,
+        table.trim_end(),
+        if failures.is_empty() {
+            pool_note
+        } else {
+            format!("\n{}{pool_note}", failures.join("\n"))
+        },
+    );
+    println!("{section}");
+    if write {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .parent()
+            .ok_or("no workspace root")?;
+        let path = root.join("docs/benchmarks.md");
+        write_section(&path, "scale", &section)?;
+        eprintln!("bench scale: wrote {}", path.display());
+    }
+    Ok(())
+}
