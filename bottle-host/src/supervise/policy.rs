@@ -25,6 +25,13 @@ fn write_gate(path: &Path, file: &GateConfig) -> Result<(), String> {
         .map_err(|e| format!("{}: {e}", path.display()))
 }
 
+/// The error a view returns for a file it cannot read: the agent sees it,
+/// so it quotes no line of the file (which may name a secret file); the
+/// daemon that loads the file records the details.
+fn unreadable(path: &Path) -> String {
+    format!("{}: not a valid policy file", path.display())
+}
+
 /// One egress route as shown to the agent (no credentials).
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct RouteView {
@@ -49,7 +56,7 @@ pub struct RouteView {
 
 /// The current, unexpired egress routes in `routes.toml`.
 pub fn egress_routes(path: &Path, now: SystemTime) -> Result<Vec<RouteView>, String> {
-    let Some(file) = RoutesFile::read(path)? else {
+    let Some(file) = RoutesFile::read(path).map_err(|_| unreadable(path))? else {
         return Ok(Vec::new());
     };
     Ok(file
@@ -80,7 +87,7 @@ pub struct RemoteView {
 /// Remotes and pushable refs from `gate.toml`: each remote's `push`
 /// patterns, with the unexpired `[[grants]]` for it merged in.
 pub fn git_remotes(path: &Path, now: SystemTime) -> Result<Vec<RemoteView>, String> {
-    let Some(file) = GateConfig::read(path)? else {
+    let Some(file) = GateConfig::read(path).map_err(|_| unreadable(path))? else {
         return Ok(Vec::new());
     };
     let mut out: Vec<RemoteView> = file
@@ -381,5 +388,21 @@ auth = { scheme = "bearer", secret = "route-api" }
         let err = add_egress_grant(&path, &g, "req-4", "2999-01-01T00:00:00Z").unwrap_err();
         assert!(err.contains("path"), "{err}");
         assert_eq!(std::fs::read_to_string(&path).unwrap(), text);
+    }
+
+    #[test]
+    fn the_agents_view_of_a_broken_file_quotes_none_of_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("routes.toml");
+        std::fs::write(
+            &path,
+            "[[routes]]\nhost = \"a.example.com\"\nauth = { scheme = \"bearer\", secret = \"tok-name\", extra = 1 }\n",
+        )
+        .unwrap();
+        let err = egress_routes(&path, SystemTime::now()).unwrap_err();
+        assert!(err.contains("not a valid policy file"), "{err}");
+        assert!(!err.contains("tok-name"), "{err}");
+        // the host-side reader keeps the details for the operator
+        assert!(RoutesFile::read(&path).unwrap_err().contains("extra"));
     }
 }
