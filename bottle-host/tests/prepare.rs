@@ -1,8 +1,8 @@
 //! The host-side Prepare impls against the config loaders the daemons use
 //! (`Live::load`, `GateConfig::load`, `SvConfig::load`, `BundleConfig::load`,
 //! all in this crate): what they write must load in egress, git-gate,
-//! supervise and the bundle, hold
-//! every secret only in mode-600 files, and give the agent nothing secret.
+//! supervise and the bundle, hold every secret only in mode-600 files, and
+//! give the agent nothing secret.
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
