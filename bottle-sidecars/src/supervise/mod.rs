@@ -1,5 +1,7 @@
 //! supervise: the agent's way to ask the operator for more (MCP server,
-//! port 9100, `/mcp`), and the operator-side queue API the CLI calls.
+//! port 9100, `/mcp`). The request/decision model, the signed store and the
+//! operator-side queue API the CLI calls are `bottle_host::supervise`,
+//! re-exported here.
 //!
 //! # Who can widen policy, and why a forged file grants nothing
 //!
