@@ -38,7 +38,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         state: &state,
         bundle_host: backend.bundle_host(&plan),
     };
-    let wiring = bottle_sidecars::prepare::prepare_all(&plan, &ctx)?;
+    let wiring = bottle_host::prepare::prepare_all(&plan, &ctx)?;
     let input = LaunchInput {
         plan: &plan,
         state: &state,

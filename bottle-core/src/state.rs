@@ -363,35 +363,59 @@ pub fn set_mode(path: &Utf8Path, mode: u32) -> Result<()> {
         .map_err(|e| Error::io("setting permissions of", path.to_owned(), e))
 }
 
-/// Write `bytes` to `path` atomically: a temp file in the same dir, fsync,
-/// optional chmod, rename. Readers see the old or the new content, never a
-/// mix; a failure (full disk, read-only dir) leaves the old file intact.
+/// Write `bytes` to `path` atomically, creating its parent dir: see
+/// [`atomic_write_io`], the one atomic writer of the workspace (the host
+/// contract in `bottle-host` and the sidecars use it too).
 pub fn atomic_write(path: &Utf8Path, bytes: &[u8], mode: Option<u32>) -> Result<()> {
     let dir = path.parent().unwrap_or(Utf8Path::new("."));
     fs::create_dir_all(dir).map_err(|e| Error::io("creating", dir.to_owned(), e))?;
+    atomic_write_io(path.as_std_path(), bytes, mode)
+        .map_err(|e| Error::io("writing", path.to_owned(), e))
+}
+
+/// Write `bytes` to `path` atomically: a temp file in the same dir, fsync,
+/// chmod, rename. Readers see the old or the new content, never a mix; a
+/// failure (full disk, read-only dir) leaves the old file intact and no temp
+/// file behind. `mode` sets the permission bits regardless of the umask
+/// (else the existing file's, else 0644). The parent dir must exist.
+pub fn atomic_write_io(
+    path: &std::path::Path,
+    bytes: &[u8],
+    mode: Option<u32>,
+) -> std::io::Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(std::path::Path::new("."));
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
     let tmp = dir.join(format!(
-        ".{}.tmp-{}-{}",
-        path.file_name().unwrap_or("file"),
+        ".{name}.tmp-{}-{:016x}",
         std::process::id(),
-        rand::random::<u32>()
+        rand::random::<u64>()
     ));
-    let result = (|| -> std::io::Result<()> {
-        let mut opts = OpenOptions::new();
-        opts.write(true).create_new(true);
-        {
-            use std::os::unix::fs::OpenOptionsExt;
-            opts.mode(mode.unwrap_or(0o644));
-        }
-        let mut f = opts.open(&tmp)?;
+    let mode = mode
+        .or_else(|| {
+            fs::metadata(path)
+                .ok()
+                .map(|m| m.permissions().mode() & 0o7777)
+        })
+        .unwrap_or(0o644);
+    let result = (|| {
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(mode)
+            .open(&tmp)?;
         f.write_all(bytes)?;
+        f.set_permissions(fs::Permissions::from_mode(mode))?;
         f.sync_all()?;
         fs::rename(&tmp, path)
     })();
-    if let Err(e) = result {
+    if result.is_err() {
         let _ = fs::remove_file(&tmp);
-        return Err(Error::io("writing", path.to_owned(), e));
     }
-    Ok(())
+    result
 }
 
 #[cfg(test)]

@@ -112,6 +112,7 @@ fn core_stays_free_of_docker_network_and_async() {
         "hudsucker",
         "rmcp",
         "bottle-docker",
+        "bottle-host",
     ] {
         assert!(
             !manifest.lines().any(|l| l.trim_start().starts_with(dep)),
@@ -135,6 +136,7 @@ fn dlp_is_sync_and_depends_on_no_workspace_crate() {
         "hudsucker",
         "rmcp",
         "bottle-core",
+        "bottle-host",
         "bottle-sidecars",
         "bottle-docker",
         "bottle-smolmachines",
@@ -150,22 +152,138 @@ fn dlp_is_sync_and_depends_on_no_workspace_crate() {
     }
 }
 
+/// Whether a Cargo.toml names `dep` as a dependency (`dep = …` or
+/// `dep.workspace = true`).
+fn names_dependency(manifest: &str, dep: &str) -> bool {
+    manifest.lines().any(|l| {
+        let l = l.trim_start();
+        l.starts_with(&format!("{dep} ")) || l.starts_with(&format!("{dep}."))
+    })
+}
+
 #[test]
 fn backends_depend_on_core_only() {
-    for krate in ["bottle-docker", "bottle-smolmachines", "bottle-sidecars"] {
+    // (crate, workspace crates it must not depend on); ARCHITECTURE.md,
+    // "Dependency rules"
+    let rules: [(&str, &[&str]); 4] = [
+        (
+            "bottle-docker",
+            &[
+                "bottle-smolmachines",
+                "bottle-cli",
+                "bottle-host",
+                "bottle-sidecars",
+            ],
+        ),
+        (
+            "bottle-smolmachines",
+            &[
+                "bottle-docker",
+                "bottle-cli",
+                "bottle-host",
+                "bottle-sidecars",
+            ],
+        ),
+        (
+            "bottle-sidecars",
+            &["bottle-docker", "bottle-smolmachines", "bottle-cli"],
+        ),
+        (
+            "bottle-host",
+            &[
+                "bottle-docker",
+                "bottle-smolmachines",
+                "bottle-cli",
+                "bottle-sidecars",
+            ],
+        ),
+    ];
+    for (krate, forbidden) in rules {
         let manifest = fs::read_to_string(workspace_root().join(krate).join("Cargo.toml")).unwrap();
-        for other in ["bottle-docker", "bottle-smolmachines", "bottle-cli"] {
-            if other == krate {
-                continue;
-            }
+        for other in forbidden {
             assert!(
-                !manifest
-                    .lines()
-                    .any(|l| l.trim_start().starts_with(&format!("{other} "))
-                        || l.trim_start().starts_with(&format!("{other}."))),
+                !names_dependency(&manifest, other),
                 "{krate} must not depend on {other}"
             );
         }
+    }
+}
+
+/// Crates of an async runtime / HTTP stack / MCP server: the daemons'
+/// business, never the host side's.
+const ASYNC_STACK: [&str; 8] = [
+    "tokio",
+    "hyper",
+    "hyper-util",
+    "reqwest",
+    "hudsucker",
+    "rmcp",
+    "axum",
+    "tokio-rustls",
+];
+
+#[test]
+fn host_contract_depends_on_core_and_dlp_only_and_no_async_stack() {
+    let manifest = fs::read_to_string(workspace_root().join("bottle-host/Cargo.toml")).unwrap();
+    let workspace_deps: Vec<&str> = manifest
+        .lines()
+        .map(str::trim_start)
+        .filter(|l| l.starts_with("bottle-"))
+        .filter_map(|l| l.split(['.', ' ', '=']).next())
+        .collect();
+    assert_eq!(
+        workspace_deps,
+        ["bottle-core", "bottle-dlp"],
+        "bottle-host depends on bottle-core and bottle-dlp only"
+    );
+    for dep in ASYNC_STACK {
+        assert!(
+            !names_dependency(&manifest, dep),
+            "bottle-host must not depend on {dep}"
+        );
+    }
+}
+
+/// `cargo tree` of the `bottle` binary's normal dependencies (all features):
+/// the CLI calls the sync host contract (`bottle-host`), so it links no
+/// async runtime, HTTP server or MCP stack.
+#[test]
+fn the_cli_links_no_tokio_hyper_or_rmcp() {
+    let out = duct::cmd!(
+        "cargo",
+        "tree",
+        "--offline",
+        "-p",
+        "bottle-cli",
+        "--all-features",
+        "-e",
+        "normal",
+        "--prefix",
+        "none",
+        "--format",
+        "{p}"
+    )
+    .dir(workspace_root())
+    .stderr_to_stdout()
+    .stdout_capture()
+    .unchecked()
+    .run()
+    .expect("cargo tree runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "cargo tree failed:\n{text}");
+    let crates: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    assert!(
+        crates.contains(&"bottle-host"),
+        "bottle-cli should reach the host contract through bottle-host:\n{text}"
+    );
+    for dep in ASYNC_STACK.iter().chain(&["bottle-sidecars"]) {
+        assert!(
+            !crates.contains(dep),
+            "bottle-cli links {dep} (`cargo tree -p bottle-cli -e normal -i {dep}` shows why)"
+        );
     }
 }
 

@@ -78,7 +78,7 @@ pub fn requests() -> ArgValueCandidates {
         super::ids::all_requests(&home)
             .unwrap_or_default()
             .into_iter()
-            .filter(|(_, r)| r.status == bottle_sidecars::supervise::Status::Pending)
+            .filter(|(_, r)| r.status == bottle_host::supervise::Status::Pending)
             .map(|(_, r)| {
                 CompletionCandidate::new(r.id.clone()).help(Some(r.kind.summary().into()))
             })

@@ -6,7 +6,7 @@
 use std::path::PathBuf;
 
 use bottle_core::{Error, Home, Identity, Result};
-use bottle_sidecars::supervise::{queue, Request};
+use bottle_host::supervise::{queue, Request};
 
 /// The bottle `arg` names: its exact identity or a unique prefix of one.
 pub fn bottle(home: &Home, arg: &str) -> Result<Identity> {

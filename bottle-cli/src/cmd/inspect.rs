@@ -7,9 +7,9 @@
 use std::time::SystemTime;
 
 use bottle_core::{Error, Result};
-use bottle_sidecars::egress::policy::{self, PolicyView};
-use bottle_sidecars::git_gate::config::GateConfig;
-use bottle_sidecars::supervise::{queue, Status};
+use bottle_host::gate::GateConfig;
+use bottle_host::routes::{self, PolicyView};
+use bottle_host::supervise::{queue, Status};
 use serde::Serialize;
 
 use crate::Cli;
@@ -123,7 +123,7 @@ pub fn collect(cli: &Cli, id: &str) -> Result<Inspect> {
     }
     let meta = state.read_metadata()?;
     let dir = state.path().as_std_path();
-    let egress = policy::view(&queue::routes_path(dir)).map_err(|why| Error::State {
+    let egress = routes::view(&queue::routes_path(dir)).map_err(|why| Error::State {
         identity: id.to_string(),
         why,
     })?;

@@ -222,7 +222,7 @@ pub fn ls(cli: &Cli, a: &LsArgs) -> Result<u8> {
             state: st,
             age_secs: age_secs(&meta.created),
             created: meta.created.clone(),
-            pending_requests: bottle_sidecars::supervise::queue::pending_count(
+            pending_requests: bottle_host::supervise::queue::pending_count(
                 state.path().as_std_path(),
             ),
         });
@@ -413,7 +413,7 @@ pub fn apply_capabilities(
     state: &std::path::Path,
     quiet: bool,
 ) -> Vec<String> {
-    let applied = bottle_sidecars::prepare::apply_capabilities(plan, state);
+    let applied = bottle_host::prepare::apply_capabilities(plan, state);
     for c in &applied {
         if quiet {
             continue;

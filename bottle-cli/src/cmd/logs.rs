@@ -2,7 +2,7 @@
 //! the audit log (both files in the bottle's state dir, so they outlive the
 //! containers and work on a stopped bottle).
 //!
-//! The bundle writes its log as JSON lines ([`bottle_sidecars::bundle::LOG_FILE`]
+//! The bundle writes its log as JSON lines ([`bottle_host::bundle::LOG_FILE`]
 //! next to the audit log); this module filters it to one daemon and renders
 //! it, in colour only on a terminal without `NO_COLOR`.
 
@@ -42,11 +42,15 @@ impl Sidecar {
 
     /// The daemon a bundle log line's tracing `target` belongs to.
     pub fn of_target(target: &str) -> Sidecar {
-        let module = target.strip_prefix("bottle_sidecars::").unwrap_or(target);
+        // the daemons' modules, and the bottle-host modules they call
+        let module = target
+            .strip_prefix("bottle_sidecars::")
+            .or_else(|| target.strip_prefix("bottle_host::"))
+            .unwrap_or(target);
         let head = module.split("::").next().unwrap_or("");
         match head {
-            "egress" => Sidecar::Egress,
-            "git_gate" => Sidecar::GitGate,
+            "egress" | "routes" => Sidecar::Egress,
+            "git_gate" | "gate" => Sidecar::GitGate,
             "supervise" => Sidecar::Supervise,
             _ => Sidecar::Bundle,
         }
@@ -116,7 +120,7 @@ pub fn run(cli: &Cli, a: &LogsArgs) -> Result<u8> {
         });
     }
     if a.sidecar.is_some() {
-        let path = bottle_sidecars::bundle::log_path(state.audit_path().as_std_path());
+        let path = bottle_host::bundle::log_path(state.audit_path().as_std_path());
         if !path.exists() && !a.follow {
             return Err(Error::other(
                 format!("{id} has no sidecar log yet ({} is missing)", path.display()),
@@ -403,6 +407,14 @@ mod tests {
             Sidecar::of_target("bottle_sidecars::supervise::server"),
             Sidecar::Supervise
         );
+        // the sync halves the daemons call live in bottle-host
+        assert_eq!(
+            Sidecar::of_target("bottle_host::supervise::queue"),
+            Sidecar::Supervise
+        );
+        assert_eq!(Sidecar::of_target("bottle_host::routes"), Sidecar::Egress);
+        assert_eq!(Sidecar::of_target("bottle_host::gate"), Sidecar::GitGate);
+        assert_eq!(Sidecar::of_target("bottle_host::audit"), Sidecar::Bundle);
         assert_eq!(Sidecar::of_target("bottle_sidecars::dlp"), Sidecar::Bundle);
         assert_eq!(Sidecar::of_target("bundle"), Sidecar::Bundle);
     }

@@ -1,6 +1,6 @@
 //! The permission queue: `bottle queue`, `approve`, `deny`.
 //!
-//! Thin over `bottle_sidecars::supervise::queue` (sync, no tokio): requests
+//! Thin over `bottle_host::supervise::queue` (sync, no tokio): requests
 //! are found across every bottle's `state/<id>/queue/`; approving writes the
 //! grant into the live policy file the bundle reloads and signs the decision
 //! with the operator key that never leaves the host.
@@ -8,8 +8,8 @@
 use std::path::Path;
 
 use bottle_core::{Error, Identity, Result};
-use bottle_sidecars::supervise::queue;
-use bottle_sidecars::supervise::{Narrowing, Request, Status};
+use bottle_host::supervise::queue;
+use bottle_host::supervise::{Narrowing, Request, Status};
 use serde::Serialize;
 
 use crate::ui::table;
@@ -222,11 +222,11 @@ pub fn approve(cli: &Cli, a: &ApproveArgs) -> Result<u8> {
 
 /// For a capability request: exactly what `resume` will do with it.
 fn capability_effect(
-    kind: &bottle_sidecars::supervise::RequestKind,
+    kind: &bottle_host::supervise::RequestKind,
     id: &str,
     until: Option<&str>,
 ) -> Option<String> {
-    use bottle_sidecars::supervise::{parse_capability, RequestKind};
+    use bottle_host::supervise::{parse_capability, RequestKind};
     let RequestKind::Capability { kind, detail } = kind else {
         return None;
     };

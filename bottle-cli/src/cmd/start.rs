@@ -295,7 +295,7 @@ pub fn prepare(
         &json,
         Some(0o600),
     )?;
-    bottle_sidecars::prepare::prepare_all(plan, &ctx)
+    bottle_host::prepare::prepare_all(plan, &ctx)
 }
 
 /// Launch a prepared plan, printing progress.

@@ -488,10 +488,10 @@ fn base_commits(git_dir: &Path) -> Result<Vec<String>> {
 fn scan(agent: &Agent, repo: &Path, range: &[String]) -> Result<()> {
     let secrets = agent.state.secrets_dir();
     let det = if secrets.as_std_path().is_dir() {
-        bottle_sidecars::dlp::Detector::load_dir(secrets.as_std_path())
+        bottle_dlp::Detector::load_dir(secrets.as_std_path())
             .map_err(|e| Error::io("reading held secrets", secrets.clone(), e))?
     } else {
-        bottle_sidecars::dlp::Detector::default()
+        bottle_dlp::Detector::default()
     };
     let texts = [
         git(repo)

@@ -872,7 +872,7 @@ impl CliOperator {
     }
 
     fn find(&self, req: &str) -> Result<std::path::PathBuf, String> {
-        bottle_sidecars::supervise::queue::find_request(self.home.state_root().as_std_path(), req)
+        bottle_host::supervise::queue::find_request(self.home.state_root().as_std_path(), req)
             .map(|(d, _)| d)
             .ok_or_else(|| format!("request {req} is gone"))
     }
@@ -926,11 +926,11 @@ fn printable(line: &str) -> String {
 impl Operator for CliOperator {
     fn approve(&self, req: &str, paths: Option<Vec<String>>) -> Result<String, String> {
         let dir = self.find(req)?;
-        let n = bottle_sidecars::supervise::Narrowing {
+        let n = bottle_host::supervise::Narrowing {
             paths,
             ..Default::default()
         };
-        let d = bottle_sidecars::supervise::queue::approve(&dir, req, None, &n)
+        let d = bottle_host::supervise::queue::approve(&dir, req, None, &n)
             .map_err(|e| e.to_string())?;
         let what = d.grant.map(|g| g.summary()).unwrap_or_default();
         let until = d.expires_at.unwrap_or_default();
@@ -941,8 +941,7 @@ impl Operator for CliOperator {
     }
     fn deny(&self, req: &str, reason: &str) -> Result<String, String> {
         let dir = self.find(req)?;
-        bottle_sidecars::supervise::queue::deny(&dir, req, Some(reason))
-            .map_err(|e| e.to_string())?;
+        bottle_host::supervise::queue::deny(&dir, req, Some(reason)).map_err(|e| e.to_string())?;
         Ok(format!("denied {}", model::short_id(req)))
     }
     fn start(&self, agent: &str) -> Result<String, String> {
@@ -1013,7 +1012,7 @@ impl Operator for CliOperator {
             let st = self
                 .home
                 .state(&crate::cmd::ids::bottle(&self.home, identity).map_err(|e| e.to_string())?);
-            let path = bottle_sidecars::bundle::log_path(st.audit_path().as_std_path());
+            let path = bottle_host::bundle::log_path(st.audit_path().as_std_path());
             self.background(move || {
                 let mut lines = vec![format!(
                     "{id} is stopped: its agent output is gone; the sidecars' log ({}):",
@@ -1188,7 +1187,7 @@ mod tests {
 
     use super::model::{BottleRow, DecisionRow, QueueRow};
     use super::*;
-    use bottle_sidecars::supervise::{Request, RequestKind, Status};
+    use bottle_host::supervise::{Request, RequestKind, Status};
 
     #[derive(Default)]
     struct Recorder {

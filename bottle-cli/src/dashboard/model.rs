@@ -9,7 +9,7 @@ use std::io::{Read, Seek, SeekFrom};
 use std::time::{Duration, SystemTime};
 
 use bottle_core::{DuctRunner, Health, Home};
-use bottle_sidecars::supervise::{queue, sv_path, Request, Status, SvConfig};
+use bottle_host::supervise::{queue, sv_path, Request, Status, SvConfig};
 
 /// One bottle row.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -43,7 +43,7 @@ pub struct QueueRow {
 /// methods of a route, or the remote and ref pattern of a push, or the
 /// capability; and for how long.
 pub fn grant_text(q: &QueueRow) -> String {
-    use bottle_sidecars::supervise::RequestKind;
+    use bottle_host::supervise::RequestKind;
     let all = |v: &[String], what: &str| {
         if v.is_empty() {
             format!("all {what}")
@@ -178,9 +178,10 @@ pub fn decision_row(line: &str) -> Option<DecisionRow> {
         format!("{} {} {}", s("op"), s("remote"), refs)
             .trim()
             .to_owned()
-    } else if let Some(grant) = v.get("grant").and_then(|g| {
-        serde_json::from_value::<bottle_sidecars::supervise::RequestKind>(g.clone()).ok()
-    }) {
+    } else if let Some(grant) = v
+        .get("grant")
+        .and_then(|g| serde_json::from_value::<bottle_host::supervise::RequestKind>(g.clone()).ok())
+    {
         // an approval: what it granted, and until when
         let until = s("expires_at");
         format!(

@@ -40,7 +40,7 @@ pub mod body;
 pub mod ca;
 pub mod head;
 pub mod net;
-pub mod policy;
+pub use bottle_host::routes as policy;
 mod proxy;
 
 use std::collections::BTreeMap;

@@ -151,7 +151,6 @@ pub fn ensure_mirror(mirror: &Path, hook_program: &Path) -> Result<(), String> {
 }
 
 fn install_hook(mirror: &Path, hook_program: &Path) -> Result<(), String> {
-    use std::os::unix::fs::PermissionsExt;
     let hooks = mirror.join("hooks");
     std::fs::create_dir_all(&hooks).map_err(|e| e.to_string())?;
     let script = format!(
@@ -162,11 +161,8 @@ fn install_hook(mirror: &Path, hook_program: &Path) -> Result<(), String> {
     if std::fs::read_to_string(&path).ok().as_deref() == Some(script.as_str()) {
         return Ok(());
     }
-    let tmp = hooks.join(format!(".pre-receive.{:08x}", rand::random::<u32>()));
-    std::fs::write(&tmp, script).map_err(|e| e.to_string())?;
-    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o755))
-        .map_err(|e| e.to_string())?;
-    std::fs::rename(&tmp, &path).map_err(|e| e.to_string())
+    bottle_core::state::atomic_write_io(&path, script.as_bytes(), Some(0o755))
+        .map_err(|e| e.to_string())
 }
 
 /// Whether the mirror has at least one ref (something to serve stale).

@@ -16,7 +16,7 @@
 //!   only the new commits for secrets and pushes upstream. The hook exits 0
 //!   (and the mirror accepts the push) only when the upstream push succeeded.
 
-pub mod config;
+pub use bottle_host::gate as config;
 pub mod git;
 pub mod hook;
 pub mod pktline;

@@ -1,5 +1,7 @@
 //! supervise: the agent's way to ask the operator for more (MCP server,
-//! port 9100, `/mcp`), and the operator-side queue API the CLI calls.
+//! port 9100, `/mcp`). The request/decision model, the signed store and the
+//! operator-side queue API the CLI calls are `bottle_host::supervise`,
+//! re-exported here.
 //!
 //! # Who can widen policy, and why a forged file grants nothing
 //!
@@ -35,13 +37,9 @@
 //! This module must not write policy files from the daemon side, and the
 //! daemon must not hold the operator's private key.
 
-pub mod capability;
-mod config;
-mod model;
-pub(crate) mod policy;
-pub mod queue;
 mod server;
-mod store;
+
+pub use bottle_host::supervise::{capability, config, model, policy, queue, store, DEFAULT_PORT};
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -59,9 +57,6 @@ pub use queue::QueueError;
 pub use store::{atomic_write, auto_deny_note, Verifier};
 
 use crate::audit::AuditLog;
-
-/// Default port.
-pub const DEFAULT_PORT: u16 = 9100;
 
 /// Command-line arguments of `bottle-sidecar supervise`.
 #[derive(Debug, clap::Args)]

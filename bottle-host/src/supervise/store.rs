@@ -3,7 +3,6 @@
 //! [`Request`]s (only *verified* decisions count).
 
 use std::fs;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
@@ -13,52 +12,20 @@ use super::model::{
     is_request_id, parse_time, Decision, FileStatus, Request, RequestFile, Status, Verdict,
 };
 
-/// Write `bytes` to `path` atomically: a temp file in the same dir, fsync, rename.
-/// `mode` sets the permission bits (else 0644, or the existing file's mode).
-pub fn atomic_write(path: &Path, bytes: &[u8], mode: Option<u32>) -> std::io::Result<()> {
-    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
-    let tmp = dir.join(format!(
-        ".{name}.tmp-{}",
-        hex::encode(rand::random::<[u8; 6]>())
-    ));
-    let mode = mode
-        .or_else(|| {
-            fs::metadata(path)
-                .ok()
-                .map(|m| m.permissions().mode() & 0o7777)
-        })
-        .unwrap_or(0o644);
-    let result = (|| {
-        let mut f = fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(mode)
-            .open(&tmp)?;
-        f.write_all(bytes)?;
-        f.set_permissions(fs::Permissions::from_mode(mode))?;
-        f.sync_all()?;
-        fs::rename(&tmp, path)
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result
-}
+pub use bottle_core::state::atomic_write_io as atomic_write;
 
 /// Where the request file of `id` lives.
-pub(crate) fn request_path(queue: &Path, id: &str) -> PathBuf {
+pub fn request_path(queue: &Path, id: &str) -> PathBuf {
     queue.join(format!("{id}.json"))
 }
 
 /// Where the decision file of `id` lives.
-pub(crate) fn decision_path(queue: &Path, id: &str) -> PathBuf {
+pub fn decision_path(queue: &Path, id: &str) -> PathBuf {
     queue.join(format!("{id}.decision.json"))
 }
 
 /// Ids of every request file in `queue` (sorted, oldest first by id).
-pub(crate) fn request_ids(queue: &Path) -> std::io::Result<Vec<String>> {
+pub fn request_ids(queue: &Path) -> std::io::Result<Vec<String>> {
     let mut ids = Vec::new();
     let entries = match fs::read_dir(queue) {
         Ok(e) => e,
@@ -79,7 +46,7 @@ pub(crate) fn request_ids(queue: &Path) -> std::io::Result<Vec<String>> {
 }
 
 /// Read and validate one request file. `Err` carries a reason it was rejected.
-pub(crate) fn read_request_file(queue: &Path, id: &str) -> Result<Option<RequestFile>, String> {
+pub fn read_request_file(queue: &Path, id: &str) -> Result<Option<RequestFile>, String> {
     let path = request_path(queue, id);
     let bytes = match fs::read(&path) {
         Ok(b) => b,
@@ -104,7 +71,7 @@ pub(crate) fn read_request_file(queue: &Path, id: &str) -> Result<Option<Request
 
 /// What a reader knows about a decision file.
 #[derive(Debug)]
-pub(crate) enum DecisionRead {
+pub enum DecisionRead {
     /// No decision file.
     None,
     /// A decision whose signature verifies.
@@ -114,7 +81,7 @@ pub(crate) enum DecisionRead {
 }
 
 /// Read the decision of `id` and check its signature against `verifier`.
-pub(crate) fn read_decision(queue: &Path, id: &str, verifier: &Verifier) -> DecisionRead {
+pub fn read_decision(queue: &Path, id: &str, verifier: &Verifier) -> DecisionRead {
     let path = decision_path(queue, id);
     let bytes = match fs::read(&path) {
         Ok(b) => b,
@@ -181,7 +148,7 @@ impl Verifier {
 }
 
 /// The operator's signing key, `state/<id>/operator/decision.key` (PKCS#8, mode 600).
-pub(crate) struct Signer {
+pub struct Signer {
     pair: Ed25519KeyPair,
 }
 
@@ -257,7 +224,7 @@ impl Signer {
 }
 
 /// Everything the queue says, as effective requests.
-pub(crate) struct QueueView {
+pub struct QueueView {
     /// Valid requests, oldest first.
     pub requests: Vec<Request>,
     /// Request ids whose decision file was present but not a valid operator decision.
@@ -267,7 +234,7 @@ pub(crate) struct QueueView {
 }
 
 /// Effective status of one request file given its (verified) decision.
-pub(crate) fn effective(
+pub fn effective(
     file: RequestFile,
     decision: Option<Decision>,
     auto_deny_after: Duration,
@@ -328,7 +295,7 @@ pub fn auto_deny_note(after: Duration) -> String {
 }
 
 /// Read one request as its effective view.
-pub(crate) fn load_one(
+pub fn load_one(
     queue: &Path,
     id: &str,
     verifier: &Verifier,
@@ -352,7 +319,7 @@ pub(crate) fn load_one(
 }
 
 /// Read the whole queue.
-pub(crate) fn load_all(
+pub fn load_all(
     queue: &Path,
     verifier: &Verifier,
     auto_deny_after: Duration,
@@ -387,14 +354,14 @@ pub(crate) fn load_all(
 }
 
 /// Create a new request file (fails if the id exists).
-pub(crate) fn write_request(queue: &Path, file: &RequestFile) -> std::io::Result<()> {
+pub fn write_request(queue: &Path, file: &RequestFile) -> std::io::Result<()> {
     let bytes = serde_json::to_vec_pretty(file).map_err(std::io::Error::other)?;
     atomic_write(&request_path(queue, &file.id), &bytes, Some(0o644))
 }
 
 /// Mark every pending, undecided request older than `after` as denied in its
 /// file. Returns the ids it marked.
-pub(crate) fn mark_auto_denied(queue: &Path, after: Duration) -> std::io::Result<Vec<String>> {
+pub fn mark_auto_denied(queue: &Path, after: Duration) -> std::io::Result<Vec<String>> {
     let now = SystemTime::now();
     let mut marked = Vec::new();
     for id in request_ids(queue)? {

@@ -1,17 +1,19 @@
-//! The host-side Prepare impls against the real daemon config loaders: what
-//! they write must load in egress, git-gate, supervise and the bundle, hold
-//! every secret only in mode-600 files, and give the agent nothing secret.
+//! The host-side Prepare impls against the config loaders the daemons use
+//! (`Live::load`, `GateConfig::load`, `SvConfig::load`, `BundleConfig::load`,
+//! all in this crate): what they write must load in egress, git-gate,
+//! supervise and the bundle, hold every secret only in mode-600 files, and
+//! give the agent nothing secret.
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
 
 use bottle_core::plan::{Prompter, ResolveOptions};
 use bottle_core::{resolve, Home, Identity, Loader, PrepareContext, Secret, StateDir};
-use bottle_sidecars::bundle::BundleConfig;
-use bottle_sidecars::egress::policy::Live;
-use bottle_sidecars::git_gate::config::GateConfig;
-use bottle_sidecars::prepare::{known_hosts_line, prepare_all};
-use bottle_sidecars::supervise::SvConfig;
+use bottle_host::bundle::BundleConfig;
+use bottle_host::gate::GateConfig;
+use bottle_host::prepare::{known_hosts_line, prepare_all};
+use bottle_host::routes::Live;
+use bottle_host::supervise::SvConfig;
 use camino::Utf8PathBuf;
 
 const TOKEN: &str = "ghp_prepareTestTOKEN0123456789abcdef";

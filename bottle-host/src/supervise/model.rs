@@ -194,14 +194,14 @@ pub struct Request {
 /// signed decision + the policy files).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub(crate) enum FileStatus {
+pub enum FileStatus {
     Pending,
     Denied,
 }
 
 /// `queue/<id>.json` as written by the daemon.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub(crate) struct RequestFile {
+pub struct RequestFile {
     pub id: String,
     #[serde(flatten)]
     pub kind: RequestKind,
@@ -363,6 +363,12 @@ pub fn is_request_id(id: &str) -> bool {
 /// Parse an RFC 3339 time.
 pub fn parse_time(s: &str) -> Option<SystemTime> {
     humantime::parse_rfc3339_weak(s).ok()
+}
+
+/// Whether a policy entry's `expires_at` has passed at `now` (unparsable =
+/// passed: fail closed; absent = never).
+pub fn is_expired(expires_at: Option<&str>, now: SystemTime) -> bool {
+    expires_at.is_some_and(|s| parse_time(s).is_none_or(|t| t <= now))
 }
 
 /// Format a time as RFC 3339 (seconds, UTC) — the form written into policy files.

@@ -2,19 +2,8 @@
 //! [`BottlePlan`] into files in the bottle's state dir and the [`Wiring`] a
 //! backend needs.
 //!
-//! Layout in the bundle (state dir pieces mounted under `/bottle`):
-//!
-//! | host (state dir)        | bundle                   | mode |
-//! |-------------------------|--------------------------|------|
-//! | `ca/`                   | `/bottle/ca`             | ro   |
-//! | `secrets/`              | `/bottle/secrets`        | ro   |
-//! | `egress/`               | `/bottle/egress`         | ro   |
-//! | `git/`                  | `/bottle/git`            | ro   |
-//! | `git/mirrors/`          | `/bottle/git/mirrors`    | rw   |
-//! | `supervise/`            | `/bottle/supervise`      | ro   |
-//! | `queue/`                | `/bottle/queue`          | rw   |
-//! | `audit/`                | `/bottle/audit`          | rw   |
-//! | `bundle.toml`           | `/bottle/bundle.toml`    | ro   |
+//! Layout in the bundle: [`crate::layout`] (state dir pieces mounted under
+//! `/bottle` at the same relative path).
 //!
 //! The operator's decision-signing key (`operator/`) is never mounted.
 //! Held secrets are one file each under `secrets/` (mode 600): route tokens,
@@ -33,16 +22,14 @@ use bottle_core::prepare::{
 use bottle_core::state::{atomic_write, create_private_dir};
 use bottle_core::{Error, Result, Secret, StateDir, Template};
 use camino::{Utf8Path, Utf8PathBuf};
-use serde::Serialize;
 
 use crate::access::{AccessKey, PROXY_USER};
 use crate::bundle::{BundleConfig, DlpSection, EgressSection, GitGateSection, SuperviseSection};
-use crate::git_gate::config::{GateConfig, PushRule, RemoteConfig};
+use crate::gate::{GateConfig, Grant, PushRule, RemoteConfig};
+use crate::routes::{AuthFile, RouteFile, RoutesFile};
 use crate::supervise::SvConfig;
 
-fn bundle_path(rel: &str) -> PathBuf {
-    PathBuf::from(format!("{BUNDLE_ROOT}/{rel}"))
-}
+use crate::layout::{self, in_bundle as bundle_path};
 
 fn ro(host: Utf8PathBuf, rel: &str) -> Mount {
     Mount {
@@ -98,7 +85,7 @@ impl Prepare for SecretsPrepare {
         // resume: a secret the manifests no longer name is not held any more
         remove_stale(&dir, &wanted)?;
         Ok(Wiring {
-            bundle_mounts: vec![ro(dir, "secrets")],
+            bundle_mounts: vec![ro(dir, layout::SECRETS_DIR)],
             ..Wiring::default()
         })
     }
@@ -137,68 +124,39 @@ fn git_key_name(remote: &str) -> String {
 #[derive(Debug, Default, Clone, Copy)]
 pub struct EgressPrepare;
 
-#[derive(Serialize)]
-struct RoutesFile<'a> {
-    identity: &'a str,
-    dlp: bool,
-    max_body_scan: u64,
-    secrets_dir: PathBuf,
-    routes: Vec<RouteFile<'a>>,
-}
-
-#[derive(Serialize)]
-struct RouteFile<'a> {
-    host: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    port: Option<u16>,
-    #[serde(skip_serializing_if = "<[String]>::is_empty")]
-    paths: &'a [String],
-    #[serde(skip_serializing_if = "<[String]>::is_empty")]
-    methods: &'a [String],
-    allow_private: bool,
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
-    plaintext: bool,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    auth: Option<AuthFile>,
-}
-
-#[derive(Serialize)]
-struct AuthFile {
-    scheme: String,
-    secret: String,
-}
-
-/// The `routes.toml` text for a plan (no secret values: auth names a file
-/// in the secrets dir).
-pub fn routes_toml(plan: &BottlePlan) -> String {
-    let file = RoutesFile {
-        identity: plan.identity.as_str(),
+/// The `routes.toml` a plan says (no secret values: auth names a file in
+/// the secrets dir; no grants).
+pub fn routes_file(plan: &BottlePlan) -> RoutesFile {
+    let listed = |v: &[String]| (!v.is_empty()).then(|| v.to_vec());
+    RoutesFile {
+        identity: Some(plan.identity.to_string()),
         dlp: plan.egress.dlp,
-        max_body_scan: plan.egress.max_body_scan,
-        secrets_dir: bundle_path("secrets"),
+        max_body_scan: usize::try_from(plan.egress.max_body_scan).unwrap_or(usize::MAX),
+        secrets_dir: Some(bundle_path(layout::SECRETS_DIR)),
         routes: plan
             .egress
             .routes
             .iter()
             .map(|r| RouteFile {
-                host: &r.host,
+                host: r.host.clone(),
                 port: r.port,
-                paths: &r.paths,
-                methods: &r.methods,
+                paths: listed(&r.paths),
+                methods: listed(&r.methods),
                 allow_private: r.allow_private,
                 plaintext: r.plaintext,
                 auth: r.auth.as_ref().map(|a| AuthFile {
                     scheme: a.scheme.as_manifest(),
                     secret: a.secret_name.clone(),
                 }),
+                ..RouteFile::default()
             })
             .collect(),
-    };
-    let mut text = String::from(
-        "# Live egress policy of this bottle. The bundle reloads it on change.\n# Grants added by `bottle approve` carry `grant` and `expires_at`.\n",
-    );
-    text.push_str(&toml::to_string(&file).expect("routes serialize"));
-    text
+    }
+}
+
+/// The `routes.toml` text for a plan ([`routes_file`]).
+pub fn routes_toml(plan: &BottlePlan) -> String {
+    routes_file(plan).to_toml()
 }
 
 impl Prepare for EgressPrepare {
@@ -209,13 +167,13 @@ impl Prepare for EgressPrepare {
     fn prepare(&self, plan: &BottlePlan, ctx: &PrepareContext<'_>) -> Result<Wiring> {
         let ca = ctx.state.ca_dir();
         create_private_dir(&ca)?;
-        crate::egress::ca::generate_ca(ca.as_std_path())
-            .map_err(io_err("writing the CA in", &ca))?;
+        crate::ca::generate_ca(ca.as_std_path()).map_err(io_err("writing the CA in", &ca))?;
         let routes = ctx.state.routes_path();
         // Every prepare (start and resume) writes the policy the manifests
         // say now; only the operator's unexpired grants are carried over.
-        let text = with_live_grants(routes_toml(plan), &routes, "routes", |_| true)?;
-        atomic_write(&routes, text.as_bytes(), Some(0o644))?;
+        let mut file = routes_file(plan);
+        file.routes.extend(live_route_grants(&routes));
+        atomic_write(&routes, file.to_toml().as_bytes(), Some(0o644))?;
         copy_dlp_rules(plan, ctx.state)?;
         test_upstream_ca(ctx.state)?;
         let proxy = format!("http://{}:{}", ctx.bundle_host, plan.ports.egress);
@@ -256,11 +214,14 @@ impl Prepare for EgressPrepare {
             env.insert(k.to_owned(), AGENT_CA_PATH.to_owned());
         }
         Ok(Wiring {
-            bundle_mounts: vec![ro(ca.clone(), "ca"), ro(ctx.state.egress_dir(), "egress")],
+            bundle_mounts: vec![
+                ro(ca.clone(), layout::CA_DIR),
+                ro(ctx.state.egress_dir(), layout::EGRESS_DIR),
+            ],
             agent_env: env,
             agent_secret_env: secret_env,
             agent_files: vec![AgentFile {
-                host: ca.join(crate::egress::ca::CERT_FILE),
+                host: ca.join(crate::ca::CERT_FILE),
                 guest: AGENT_CA_PATH.to_owned(),
                 mode: 0o644,
             }],
@@ -372,67 +333,42 @@ fn dlp_error(e: bottle_dlp::RuleError) -> Error {
     }
 }
 
-/// `fresh` (a policy file's text from the manifests) with the unexpired
-/// grant entries (`grant` set) of list `key` in the file at `old` appended,
-/// when `keep` accepts them. A grant never carries a credential: `auth` is
-/// dropped. An old file that cannot be read contributes nothing.
-fn with_live_grants(
-    fresh: String,
-    old: &Utf8Path,
-    key: &str,
-    keep: impl Fn(&toml::Table) -> bool,
-) -> Result<String> {
+/// The unexpired grant routes of the `routes.toml` at `old`, without any
+/// credential (a grant never carries one). A file that cannot be read
+/// contributes nothing.
+fn live_route_grants(old: &Utf8Path) -> Vec<RouteFile> {
     let now = std::time::SystemTime::now();
-    let carried: Vec<toml::Value> = match crate::supervise::policy::read_table(old.as_std_path()) {
-        Ok(Some(t)) => t
-            .get(key)
-            .and_then(toml::Value::as_array)
-            .map(|list| {
-                list.iter()
-                    .filter_map(toml::Value::as_table)
-                    .filter(|e| e.contains_key("grant"))
-                    .filter(|e| !crate::supervise::policy::is_expired(e, now))
-                    .filter(|e| keep(e))
-                    .map(|e| {
-                        let mut e = e.clone();
-                        e.remove("auth");
-                        toml::Value::Table(e)
-                    })
-                    .collect()
-            })
-            .unwrap_or_default(),
-        Ok(None) => Vec::new(),
+    match RoutesFile::read(old.as_std_path()) {
+        Ok(file) => file
+            .map(|f| f.routes)
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|r| r.grant.is_some() && !r.is_expired(now))
+            .map(|r| RouteFile { auth: None, ..r })
+            .collect(),
         Err(e) => {
             tracing::warn!(%e, "previous policy unreadable; no grants carried over");
             Vec::new()
         }
-    };
-    if carried.is_empty() {
-        return Ok(fresh);
     }
-    let mut table: toml::Table = fresh
-        .parse()
-        .map_err(|e| Error::other(format!("policy for {old}: {e}"), "this is a bug in bottle"))?;
-    match table
-        .entry(key.to_owned())
-        .or_insert_with(|| toml::Value::Array(Vec::new()))
-    {
-        toml::Value::Array(a) => a.extend(carried),
-        _ => {
-            return Err(Error::other(
-                format!("policy for {old}: `{key}` is not a list"),
-                "this is a bug in bottle",
-            ))
+}
+
+/// The unexpired `[[grants]]` of the `gate.toml` at `old`. A file that
+/// cannot be read contributes nothing.
+fn live_git_grants(old: &Utf8Path) -> Vec<Grant> {
+    let now = std::time::SystemTime::now();
+    match GateConfig::read(old.as_std_path()) {
+        Ok(file) => file
+            .map(|f| f.grants)
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|g| !g.is_expired(now))
+            .collect(),
+        Err(e) => {
+            tracing::warn!(%e, "previous policy unreadable; no grants carried over");
+            Vec::new()
         }
     }
-    let header: String = fresh
-        .lines()
-        .take_while(|l| l.starts_with('#'))
-        .map(|l| format!("{l}\n"))
-        .collect();
-    let body = toml::to_string(&table)
-        .map_err(|e| Error::other(format!("policy for {old}: {e}"), "this is a bug in bottle"))?;
-    Ok(header + &body)
 }
 
 /// The pinned `known_hosts` line for an ssh URL, if it is one.
@@ -482,13 +418,16 @@ impl Prepare for GitGatePrepare {
             .filter_map(|r| known_hosts_line(&r.url, r.known_host_key.as_deref()?))
             .collect();
         atomic_write(
-            &dir.join("known_hosts"),
+            &ctx.state.path().join(layout::KNOWN_HOSTS),
             format!("{}\n", known_hosts.join("\n")).as_bytes(),
             Some(0o644),
         )?;
         let gate_path = dir.join("gate.toml");
         {
-            let mut gate = GateConfig::new(bundle_path("git/mirrors"), bundle_path("secrets"));
+            let mut gate = GateConfig::new(
+                bundle_path(layout::MIRRORS_DIR),
+                bundle_path(layout::SECRETS_DIR),
+            );
             gate.identity = Some(plan.identity.to_string());
             gate.remotes = plan
                 .git
@@ -497,14 +436,17 @@ impl Prepare for GitGatePrepare {
                 .map(|r| RemoteConfig {
                     name: r.name.clone(),
                     url: r.url.clone(),
-                    identity_file: r
-                        .identity_file
-                        .as_ref()
-                        .map(|_| bundle_path(&format!("secrets/{}", git_key_name(&r.name)))),
+                    identity_file: r.identity_file.as_ref().map(|_| {
+                        bundle_path(&format!(
+                            "{}/{}",
+                            layout::SECRETS_DIR,
+                            git_key_name(&r.name)
+                        ))
+                    }),
                     known_hosts: r
                         .known_host_key
                         .as_ref()
-                        .map(|_| bundle_path("git/known_hosts")),
+                        .map(|_| bundle_path(layout::KNOWN_HOSTS)),
                     push: r.push.iter().map(PushRule::new).collect(),
                     fetch: r.fetch,
                     serve_stale: false,
@@ -519,13 +461,13 @@ impl Prepare for GitGatePrepare {
             // Every prepare (start and resume) writes the rules the
             // manifests say now, plus the unexpired grants for remotes that
             // still exist.
-            let remotes: Vec<String> = gate.remotes.iter().map(|r| r.name.clone()).collect();
-            let text = with_live_grants(gate.to_toml(), &gate_path, "grants", |e| {
-                e.get("remote")
-                    .and_then(toml::Value::as_str)
-                    .is_some_and(|r| remotes.iter().any(|n| n == r))
-            })?;
-            let gate = GateConfig::from_toml(&text).map_err(|why| {
+            let carried = live_git_grants(&gate_path);
+            gate.grants.extend(
+                carried
+                    .into_iter()
+                    .filter(|g| gate.remotes.iter().any(|r| r.name == g.remote)),
+            );
+            gate.validate().map_err(|why| {
                 Error::other(format!("git gate config: {why}"), "this is a bug in bottle")
             })?;
             gate.save(gate_path.as_std_path())
@@ -555,7 +497,7 @@ impl Prepare for GitGatePrepare {
         let gc_path = agent_dir.join("gitconfig");
         atomic_write(&gc_path, gitconfig.as_bytes(), Some(0o600))?;
         let mut w = Wiring {
-            bundle_mounts: vec![ro(dir, "git"), rw(mirrors, "git/mirrors")],
+            bundle_mounts: vec![ro(dir, layout::GIT_DIR), rw(mirrors, layout::MIRRORS_DIR)],
             agent_files: vec![AgentFile {
                 host: gc_path,
                 guest: "~/.gitconfig".into(),
@@ -587,7 +529,7 @@ impl Prepare for SupervisePrepare {
         create_private_dir(&ctx.state.supervise_dir())?;
         if !plan.supervise.enabled {
             return Ok(Wiring {
-                bundle_mounts: vec![rw(queue, "queue")],
+                bundle_mounts: vec![rw(queue, layout::QUEUE_DIR)],
                 ..Wiring::default()
             });
         }
@@ -605,8 +547,8 @@ impl Prepare for SupervisePrepare {
         let sv = SvConfig {
             identity: Some(plan.identity.to_string()),
             operator_key: Some(public),
-            routes: Some(bundle_path("egress/routes.toml")),
-            gate: Some(bundle_path("git/gate.toml")),
+            routes: Some(bundle_path(layout::ROUTES)),
+            gate: Some(bundle_path(layout::GATE)),
             grant_ttl: std::time::Duration::from_secs(plan.supervise.grant_ttl_secs),
             auto_deny_after: std::time::Duration::from_secs(plan.supervise.auto_deny_after_secs),
             allowed_hosts,
@@ -670,8 +612,8 @@ impl Prepare for SupervisePrepare {
         )]);
         Ok(Wiring {
             bundle_mounts: vec![
-                ro(ctx.state.supervise_dir(), "supervise"),
-                rw(queue, "queue"),
+                ro(ctx.state.supervise_dir(), layout::SUPERVISE_DIR),
+                rw(queue, layout::QUEUE_DIR),
             ],
             agent_env: env,
             agent_secret_env: secret_env,
@@ -754,10 +696,10 @@ pub fn prepare_all(plan: &BottlePlan, ctx: &PrepareContext<'_>) -> Result<Wiring
     access_key(ctx.state)?;
     wiring
         .bundle_mounts
-        .push(ro(ctx.state.access_dir(), "access"));
+        .push(ro(ctx.state.access_dir(), layout::ACCESS_DIR));
     let audit = ctx.state.audit_dir();
     create_private_dir(&audit)?;
-    wiring.bundle_mounts.push(rw(audit, "audit"));
+    wiring.bundle_mounts.push(rw(audit, layout::AUDIT_DIR));
     if let Some(prompt) = &plan.provider.prompt {
         let p = ctx.state.agent_dir().join("prompt.md");
         atomic_write(&p, prompt.as_bytes(), Some(0o644))?;
@@ -770,13 +712,13 @@ pub fn prepare_all(plan: &BottlePlan, ctx: &PrepareContext<'_>) -> Result<Wiring
     write_bundle_config(plan, ctx.state)?;
     wiring.bundle_mounts.push(Mount {
         host: ctx.state.bundle_config_path(),
-        target: format!("{BUNDLE_ROOT}/bundle.toml"),
+        target: bundle_path(layout::BUNDLE).display().to_string(),
         read_only: true,
     });
     wiring.bundle_args = vec![
         "run".into(),
         "--config".into(),
-        format!("{BUNDLE_ROOT}/bundle.toml"),
+        bundle_path(layout::BUNDLE).display().to_string(),
     ];
     Ok(wiring)
 }
@@ -787,34 +729,37 @@ pub fn write_bundle_config(plan: &BottlePlan, state: &StateDir) -> Result<()> {
     let any = |port: u16| std::net::SocketAddr::from(([0, 0, 0, 0], port));
     let config = BundleConfig {
         identity: plan.identity.to_string(),
-        audit: bundle_path("audit/audit.jsonl"),
+        audit: bundle_path(layout::AUDIT),
         audit_rotation: None,
         egress: Some(EgressSection {
             listen: any(plan.ports.egress),
-            routes: bundle_path("egress/routes.toml"),
-            ca_dir: bundle_path("ca"),
-            secrets_dir: Some(bundle_path("secrets")),
+            routes: bundle_path(layout::ROUTES),
+            ca_dir: bundle_path(layout::CA_DIR),
+            secrets_dir: Some(bundle_path(layout::SECRETS_DIR)),
             max_connections: None,
             max_buffered_bytes: None,
             upstream_ca: state
                 .egress_dir()
                 .join(TEST_UPSTREAM_CA_FILE)
                 .exists()
-                .then(|| bundle_path(&format!("egress/{TEST_UPSTREAM_CA_FILE}"))),
+                .then(|| bundle_path(&format!("{}/{TEST_UPSTREAM_CA_FILE}", layout::EGRESS_DIR))),
         }),
         git_gate: (!plan.git.remotes.is_empty()).then(|| GitGateSection {
             listen: any(plan.ports.git_gate),
-            config: bundle_path("git/gate.toml"),
+            config: bundle_path(layout::GATE),
             hook_program: None,
         }),
         supervise: plan.supervise.enabled.then(|| SuperviseSection {
             listen: any(plan.ports.supervise),
-            config: bundle_path("supervise/sv.toml"),
-            queue: bundle_path("queue"),
+            config: bundle_path(layout::SV),
+            queue: bundle_path(layout::QUEUE_DIR),
         }),
-        access_key: Some(bundle_path(&format!("access/{ACCESS_KEY_FILE}"))),
+        access_key: Some(bundle_path(&format!(
+            "{}/{ACCESS_KEY_FILE}",
+            layout::ACCESS_DIR
+        ))),
         dlp: Some(DlpSection {
-            rules_dir: Some(bundle_path("egress/dlp")),
+            rules_dir: Some(bundle_path(layout::DLP_RULES_DIR)),
             disable: plan.egress.dlp_disable.clone(),
         }),
     };

@@ -131,7 +131,7 @@ impl SvConfig {
     }
 
     /// Host side: `state_dir/supervise/sv.toml`, or the defaults when absent.
-    pub(crate) fn load_for_state(state_dir: &Path) -> Result<Self, String> {
+    pub fn load_for_state(state_dir: &Path) -> Result<Self, String> {
         let path = sv_path(state_dir);
         if path.exists() {
             Self::load(&path)
@@ -143,7 +143,7 @@ impl SvConfig {
 
 /// `state_dir/supervise/sv.toml`.
 pub fn sv_path(state_dir: &Path) -> PathBuf {
-    state_dir.join("supervise").join("sv.toml")
+    crate::layout::in_state(state_dir, crate::layout::SV)
 }
 
 mod duration_text {

@@ -55,22 +55,22 @@ fn io(e: impl std::fmt::Display) -> QueueError {
 }
 
 fn queue_dir(state_dir: &Path) -> PathBuf {
-    state_dir.join("queue")
+    crate::layout::in_state(state_dir, crate::layout::QUEUE_DIR)
 }
 
 /// `state_dir/egress/routes.toml`.
 pub fn routes_path(state_dir: &Path) -> PathBuf {
-    state_dir.join("egress").join("routes.toml")
+    crate::layout::in_state(state_dir, crate::layout::ROUTES)
 }
 
 /// `state_dir/git/gate.toml`.
 pub fn gate_path(state_dir: &Path) -> PathBuf {
-    state_dir.join("git").join("gate.toml")
+    crate::layout::in_state(state_dir, crate::layout::GATE)
 }
 
 /// `state_dir/audit/audit.jsonl`.
 pub fn audit_path(state_dir: &Path) -> PathBuf {
-    state_dir.join("audit").join("audit.jsonl")
+    crate::layout::in_state(state_dir, crate::layout::AUDIT)
 }
 
 /// `state_dir/operator/decision.key`: the private key that signs decisions.
@@ -348,10 +348,10 @@ fn revoke_grant(
 ) -> Result<Vec<String>, QueueError> {
     match kind {
         RequestKind::Egress { .. } => {
-            policy::revoke(&routes_path(state_dir), "routes", req_id).map_err(io)
+            policy::revoke_routes(&routes_path(state_dir), req_id).map_err(io)
         }
         RequestKind::GitPush { .. } => {
-            policy::revoke(&gate_path(state_dir), "grants", req_id).map_err(io)
+            policy::revoke_git_grants(&gate_path(state_dir), req_id).map_err(io)
         }
         RequestKind::Capability { .. } => Ok(Vec::new()),
     }
@@ -423,8 +423,8 @@ pub fn sweep_expired(state_dir: &Path) -> Result<Swept, QueueError> {
     let _lock = Lock::take(state_dir)?;
     let now = SystemTime::now();
     let swept = Swept {
-        routes: policy::sweep(&routes_path(state_dir), "routes", now).map_err(io)?,
-        git_grants: policy::sweep(&gate_path(state_dir), "grants", now).map_err(io)?,
+        routes: policy::sweep_routes(&routes_path(state_dir), now).map_err(io)?,
+        git_grants: policy::sweep_git_grants(&gate_path(state_dir), now).map_err(io)?,
     };
     if !swept.routes.is_empty() || !swept.git_grants.is_empty() {
         let log = audit(state_dir);

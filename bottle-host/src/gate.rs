@@ -173,6 +173,12 @@ fn string_or_datetime<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<S
 }
 
 impl Grant {
+    /// Whether the grant's `expires_at` has passed at `now` as the editor
+    /// (`bottle approve`, sweeps, resume) sees it: unparsable = passed.
+    pub fn is_expired(&self, now: SystemTime) -> bool {
+        crate::supervise::model::is_expired(self.expires_at.as_deref(), now)
+    }
+
     /// Whether the grant is in force at `now` (absent expiry = no expiry).
     pub fn is_live(&self, now: SystemTime) -> bool {
         match &self.expires_at {
@@ -219,6 +225,18 @@ impl GateConfig {
         Ok(cfg)
     }
 
+    /// Read `path` for editing: parsed, not validated (the gate validates
+    /// on load); `Ok(None)` when it does not exist.
+    pub fn read(path: &Path) -> Result<Option<Self>, String> {
+        match std::fs::read_to_string(path) {
+            Ok(text) => toml::from_str(&text)
+                .map(Some)
+                .map_err(|e| format!("{}: {e}", path.display())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(format!("{}: {e}", path.display())),
+        }
+    }
+
     /// Parse from TOML text (validated).
     pub fn from_toml(text: &str) -> Result<Self, String> {
         let cfg: GateConfig = toml::from_str(text).map_err(|e| e.to_string())?;
@@ -231,28 +249,14 @@ impl GateConfig {
         toml::to_string_pretty(self).expect("GateConfig always serializes")
     }
 
-    /// Validate, then write atomically (temp file in the same dir + rename).
+    /// Validate, then write atomically (`bottle_core::state::atomic_write_io`).
     pub fn save(&self, path: &Path) -> std::io::Result<()> {
         self.validate()
             .map_err(|m| std::io::Error::new(std::io::ErrorKind::InvalidInput, m))?;
-        let dir = path
-            .parent()
-            .filter(|p| !p.as_os_str().is_empty())
-            .unwrap_or(Path::new("."));
-        std::fs::create_dir_all(dir)?;
-        let name = path
-            .file_name()
-            .and_then(|n| n.to_str())
-            .unwrap_or("gate.toml");
-        let tmp = dir.join(format!(
-            ".{name}.tmp-{}-{:08x}",
-            std::process::id(),
-            rand::random::<u32>()
-        ));
-        std::fs::write(&tmp, self.to_toml())?;
-        std::fs::rename(&tmp, path).inspect_err(|_| {
-            let _ = std::fs::remove_file(&tmp);
-        })
+        if let Some(dir) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)?;
+        }
+        bottle_core::state::atomic_write_io(path, self.to_toml().as_bytes(), None)
     }
 
     /// The remote called `name`.

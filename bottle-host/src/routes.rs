@@ -16,20 +16,30 @@ use crate::dlp::Detector;
 /// Default `max_body_scan` (1 MiB).
 pub const DEFAULT_MAX_BODY_SCAN: usize = 1 << 20;
 
-/// `routes.toml` as written on disk.
-#[derive(Debug, Deserialize)]
+/// The comment the host puts at the top of every `routes.toml` it writes.
+pub const HEADER: &str = "# Live egress policy of this bottle. The bundle reloads it on change.\n# Grants added by `bottle approve` carry `grant` and `expires_at`.\n";
+
+/// `routes.toml` as written on disk: the one definition the writer
+/// (`crate::prepare`), the reader ([`Live::load`], [`view`]) and the editor
+/// (grants in `crate::supervise::policy`) share. Unknown keys are rejected.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct RoutesFile {
-    #[serde(default)]
-    identity: Option<String>,
+pub struct RoutesFile {
+    /// Bottle identity (stamped on audit lines).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity: Option<String>,
+    /// Scan request bodies for held secrets (default true).
     #[serde(default = "yes")]
-    dlp: bool,
+    pub dlp: bool,
+    /// Request body bytes scanned (default [`DEFAULT_MAX_BODY_SCAN`]).
     #[serde(default = "default_max_body_scan")]
-    max_body_scan: usize,
+    pub max_body_scan: usize,
+    /// Held-secrets dir (route credentials and DLP values).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secrets_dir: Option<PathBuf>,
+    /// Routes in order: the bottle's own, then the operator's grants.
     #[serde(default)]
-    secrets_dir: Option<PathBuf>,
-    #[serde(default)]
-    routes: Vec<RouteFile>,
+    pub routes: Vec<RouteFile>,
 }
 
 fn yes() -> bool {
@@ -42,42 +52,90 @@ fn default_max_body_scan() -> usize {
 
 /// One `[[routes]]` entry. Unknown keys are rejected: a typo in `paths` or
 /// `methods` must not silently widen a route to "everything".
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct RouteFile {
-    host: String,
+pub struct RouteFile {
+    /// Host pattern: a name, an IP literal or `*.suffix`.
+    pub host: String,
+    /// Port (absent: 443 for CONNECT, 80 for plain HTTP).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    /// Path globs (absent: every path; present and empty: none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub paths: Option<Vec<String>>,
+    /// Methods (absent: every method).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub methods: Option<Vec<String>>,
+    /// May reach private/loopback addresses.
     #[serde(default)]
-    port: Option<u16>,
-    #[serde(default)]
-    paths: Option<Vec<String>>,
-    #[serde(default)]
-    methods: Option<Vec<String>>,
-    #[serde(default)]
-    allow_private: bool,
-    #[serde(default)]
-    auth: Option<AuthFile>,
-    #[serde(default)]
-    grant: Option<String>,
-    #[serde(default)]
-    expires_at: Option<String>,
+    pub allow_private: bool,
     /// The route's credential may be sent over plain HTTP (needs `port`).
-    #[serde(default)]
-    plaintext: bool,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub plaintext: bool,
+    /// The request id whose approval added this route.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grant: Option<String>,
+    /// RFC 3339 expiry of a grant.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<String>,
     /// Free text (e.g. the reason a grant was approved); ignored.
-    #[serde(default)]
-    #[allow(dead_code)]
-    reason: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
     /// Free text; ignored.
-    #[serde(default)]
-    #[allow(dead_code)]
-    comment: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub comment: Option<String>,
+    /// Credential the proxy injects (never on a grant).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth: Option<AuthFile>,
 }
 
-#[derive(Debug, Deserialize)]
+/// `auth = { scheme = "bearer", secret = "<file in the secrets dir>" }`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct AuthFile {
-    scheme: String,
-    secret: String,
+pub struct AuthFile {
+    /// `bearer`, `basic`, `x-api-key` or `header:<Name>`.
+    pub scheme: String,
+    /// Secret file name in the secrets dir (never the value).
+    pub secret: String,
+}
+
+impl RoutesFile {
+    /// Parse `routes.toml` text (structure only; [`Live::load`] validates
+    /// hosts, globs, methods, dates and secrets).
+    pub fn parse(text: &str) -> Result<Self, String> {
+        toml::from_str(text).map_err(|e| e.to_string())
+    }
+
+    /// Read `path`; `Ok(None)` when it does not exist.
+    pub fn read(path: &Path) -> Result<Option<Self>, String> {
+        match std::fs::read_to_string(path) {
+            Ok(text) => Self::parse(&text)
+                .map(Some)
+                .map_err(|e| format!("{}: {e}", path.display())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(format!("{}: {e}", path.display())),
+        }
+    }
+
+    /// The file's text: [`HEADER`], then the TOML.
+    pub fn to_toml(&self) -> String {
+        let mut text = String::from(HEADER);
+        text.push_str(&toml::to_string(self).expect("routes.toml always serializes"));
+        text
+    }
+
+    /// Write atomically (mode 644).
+    pub fn save(&self, path: &Path) -> std::io::Result<()> {
+        bottle_core::state::atomic_write_io(path, self.to_toml().as_bytes(), Some(0o644))
+    }
+}
+
+impl RouteFile {
+    /// Whether the entry's `expires_at` has passed at `now` (an unparsable
+    /// one counts as passed: fail closed). No `expires_at`: never.
+    pub fn is_expired(&self, now: SystemTime) -> bool {
+        crate::supervise::model::is_expired(self.expires_at.as_deref(), now)
+    }
 }
 
 /// How a route's credential is injected.
@@ -90,7 +148,7 @@ pub enum AuthScheme {
     /// `x-api-key: <value>`.
     XApiKey,
     /// `<Name>: <value>`.
-    Header(hyper::header::HeaderName),
+    Header(http::header::HeaderName),
 }
 
 /// A route credential: scheme + the secret's value (never printed).
@@ -101,7 +159,7 @@ pub struct Auth {
     /// Secret file name (for messages).
     pub secret_name: String,
     /// The injected header value, marked sensitive.
-    pub header_value: hyper::header::HeaderValue,
+    pub header_value: http::header::HeaderValue,
 }
 
 impl std::fmt::Debug for Auth {
@@ -115,10 +173,10 @@ impl std::fmt::Debug for Auth {
 
 impl Auth {
     /// Header name this credential is injected under.
-    pub fn header_name(&self) -> hyper::header::HeaderName {
+    pub fn header_name(&self) -> http::header::HeaderName {
         match &self.scheme {
-            AuthScheme::Bearer | AuthScheme::Basic => hyper::header::AUTHORIZATION,
-            AuthScheme::XApiKey => hyper::header::HeaderName::from_static("x-api-key"),
+            AuthScheme::Bearer | AuthScheme::Basic => http::header::AUTHORIZATION,
+            AuthScheme::XApiKey => http::header::HeaderName::from_static("x-api-key"),
             AuthScheme::Header(name) => name.clone(),
         }
     }
@@ -432,8 +490,8 @@ impl Live {
     pub fn load(routes_path: &Path, secrets_override: Option<&Path>) -> Result<Live, String> {
         let text = std::fs::read_to_string(routes_path)
             .map_err(|e| format!("{}: {e}", routes_path.display()))?;
-        let file: RoutesFile =
-            toml::from_str(&text).map_err(|e| format!("{}: {e}", routes_path.display()))?;
+        let file =
+            RoutesFile::parse(&text).map_err(|e| format!("{}: {e}", routes_path.display()))?;
         let secrets_dir = secrets_override
             .map(Path::to_path_buf)
             .or_else(|| file.secrets_dir.clone());
@@ -534,7 +592,7 @@ fn build_route(r: RouteFile, secrets: &SecretFiles) -> Result<Route, String> {
                 "x-api-key" => AuthScheme::XApiKey,
                 other => match other.strip_prefix("header:") {
                     Some(name) => AuthScheme::Header(
-                        hyper::header::HeaderName::from_bytes(name.trim().as_bytes())
+                        http::header::HeaderName::from_bytes(name.trim().as_bytes())
                             .map_err(|_| format!("invalid auth header name `{name}`"))?,
                     ),
                     None => {
@@ -554,7 +612,7 @@ fn build_route(r: RouteFile, secrets: &SecretFiles) -> Result<Route, String> {
                 }
                 _ => value,
             };
-            let mut header_value = hyper::header::HeaderValue::from_bytes(&header)
+            let mut header_value = http::header::HeaderValue::from_bytes(&header)
                 .map_err(|_| format!("secret `{}` is not a valid header value", a.secret))?;
             header_value.set_sensitive(true);
             Some(Auth {
@@ -629,8 +687,7 @@ pub struct RouteView {
 pub fn view(routes_path: &Path) -> Result<PolicyView, String> {
     let text = std::fs::read_to_string(routes_path)
         .map_err(|e| format!("{}: {e}", routes_path.display()))?;
-    let file: RoutesFile =
-        toml::from_str(&text).map_err(|e| format!("{}: {e}", routes_path.display()))?;
+    let file = RoutesFile::parse(&text).map_err(|e| format!("{}: {e}", routes_path.display()))?;
     Ok(PolicyView {
         dlp: file.dlp,
         max_body_scan: file.max_body_scan,
