@@ -182,7 +182,7 @@ fn barrier(s: &DockerStep) -> bool {
 /// steps that create the docker objects it names (a network, the volume, a
 /// container, an image tag); a step that creates nothing (connect, start,
 /// copy) also waits for every earlier step naming the same objects; builds run one at a time; barriers
-/// ([`barrier`]) order everything around them. Everything else may run
+/// (`barrier`) order everything around them. Everything else may run
 /// at the same time: the two networks and the volume, the bundle chain
 /// (create, connect, start) and the agent chain (create, copy files).
 /// ARCHITECTURE.md "Data flow of `bottle start <agent>`".
