@@ -9,69 +9,22 @@ use std::os::unix::fs::PermissionsExt;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-fn tmux_available() -> bool {
-    Command::new("tmux")
-        .arg("-V")
-        .output()
-        .is_ok_and(|o| o.status.success())
-}
+mod tmux;
 
-/// Kills the tmux session whatever happens.
-struct Session(String);
-impl Drop for Session {
-    fn drop(&mut self) {
-        let _ = Command::new("tmux")
-            .args(["kill-session", "-t", &self.0])
-            .status();
-    }
-}
-
-impl Session {
-    fn pane(&self) -> String {
-        let o = Command::new("tmux")
-            .args(["capture-pane", "-p", "-t", &self.0])
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&o.stdout).into_owned()
-    }
-
-    fn keys(&self, keys: &[&str]) {
-        for k in keys {
-            let _ = Command::new("tmux")
-                .args(["send-keys", "-t", &self.0, k])
-                .status();
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    /// Wait until the screen shows `want`.
-    fn wait_for(&self, want: &str) -> String {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let p = self.pane();
-            if p.contains(want) {
-                return p;
-            }
-            assert!(Instant::now() < deadline, "waited for {want:?}:\n{p}");
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-}
+use tmux::Session;
 
 fn typed(text: &str) -> Vec<String> {
     text.chars().map(String::from).collect()
 }
 
-#[test]
+fn main() {
+    tmux::run(vec![(
+        "launches_survive_a_rebuilt_binary_and_errors_reach_the_status_line",
+        launches_survive_a_rebuilt_binary_and_errors_reach_the_status_line,
+    )])
+}
+
 fn launches_survive_a_rebuilt_binary_and_errors_reach_the_status_line() {
-    if !tmux_available() {
-        assert!(
-            std::env::var("CI").map_or(true, |v| v != "true"),
-            "tmux is required in CI"
-        );
-        eprintln!("SKIPPED: tmux unavailable (install tmux); set CI=true to make this a failure");
-        return;
-    }
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let bin = d.join("bin");

@@ -9,33 +9,21 @@ use std::os::unix::fs::PermissionsExt;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-fn tmux_available() -> bool {
-    Command::new("tmux")
-        .arg("-V")
-        .output()
-        .is_ok_and(|o| o.status.success())
-}
+mod tmux;
 
-/// Kills the tmux session whatever happens.
-struct Session(String);
-impl Drop for Session {
-    fn drop(&mut self) {
-        let _ = Command::new("tmux")
-            .args(["kill-session", "-t", &self.0])
-            .status();
-    }
-}
+use tmux::Session;
 
-fn skip_without_tmux() -> bool {
-    if tmux_available() {
-        return false;
-    }
-    assert!(
-        std::env::var("CI").map_or(true, |v| v != "true"),
-        "tmux is required in CI"
-    );
-    eprintln!("SKIPPED: tmux unavailable (install tmux); set CI=true to make this a failure");
-    true
+fn main() {
+    tmux::run(vec![
+        (
+            "ctrl_c_during_start_leaves_no_spinner_line",
+            ctrl_c_during_start_leaves_no_spinner_line,
+        ),
+        (
+            "ctrl_c_before_the_launch_handles_it_leaves_no_spinner_line",
+            ctrl_c_before_the_launch_handles_it_leaves_no_spinner_line,
+        ),
+    ])
 }
 
 const SPINNER: &str = "⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏";
@@ -50,11 +38,7 @@ fn assert_no_spinner(screen: &str) {
     }
 }
 
-#[test]
 fn ctrl_c_during_start_leaves_no_spinner_line() {
-    if skip_without_tmux() {
-        return;
-    }
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let bin = d.join("bin");
@@ -139,11 +123,7 @@ fn ctrl_c_during_start_leaves_no_spinner_line() {
     assert_no_spinner(&screen);
 }
 
-#[test]
 fn ctrl_c_before_the_launch_handles_it_leaves_no_spinner_line() {
-    if skip_without_tmux() {
-        return;
-    }
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let bin = d.join("bin");
