@@ -1,10 +1,11 @@
-//! Embedding bottle in another Rust tool: policy kept in memory, resolved to
-//! a plan, launched with the docker backend, one command run, cleaned up.
+//! Embedding bottle in another Rust tool through the lifecycle library:
+//! a policy written into a private home, started with the docker backend,
+//! one command run, then removed with everything it made.
 //! `cargo run -p bottle-cli --example embed` (needs a docker engine).
 
-use bottle_core::manifest::{agent_from_text, bottle_from_text, AgentSource};
-use bottle_core::plan::{resolve, NoPrompt, ProcessEnv, ResolveOptions};
-use bottle_core::{Backend, DuctRunner, Home, LaunchInput, PrepareContext, Probe};
+use bottle_core::plan::NoPrompt;
+use bottle_core::{Backend, DuctRunner, Home};
+use bottle_lifecycle::{Entry, Lifecycle, PlanRequest, Registry, Silent, Started};
 use camino::Utf8PathBuf;
 
 const BOTTLE: &str = r#"
@@ -16,40 +17,32 @@ methods = ["GET"]
 "#;
 const AGENT: &str = "bottle = \"embedded\"\ncommand = [\"sleep\", \"infinity\"]\n";
 
+fn docker() -> Box<dyn Backend> {
+    Box::new(bottle_docker::DockerBackend::default())
+}
+
+/// The only backend this tool offers.
+static BACKENDS: &[Entry] = &[Entry {
+    name: "docker",
+    feature: "docker",
+    make: Some(docker),
+}];
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let bottle = bottle_from_text("embedded", "memory/embedded.toml".into(), BOTTLE)?;
-    let agent = agent_from_text("memory/tool.toml".into(), AGENT, AgentSource::Home)?;
-    let backend = bottle_docker::DockerBackend::default();
-    if let Probe::Unavailable { why, fix } = backend.probe(&DuctRunner) {
-        return Err(format!("docker unavailable: {why} ({fix})").into());
-    }
     let root = Utf8PathBuf::from_path_buf(std::env::temp_dir().join("bottle-embed"))
         .map_err(|_| "non-UTF-8 temp dir")?;
-    let home = Home::new(root);
-    let (identity, slot) = home.allocate("tool", "embedded")?;
-    let opts = ResolveOptions {
-        identity: Some(identity),
-        slot,
-        ..Default::default()
+    std::fs::create_dir_all(root.join("bottles"))?;
+    std::fs::create_dir_all(root.join("agents"))?;
+    std::fs::write(root.join("bottles/embedded.toml"), BOTTLE)?;
+    std::fs::write(root.join("agents/tool.toml"), AGENT)?;
+    let lc = Lifecycle::new(Home::new(root), Registry(BACKENDS), &DuctRunner);
+    let started = lc.start(&PlanRequest::agent("tool"), false, &NoPrompt, &Silent)?;
+    let Started::Running { plan, running } = started else {
+        unreachable!("not a dry run")
     };
-    let plan = resolve(&agent, &bottle, &opts, &ProcessEnv, &NoPrompt)?;
-    let state = home.state(&plan.identity);
-    let ctx = PrepareContext {
-        state: &state,
-        bundle_host: backend.bundle_host(&plan),
-    };
-    let wiring = bottle_host::prepare::prepare_all(&plan, &ctx)?;
-    let input = LaunchInput {
-        plan: &plan,
-        state: &state,
-        wiring: &wiring,
-    };
-    let running = backend.launch(input, &DuctRunner)?;
     let cmd = ["sh", "-c", "echo hello from $(hostname) as $(id -un)"].map(String::from);
     let out = running.exec_output(&cmd, &DuctRunner);
-    running.stop(&DuctRunner)?;
-    backend.remove_all(&plan.identity, false, &DuctRunner)?;
-    state.remove()?;
+    lc.rm(plan.identity.as_str())?;
     print!("{}", out?.stdout);
     Ok(())
 }

@@ -15,6 +15,7 @@ use clap::Parser;
 
 mod cmd;
 mod dashboard;
+mod events;
 mod progress;
 mod registry;
 mod ui;

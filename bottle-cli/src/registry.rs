@@ -2,17 +2,9 @@
 //! an unknown name lists the known ones; a known name that this build left
 //! out says which feature adds it.
 
-use bottle_core::{Backend, Error, Result};
+use bottle_core::{Backend, Result};
 
-/// One backend bottle knows about.
-pub struct Entry {
-    /// Backend id.
-    pub name: &'static str,
-    /// Cargo feature that compiles it in.
-    pub feature: &'static str,
-    /// Constructor, `None` when compiled out.
-    pub make: Option<fn() -> Box<dyn Backend>>,
-}
+pub use bottle_lifecycle::{Entry, Registry};
 
 #[cfg(feature = "docker")]
 fn docker() -> Box<dyn Backend> {
@@ -44,56 +36,42 @@ pub static BACKENDS: &[Entry] = &[
     },
 ];
 
-/// Look a backend up by name.
-pub fn get(name: &str) -> Result<Box<dyn Backend>> {
-    lookup(BACKENDS, name)
+/// The registry of this build.
+pub fn registry() -> Registry {
+    Registry(BACKENDS)
 }
 
-fn lookup(entries: &[Entry], name: &str) -> Result<Box<dyn Backend>> {
-    match entries.iter().find(|e| e.name == name) {
-        None => Err(Error::UnknownBackend {
-            name: name.to_owned(),
-            known: entries.iter().map(|e| e.name.to_owned()).collect(),
-        }),
-        Some(Entry {
-            make: None,
-            feature,
-            ..
-        }) => Err(Error::BackendNotCompiled {
-            name: name.to_owned(),
-            feature: (*feature).to_owned(),
-        }),
-        Some(Entry {
-            make: Some(make), ..
-        }) => Ok(make()),
-    }
+/// Look a backend up by name.
+pub fn get(name: &str) -> Result<Box<dyn Backend>> {
+    registry().get(name)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    static COMPILED_OUT: &[Entry] = &[
+        Entry {
+            name: "docker",
+            feature: "docker",
+            make: None,
+        },
+        Entry {
+            name: "smolmachines",
+            feature: "smolmachines",
+            make: None,
+        },
+    ];
+
     #[test]
-    fn unknown_and_compiled_out_backends_say_what_to_do() {
-        let entries = [
-            Entry {
-                name: "docker",
-                feature: "docker",
-                make: None,
-            },
-            Entry {
-                name: "smolmachines",
-                feature: "smolmachines",
-                make: None,
-            },
-        ];
-        let e = lookup(&entries, "nosuch").err().unwrap();
+    fn unknown_and_compiled_out_backends_exit_as_usage_and_unavailable() {
+        let e = Registry(COMPILED_OUT).get("nosuch").err().unwrap();
         assert_eq!(
             e.to_string(),
             "unknown backend `nosuch` (known: docker, smolmachines)"
         );
         assert_eq!(crate::exit_code(&e), 2);
-        let e = lookup(&entries, "smolmachines").err().unwrap();
+        let e = Registry(COMPILED_OUT).get("smolmachines").err().unwrap();
         assert_eq!(
             e.to_string(),
             "backend `smolmachines` is not compiled into this build (enable feature `smolmachines`)"

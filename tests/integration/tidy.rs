@@ -334,3 +334,66 @@ fn the_cli_names_no_backend_outside_the_registry() {
         hits.join("\n")
     );
 }
+
+/// The lifecycle library (ARCHITECTURE.md, "Lifecycle") knows no backend
+/// and no async stack: it runs start/resume/stop/rm/gc over `&dyn
+/// Backend` with bottle-host's Prepare impls.
+#[test]
+fn the_lifecycle_depends_on_core_and_host_only_and_no_async_stack() {
+    let manifest =
+        fs::read_to_string(workspace_root().join("bottle-lifecycle/Cargo.toml")).unwrap();
+    let workspace_deps: Vec<&str> = manifest
+        .lines()
+        .map(str::trim_start)
+        .filter(|l| l.starts_with("bottle-"))
+        .filter_map(|l| l.split(['.', ' ', '=']).next())
+        .collect();
+    assert_eq!(
+        workspace_deps,
+        ["bottle-core", "bottle-host"],
+        "bottle-lifecycle depends on bottle-core and bottle-host only"
+    );
+    for dep in ASYNC_STACK {
+        assert!(
+            !names_dependency(&manifest, dep),
+            "bottle-lifecycle must not depend on {dep}"
+        );
+    }
+}
+
+/// The lifecycle's steps (allocate, prepare, launch, record the phase,
+/// remove) run in `bottle-lifecycle` only: the CLI, the dashboard and the
+/// embedding example call it, so there is one copy of each.
+#[test]
+fn the_cli_runs_no_lifecycle_step_itself() {
+    let needles = [
+        ".allocate(",
+        "prepare_all(",
+        ".launch_observed(",
+        ".launch(",
+        ".remove_all(",
+        "write_metadata(",
+        "apply_capabilities(",
+    ];
+    let mut hits = Vec::new();
+    for p in rust_sources() {
+        let r = rel(&p);
+        if !r.starts_with("bottle-cli/") {
+            continue;
+        }
+        let text = fs::read_to_string(&p).unwrap();
+        for (i, line) in text.lines().enumerate() {
+            if line.trim_start().starts_with("//") {
+                continue;
+            }
+            if let Some(n) = needles.iter().find(|n| line.contains(*n)) {
+                hits.push(format!("{r}:{}: `{n}`", i + 1));
+            }
+        }
+    }
+    assert!(
+        hits.is_empty(),
+        "a lifecycle step outside bottle-lifecycle (call `Lifecycle` instead):\n{}",
+        hits.join("\n")
+    );
+}

@@ -5,31 +5,14 @@
 
 use std::path::PathBuf;
 
-use bottle_core::{Error, Home, Identity, Result};
+use bottle_core::{DuctRunner, Error, Home, Identity, Result};
 use bottle_host::supervise::{queue, Request};
 
-/// The bottle `arg` names: its exact identity or a unique prefix of one.
+/// The bottle `arg` names: its exact identity or a unique prefix of one
+/// (`bottle_lifecycle::Lifecycle::identity`).
 pub fn bottle(home: &Home, arg: &str) -> Result<Identity> {
-    let all = home.identities()?;
-    if let Some(id) = all.iter().find(|i| i.as_str() == arg) {
-        return Ok(id.clone());
-    }
-    let matches: Vec<&Identity> = if arg.is_empty() {
-        Vec::new()
-    } else {
-        all.iter().filter(|i| i.as_str().starts_with(arg)).collect()
-    };
-    match matches.as_slice() {
-        [one] => Ok((*one).clone()),
-        [] => Err(Error::NoSuchBottle {
-            identity: arg.to_owned(),
-        }),
-        many => Err(ambiguous(
-            "bottle",
-            arg,
-            many.iter().map(|i| i.to_string()).collect(),
-        )),
-    }
+    bottle_lifecycle::Lifecycle::new(home.clone(), crate::registry::registry(), &DuctRunner)
+        .identity(arg)
 }
 
 /// The random tail of a request id (`req-<time>-<hex>` → `<hex>`).

@@ -135,12 +135,12 @@ pub fn run(cli: &Cli, a: &LogsArgs) -> Result<u8> {
 }
 
 fn agent(cli: &Cli, a: &LogsArgs) -> Result<u8> {
-    let f = super::lifecycle::find(&super::home(cli)?, &a.id)?;
-    super::lifecycle::refuse_stopped(
-        &f,
+    let lc = super::lifecycle(cli)?;
+    let f = lc.find(&a.id)?;
+    f.refuse_stopped(
         "its agent container and its output are gone (the sidecar and audit logs are kept: --sidecar egress, --audit)",
     )?;
-    super::lifecycle::engine_answers(&*f.backend)?;
+    lc.engine_answers(&*f.backend)?;
     let opts = LogOptions {
         follow: a.follow,
         tail: a.tail,
@@ -148,7 +148,7 @@ fn agent(cli: &Cli, a: &LogsArgs) -> Result<u8> {
             .since
             .map(|t| humantime::format_rfc3339_seconds(t).to_string()),
     };
-    let code = super::lifecycle::handle(&f).logs(&opts, &DuctRunner)?;
+    let code = f.handle().logs(&opts, &DuctRunner)?;
     Ok(u8::try_from(code).unwrap_or(1))
 }
 

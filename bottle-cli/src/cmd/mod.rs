@@ -1,8 +1,9 @@
 //! Subcommands. Each module owns its clap args and its `run`.
 
 use bottle_core::manifest::Runtime;
-use bottle_core::plan::{HostEnv, ProcessEnv, Prompter};
-use bottle_core::{resolve, BottlePlan, Error, Home, Identity, Loader, ResolveOptions, Result};
+use bottle_core::plan::Prompter;
+use bottle_core::{BottlePlan, DuctRunner, Error, Home, Identity, Result};
+use bottle_lifecycle::{Lifecycle, PlanRequest};
 use camino::Utf8PathBuf;
 use clap::Subcommand;
 
@@ -127,21 +128,37 @@ fn env_pair(s: &str) -> std::result::Result<String, String> {
 }
 
 impl PlanFlags {
-    /// `--cwd` made absolute, if given.
-    pub fn cwd_abs(&self) -> Result<Option<Utf8PathBuf>> {
-        let Some(c) = &self.cwd else { return Ok(None) };
-        let abs =
-            std::fs::canonicalize(c).map_err(|e| Error::io("resolving --cwd", c.clone(), e))?;
-        let abs = Utf8PathBuf::from_path_buf(abs)
-            .map_err(|_| Error::other("--cwd is not UTF-8", "use a UTF-8 path"))?;
-        if !abs.is_dir() {
-            return Err(Error::other(
-                format!("--cwd {abs} is not a directory"),
-                "pass a directory",
-            ));
+    /// The lifecycle's request for `agent` with these flags and `cli`'s
+    /// `--backend`.
+    pub fn request(&self, cli: &Cli, agent: &str) -> Result<PlanRequest> {
+        let mut env = Vec::new();
+        for kv in &self.env {
+            let (k, v) = kv.split_once('=').ok_or_else(|| {
+                Error::other(
+                    format!("--env `{kv}` is not NAME=VALUE"),
+                    "write --env NAME=VALUE",
+                )
+            })?;
+            env.push((k.to_owned(), v.to_owned()));
         }
-        Ok(Some(abs))
+        Ok(PlanRequest {
+            agent: agent.to_owned(),
+            cwd: self.cwd.clone(),
+            runtime: self.runtime,
+            env,
+            backend: cli.backend.clone(),
+        })
     }
+}
+
+/// The lifecycle library over `cli`'s home, the compiled-in backends and
+/// real commands.
+pub fn lifecycle(cli: &Cli) -> Result<Lifecycle<'static>> {
+    Ok(Lifecycle::new(
+        home(cli)?,
+        crate::registry::registry(),
+        &DuctRunner,
+    ))
 }
 
 /// Load the agent and its bottle, check the backend, and resolve a plan.
@@ -154,43 +171,5 @@ pub fn resolve_plan(
     identity: Option<(Identity, u32)>,
     prompter: &dyn Prompter,
 ) -> Result<BottlePlan> {
-    let home = home(cli)?;
-    let cwd = flags.cwd_abs()?;
-    let repo = match &cwd {
-        Some(c) => Some(c.clone()),
-        None => std::env::current_dir()
-            .ok()
-            .and_then(|p| Utf8PathBuf::from_path_buf(p).ok()),
-    };
-    let loader = Loader::new(home, repo);
-    if let Some(b) = &cli.backend {
-        crate::registry::get(b)?;
-    }
-    let (a, b) = loader.load(agent)?;
-    let mut env = Vec::new();
-    for kv in &flags.env {
-        let (k, v) = kv.split_once('=').ok_or_else(|| {
-            Error::other(
-                format!("--env `{kv}` is not NAME=VALUE"),
-                "write --env NAME=VALUE",
-            )
-        })?;
-        env.push((k.to_owned(), v.to_owned()));
-    }
-    let (identity, slot) = match identity {
-        Some((i, s)) => (Some(i), s),
-        None => (None, 0),
-    };
-    let opts = ResolveOptions {
-        backend: cli.backend.clone(),
-        runtime: flags.runtime,
-        cwd,
-        env,
-        identity,
-        slot,
-    };
-    let host: &dyn HostEnv = &ProcessEnv;
-    let plan = resolve(&a, &b, &opts, host, prompter)?;
-    crate::registry::get(&plan.backend)?;
-    Ok(plan)
+    lifecycle(cli)?.resolve(&flags.request(cli, agent)?, identity, prompter)
 }

@@ -22,7 +22,9 @@ pub struct Args {
 
 /// Run `bottle plan`.
 pub fn run(cli: &Cli, a: &Args) -> Result<u8> {
-    let plan = super::resolve_plan(cli, &a.agent, &a.flags, None, &PlaceholderPrompt)?;
+    let lc = super::lifecycle(cli)?;
+    let req = a.flags.request(cli, &a.agent)?;
+    let plan = lc.resolve(&req, None, &PlaceholderPrompt)?;
     if a.json {
         crate::ui::out(&format!(
             "{}\n",
@@ -30,47 +32,12 @@ pub fn run(cli: &Cli, a: &Args) -> Result<u8> {
         ));
     } else {
         let mut text = summary(&plan);
-        for n in source_notes(cli, &plan, &a.flags) {
+        for n in lc.source_notes(&req, &plan) {
             text.push_str(&format!("{:<11}{n}\n", "note"));
         }
         crate::ui::out(&text);
     }
     Ok(0)
-}
-
-/// What a user may not expect about where the agent came from: a repo
-/// agent whose repo is not copied in, and a home agent that shadows a repo
-/// agent of the same name.
-pub fn source_notes(cli: &Cli, plan: &BottlePlan, flags: &super::PlanFlags) -> Vec<String> {
-    use bottle_core::manifest::AgentSource;
-    let mut notes = Vec::new();
-    let repo = match flags.cwd_abs() {
-        Ok(Some(c)) => Some(c),
-        _ => std::env::current_dir()
-            .ok()
-            .and_then(|p| camino::Utf8PathBuf::from_path_buf(p).ok()),
-    };
-    let Ok(home) = super::home(cli) else {
-        return notes;
-    };
-    let loader = bottle_core::Loader::new(home, repo.clone());
-    let found: Vec<_> = loader
-        .agent_candidates(&plan.agent)
-        .into_iter()
-        .filter(|(p, _)| p.is_file())
-        .collect();
-    if let [(home_file, AgentSource::Home), (repo_file, AgentSource::Repo)] = &found[..] {
-        notes.push(format!(
-            "WARNING: {home_file} shadows the repo's agent {repo_file} (the home's wins; rename one to use the other)"
-        ));
-    }
-    if plan.sources.agent_source == AgentSource::Repo && plan.workspace.is_none() {
-        let dir = repo.map(|r| r.to_string()).unwrap_or_else(|| ".".into());
-        notes.push(format!(
-            "the agent comes from the repo {dir}, but the repo is not copied into the bottle: add --cwd {dir} to copy it"
-        ));
-    }
-    notes
 }
 
 /// The human summary of a plan (also the start preflight).

@@ -7,12 +7,12 @@
 
 use std::io::{BufRead, IsTerminal, Write};
 
-use bottle_core::backend::{Backend, LaunchInput, Probe, Running};
-use bottle_core::plan::{BottlePlan, PlaceholderPrompt, Prompter};
-use bottle_core::state::{Metadata, Phase, METADATA_SCHEMA};
-use bottle_core::{DuctRunner, Error, PrepareContext, Result, Secret, StateDir};
+use bottle_core::plan::{BottlePlan, Prompter};
+use bottle_core::{DuctRunner, Error, Result, Secret};
+use bottle_lifecycle::Started;
 
 use super::PlanFlags;
+use crate::events::{Preflight, Term};
 use crate::Cli;
 
 /// Args.
@@ -135,7 +135,8 @@ pub fn template_build_note(t: bottle_core::Template) -> Option<String> {
     ))
 }
 
-fn preflight(plan: &BottlePlan, runtime_note: &[String]) -> String {
+/// The preflight: the plan's summary, its notes and what the agent can reach.
+pub fn preflight_text(plan: &BottlePlan, runtime_note: &[String]) -> String {
     let mut s = super::plan::summary(plan);
     for n in runtime_note {
         s.push_str(&format!("{:<11}{n}\n", "note"));
@@ -152,7 +153,8 @@ fn preflight(plan: &BottlePlan, runtime_note: &[String]) -> String {
     s
 }
 
-fn confirm() -> Result<()> {
+/// Ask y/N on the terminal (refused without one).
+pub fn confirm() -> Result<()> {
     if !std::io::stdin().is_terminal() {
         return Err(Error::Refused {
             why: "no terminal to confirm the preflight on".into(),
@@ -239,181 +241,25 @@ fn read_answer(prompt: &str) -> Result<String> {
     result.map(|()| String::from_utf8_lossy(&line).into_owned())
 }
 
-fn now_rfc3339() -> String {
-    humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string()
-}
-
-/// Metadata for a launch.
-pub fn metadata(plan: &BottlePlan, runtime: &str, phase: Phase) -> Metadata {
-    Metadata {
-        schema_version: METADATA_SCHEMA,
-        identity: plan.identity.to_string(),
-        agent: plan.agent.clone(),
-        bottle: plan.bottle.clone(),
-        backend: plan.backend.clone(),
-        runtime: runtime.to_owned(),
-        plan_hash: plan.hash(),
-        images: Default::default(),
-        created: now_rfc3339(),
-        workspace: plan.workspace.clone(),
-        owner_pid: Some(std::process::id()),
-        phase,
-        slot: plan.slot,
-        capabilities: Vec::new(),
-    }
-}
-
-/// Runtime line(s) for the preflight, and the runtime name.
-fn runtime_notes(backend: &dyn Backend, plan: &BottlePlan, probe: &Probe) -> (String, Vec<String>) {
-    let mut notes = Vec::new();
-    if let Probe::Ready {
-        version, notes: n, ..
-    } = probe
-    {
-        notes.push(format!("{} {version}", backend.id()));
-        notes.extend(n.iter().cloned());
-    }
-    let (runtime, lines) = backend.runtime_choice(plan, probe);
-    notes.extend(lines);
-    (runtime, notes)
-}
-
-/// Prepare the sidecars' state and return the wiring.
-pub fn prepare(
-    backend: &dyn Backend,
-    plan: &BottlePlan,
-    state: &StateDir,
-) -> Result<bottle_core::Wiring> {
-    let ctx = PrepareContext {
-        state,
-        bundle_host: backend.bundle_host(plan),
-    };
-    // what `bottle inspect` shows as the bottle's limits (secrets redacted)
-    let json = serde_json::to_vec_pretty(plan).expect("plan serializes");
-    bottle_core::state::atomic_write(
-        &state.path().join(super::inspect::PLAN_FILE),
-        &json,
-        Some(0o600),
-    )?;
-    bottle_host::prepare::prepare_all(plan, &ctx)
-}
-
-/// Launch a prepared plan, printing progress.
-pub fn launch(
-    backend: &dyn Backend,
-    plan: &BottlePlan,
-    state: &StateDir,
-    wiring: &bottle_core::Wiring,
-    quiet: bool,
-    probe: Option<&Probe>,
-) -> Result<Box<dyn Running>> {
-    let input = LaunchInput {
-        plan,
-        state,
-        wiring,
-    };
-    let mode = crate::progress::Mode::detect(quiet);
-    // Step names let the bar say what is running (the backend reports a
-    // step after it finished); plain lines do not need them.
-    let names = match mode {
-        crate::progress::Mode::Bar => backend.step_names(input, probe),
-        _ => Vec::new(),
-    };
-    let steps = crate::progress::Steps::new(mode, names);
-    let progress = |i: usize, total: usize, name: &str, skipped: bool| {
-        steps.step_done(i, total, name, skipped)
-    };
-    let result = backend.launch_observed(input, &DuctRunner, probe, &progress);
-    steps.finish();
-    result
-}
-
-/// Run `bottle start`.
+/// Run `bottle start`: the lifecycle's start with the terminal's
+/// preflight, prompter and progress, then attach (or `--detach`).
 pub fn run(cli: &Cli, a: &Args) -> Result<u8> {
-    let home = super::home(cli)?;
-    // Preview for the preflight: nothing asked, nothing written.
-    let preview = super::resolve_plan(cli, &a.agent, &a.flags, None, &PlaceholderPrompt)?;
-    let backend = crate::registry::get(&preview.backend)?;
-    let probe = backend.probe(&DuctRunner);
-    if let Probe::Unavailable { why, fix } = &probe {
-        return Err(Error::Unavailable {
-            backend: backend.id().into(),
-            why: why.clone(),
-            fix: fix.clone(),
-        });
-    }
-    // Allocate before the preflight so it shows the identity `start` will
-    // really use; a declined or failed preflight gives the allocation back.
-    let (id, slot) = home.allocate(&preview.agent, &preview.bottle)?;
-    let state = home.state(&id);
-    let shown = (|| -> Result<String> {
-        let preview = super::resolve_plan(
-            cli,
-            &a.agent,
-            &a.flags,
-            Some((id.clone(), slot)),
-            &PlaceholderPrompt,
-        )?;
-        let (runtime, mut notes) = runtime_notes(&*backend, &preview, &probe);
-        notes.extend(super::plan::source_notes(cli, &preview, &a.flags));
-        if !cli.quiet || !a.yes {
-            eprint!("{}", preflight(&preview, &notes));
-        }
-        if !a.yes && !a.dry_run {
-            confirm()?;
-        }
-        Ok(runtime)
-    })();
-    let runtime = match shown {
-        Ok(r) => r,
-        Err(e) => {
-            let _ = state.remove();
-            return Err(e);
-        }
-    };
-    let result = (|| -> Result<(BottlePlan, Option<Box<dyn Running>>)> {
-        let prompter: &dyn Prompter = if a.dry_run {
-            &PlaceholderPrompt
-        } else {
-            &TtyPrompt
-        };
-        let plan =
-            super::resolve_plan(cli, &a.agent, &a.flags, Some((id.clone(), slot)), prompter)?;
-        state.write_metadata(&metadata(&plan, &runtime, Phase::Launching))?;
-        let wiring = prepare(&*backend, &plan, &state)?;
-        if a.dry_run {
-            let script = backend.render(LaunchInput {
-                plan: &plan,
-                state: &state,
-                wiring: &wiring,
-            })?;
+    let lc = super::lifecycle(cli)?;
+    let req = a.flags.request(cli, &a.agent)?;
+    let events = Term::new(cli.quiet).with_preflight(Preflight {
+        show: !cli.quiet || !a.yes,
+        confirm: !a.yes && !a.dry_run,
+    });
+    let (plan, running) = match lc.start(&req, a.dry_run, &TtyPrompt, &events)? {
+        Started::DryRun { script } => {
             print!("{script}");
-            return Ok((plan, None));
+            return Ok(0);
         }
-        let running = launch(&*backend, &plan, &state, &wiring, cli.quiet, Some(&probe))?;
-        // the launching record, now running (same `created`: AGE goes on)
-        let mut meta = state.read_metadata()?;
-        meta.phase = Phase::Running;
-        meta.owner_pid = None;
-        state.write_metadata(&meta)?;
-        Ok((plan, Some(running)))
-    })();
-    let (plan, running) = match result {
-        Ok(v) => v,
-        Err(e) => {
-            // Launch rolled its resources back; the state has nothing to resume.
-            if !state.preserved() {
-                let _ = state.remove();
-            }
-            return Err(e);
-        }
+        Started::Running { plan, running } => (plan, running),
     };
-    let Some(running) = running else {
-        let _ = state.remove();
-        return Ok(0);
-    };
+    let id = &plan.identity;
     if a.detach {
-        println!("{}", plan.identity);
+        println!("{id}");
         if !cli.quiet {
             eprintln!(
                 "started {id} (detached): `bottle exec {id} -- CMD`, `bottle attach {id}`, `bottle stop {id}`"
@@ -432,10 +278,7 @@ pub fn run(cli: &Cli, a: &Args) -> Result<u8> {
     // The agent's session ended: stop the bottle (state and home kept) so
     // no bundle is left running without its agent.
     if running.health(&DuctRunner)? != bottle_core::Health::Running {
-        running.stop(&DuctRunner)?;
-        let mut meta = state.read_metadata()?;
-        meta.phase = Phase::Stopped;
-        state.write_metadata(&meta)?;
+        lc.stop(id.as_str())?;
         if !cli.quiet {
             eprintln!("agent exited; stopped {id} (`bottle resume {id}` continues it)");
         }

@@ -69,13 +69,13 @@ struct Agent {
 }
 
 fn running_agent(home: &Home, arg: &str, what: &str) -> Result<Agent> {
-    let id = super::ids::bottle(home, arg)?;
-    let state = home.state(&id);
-    let meta = state.read_metadata()?;
-    let backend = crate::registry::get(&meta.backend)?;
-    let running = backend.handle(&meta, &state);
+    let f =
+        bottle_lifecycle::Lifecycle::new(home.clone(), crate::registry::registry(), &DuctRunner)
+            .find(arg)?;
+    let running = f.handle();
+    let (id, state) = (f.id, f.state);
     if !running.agent_running(&DuctRunner)? {
-        let why = if meta.phase == Phase::Stopped {
+        let why = if f.meta.phase == Phase::Stopped {
             "is stopped"
         } else {
             "has no running agent"
@@ -556,13 +556,9 @@ pub struct RmArgs {
 /// `bottle rm`: a running bottle is removed only after a yes on the
 /// terminal, or with `-f`; either way the operator is told what is lost.
 pub fn rm(cli: &Cli, a: &RmArgs) -> Result<u8> {
-    let home = super::home(cli)?;
-    let id = super::ids::bottle(&home, &a.id)?;
-    let state = home.state(&id);
-    let running = state
-        .read_metadata()
-        .is_ok_and(|m| m.phase == Phase::Running);
-    if running && !a.force {
+    let lc = super::lifecycle(cli)?;
+    let id = lc.identity(&a.id)?;
+    if lc.recorded_running(&id) && !a.force {
         let lost = format!(
             "{id} is running; removing it deletes its home volume bottle-{id}-home (the agent's \
              workspace {WORKSPACE} with any uncommitted or unexported work), its audit log and \
@@ -588,5 +584,9 @@ pub fn rm(cli: &Cli, a: &RmArgs) -> Result<u8> {
             });
         }
     }
-    super::lifecycle::rm(cli, &super::lifecycle::IdArgs { id: id.to_string() })
+    lc.rm(id.as_str())?;
+    if !cli.quiet {
+        eprintln!("removed {id}");
+    }
+    Ok(0)
 }
