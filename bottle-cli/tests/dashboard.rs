@@ -1,4 +1,6 @@
-//! The dashboard in a real terminal (tmux), run from a copy of the binary
+//! The dashboard in a real terminal (tmux). With a real engine: a bottle
+//! started, stopped, resumed, its logs read and removed from the dashboard,
+//! in its own process. Without one, run from a copy of the binary
 //! that is replaced while it runs (a rebuild): `n` still launches (the
 //! error of the launch itself reaches the status line, not a bare "No such
 //! file or directory"), a bad agent name is said in the status line, Esc
@@ -18,10 +20,122 @@ fn typed(text: &str) -> Vec<String> {
 }
 
 fn main() {
-    tmux::run(vec![(
-        "launches_survive_a_rebuilt_binary_and_errors_reach_the_status_line",
-        launches_survive_a_rebuilt_binary_and_errors_reach_the_status_line,
-    )])
+    tmux::run_needing(vec![
+        (
+            "launches_survive_a_rebuilt_binary_and_errors_reach_the_status_line",
+            launches_survive_a_rebuilt_binary_and_errors_reach_the_status_line,
+            false,
+        ),
+        (
+            "start_stop_resume_logs_and_rm_run_in_process_on_a_real_engine",
+            start_stop_resume_logs_and_rm_run_in_process_on_a_real_engine,
+            true,
+        ),
+    ])
+}
+
+/// `bottle --home <home> <args>` with the test's binary, its stdout.
+fn bottle(home: &std::path::Path, args: &[&str]) -> String {
+    let o = Command::new(env!("CARGO_BIN_EXE_bottle"))
+        .arg("--home")
+        .arg(home)
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "bottle {args:?}: {o:?}");
+    String::from_utf8(o.stdout).unwrap()
+}
+
+/// The one bottle of `home` and its state, from `bottle ls --json`.
+fn only_bottle(home: &std::path::Path) -> (String, String) {
+    let v: serde_json::Value = serde_json::from_str(&bottle(home, &["ls", "--json"])).unwrap();
+    let rows = v["bottles"].as_array().unwrap();
+    assert_eq!(rows.len(), 1, "{v}");
+    (
+        rows[0]["identity"].as_str().unwrap().to_owned(),
+        rows[0]["state"].as_str().unwrap().to_owned(),
+    )
+}
+
+/// The dashboard drives a real bottle through the lifecycle library in its
+/// own process (no `bottle` child): `n` starts it with its launch steps on
+/// the status line, `x` stops it, `r` resumes it, `l` shows the agent's
+/// output, `R` removes it; `bottle ls` and the engine agree at each step.
+fn start_stop_resume_logs_and_rm_run_in_process_on_a_real_engine() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home");
+    bottle(&home, &["init", "-q"]);
+    std::fs::write(
+        home.join("agents/tick.toml"),
+        "bottle = \"dev\"\ncommand = [\"sh\", \"-c\", \"echo dashboard-tick-ok; exec sleep infinity\"]\n",
+    )
+    .unwrap();
+    let s = Session(format!("bottle-cli-dash-real-{}", std::process::id()));
+    let cmdline = format!(
+        "{exe} --home {home} dashboard; sleep 30",
+        exe = env!("CARGO_BIN_EXE_bottle"),
+        home = home.display(),
+    );
+    let ok = Command::new("tmux")
+        .args(["new-session", "-d", "-s", &s.0, "-x", "160", "-y", "40"])
+        .arg(&cmdline)
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "tmux session");
+    s.wait_for("n new  s shell  l logs");
+    // a first start may build the sidecar and agent images
+    let long = Duration::from_secs(300);
+
+    s.keys(&["n"]);
+    s.keys(&typed("tick").iter().map(String::as_str).collect::<Vec<_>>());
+    s.keys(&["Enter"]);
+    s.wait_for_within("started tick", long);
+    let (id, state) = only_bottle(&home);
+    assert_eq!(state, "running");
+    s.wait_for(&id);
+
+    s.keys(&["x", "y"]);
+    s.wait_for_within(&format!("stopped {id}"), long);
+    assert_eq!(only_bottle(&home).1, "stopped");
+    s.wait_for("stopped");
+
+    s.keys(&["r"]);
+    s.wait_for_within(&format!("resumed {id}"), long);
+    assert_eq!(only_bottle(&home).1, "running");
+
+    s.keys(&["l"]);
+    let screen = s.wait_for("dashboard-tick-ok");
+    assert!(!screen.contains("error:"), "{screen}");
+    s.keys(&["Escape"]);
+
+    s.keys(&["R", "y"]);
+    s.wait_for_within(&format!("removed {id}"), long);
+    s.keys(&["q"]);
+    // no bottle's state is left (the home's own lock and caches stay)
+    let left: Vec<_> = std::fs::read_dir(home.join("state"))
+        .map(|r| {
+            r.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| !n.starts_with('.'))
+                .collect()
+        })
+        .unwrap_or_default();
+    assert!(left.is_empty(), "{left:?}");
+    let o = Command::new("docker")
+        .args([
+            "ps",
+            "-aq",
+            "--filter",
+            &format!("label=dev.bottle.identity={id}"),
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout).trim(),
+        "",
+        "containers left"
+    );
 }
 
 fn launches_survive_a_rebuilt_binary_and_errors_reach_the_status_line() {

@@ -139,16 +139,6 @@ pub fn resume(cli: &Cli, a: &IdArgs) -> Result<u8> {
     Ok(0)
 }
 
-/// `bottle rm` once confirmed: remove everything of a bottle, state
-/// included.
-pub fn rm(cli: &Cli, a: &IdArgs) -> Result<u8> {
-    let id = super::lifecycle(cli)?.rm(&a.id)?;
-    if !cli.quiet {
-        eprintln!("removed {id}");
-    }
-    Ok(0)
-}
-
 fn code(c: i32) -> u8 {
     u8::try_from(c).unwrap_or(1)
 }

@@ -1,8 +1,7 @@
 //! Subcommands. Each module owns its clap args and its `run`.
 
 use bottle_core::manifest::Runtime;
-use bottle_core::plan::Prompter;
-use bottle_core::{BottlePlan, DuctRunner, Error, Home, Identity, Result};
+use bottle_core::{DuctRunner, Error, Home, Result};
 use bottle_lifecycle::{Lifecycle, PlanRequest};
 use camino::Utf8PathBuf;
 use clap::Subcommand;
@@ -159,17 +158,4 @@ pub fn lifecycle(cli: &Cli) -> Result<Lifecycle<'static>> {
         crate::registry::registry(),
         &DuctRunner,
     ))
-}
-
-/// Load the agent and its bottle, check the backend, and resolve a plan.
-/// `identity` is `(identity, slot)` from a state allocation, or `None` for
-/// a preview.
-pub fn resolve_plan(
-    cli: &Cli,
-    agent: &str,
-    flags: &PlanFlags,
-    identity: Option<(Identity, u32)>,
-    prompter: &dyn Prompter,
-) -> Result<BottlePlan> {
-    lifecycle(cli)?.resolve(&flags.request(cli, agent)?, identity, prompter)
 }

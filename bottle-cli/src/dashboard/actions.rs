@@ -6,8 +6,13 @@
 //! logs, shell) is in this one module, so how it runs can change here
 //! without touching the UI.
 
-use std::path::{Path, PathBuf};
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc, Mutex};
+
+use bottle_core::command::{CommandSpec, Output};
+use bottle_core::plan::{NoPrompt, PlaceholderPrompt};
+use bottle_core::{CommandRunner, DuctRunner, LogOptions};
+use bottle_lifecycle::{Events, Lifecycle, PlanRequest};
 
 use super::model;
 use super::text::last_lines;
@@ -52,147 +57,121 @@ pub enum Done {
     },
 }
 
-/// The real operator. Decisions, stop and rm call the same library code
-/// as `bottle approve`/`deny`/`stop`/`rm` (stop and rm on a background
-/// thread); start and resume (a launch prints progress and may prompt) run
-/// `bottle` as a child process whose error, if any, comes back to the
-/// status line.
+/// The real operator: every action calls the same library code as the
+/// command (`bottle_lifecycle` for start/resume/stop/rm, the queue API for
+/// approve/deny) in this process. What takes an engine runs on a background
+/// thread that reports its launch steps and its end to the status line;
+/// quitting waits for those threads ([`CliOperator::wait`]) so no launch is
+/// cut off halfway.
 pub struct CliOperator {
     home: bottle_core::Home,
     done: mpsc::Sender<Done>,
+    busy: Arc<AtomicUsize>,
 }
 
-/// The `bottle` binary to run for a launch: the one this dashboard runs
-/// from. When that file is gone (rebuilt or removed since the dashboard
-/// started: Linux then names it `… (deleted)`), the running image itself
-/// (`/proc/self/exe`, the same version as the dashboard).
-fn bottle_exe(current: std::io::Result<PathBuf>, running: &Path) -> Result<PathBuf, String> {
-    match current {
-        Ok(p) if p.is_file() => Ok(p),
-        _ if running.exists() => Ok(running.to_owned()),
-        Ok(p) => Err(format!(
-            "the bottle binary {} is gone (rebuilt or removed since the dashboard started): restart `bottle dashboard`",
-            p.display()
-        )),
-        Err(e) => Err(format!(
-            "cannot find the bottle binary ({e}): restart `bottle dashboard`"
-        )),
+/// A runner whose `interactive` commands (`docker logs`, `smolvm machine
+/// logs`) are captured instead of writing over the screen.
+#[derive(Default)]
+struct Capture(Mutex<String>);
+
+impl CommandRunner for Capture {
+    fn output(&self, spec: &CommandSpec) -> bottle_core::Result<Output> {
+        DuctRunner.output(spec)
+    }
+    fn interactive(&self, spec: &CommandSpec) -> bottle_core::Result<i32> {
+        let o = DuctRunner.output(&spec.clone().allow_failure())?;
+        let mut text = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        text.push_str(&o.stdout);
+        text.push_str(&o.stderr);
+        Ok(o.code)
     }
 }
 
-/// The first `error:` line of a failed `bottle` run, with its `fix:`.
-fn error_of(stderr: &str) -> String {
-    let mut lines = stderr.lines().skip_while(|l| !l.starts_with("error:"));
-    match lines.next() {
-        Some(e) => {
-            let e = e.trim_start_matches("error:").trim();
-            match lines.next().map(str::trim) {
-                Some(fix) if fix.starts_with("fix:") => format!("{e} ({fix})"),
-                _ => e.to_owned(),
-            }
-        }
-        None => stderr
-            .lines()
-            .rev()
-            .find(|l| !l.trim().is_empty())
-            .unwrap_or("no output")
-            .trim()
-            .to_owned(),
+/// A launch's progress on the status line.
+pub struct Status {
+    what: String,
+    done: mpsc::Sender<Done>,
+}
+
+impl Events for Status {
+    fn step_done(&self, i: usize, total: usize, name: &str, _skipped: bool) {
+        let _ = self.done.send(Done::Status(format!(
+            "{} … [{}/{total}] {name}",
+            self.what,
+            i + 1
+        )));
     }
+}
+
+/// An error with its fix, on one line.
+fn with_fix(e: &bottle_core::Error) -> String {
+    match e.fix() {
+        Some(fix) => format!("{e} (fix: {fix})"),
+        None => e.to_string(),
+    }
+}
+
+/// What failed in the background, for the status line.
+fn status_error(what: &str, e: &bottle_core::Error) -> String {
+    format!("error: {what}: {}", with_fix(e))
 }
 
 impl CliOperator {
     /// The operator for the home at `home`; background work reports on
     /// `done`.
     pub fn new(home: bottle_core::Home, done: mpsc::Sender<Done>) -> Self {
-        Self { home, done }
+        Self {
+            home,
+            done,
+            busy: Arc::default(),
+        }
     }
 
-    /// A `Cli` for calling the commands' code in-process (quiet: nothing
-    /// may print over the screen).
-    fn cli(&self) -> crate::Cli {
-        crate::Cli {
-            home: Some(self.home.root().to_owned()),
-            backend: None,
-            verbose: false,
-            quiet: true,
-            command: crate::cmd::Command::Dashboard,
+    /// The lifecycle of this home (real backends, real commands).
+    fn lifecycle(&self) -> Lifecycle<'static> {
+        Lifecycle::new(self.home.clone(), crate::registry::registry(), &DuctRunner)
+    }
+
+    /// How many background operations are still running.
+    pub fn busy(&self) -> usize {
+        self.busy.load(Ordering::SeqCst)
+    }
+
+    /// Wait until every background operation has ended.
+    pub fn wait(&self) {
+        while self.busy() > 0 {
+            std::thread::sleep(std::time::Duration::from_millis(50));
         }
     }
 
     /// Run `f` on a background thread; its message goes to the status line.
     fn background(&self, f: impl FnOnce() -> Done + Send + 'static) {
         let tx = self.done.clone();
+        let busy = self.busy.clone();
+        busy.fetch_add(1, Ordering::SeqCst);
         std::thread::spawn(move || {
             let _ = tx.send(f());
+            busy.fetch_sub(1, Ordering::SeqCst);
         });
     }
 
-    /// `bottle --home <home> <args>` with stdin closed and no colours.
-    fn bottle(&self, args: &[&str]) -> Result<std::process::Command, String> {
-        let exe = bottle_exe(std::env::current_exe(), Path::new("/proc/self/exe"))?;
-        let mut cmd = std::process::Command::new(exe);
-        cmd.arg("--home")
-            .arg(self.home.root().as_std_path())
-            .args(args)
-            .env("NO_COLOR", "1")
-            .stdin(std::process::Stdio::null());
-        Ok(cmd)
-    }
-
-    /// Run `bottle <args>` in the background (stdin closed, its output
-    /// appended to `logs/dashboard.log`); `ok` or its error goes to the
-    /// status line when it ends.
-    fn spawn(&self, args: &[&str], what: String, ok: String) -> Result<(), String> {
-        let log_path = self.home.root().join("logs").join("dashboard.log");
-        let mut cmd = self.bottle(args)?;
-        cmd.stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped());
-        let child = cmd.spawn().map_err(|e| format!("{what}: {e}"))?;
-        let line = format!("$ bottle {}", args.join(" "));
-        self.background(move || {
-            let out = child.wait_with_output();
-            let _ = std::fs::create_dir_all(log_path.parent().expect("has a parent"));
-            if let (Ok(o), Ok(mut log)) = (
-                &out,
-                std::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(&log_path),
-            ) {
-                use std::io::Write;
-                let _ = writeln!(log, "{line}");
-                let _ = log.write_all(&o.stdout);
-                let _ = log.write_all(&o.stderr);
-            }
-            Done::Status(match out {
-                Ok(o) if o.status.success() => ok,
-                Ok(o) => format!(
-                    "error: {what}: {}",
-                    error_of(&String::from_utf8_lossy(&o.stderr))
-                ),
-                Err(e) => format!("error: {what}: {e}"),
-            })
-        });
-        Ok(())
-    }
-
-    /// Run a lifecycle command (`stop`, `rm`) on `identity` in-process on
-    /// a background thread; `ok` is the status line when it worked.
-    fn lifecycle(
+    /// Run a lifecycle operation on a background thread: `ok` or its error
+    /// goes to the status line; launch steps go there as they finish.
+    fn operate(
         &self,
-        identity: &str,
-        verb: &'static str,
-        run: fn(&crate::Cli, &crate::cmd::lifecycle::IdArgs) -> bottle_core::Result<u8>,
+        what: String,
         ok: String,
+        run: impl FnOnce(&Lifecycle<'static>, &Status) -> bottle_core::Result<()> + Send + 'static,
     ) {
-        let cli = self.cli();
-        let id = identity.to_owned();
+        let lc = self.lifecycle();
+        let events = Status {
+            what: what.clone(),
+            done: self.done.clone(),
+        };
         self.background(move || {
-            let a = crate::cmd::lifecycle::IdArgs { id: id.clone() };
-            Done::Status(match run(&cli, &a) {
-                Ok(_) => ok,
-                Err(e) => format!("error: {verb} {id}: {e}"),
+            Done::Status(match run(&lc, &events) {
+                Ok(()) => ok,
+                Err(e) => status_error(&what, &e),
             })
         });
     }
@@ -207,9 +186,12 @@ impl CliOperator {
     /// its container), in the background.
     fn stopped_logs(&self, identity: &str) -> Result<String, String> {
         let id = identity.to_owned();
-        let st = self
-            .home
-            .state(&crate::cmd::ids::bottle(&self.home, identity).map_err(|e| e.to_string())?);
+        let st = self.home.state(
+            &self
+                .lifecycle()
+                .identity(identity)
+                .map_err(|e| e.to_string())?,
+        );
         let path = bottle_host::bundle::log_path(st.audit_path().as_std_path());
         self.background(move || {
             let mut lines = vec![format!(
@@ -253,52 +235,43 @@ impl Operator for CliOperator {
     fn start(&self, agent: &str) -> Result<String, String> {
         // what `bottle plan` checks, here and now: a bad name, a broken
         // manifest or a missing backend is said at once
-        let flags = crate::cmd::PlanFlags {
-            cwd: None,
-            runtime: None,
-            env: Vec::new(),
-        };
-        crate::cmd::resolve_plan(
-            &self.cli(),
-            agent,
-            &flags,
-            None,
-            &bottle_core::plan::PlaceholderPrompt,
-        )
-        .map_err(|e| match e.fix() {
-            Some(fix) => format!("{e} (fix: {fix})"),
-            None => e.to_string(),
-        })?;
-        self.spawn(
-            &["start", agent, "--yes", "--detach"],
+        let req = PlanRequest::agent(agent);
+        self.lifecycle()
+            .resolve(&req, None, &PlaceholderPrompt)
+            .map_err(|e| with_fix(&e))?;
+        // `?prompt` values cannot be asked here: NoPrompt says so (and
+        // `bottle start` in a terminal asks them).
+        self.operate(
             format!("start {agent}"),
             format!("started {agent}"),
-        )?;
+            move |lc, events| lc.start(&req, false, &NoPrompt, events).map(|_| ()),
+        );
         Ok(format!("starting {agent} …"))
     }
     fn stop(&self, identity: &str) -> Result<String, String> {
-        self.lifecycle(
-            identity,
-            "stop",
-            crate::cmd::lifecycle::stop,
+        let id = identity.to_owned();
+        self.operate(
+            format!("stop {identity}"),
             format!("stopped {identity} (state and home kept; r resumes it)"),
+            move |lc, _| lc.stop(&id).map(|_| ()),
         );
         Ok(format!("stopping {identity} …"))
     }
     fn resume(&self, identity: &str) -> Result<String, String> {
-        self.spawn(
-            &["resume", identity],
+        let id = identity.to_owned();
+        self.operate(
             format!("resume {identity}"),
             format!("resumed {identity}"),
-        )?;
+            move |lc, events| lc.resume(&id, &NoPrompt, events).map(|_| ()),
+        );
         Ok(format!("resuming {identity} …"))
     }
     fn remove(&self, identity: &str) -> Result<String, String> {
-        self.lifecycle(
-            identity,
-            "rm",
-            crate::cmd::lifecycle::rm,
+        let id = identity.to_owned();
+        self.operate(
+            format!("rm {identity}"),
             format!("removed {identity}"),
+            move |lc, _| lc.rm(&id).map(|_| ()),
         );
         Ok(format!("removing {identity} …"))
     }
@@ -307,19 +280,23 @@ impl Operator for CliOperator {
             return self.stopped_logs(identity);
         }
         let id = identity.to_owned();
-        let mut cmd = self.bottle(&["logs", identity, "--tail", "500"])?;
+        let lc = self.lifecycle();
         self.background(move || {
-            let lines = match cmd.output() {
-                Ok(o) if o.status.success() => {
-                    let mut text = String::from_utf8_lossy(&o.stdout).into_owned();
-                    text.push_str(&String::from_utf8_lossy(&o.stderr));
+            let capture = Capture::default();
+            let opts = LogOptions {
+                tail: Some(500),
+                ..Default::default()
+            };
+            let got = lc.find(&id).and_then(|f| {
+                f.refuse_stopped("its agent output is gone")?;
+                f.handle().logs(&opts, &capture)
+            });
+            let lines = match got {
+                Ok(_) => {
+                    let text = capture.0.into_inner().unwrap_or_else(|p| p.into_inner());
                     last_lines(&text, 500)
                 }
-                Ok(o) => vec![format!(
-                    "error: {}",
-                    error_of(&String::from_utf8_lossy(&o.stderr))
-                )],
-                Err(e) => vec![format!("error: bottle logs: {e}")],
+                Err(e) => vec![status_error("logs", &e)],
             };
             Done::Logs {
                 identity: id,
@@ -329,54 +306,22 @@ impl Operator for CliOperator {
         Ok(String::new())
     }
     fn shell(&self, identity: &str) -> Result<String, String> {
-        let a = crate::cmd::lifecycle::ExecArgs {
-            id: identity.to_owned(),
-            cmd: [
-                "sh",
-                "-c",
-                "command -v bash >/dev/null 2>&1 && exec bash -l || exec sh -l",
-            ]
-            .map(String::from)
-            .to_vec(),
-        };
+        let cmd = [
+            "sh",
+            "-c",
+            "command -v bash >/dev/null 2>&1 && exec bash -l || exec sh -l",
+        ]
+        .map(String::from);
         eprintln!("shell in {identity}: exit (or Ctrl-D) goes back to the dashboard");
-        match crate::cmd::lifecycle::exec(&self.cli(), &a) {
+        let lc = self.lifecycle();
+        let ran = lc.find(identity).and_then(|f| {
+            f.refuse_stopped("there is no agent to run a shell in")?;
+            lc.engine_answers(&*f.backend)?;
+            f.handle().exec(&cmd, &DuctRunner)
+        });
+        match ran {
             Ok(code) => Ok(format!("shell in {identity} ended (exit {code})")),
             Err(e) => Err(format!("shell in {identity}: {e}")),
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_binary_to_run_survives_a_rebuild() {
-        let dir = tempfile::tempdir().unwrap();
-        let here = dir.path().join("bottle");
-        std::fs::write(&here, "").unwrap();
-        let running = dir.path().join("running");
-        std::fs::write(&running, "").unwrap();
-        // the file on disk while it is there
-        assert_eq!(bottle_exe(Ok(here.clone()), &running), Ok(here.clone()));
-        // rebuilt: Linux names the old file `… (deleted)`; the running image
-        let gone = dir.path().join("bottle (deleted)");
-        assert_eq!(bottle_exe(Ok(gone.clone()), &running), Ok(running.clone()));
-        let nowhere = dir.path().join("nowhere");
-        let e = bottle_exe(Ok(gone), &nowhere).unwrap_err();
-        assert!(e.contains("restart `bottle dashboard`"), "{e}");
-        // the real one resolves
-        let exe = bottle_exe(std::env::current_exe(), Path::new("/proc/self/exe")).unwrap();
-        assert!(exe.exists());
-    }
-
-    #[test]
-    fn a_failed_child_s_error_is_one_line() {
-        assert_eq!(
-            error_of("[1/3] x (2 ms)\nerror: no agent `nosuch`\n  fix: agents are: demo\n"),
-            "no agent `nosuch` (fix: agents are: demo)"
-        );
-        assert_eq!(error_of("boom\n\n"), "boom");
     }
 }

@@ -6,7 +6,8 @@
 //! `TestBackend`). Data arrives from a background collector thread as
 //! [`model::Snapshot`]s, so a slow engine never blocks input; actions go
 //! through the [`Operator`] trait, whose real impl is in [`actions`] (the
-//! one module that runs start/resume/logs/stop/rm).
+//! one module that runs start/resume/logs/stop/rm, in-process through
+//! `bottle_lifecycle`).
 
 pub mod actions;
 pub mod app;
@@ -118,6 +119,15 @@ pub fn run(home: bottle_core::Home) -> bottle_core::Result<()> {
         }
     })();
     ratatui::restore();
+    // A start or resume still launching finishes (or, on Ctrl-C, rolls
+    // back) before the process ends: nothing is left half made.
+    if op.busy() > 0 {
+        eprintln!(
+            "waiting for {} operation(s) to finish (Ctrl-C stops a launch and removes what it made)",
+            op.busy()
+        );
+        op.wait();
+    }
     if let Ok(mut to) = crate::TRACE_FILE.lock() {
         *to = None;
     }

@@ -17,21 +17,44 @@ pub fn available() -> bool {
         .is_ok_and(|o| o.status.success())
 }
 
+/// Whether a docker engine answers here.
+pub fn docker_answers() -> bool {
+    Command::new("docker")
+        .args(["info", "--format", "{{.ServerVersion}}"])
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
 /// Run `tests` (name, body): ignored without tmux outside CI, failed
 /// without it in CI.
 pub fn run(tests: Vec<(&'static str, fn())>) -> ! {
+    run_needing(tests.into_iter().map(|(n, b)| (n, b, false)).collect())
+}
+
+/// Run `tests` (name, body, needs a docker engine): each is ignored when
+/// what it needs (tmux, and docker where it says so) is missing outside
+/// CI, and failed when it is missing in CI.
+pub fn run_needing(tests: Vec<(&'static str, fn(), bool)>) -> ! {
     let args = Arguments::from_args();
     let have = available();
+    let docker = tests.iter().any(|t| t.2) && docker_answers();
     let ci = std::env::var("CI").is_ok_and(|v| v == "true");
-    if !have && !ci {
-        eprintln!("SKIPPED (reported ignored): tmux unavailable (install tmux)");
-    }
     let trials = tests
         .into_iter()
-        .map(|(name, body)| {
+        .map(|(name, body, needs_docker)| {
+            let missing = if !have {
+                Some("tmux unavailable (install tmux)")
+            } else if needs_docker && !docker {
+                Some("no docker engine answers (start dockerd)")
+            } else {
+                None
+            };
+            if let (Some(why), false) = (missing, ci) {
+                eprintln!("SKIPPED (reported ignored): {name}: {why}");
+            }
             Trial::test(name, move || {
-                if !have {
-                    return Err(Failed::from("tmux is required in CI (install tmux)"));
+                if let Some(why) = missing {
+                    return Err(Failed::from(format!("required in CI: {why}")));
                 }
                 std::panic::catch_unwind(body).map_err(|e| {
                     let msg = e
@@ -42,7 +65,7 @@ pub fn run(tests: Vec<(&'static str, fn())>) -> ! {
                     Failed::from(msg)
                 })
             })
-            .with_ignored_flag(!have && !ci)
+            .with_ignored_flag(missing.is_some() && !ci)
         })
         .collect();
     libtest_mimic::run(&args, trials).exit()
@@ -79,9 +102,14 @@ impl Session {
         }
     }
 
-    /// Wait until the screen shows `want`.
+    /// Wait until the screen shows `want` (30 s at most).
     pub fn wait_for(&self, want: &str) -> String {
-        let deadline = Instant::now() + Duration::from_secs(30);
+        self.wait_for_within(want, Duration::from_secs(30))
+    }
+
+    /// Wait until the screen shows `want`, `limit` at most.
+    pub fn wait_for_within(&self, want: &str, limit: Duration) -> String {
+        let deadline = Instant::now() + limit;
         loop {
             let p = self.pane();
             if p.contains(want) {
