@@ -400,7 +400,7 @@ impl Backend for DockerBackend {
                 errors.push((format!("remove {} {}", r.kind, r.name), e));
             }
         }
-        bottle_core::teardown::into_result(errors)
+        bottle_core::launch::into_result(errors)
     }
 
     fn runtime_choice(
@@ -560,7 +560,7 @@ impl DockerBackend {
         &self,
         input: LaunchInput<'_>,
         runner: &dyn CommandRunner,
-        progress: launch::Progress<'_>,
+        progress: bottle_core::backend::Progress<'_>,
     ) -> Result<Box<dyn Running>> {
         let gvisor = match self.gvisor_known() {
             Some(g) => g,
@@ -580,7 +580,7 @@ impl DockerBackend {
             });
         }
         let rendered = self.rendered(input)?;
-        launch::execute(&rendered, runner, ready_timeout(), progress)?;
+        launch::execute(&rendered, runner, ready_timeout(), input.state, progress)?;
         Ok(Box::new(DockerRunning::new(
             input.plan.identity.clone(),
             input.plan.names.clone(),
