@@ -141,6 +141,9 @@ impl Drop for InterruptGuard {
 // ---------------------------------------------------------------------------
 // Undo
 
+/// An undo closure: given the launch's runner.
+pub type UndoFn<'a> = Box<dyn FnOnce(&dyn CommandRunner) -> Result<()> + Send + 'a>;
+
 /// The undo of a step.
 pub enum Undo<'a> {
     /// Run this command through the launch's runner; a non-zero exit is a
@@ -148,7 +151,7 @@ pub enum Undo<'a> {
     Command(CommandSpec),
     /// Call this with the launch's runner (e.g. a removal that counts "not
     /// found" as done).
-    Call(Box<dyn FnOnce(&dyn CommandRunner) -> Result<()> + Send + 'a>),
+    Call(UndoFn<'a>),
 }
 
 impl<'a> Undo<'a> {
@@ -603,7 +606,7 @@ impl<'a> Launch<'a> {
                     }
                     reported += 1;
                 }
-                return Err((meta[index].0.clone(), Some(e)));
+                return Err((meta[index].0.clone(), Some(Box::new(e))));
             }
             if let Some(i) = state.iter().position(|s| *s != St::Ok) {
                 return Err((meta[i].0.clone(), None));
@@ -632,9 +635,9 @@ impl<'a> Launch<'a> {
             return Err(interrupted(step, cleanup));
         }
         match source {
-            Some(e) => Err(Error::Launch {
+            Some(source) => Err(Error::Launch {
                 step,
-                source: Box::new(e),
+                source,
                 cleanup,
             }),
             None => Err(interrupted(step, cleanup)),

@@ -28,9 +28,9 @@ pub use backend::{
 };
 pub use command::{CommandRunner, CommandSpec, DuctRunner, Output, RecordingRunner};
 pub use error::{Error, ErrorKind, Result};
+pub use launch::{InterruptGuard, Launch, LaunchStep, Outcome, StepContext, Undo, UndoStack};
 pub use manifest::{Loader, Runtime, Template};
 pub use plan::{resolve, BottlePlan, Identity, ResolveOptions};
 pub use prepare::{Prepare, PrepareContext, Wiring};
 pub use secret::Secret;
 pub use state::{Home, Metadata, StateDir};
-pub use launch::{InterruptGuard, Launch, LaunchStep, Outcome, StepContext, Undo, UndoStack};

@@ -404,9 +404,9 @@ impl Backend for DockerBackend {
             let id = s.spawn(|| runner.output(&daemon_id_spec()));
             let v = runner.output(&version_spec());
             let has_base = has_base.join().unwrap_or(false);
-            let runtimes = runtimes.join().unwrap_or_else(|_| {
-                Err(Error::other("`docker info` panicked", "report a bug"))
-            });
+            let runtimes = runtimes
+                .join()
+                .unwrap_or_else(|_| Err(Error::other("`docker info` panicked", "report a bug")));
             let id = id.join().ok().and_then(|o| o.ok());
             (v, has_base, (runtimes, id))
         });
@@ -705,8 +705,7 @@ impl DockerBackend {
             });
         }
         let rendered = self.rendered(input)?;
-        if let Err(e) = launch::execute(&rendered, runner, ready_timeout(), input.state, progress)
-        {
+        if let Err(e) = launch::execute(&rendered, runner, ready_timeout(), input.state, progress) {
             return Err(self.check_gvisor_after(e, &rendered, runner, input.plan));
         }
         Ok(Box::new(DockerRunning::new(
@@ -731,7 +730,12 @@ impl DockerBackend {
         // only a failure of a step on the agent container can be runsc's
         let on_agent = match &e {
             Error::Launch { step, .. } => rendered.steps.iter().any(|s| {
-                s.step.name == *step && s.step.run.args.iter().any(|a| a.contains(&plan.names.agent))
+                s.step.name == *step
+                    && s.step
+                        .run
+                        .args
+                        .iter()
+                        .any(|a| a.contains(&plan.names.agent))
             }),
             _ => false,
         };

@@ -99,7 +99,10 @@ fn input(c: &Case) -> LaunchInput<'_> {
 
 /// Step index by name prefix, and the dependencies of the rendered launch.
 fn deps(c: &Case) -> (Vec<String>, Vec<Vec<usize>>) {
-    let r = backend(&c.root).with_runsc(true).rendered(input(c)).unwrap();
+    let r = backend(&c.root)
+        .with_runsc(true)
+        .rendered(input(c))
+        .unwrap();
     let names = r.steps.iter().map(|s| s.step.name.clone()).collect();
     (names, bottle_docker::launch::dependencies(&r.steps))
 }
@@ -165,7 +168,11 @@ fn engine_version(version: &str, runtimes: &str, runsc_runs: bool) -> RecordingR
     r.reply("docker image inspect", 0, "sha256:x\n");
     r.reply("docker info --format '{{.ID}}'", 0, "ABCD:EFGH:IJKL\n");
     r.reply("docker info --format '{{json .Runtimes}}'", 0, runtimes);
-    r.reply("docker run --rm --runtime runsc", if runsc_runs { 0 } else { 125 }, "");
+    r.reply(
+        "docker run --rm --runtime runsc",
+        if runsc_runs { 0 } else { 125 },
+        "",
+    );
     r
 }
 
@@ -210,7 +217,10 @@ fn a_gvisor_that_ran_is_cached_for_the_same_engine_and_runsc_only() {
     // the failure dropped the entry: the old engine probes again too
     let r = engine(&runtimes, false);
     let (_, p) = probe(&r);
-    assert!(!p.gvisor().unwrap().is_available(), "a stale cache answered");
+    assert!(
+        !p.gvisor().unwrap().is_available(),
+        "a stale cache answered"
+    );
     assert_eq!(test_containers(&r), 1);
 }
 
@@ -241,14 +251,17 @@ fn a_stale_cached_gvisor_fails_closed_and_is_forgotten() {
     };
     assert_eq!(step, "start agent");
     assert!(
-        source.to_string().contains("cached") && source.to_string().contains("fresh test container fails"),
+        source.to_string().contains("cached")
+            && source.to_string().contains("fresh test container fails"),
         "{source}"
     );
     assert!(err.fix().unwrap().contains("bottle start` again"), "{text}");
     // a fresh test container ran, everything was rolled back, and the
     // next probe does not trust the cache
     assert_eq!(test_containers(&r), 1, "{}", r.transcript());
-    assert!(r.transcript().contains("docker rm --force --volumes bottle-main-dev-abc123-agent"));
+    assert!(r
+        .transcript()
+        .contains("docker rm --force --volumes bottle-main-dev-abc123-agent"));
     let next = backend(&c.root).with_probe_cache(cache);
     let r = engine(&runtimes, false);
     assert!(!next.probe(&r).gvisor().unwrap().is_available());

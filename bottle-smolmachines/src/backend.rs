@@ -132,9 +132,7 @@ impl SmolmachinesBackend {
                 match &st.step.undo {
                     Some(u) => {
                         let u = u.clone();
-                        step.undo(Undo::call(move |r: &dyn CommandRunner| {
-                            run_tolerant(&u, r)
-                        }))
+                        step.undo(Undo::call(move |r: &dyn CommandRunner| run_tolerant(&u, r)))
                     }
                     None => step,
                 }
@@ -181,12 +179,9 @@ fn run_step(p: &SmolmachinesPlan, st: &render::SmolStep, cx: &StepContext<'_>) -
             )?;
             runner.output(&st.step.run).map(|_| ())
         }
-        Kind::Poll(secs) => poll_until(
-            &st.step.run,
-            Duration::from_secs(secs),
-            runner,
-            &|| cx.interrupted(),
-        ),
+        Kind::Poll(secs) => poll_until(&st.step.run, Duration::from_secs(secs), runner, &|| {
+            cx.interrupted()
+        }),
         Kind::VerifyMachine => {
             let out = runner.output(&st.step.run)?;
             verify_machine(p, &out.stdout)

@@ -11,9 +11,9 @@ mod common;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
+use bottle_core::backend::Gvisor;
 use bottle_core::backend::{Backend, LaunchInput, Probe};
 use bottle_core::command::{CommandRunner, CommandSpec, Output, RecordingRunner};
-use bottle_core::backend::Gvisor;
 use bottle_core::Error;
 use bottle_smolmachines::hv::HostOs;
 use bottle_smolmachines::smolvm::{local_image_ref, Smolvm};
@@ -168,7 +168,11 @@ fn ctrl_c_after_step_k_unwinds_k_to_1_and_progress_reports_each_step() {
         .rev()
         .filter_map(|s| s.step.undo.as_ref().map(|u| u.argv_line()))
         .collect();
-    assert_eq!(lines[wait + 1..], undos[..], "one readiness try, then the unwinding");
+    assert_eq!(
+        lines[wait + 1..],
+        undos[..],
+        "one readiness try, then the unwinding"
+    );
     // the guard is gone: SIGINT has its default disposition again
     // SAFETY: queries the disposition only.
     let now = unsafe {

@@ -257,7 +257,9 @@ fn progress_reports_every_step_in_order_and_a_given_probe_is_not_repeated() {
             &r,
             Some(&ready),
             &|i: usize, total: usize, name: &str, skipped: bool| {
-                seen.lock().unwrap().push((i, total, name.to_owned(), skipped))
+                seen.lock()
+                    .unwrap()
+                    .push((i, total, name.to_owned(), skipped))
             },
         )
         .unwrap();

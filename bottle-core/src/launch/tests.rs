@@ -14,7 +14,8 @@ fn creates<'a>(names: &[&str]) -> Vec<LaunchStep<'a>> {
     names
         .iter()
         .map(|n| {
-            LaunchStep::command(format!("create {n}"), docker(&["create", n])).undo(docker(&["rm", n]))
+            LaunchStep::command(format!("create {n}"), docker(&["create", n]))
+                .undo(docker(&["rm", n]))
         })
         .collect()
 }
@@ -28,9 +29,12 @@ type Seen = Arc<Mutex<Vec<(usize, usize, String, bool)>>>;
 fn observer() -> (Seen, impl Fn(usize, usize, &str, bool)) {
     let seen: Seen = Arc::default();
     let s = seen.clone();
-    (seen, move |i: usize, n: usize, name: &str, skipped: bool| {
-        s.lock().unwrap().push((i, n, name.to_owned(), skipped))
-    })
+    (
+        seen,
+        move |i: usize, n: usize, name: &str, skipped: bool| {
+            s.lock().unwrap().push((i, n, name.to_owned(), skipped))
+        },
+    )
 }
 
 #[test]
@@ -189,7 +193,11 @@ fn an_interrupt_after_step_k_unwinds_k_to_1() {
             matches!(&err, Error::Interrupted { step } if *step == format!("create {}", names[k])),
             "{err:?}"
         );
-        assert_eq!(seen.lock().unwrap().len(), k, "the finished steps are reported");
+        assert_eq!(
+            seen.lock().unwrap().len(),
+            k,
+            "the finished steps are reported"
+        );
     }
 }
 
@@ -316,7 +324,10 @@ fn keeping_leaves_everything_and_marks_the_state_preserved() {
     assert_eq!(lines(&r), ["docker create a", "docker create b"]);
     assert!(state.preserved());
     let note = std::fs::read_to_string(state.preserve_path()).unwrap();
-    assert!(note.contains("create b") && note.contains("create a"), "{note}");
+    assert!(
+        note.contains("create b") && note.contains("create a"),
+        "{note}"
+    );
     // a launch that is not kept leaves no mark
     let dir = tempfile::tempdir().unwrap();
     let state = StateDir::at(camino::Utf8PathBuf::from_path_buf(dir.path().join("s")).unwrap());
