@@ -237,7 +237,8 @@ fn no_file_access() -> crate::Error {
     )
 }
 
-/// A launch step finished: (step number from 1, total, name, skipped).
+/// A launch step finished: (step index from 0, total, name, skipped), in
+/// step order (the observer of `bottle_core::launch::Launch::run`).
 pub type Progress<'a> = &'a dyn Fn(usize, usize, &str, bool);
 
 /// An image a backend built that nothing uses now (`bottle gc --images`).

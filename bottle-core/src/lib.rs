@@ -1,5 +1,5 @@
 //! bottle-core: manifests, plans, the `Backend` and `Prepare` seams, the
-//! command seam, errors, teardown and state.
+//! command seam, errors, the launch engine and state.
 //!
 //! No docker, no network, no async. Data flows
 //! [`manifest::Loader`] → [`plan::resolve`] → [`plan::BottlePlan`] →
@@ -11,6 +11,7 @@ pub mod backend;
 pub mod command;
 pub mod error;
 pub mod fixture;
+pub mod launch;
 pub mod manifest;
 pub mod plan;
 pub mod prepare;
@@ -27,9 +28,9 @@ pub use backend::{
 };
 pub use command::{CommandRunner, CommandSpec, DuctRunner, Output, RecordingRunner};
 pub use error::{Error, ErrorKind, Result};
+pub use launch::{InterruptGuard, Launch, LaunchStep, Outcome, StepContext, Undo, UndoStack};
 pub use manifest::{Loader, Runtime, Template};
 pub use plan::{resolve, BottlePlan, Identity, ResolveOptions};
 pub use prepare::{Prepare, PrepareContext, Wiring};
 pub use secret::Secret;
 pub use state::{Home, Metadata, StateDir};
-pub use teardown::Teardown;

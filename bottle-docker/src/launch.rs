@@ -1,116 +1,18 @@
-//! Running a rendered launch: LIFO rollback on failure and on Ctrl-C, image
-//! builds skipped when their tag exists, readiness polled with a deadline.
+//! Docker's launch steps: what each rendered step does beyond running its
+//! command (image builds skipped when their tag exists, readiness polled
+//! with a deadline, the home volume kept when it existed) and which steps
+//! wait for which ([`dependencies`]). The core launch engine
+//! ([`bottle_core::launch`]) runs them: concurrency, LIFO rollback on
+//! failure and on Ctrl-C, keep-on-failure, progress.
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use bottle_core::backend::Progress;
 use bottle_core::command::{CommandRunner, CommandSpec};
-use bottle_core::{Error, Result};
+use bottle_core::launch::{Launch, LaunchStep, Outcome, StepContext};
+use bottle_core::{Error, Result, StateDir};
 
-use crate::render::{Action, DockerStep, Rendered};
-
-static INTERRUPTED: AtomicBool = AtomicBool::new(false);
-
-extern "C" fn on_signal(_: libc::c_int) {
-    INTERRUPTED.store(true, Ordering::SeqCst);
-}
-
-/// SIGINT/SIGTERM set a flag while a launch runs (the default action would
-/// kill `bottle` before it removes what it created); dropped = defaults back.
-pub struct InterruptGuard {
-    _private: (),
-}
-
-impl InterruptGuard {
-    /// Install the handlers.
-    pub fn install() -> Self {
-        INTERRUPTED.store(false, Ordering::SeqCst);
-        // SAFETY: the handler only stores into an atomic (async-signal-safe).
-        unsafe {
-            libc::signal(libc::SIGINT, on_signal as *const () as libc::sighandler_t);
-            libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
-        }
-        Self { _private: () }
-    }
-
-    /// Was a signal received?
-    pub fn interrupted(&self) -> bool {
-        INTERRUPTED.load(Ordering::SeqCst)
-    }
-}
-
-impl Drop for InterruptGuard {
-    fn drop(&mut self) {
-        // SAFETY: restoring the default dispositions.
-        unsafe {
-            libc::signal(libc::SIGINT, libc::SIG_DFL);
-            libc::signal(libc::SIGTERM, libc::SIG_DFL);
-        }
-    }
-}
-
-/// A LIFO stack of undo commands run through the launch's runner.
-///
-/// (The core `Teardown` takes `'static` closures; the runner here is
-/// borrowed, so the docker launch keeps the undo commands themselves, with
-/// the same semantics: newest first, keep going, collect every error, unwind
-/// on drop while armed, `BOTTLE_KEEP=1` keeps everything.)
-pub struct UndoStack<'r> {
-    runner: &'r dyn CommandRunner,
-    steps: Vec<(String, CommandSpec)>,
-    armed: bool,
-}
-
-impl<'r> UndoStack<'r> {
-    /// An empty, armed stack.
-    pub fn new(runner: &'r dyn CommandRunner) -> Self {
-        Self {
-            runner,
-            steps: Vec::new(),
-            armed: true,
-        }
-    }
-    /// Push an undo.
-    pub fn push(&mut self, name: &str, undo: CommandSpec) {
-        self.steps.push((name.to_owned(), undo));
-    }
-    /// Success: forget the undos.
-    pub fn disarm(mut self) {
-        self.armed = false;
-        self.steps.clear();
-    }
-    /// Run every undo newest first; return the failures.
-    pub fn unwind(mut self) -> Vec<(String, Error)> {
-        self.armed = false;
-        self.run_all()
-    }
-    fn run_all(&mut self) -> Vec<(String, Error)> {
-        let steps = std::mem::take(&mut self.steps);
-        if std::env::var_os("BOTTLE_KEEP").is_some_and(|v| v == "1") {
-            tracing::warn!(kept = steps.len(), "BOTTLE_KEEP=1: leaving resources");
-            return Vec::new();
-        }
-        let mut errors = Vec::new();
-        for (name, undo) in steps.into_iter().rev() {
-            match self.runner.output(&undo) {
-                Ok(o) if o.success() || undo.allow_failure => {}
-                Ok(o) => errors.push((name, bottle_core::command::failure(&undo, &o))),
-                Err(e) => errors.push((name, e)),
-            }
-        }
-        errors
-    }
-}
-
-impl Drop for UndoStack<'_> {
-    fn drop(&mut self) {
-        if self.armed && !self.steps.is_empty() {
-            for (name, e) in self.run_all() {
-                tracing::error!(step = %name, error = %e, "cleanup failed");
-            }
-        }
-    }
-}
+use crate::render::{Action, DockerStep, Rendered, AGENT_ENV_FILE};
 
 fn image_exists(runner: &dyn CommandRunner, tag: &str) -> Result<bool> {
     Ok(runner
@@ -141,9 +43,6 @@ fn logs_tail(runner: &dyn CommandRunner, container: &str) -> String {
         .map(|o| format!("{}{}", o.stdout, o.stderr).trim().to_owned())
         .unwrap_or_default()
 }
-
-/// Progress callback: (step index, total, step name, skipped).
-pub type Progress<'a> = &'a dyn Fn(usize, usize, &str, bool);
 
 /// The name of the docker object a step creates (network, volume,
 /// container, image tag), if any.
@@ -178,13 +77,46 @@ fn barrier(s: &DockerStep) -> bool {
     matches!(s.action, Action::EnsureBase { .. } | Action::Poll { .. })
 }
 
+/// The marker file whose appearance lets a gated agent's command run.
+fn env_ready_marker() -> String {
+    format!("{AGENT_ENV_FILE}.ready")
+}
+
+/// A gated agent: its container's entry command waits for the secret env
+/// file (render.rs `AWAIT_ENV`) that a later step writes over `docker exec`
+/// (the gate opener). Until the gate opens the container runs nothing but
+/// that wait, so it may start while the bundle is still coming up: its
+/// own command still runs only after the opener, which waits for every
+/// earlier step, the bundle's readiness included. `(agent container,
+/// index of the opener)`.
+fn gated_agent(steps: &[DockerStep]) -> Option<(&str, usize)> {
+    let marker = env_ready_marker();
+    let agent = steps.iter().find_map(|s| {
+        let a = &s.step.run.args;
+        (a.first().is_some_and(|c| c == "create") && a.iter().any(|w| w.contains(&marker)))
+            .then(|| created(s))
+            .flatten()
+    })?;
+    let opener = steps.iter().position(|s| {
+        let a = &s.step.run.args;
+        s.step.run.program == "docker"
+            && a.first().is_some_and(|c| c == "exec")
+            && a.iter().any(|w| w == agent)
+            && a.iter().any(|w| w.contains(&marker))
+    })?;
+    Some((agent, opener))
+}
+
 /// For each step, the earlier steps it waits for. A step waits for the
 /// steps that create the docker objects it names (a network, the volume, a
 /// container, an image tag); a step that creates nothing (connect, start,
-/// copy) also waits for every earlier step naming the same objects; builds run one at a time; barriers
-/// (`barrier`) order everything around them. Everything else may run
-/// at the same time: the two networks and the volume, the bundle chain
-/// (create, connect, start) and the agent chain (create, copy files).
+/// copy) also waits for every earlier step naming the same objects; builds
+/// run one at a time; barriers (`barrier`) order everything around them.
+/// Everything else may run at the same time: the two networks and the
+/// volume, the bundle chain (create, connect, start) and the agent chain
+/// (create, copy files). A gated agent (`gated_agent`) also starts and
+/// becomes exec-ready while the bundle comes up; the step that opens its
+/// gate waits for everything before it.
 /// ARCHITECTURE.md "Data flow of `bottle start <agent>`".
 pub fn dependencies(steps: &[DockerStep]) -> Vec<Vec<usize>> {
     let names: Vec<&str> = steps.iter().filter_map(created).collect();
@@ -202,15 +134,38 @@ pub fn dependencies(steps: &[DockerStep]) -> Vec<Vec<usize>> {
                 .collect()
         })
         .collect();
+    let gate = gated_agent(steps);
+    // steps of a gated agent that need not wait for the bundle: its start
+    // and its exec-ready wait (after its create, before the opener)
+    let early = |i: usize| -> bool {
+        let Some((agent, opener)) = gate else {
+            return false;
+        };
+        let s = &steps[i];
+        i < opener
+            && created(s).is_none()
+            && mentions[i].contains(&agent)
+            && match &s.action {
+                Action::Poll { container, .. } => container == agent,
+                Action::Run => s.step.run.args.first().is_some_and(|c| c == "start"),
+                _ => false,
+            }
+    };
     let mut deps = Vec::with_capacity(steps.len());
     let mut last_barrier: Option<usize> = None;
+    let mut base_barrier: Option<usize> = None;
     for (i, s) in steps.iter().enumerate() {
-        let d: Vec<usize> = if barrier(s) {
+        let opener = gate.is_some_and(|(_, o)| o == i);
+        let early_i = early(i);
+        let is_barrier = (barrier(s) && !early_i) || opener;
+        let d: Vec<usize> = if is_barrier {
             (0..i).collect()
         } else {
+            // an early step waits only for the base check among barriers
+            let fence = if early_i { base_barrier } else { last_barrier };
             (0..i)
                 .filter(|&j| {
-                    Some(j) == last_barrier
+                    Some(j) == fence
                         || (matches!(s.action, Action::Build(_))
                             && matches!(steps[j].action, Action::Build(_)))
                         || created(&steps[j]).is_some_and(|n| mentions[i].contains(&n))
@@ -219,83 +174,73 @@ pub fn dependencies(steps: &[DockerStep]) -> Vec<Vec<usize>> {
                 })
                 .collect()
         };
-        if barrier(s) {
+        if is_barrier {
             last_barrier = Some(i);
+            if matches!(s.action, Action::EnsureBase { .. }) {
+                base_barrier = Some(i);
+            }
         }
         deps.push(d);
     }
     deps
 }
 
-/// A finished step.
-struct Finished {
-    index: usize,
-    /// Ok(push the undo?), as the step's handler decided.
-    result: Result<bool>,
-    skipped: bool,
-}
-
 /// Run one step (on a worker thread).
 fn run_step(
     s: &DockerStep,
-    runner: &dyn CommandRunner,
+    cx: &StepContext<'_>,
     ready_timeout: Duration,
-    guard: &InterruptGuard,
     prefetched: Option<&ImageCheck>,
-) -> (Result<bool>, bool) {
-    let mut skipped = false;
-    let result = match &s.action {
-        Action::Run | Action::Background => runner.output(&s.step.run).map(|_| true),
+) -> Result<Outcome> {
+    let runner = cx.runner;
+    match &s.action {
+        Action::Run | Action::Background => runner.output(&s.step.run).map(|_| Outcome::Done),
         Action::WithImageCommand { image } => image_command(runner, image)
             .and_then(|cmd| runner.output(&with_image_command(&s.step.run, &cmd)))
-            .map(|_| true),
-        Action::EnsureBase { image } => ensure_base(runner, image).map(|_| true),
+            .map(|_| Outcome::Done),
+        Action::EnsureBase { image } => ensure_base(runner, image).map(|_| Outcome::Done),
         Action::Build(b) => {
             let exists = if b.always {
-                Ok(false)
+                false
             } else {
                 match prefetched.and_then(ImageCheck::take) {
-                    Some(r) => r,
-                    None => image_exists(runner, &b.tag),
+                    Some(r) => r?,
+                    None => image_exists(runner, &b.tag)?,
                 }
             };
-            match exists {
-                Err(e) => Err(e),
-                Ok(true) => {
-                    skipped = true;
-                    Ok(false)
-                }
-                Ok(false) => b
-                    .stage()
-                    .and_then(|_| runner.output(&s.step.run))
-                    .map(|_| {
-                        b.unstage();
-                        false
-                    })
-                    .map_err(|e| {
-                        b.unstage();
-                        build_error(b.role, &b.tag, e)
-                    }),
+            if exists {
+                return Ok(Outcome::Skipped);
             }
+            b.stage()
+                .and_then(|_| runner.output(&s.step.run))
+                .map(|_| {
+                    b.unstage();
+                    Outcome::Done
+                })
+                .map_err(|e| {
+                    b.unstage();
+                    build_error(b.role, &b.tag, e)
+                })
         }
-        Action::Volume { name: vol } => runner
-            .output(
-                &CommandSpec::new("docker")
-                    .args(["volume", "inspect", vol])
-                    .allow_failure(),
-            )
-            .and_then(|existed| runner.output(&s.step.run).map(|_| !existed.success())),
-        Action::Poll { container, exit_ok } => poll(
-            runner,
-            &s.step.run,
-            container,
-            *exit_ok,
-            ready_timeout,
-            guard,
-        )
-        .map(|_| true),
-    };
-    (result, skipped)
+        Action::Volume { name: vol } => {
+            let existed = runner
+                .output(
+                    &CommandSpec::new("docker")
+                        .args(["volume", "inspect", vol])
+                        .allow_failure(),
+                )?
+                .success();
+            runner.output(&s.step.run)?;
+            Ok(if existed {
+                Outcome::Existed
+            } else {
+                Outcome::Done
+            })
+        }
+        Action::Poll { container, exit_ok } => {
+            poll(cx, &s.step.run, container, *exit_ok, ready_timeout).map(|_| Outcome::Done)
+        }
+    }
 }
 
 /// An image-tag check started when the launch starts (off the critical
@@ -311,25 +256,23 @@ impl ImageCheck {
     }
 }
 
-/// Run every step, each as soon as the steps it depends on
-/// ([`dependencies`]) succeeded; on failure or interrupt, let running
-/// steps finish, then unwind everything created (newest first). Progress is
-/// reported in step order (a step that finished early is reported once
-/// every earlier step did), so the last line names what the launch waits
-/// for. With `RUST_LOG=bottle_docker::launch=debug` each step's own start
-/// offset and duration are logged (`cargo xtask bench start` reads them).
+/// Run the rendered steps on the core launch engine, each as soon as the
+/// steps it depends on ([`dependencies`]) succeeded; on failure or
+/// interrupt the engine lets running steps finish, then unwinds
+/// everything created (newest first). A build's undo is none (images are
+/// a cache, `bottle gc --images` removes them); a failed create is undone
+/// too (it may have made the thing); the home volume is not removed when
+/// it existed before. With `BOTTLE_KEEP=1`, a failed launch keeps
+/// everything and marks `state` preserved.
 pub fn execute(
     rendered: &Rendered,
     runner: &dyn CommandRunner,
     ready_timeout: Duration,
+    state: &StateDir,
     progress: Progress<'_>,
 ) -> Result<()> {
-    let guard = InterruptGuard::install();
-    let mut undo = UndoStack::new(runner);
     let steps = &rendered.steps;
-    let total = steps.len();
     let deps = dependencies(steps);
-    let t0 = Instant::now();
     // Image checks of every cached build start now, in parallel.
     let mut senders = Vec::new();
     let checks: Vec<Option<ImageCheck>> = steps
@@ -351,116 +294,27 @@ pub fn execute(
                 let _ = tx.send(image_exists(runner, &tag));
             });
         }
-        let checks = &checks;
-        let guard = &guard;
-        let (tx, rx) = std::sync::mpsc::channel::<Finished>();
-        #[derive(Clone, Copy, PartialEq)]
-        enum St {
-            Waiting,
-            Running,
-            Ok,
-            Failed,
-        }
-        let mut state = vec![St::Waiting; total];
-        let mut finished: Vec<Option<(bool, bool)>> = vec![None; total];
-        let mut reported = 0usize;
-        let mut failures: Vec<(usize, Error)> = Vec::new();
-        let mut in_flight = 0usize;
-        loop {
-            if failures.is_empty() && !guard.interrupted() {
-                for i in 0..total {
-                    if state[i] == St::Waiting && deps[i].iter().all(|&j| state[j] == St::Ok) {
-                        state[i] = St::Running;
-                        in_flight += 1;
-                        let tx = tx.clone();
-                        let s = &steps[i];
-                        scope.spawn(move || {
-                            let started = t0.elapsed();
-                            let (result, skipped) =
-                                run_step(s, runner, ready_timeout, guard, checks[i].as_ref());
-                            let took = t0.elapsed() - started;
-                            tracing::debug!(
-                                "step timing {} {} {}",
-                                started.as_millis(),
-                                took.as_millis(),
-                                s.step.name
-                            );
-                            let _ = tx.send(Finished {
-                                index: i,
-                                result,
-                                skipped,
-                            });
-                        });
+        let launch_steps = steps
+            .iter()
+            .zip(deps)
+            .zip(&checks)
+            .map(|((s, d), check)| {
+                let mut ls = LaunchStep::new(s.step.name.clone(), move |cx| {
+                    run_step(s, cx, ready_timeout, check.as_ref())
+                })
+                .after(d);
+                if let Some(u) = &s.step.undo {
+                    ls = ls.undo(u.clone());
+                    if matches!(s.action, Action::Run | Action::WithImageCommand { .. }) {
+                        ls = ls.undo_if_failed();
                     }
                 }
-            }
-            if in_flight == 0 {
-                break;
-            }
-            let Ok(f) = rx.recv() else { break };
-            in_flight -= 1;
-            let s = &steps[f.index];
-            match f.result {
-                Ok(push_undo) => {
-                    state[f.index] = St::Ok;
-                    if push_undo {
-                        if let Some(u) = &s.step.undo {
-                            undo.push(&s.step.name, u.clone());
-                        }
-                    }
-                    finished[f.index] = Some((true, f.skipped));
-                }
-                Err(e) => {
-                    state[f.index] = St::Failed;
-                    // A failed create may still have made the thing: undo it too.
-                    if let Some(u) = &s.step.undo {
-                        if matches!(s.action, Action::Run | Action::WithImageCommand { .. }) {
-                            undo.push(&s.step.name, u.clone());
-                        }
-                    }
-                    finished[f.index] = Some((false, f.skipped));
-                    failures.push((f.index, e));
-                }
-            }
-            // report in step order; a failure is reported once all ran
-            while let Some(Some((true, skipped))) = finished.get(reported) {
-                progress(reported, total, &steps[reported].step.name, *skipped);
-                reported += 1;
-            }
-        }
-        if let Some(k) = (0..failures.len()).min_by_key(|&k| failures[k].0) {
-            let (index, e) = failures.swap_remove(k);
-            // the failing step is the last line, even if it was not the
-            // first to finish
-            while reported <= index {
-                if let Some((ok, skipped)) = finished[reported] {
-                    if ok || reported == index {
-                        progress(reported, total, &steps[reported].step.name, skipped);
-                    }
-                }
-                reported += 1;
-            }
-            let name = steps[index].step.name.clone();
-            let cleanup = undo.unwind();
-            if guard.interrupted() {
-                return Err(interrupted(name, cleanup));
-            }
-            return Err(Error::Launch {
-                step: name,
-                source: Box::new(e),
-                cleanup,
-            });
-        }
-        if let Some(i) = state.iter().position(|s| *s != St::Ok) {
-            let cleanup = undo.unwind();
-            return Err(interrupted(steps[i].step.name.clone(), cleanup));
-        }
-        if guard.interrupted() {
-            let cleanup = undo.unwind();
-            return Err(interrupted("the last step".into(), cleanup));
-        }
-        undo.disarm();
-        Ok(())
+                ls
+            })
+            .collect();
+        Launch::new(launch_steps)
+            .preserve_on_keep(state)
+            .run(runner, progress)
     })
 }
 
@@ -511,20 +365,6 @@ pub fn with_image_command(spec: &CommandSpec, cmd: &[String]) -> CommandSpec {
     out
 }
 
-fn interrupted(step: String, cleanup: Vec<(String, Error)>) -> Error {
-    if cleanup.is_empty() {
-        Error::Interrupted { step }
-    } else {
-        Error::Launch {
-            step,
-            source: Box::new(Error::Interrupted {
-                step: "launch".into(),
-            }),
-            cleanup,
-        }
-    }
-}
-
 fn build_error(role: &str, tag: &str, e: Error) -> Error {
     let hint = if role == "agent" {
         "the claude/codex templates install packages and need a registry; use `template = \"shell\"` on registry-less hosts"
@@ -566,13 +406,13 @@ fn ensure_base(runner: &dyn CommandRunner, image: &str) -> Result<()> {
 }
 
 fn poll(
-    runner: &dyn CommandRunner,
+    cx: &StepContext<'_>,
     cmd: &CommandSpec,
     container: &str,
     exit_ok: bool,
     timeout: Duration,
-    guard: &InterruptGuard,
 ) -> Result<()> {
+    let runner = cx.runner;
     let start = Instant::now();
     let probe = cmd.clone().allow_failure();
     // Short, capped intervals: a warm bundle answers within a few hundred
@@ -588,7 +428,7 @@ fn poll(
             return Ok(());
         }
         misses += 1;
-        if guard.interrupted() {
+        if cx.interrupted() {
             return Err(Error::Interrupted {
                 step: format!("waiting for {container}"),
             });

@@ -23,6 +23,7 @@ use camino::Utf8PathBuf;
 pub mod gc;
 pub mod images;
 pub mod launch;
+pub mod probe_cache;
 pub mod render;
 pub mod running;
 /// The tar writer lives in core (the CLI packs `bottle cp` input with it).
@@ -30,6 +31,7 @@ pub use bottle_core::tar;
 /// The `--cwd` copy now lives in core (both backends stage it).
 pub use bottle_core::workspace;
 
+pub use probe_cache::{ProbeCache, PROBE_CACHE_ENV};
 pub use render::{BundleLimits, RenderOptions, Rendered, AGENT_DNS, BUNDLE_ALIAS};
 pub use running::{names_for, DockerRunning};
 
@@ -45,7 +47,20 @@ pub struct DockerBackend {
     bundle_user: Option<(u32, u32)>,
     host_cpus: Option<f64>,
     gvisor: Mutex<Option<Gvisor>>,
+    gvisor_source: Mutex<GvisorSource>,
+    probe_cache: ProbeCache,
     bundle_limits: Option<render::BundleLimits>,
+}
+
+/// Where this backend's gVisor fact came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum GvisorSource {
+    /// Given (a caller's probe, a test), or not known yet.
+    Given,
+    /// The probe cache ([`probe_cache`]): a test container ran earlier.
+    Cache,
+    /// A test container this backend ran.
+    TestContainer,
 }
 
 impl Default for DockerBackend {
@@ -57,6 +72,8 @@ impl Default for DockerBackend {
                 .ok()
                 .map(|n| n.get() as f64),
             gvisor: Mutex::new(None),
+            gvisor_source: Mutex::new(GvisorSource::Given),
+            probe_cache: ProbeCache::default(),
             bundle_limits: None,
         }
     }
@@ -103,6 +120,13 @@ impl DockerBackend {
     /// Record what a probe found about gVisor (e.g. the preflight's probe).
     pub fn with_gvisor(self, g: Gvisor) -> Self {
         *self.gvisor.lock().unwrap() = Some(g);
+        self
+    }
+
+    /// Cache the gVisor probe's positive result here (default:
+    /// [`ProbeCache::default`]; [`ProbeCache::off`] probes every time).
+    pub fn with_probe_cache(mut self, cache: ProbeCache) -> Self {
+        self.probe_cache = cache;
         self
     }
 
@@ -199,18 +223,49 @@ impl DockerBackend {
 
     /// Probe runsc: registered with the engine AND able to run a container
     /// (a real `docker run --runtime runsc`; its result, not its wording,
-    /// decides).
+    /// decides), or a cached "it ran" for the same engine and runsc
+    /// ([`probe_cache`]).
     pub fn probe_runsc(&self, runner: &dyn CommandRunner, image: &str) -> Gvisor {
-        let info = runner.output(
-            &CommandSpec::new("docker")
-                .args(["info", "--format", "{{json .Runtimes}}"])
-                .allow_failure(),
-        );
+        let facts = std::thread::scope(|s| {
+            let version = s.spawn(|| runner.output(&version_spec()));
+            let id = s.spawn(|| runner.output(&daemon_id_spec()));
+            let runtimes = runner.output(&runtimes_spec());
+            EngineFacts {
+                runtimes,
+                daemon_id: id.join().ok().and_then(|o| o.ok()),
+                version: version.join().ok().and_then(|o| o.ok()),
+            }
+        });
+        self.gvisor_from(runner, image, facts, false)
+    }
+
+    /// The gVisor decision from the engine's facts: not registered, a
+    /// cached positive result for exactly these facts (unless `fresh`), or
+    /// a test container.
+    fn gvisor_from(
+        &self,
+        runner: &dyn CommandRunner,
+        image: &str,
+        facts: EngineFacts,
+        fresh: bool,
+    ) -> Gvisor {
+        let info = facts.runtimes;
         let registered = matches!(&info, Ok(o) if o.success() && o.stdout.contains("\"runsc\""));
+        let key = match (&info, &facts.daemon_id, &facts.version) {
+            (Ok(rt), Some(id), Some(v)) if registered && id.success() && v.success() => {
+                probe_cache::ProbeKey::new(&id.stdout, &v.stdout, &rt.stdout)
+            }
+            _ => None,
+        };
+        let mut source = GvisorSource::TestContainer;
         let g = if !registered {
+            self.probe_cache.forget();
             Gvisor::Unavailable {
                 why: "not registered with the engine; `bash .ci/run` shows how to install and register it".into(),
             }
+        } else if !fresh && key.as_ref().is_some_and(|k| self.probe_cache.available(k)) {
+            source = GvisorSource::Cache;
+            Gvisor::Available
         } else {
             let run = runner.output(
                 &CommandSpec::new("docker")
@@ -227,21 +282,63 @@ impl DockerBackend {
                     .allow_failure(),
             );
             match run {
-                Ok(o) if o.success() => Gvisor::Available,
-                Ok(o) => Gvisor::Unavailable {
-                    why: format!(
-                        "registered, but a test container failed: {}",
-                        o.stderr.lines().last().unwrap_or("no output").trim()
-                    ),
-                },
-                Err(e) => Gvisor::Unavailable {
-                    why: format!("the test container could not run: {e}"),
-                },
+                Ok(o) if o.success() => {
+                    if let Some(k) = &key {
+                        self.probe_cache.store(k);
+                    }
+                    Gvisor::Available
+                }
+                Ok(o) => {
+                    self.probe_cache.forget();
+                    Gvisor::Unavailable {
+                        why: format!(
+                            "registered, but a test container failed: {}",
+                            o.stderr.lines().last().unwrap_or("no output").trim()
+                        ),
+                    }
+                }
+                Err(e) => {
+                    self.probe_cache.forget();
+                    Gvisor::Unavailable {
+                        why: format!("the test container could not run: {e}"),
+                    }
+                }
             }
         };
         *self.gvisor.lock().unwrap() = Some(g.clone());
+        *self.gvisor_source.lock().unwrap() = source;
         g
     }
+
+    /// Whether the gVisor fact in use came from the probe cache.
+    pub fn gvisor_cached(&self) -> bool {
+        *self.gvisor_source.lock().unwrap() == GvisorSource::Cache
+    }
+}
+
+/// What the engine said, for the gVisor decision.
+struct EngineFacts {
+    runtimes: Result<bottle_core::command::Output>,
+    daemon_id: Option<bottle_core::command::Output>,
+    version: Option<bottle_core::command::Output>,
+}
+
+fn version_spec() -> CommandSpec {
+    CommandSpec::new("docker")
+        .args(["version", "--format", "{{.Server.Version}}"])
+        .allow_failure()
+}
+
+fn runtimes_spec() -> CommandSpec {
+    CommandSpec::new("docker")
+        .args(["info", "--format", "{{json .Runtimes}}"])
+        .allow_failure()
+}
+
+fn daemon_id_spec() -> CommandSpec {
+    CommandSpec::new("docker")
+        .args(["info", "--format", "{{.ID}}"])
+        .allow_failure()
 }
 
 /// Whether an engine of this version forwards DNS from `--internal`
@@ -289,12 +386,31 @@ impl Backend for DockerBackend {
     }
 
     fn probe(&self, runner: &dyn CommandRunner) -> Probe {
-        let v = runner.output(
-            &CommandSpec::new("docker")
-                .args(["version", "--format", "{{.Server.Version}}"])
-                .allow_failure(),
-        );
-        let version = match v {
+        let base = bottle_core::plan::DEFAULT_BASE_IMAGE;
+        // Four quick questions at once; the gVisor test container (or its
+        // cached result) only after the engine answered.
+        let (v, has_base, facts) = std::thread::scope(|s| {
+            let has_base = s.spawn(|| {
+                runner
+                    .output(
+                        &CommandSpec::new("docker")
+                            .args(["image", "inspect", "--format", "{{.Id}}", base])
+                            .allow_failure(),
+                    )
+                    .map(|o| o.success())
+                    .unwrap_or(false)
+            });
+            let runtimes = s.spawn(|| runner.output(&runtimes_spec()));
+            let id = s.spawn(|| runner.output(&daemon_id_spec()));
+            let v = runner.output(&version_spec());
+            let has_base = has_base.join().unwrap_or(false);
+            let runtimes = runtimes
+                .join()
+                .unwrap_or_else(|_| Err(Error::other("`docker info` panicked", "report a bug")));
+            let id = id.join().ok().and_then(|o| o.ok());
+            (v, has_base, (runtimes, id))
+        });
+        let version = match &v {
             Err(Error::Spawn { .. }) => {
                 return Probe::Unavailable {
                     why: "the `docker` CLI is not installed".into(),
@@ -329,22 +445,25 @@ impl Backend for DockerBackend {
             Ok(o) => o.stdout.trim().to_owned(),
         };
         let mut notes = Vec::new();
-        let base = bottle_core::plan::DEFAULT_BASE_IMAGE;
-        let has_base = runner
-            .output(
-                &CommandSpec::new("docker")
-                    .args(["image", "inspect", "--format", "{{.Id}}", base])
-                    .allow_failure(),
-            )
-            .map(|o| o.success())
-            .unwrap_or(false);
         if !has_base {
             notes.push(format!(
                 "base image {base} missing: build it with `cargo xtask seed-base`"
             ));
         }
         notes.push(dns_note(&version));
-        let gvisor = self.probe_runsc(runner, base);
+        let facts = EngineFacts {
+            runtimes: facts.0,
+            daemon_id: facts.1,
+            version: v.ok(),
+        };
+        let gvisor = self.gvisor_from(runner, base, facts, false);
+        if self.gvisor_cached() {
+            if let Some(p) = self.probe_cache.path() {
+                notes.push(format!(
+                    "runsc: the test container's earlier result is reused (same engine, runtimes and runsc binary; cached in {p}, {PROBE_CACHE_ENV}=off probes every time)"
+                ));
+            }
+        }
         Probe::Ready {
             version,
             notes,
@@ -400,7 +519,7 @@ impl Backend for DockerBackend {
                 errors.push((format!("remove {} {}", r.kind, r.name), e));
             }
         }
-        bottle_core::teardown::into_result(errors)
+        bottle_core::launch::into_result(errors)
     }
 
     fn runtime_choice(
@@ -517,7 +636,13 @@ impl DockerBackend {
     /// launch after the preflight's probe does not probe again).
     fn knowing(&self, probe: Option<&Probe>) -> &DockerBackend {
         if let Some(g) = probe.and_then(Probe::gvisor) {
-            *self.gvisor.lock().unwrap() = Some(g.clone());
+            let mut known = self.gvisor.lock().unwrap();
+            if known.as_ref() != Some(g) {
+                // not what this backend's own probe found: nobody here
+                // ran a test container for it
+                *known = Some(g.clone());
+                *self.gvisor_source.lock().unwrap() = GvisorSource::Given;
+            }
         }
         self
     }
@@ -560,7 +685,7 @@ impl DockerBackend {
         &self,
         input: LaunchInput<'_>,
         runner: &dyn CommandRunner,
-        progress: launch::Progress<'_>,
+        progress: bottle_core::backend::Progress<'_>,
     ) -> Result<Box<dyn Running>> {
         let gvisor = match self.gvisor_known() {
             Some(g) => g,
@@ -580,10 +705,87 @@ impl DockerBackend {
             });
         }
         let rendered = self.rendered(input)?;
-        launch::execute(&rendered, runner, ready_timeout(), progress)?;
+        if let Err(e) = launch::execute(&rendered, runner, ready_timeout(), input.state, progress) {
+            return Err(self.check_gvisor_after(e, &rendered, runner, input.plan));
+        }
         Ok(Box::new(DockerRunning::new(
             input.plan.identity.clone(),
             input.plan.names.clone(),
         )))
+    }
+
+    /// A launch whose agent used runsc failed, and no test container of
+    /// this backend vouched for runsc (a cached result, or a caller's
+    /// probe): probe afresh. If gVisor fails now, say so (the launch fails
+    /// closed; the next start's probe sees it unavailable) instead of
+    /// leaving a stale "available" behind. Not after an interrupt.
+    fn check_gvisor_after(
+        &self,
+        e: Error,
+        rendered: &Rendered,
+        runner: &dyn CommandRunner,
+        plan: &bottle_core::BottlePlan,
+    ) -> Error {
+        let source = *self.gvisor_source.lock().unwrap();
+        // only a failure of a step on the agent container can be runsc's
+        let on_agent = match &e {
+            Error::Launch { step, .. } => rendered.steps.iter().any(|s| {
+                s.step.name == *step
+                    && s.step
+                        .run
+                        .args
+                        .iter()
+                        .any(|a| a.contains(&plan.names.agent))
+            }),
+            _ => false,
+        };
+        if rendered.runtime != "runsc"
+            || source == GvisorSource::TestContainer
+            || !on_agent
+            || was_interrupted(&e)
+        {
+            return e;
+        }
+        let cached = source == GvisorSource::Cache;
+        let facts = EngineFacts {
+            runtimes: runner.output(&runtimes_spec()),
+            daemon_id: runner.output(&daemon_id_spec()).ok(),
+            version: runner.output(&version_spec()).ok(),
+        };
+        let Gvisor::Unavailable { why } =
+            self.gvisor_from(runner, &plan.provider.base_image, facts, true)
+        else {
+            return e;
+        };
+        let said = if cached {
+            "a test container ran under gVisor (runsc) when bottle last probed (a cached result)"
+        } else {
+            "the caller's probe found gVisor (runsc) available"
+        };
+        let fix = "run `bottle start` again: its probe now finds gVisor unavailable (`runtime = \"auto\"` then says it uses runc, `runtime = \"runsc\"` refuses), or repair runsc".to_owned();
+        match e {
+            Error::Launch {
+                step,
+                source,
+                cleanup,
+            } => Error::Launch {
+                step,
+                source: Box::new(Error::Unavailable {
+                    backend: "docker".into(),
+                    why: format!("{said}, but a fresh test container fails: {why}; the launch failed: {source}"),
+                    fix,
+                }),
+                cleanup,
+            },
+            other => other,
+        }
+    }
+}
+
+fn was_interrupted(e: &Error) -> bool {
+    match e {
+        Error::Interrupted { .. } => true,
+        Error::Launch { source, .. } => was_interrupted(source),
+        _ => false,
     }
 }

@@ -165,7 +165,7 @@ pub fn remove(names: &Names, keep_home: bool, runner: &dyn CommandRunner) -> Res
             CommandSpec::new("docker").args(["volume", "rm", "--force", &names.home_volume]),
         );
     }
-    bottle_core::teardown::into_result(errors)
+    bottle_core::launch::into_result(errors)
 }
 
 impl Running for DockerRunning {

@@ -1,18 +1,22 @@
 //! [`SmolmachinesBackend`]: the core `Backend` for smolvm micro-VMs.
 //!
 //! `launch` probes first (a host that cannot boot VMs stops there, having
-//! created nothing), then runs the rendered steps, pushing each undo as soon
-//! as its step succeeded; on any failure the undos run newest-first, every
-//! failure is collected, and the launch error lists them. Undos run through
-//! the same `CommandRunner` as the launch (core's `Teardown` takes `'static`
-//! closures, which cannot hold the borrowed runner).
+//! created nothing; `launch_observed` reuses the caller's probe), then runs
+//! the rendered steps one after the other on the core launch engine
+//! ([`bottle_core::launch`]): each undo is pushed as soon as its step
+//! succeeded; on a failure or Ctrl-C (SIGINT/SIGTERM/SIGHUP) the undos run
+//! newest-first through the launch's runner, a resource already gone
+//! counting as removed, and the launch error lists every cleanup failure.
+//! Each finished step is reported to the progress observer;
+//! `BOTTLE_KEEP=1` keeps what a failed launch made.
 
 use std::time::{Duration, Instant};
 
 use bottle_core::backend::{
-    Backend, Health, LaunchInput, LaunchScript, LogOptions, Probe, Resource, Running,
+    Backend, Health, LaunchInput, LaunchScript, LogOptions, Probe, Progress, Resource, Running,
 };
 use bottle_core::command::{failure, CommandRunner, CommandSpec, Output};
+use bottle_core::launch::{Launch, LaunchStep, Outcome, StepContext, Undo};
 use bottle_core::plan::{BottlePlan, Identity};
 use bottle_core::state::{Metadata, StateDir};
 use bottle_core::{Error, Result};
@@ -92,34 +96,51 @@ impl SmolmachinesBackend {
         input: LaunchInput<'_>,
         runner: &dyn CommandRunner,
     ) -> Result<SmolRunning> {
+        self.launch_probed_observed(input, runner, &|_, _, _, _| {})
+    }
+
+    /// [`SmolmachinesBackend::launch_probed`], reporting each finished step
+    /// to `progress` (step index from 0, total, name, skipped).
+    pub fn launch_probed_observed(
+        &self,
+        input: LaunchInput<'_>,
+        runner: &dyn CommandRunner,
+        progress: Progress<'_>,
+    ) -> Result<SmolRunning> {
         let p = self.plan(input)?;
         let s = self.cli();
-        let mut undo: Vec<(String, CommandSpec)> = Vec::new();
-        for st in render::steps(&p, &s) {
-            let name = st.step.name.clone();
-            if let Err(e) = run_step(&p, &st, runner) {
-                let cleanup = unwind(undo, runner);
-                return Err(Error::Launch {
-                    step: name,
-                    source: Box::new(e),
-                    cleanup,
-                });
-            }
-            if let Some(u) = st.step.undo {
-                undo.push((format!("undo {name}"), u));
-            }
-        }
+        // what `handle` needs later; written first, so nothing the launch
+        // creates is left behind by a failure to write it
         let launch = LaunchRecord {
             agent_command: p.agent_command.clone(),
         };
-        let path = p.paths.dir.join("launch.json");
         bottle_core::state::atomic_write(
-            &path,
+            &p.paths.dir.join("launch.json"),
             serde_json::to_string_pretty(&launch)
                 .expect("serializes")
                 .as_bytes(),
             Some(0o600),
         )?;
+        let rendered = render::steps(&p, &s);
+        let steps = rendered
+            .iter()
+            .map(|st| {
+                let plan = &p;
+                let step = LaunchStep::new(st.step.name.clone(), move |cx| {
+                    run_step(plan, st, cx).map(|()| Outcome::Done)
+                });
+                match &st.step.undo {
+                    Some(u) => {
+                        let u = u.clone();
+                        step.undo(Undo::call(move |r: &dyn CommandRunner| run_tolerant(&u, r)))
+                    }
+                    None => step,
+                }
+            })
+            .collect();
+        Launch::sequential(steps)
+            .preserve_on_keep(input.state)
+            .run(runner, progress)?;
         Ok(SmolRunning::from_plan(&p, s, Some(p.clone())))
     }
 }
@@ -141,7 +162,8 @@ struct LaunchRecord {
     agent_command: Vec<String>,
 }
 
-fn run_step(p: &SmolmachinesPlan, st: &render::SmolStep, runner: &dyn CommandRunner) -> Result<()> {
+fn run_step(p: &SmolmachinesPlan, st: &render::SmolStep, cx: &StepContext<'_>) -> Result<()> {
+    let runner = cx.runner;
     match st.kind {
         Kind::Run => runner.output(&st.step.run).map(|_| ()),
         Kind::BuildAgent => {
@@ -157,7 +179,9 @@ fn run_step(p: &SmolmachinesPlan, st: &render::SmolStep, runner: &dyn CommandRun
             )?;
             runner.output(&st.step.run).map(|_| ())
         }
-        Kind::Poll(secs) => poll(&st.step.run, Duration::from_secs(secs), runner),
+        Kind::Poll(secs) => poll_until(&st.step.run, Duration::from_secs(secs), runner, &|| {
+            cx.interrupted()
+        }),
         Kind::VerifyMachine => {
             let out = runner.output(&st.step.run)?;
             verify_machine(p, &out.stdout)
@@ -168,10 +192,24 @@ fn run_step(p: &SmolmachinesPlan, st: &render::SmolStep, runner: &dyn CommandRun
 /// Retry `spec` until it succeeds or `deadline` passes. Backs off from
 /// 100 ms to 1 s between tries; never sleeps before the first try.
 pub fn poll(spec: &CommandSpec, deadline: Duration, runner: &dyn CommandRunner) -> Result<()> {
+    poll_until(spec, deadline, runner, &|| false)
+}
+
+/// [`poll`], giving up with [`Error::Interrupted`] as soon as
+/// `interrupted` says so (checked between tries and during the waits).
+pub fn poll_until(
+    spec: &CommandSpec,
+    deadline: Duration,
+    runner: &dyn CommandRunner,
+    interrupted: &dyn Fn() -> bool,
+) -> Result<()> {
     let start = Instant::now();
     let spec = spec.clone().allow_failure();
     let mut wait = Duration::from_millis(100);
     let mut tries = 0u32;
+    let gave_up = || Error::Interrupted {
+        step: format!("waiting for `{}`", spec.argv_line()),
+    };
     loop {
         tries += 1;
         let out = runner.output(&spec)?;
@@ -185,7 +223,20 @@ pub fn poll(spec: &CommandSpec, deadline: Duration, runner: &dyn CommandRunner) 
                 "see `bottle logs` (and `--sidecar` for the bundle); BOTTLE_KEEP=1 keeps resources to inspect",
             ));
         }
-        std::thread::sleep(wait);
+        let until = Instant::now() + wait;
+        while Instant::now() < until {
+            if interrupted() {
+                return Err(gave_up());
+            }
+            std::thread::sleep(
+                until
+                    .saturating_duration_since(Instant::now())
+                    .min(Duration::from_millis(50)),
+            );
+        }
+        if interrupted() {
+            return Err(gave_up());
+        }
         wait = (wait * 2).min(Duration::from_secs(1));
     }
 }
@@ -244,24 +295,6 @@ pub fn verify_machine(p: &SmolmachinesPlan, ls_json: &str) -> Result<()> {
     Ok(())
 }
 
-/// Run undos newest first; a resource that is already gone counts as done.
-fn unwind(undo: Vec<(String, CommandSpec)>, runner: &dyn CommandRunner) -> Vec<(String, Error)> {
-    if std::env::var_os("BOTTLE_KEEP").is_some_and(|v| v == "1") {
-        tracing::warn!(
-            kept = undo.len(),
-            "BOTTLE_KEEP=1: leaving resources in place"
-        );
-        return Vec::new();
-    }
-    let mut errors = Vec::new();
-    for (name, spec) in undo.into_iter().rev() {
-        if let Err(e) = run_tolerant(&spec, runner) {
-            errors.push((name, e));
-        }
-    }
-    errors
-}
-
 /// Run a removal; "not found" / "no such" is success (safe to call twice).
 pub fn run_tolerant(spec: &CommandSpec, runner: &dyn CommandRunner) -> Result<()> {
     let out = runner.output(&spec.clone().allow_failure())?;
@@ -316,14 +349,34 @@ impl Backend for SmolmachinesBackend {
         input: LaunchInput<'_>,
         runner: &dyn CommandRunner,
     ) -> Result<Box<dyn Running>> {
-        if let Probe::Unavailable { why, fix } = self.probe(runner) {
+        self.launch_observed(input, runner, None, &|_, _, _, _| {})
+    }
+
+    fn launch_observed(
+        &self,
+        input: LaunchInput<'_>,
+        runner: &dyn CommandRunner,
+        probe: Option<&Probe>,
+        progress: Progress<'_>,
+    ) -> Result<Box<dyn Running>> {
+        let probed;
+        let probe = match probe {
+            Some(p) => p,
+            None => {
+                probed = self.probe(runner);
+                &probed
+            }
+        };
+        if let Probe::Unavailable { why, fix } = probe {
             return Err(Error::Unavailable {
                 backend: BACKEND_ID.into(),
-                why,
-                fix,
+                why: why.clone(),
+                fix: fix.clone(),
             });
         }
-        Ok(Box::new(self.launch_probed(input, runner)?))
+        Ok(Box::new(
+            self.launch_probed_observed(input, runner, progress)?,
+        ))
     }
 
     fn handle(&self, meta: &Metadata, state: &StateDir) -> Box<dyn Running> {
@@ -610,6 +663,6 @@ impl Running for SmolRunning {
                 errors.push((name, e));
             }
         }
-        bottle_core::teardown::into_result(errors)
+        bottle_core::launch::into_result(errors)
     }
 }

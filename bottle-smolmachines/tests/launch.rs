@@ -226,3 +226,59 @@ fn the_workspace_copy_carries_no_git_credentials() {
     }
     assert!(config.contains("example.test/r.git"), "{config}");
 }
+
+#[test]
+fn progress_reports_every_step_in_order_and_a_given_probe_is_not_repeated() {
+    use bottle_core::backend::{Backend, Gvisor, Probe};
+    let f = fixture("minimal");
+    let r = RecordingRunner::new();
+    r.reply(LS, 0, &prepare(&f, "10.210.0.114/32", None));
+    let input = LaunchInput {
+        plan: &f.plan,
+        state: &f.state,
+        wiring: &f.wiring,
+    };
+    let names: Vec<String> = backend()
+        .render(input)
+        .unwrap()
+        .steps
+        .into_iter()
+        .map(|s| s.name)
+        .collect();
+    let seen = std::sync::Mutex::new(Vec::new());
+    let ready = Probe::Ready {
+        version: "smolvm test".into(),
+        notes: Vec::new(),
+        gvisor: Gvisor::NotApplicable,
+    };
+    backend()
+        .launch_observed(
+            input,
+            &r,
+            Some(&ready),
+            &|i: usize, total: usize, name: &str, skipped: bool| {
+                seen.lock()
+                    .unwrap()
+                    .push((i, total, name.to_owned(), skipped))
+            },
+        )
+        .unwrap();
+    let want: Vec<(usize, usize, String, bool)> = names
+        .iter()
+        .enumerate()
+        .map(|(i, n)| (i, names.len(), n.clone(), false))
+        .collect();
+    assert_eq!(seen.into_inner().unwrap(), want);
+    // the caller's probe stood: no second probe (`smolvm --version`, a boot check)
+    assert!(
+        !lines(&r).iter().any(|l| l.contains("--version")),
+        "{:#?}",
+        lines(&r)
+    );
+    // without one, the launch probes first (and stops there when it fails)
+    let r = RecordingRunner::new();
+    r.reply("smolvm --version", 1, "");
+    let err = backend().launch(input, &r).err().expect("unavailable");
+    assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
+    assert_eq!(lines(&r), ["smolvm --version"]);
+}

@@ -4,8 +4,10 @@
 //! … true`, against a bare `docker run -d` of the same agent image plus
 //! `docker exec … true`, paired runs in one invocation, release builds of
 //! `bottle` and `bottle-sidecar`. Each launch step's own time comes from
-//! the docker backend's debug timing lines (`step timing <start> <took>
-//! <name>`). Rewrites the `start` section of docs/benchmarks.md and prints
+//! the launch engine's debug timing lines (`step timing <start> <took>
+//! <name>`, `bottle_core::launch`). The gVisor probe's cache lives in the
+//! bench's own dir (filled by the warm-up, as a user's first start fills
+//! theirs). Rewrites the `start` section of docs/benchmarks.md and prints
 //! the same tables. Needs a docker engine; images are built once in a
 //! warm-up start that is not counted.
 
@@ -148,6 +150,13 @@ struct Home {
 }
 
 impl Home {
+    /// The bench's own gVisor probe cache (`BOTTLE_PROBE_CACHE`).
+    fn probe_cache(&self) -> PathBuf {
+        self.dir.join("probe-cache.json")
+    }
+}
+
+impl Home {
     /// `bottle start` with progress lines and the launch's debug timings:
     /// (identity, stderr).
     fn start_timed(&self, args: &[&str]) -> Result<(String, String), String> {
@@ -155,7 +164,8 @@ impl Home {
         all.extend(args.iter().map(|s| s.to_string()));
         let o = duct::cmd(&self.bottle, all)
             .env("BOTTLE_SIDECAR_BIN", &self.sidecar)
-            .env("RUST_LOG", "bottle_docker::launch=debug")
+            .env("BOTTLE_PROBE_CACHE", self.probe_cache())
+            .env("RUST_LOG", "bottle_core::launch=debug")
             .stdin_null()
             .stdout_capture()
             .stderr_capture()
@@ -178,6 +188,7 @@ impl Home {
         all.extend(args.iter().map(|s| s.to_string()));
         let o = duct::cmd(&self.bottle, all)
             .env("BOTTLE_SIDECAR_BIN", &self.sidecar)
+            .env("BOTTLE_PROBE_CACHE", self.probe_cache())
             .stdin_null()
             .stdout_capture()
             .stderr_capture()
@@ -348,8 +359,8 @@ pub fn run(args: &[String]) -> Result<(), String> {
         bare_t.push(bare_run(&image, &runtime, i)?);
         if runtime != "runc" {
             runc_t.push(bare_run(&image, "runc", i)?);
-            // what the probe runs on every `bottle start` when runsc is
-            // registered (bottle-docker's probe_runsc)
+            // what the probe's test container costs when its cached
+            // result does not apply (bottle-docker's probe_runsc)
             let t = Instant::now();
             docker(&[
                 "run",
@@ -413,13 +424,13 @@ pub fn run(args: &[String]) -> Result<(), String> {
     );
     let mut bl = before_launch.clone();
     steps_table.push_str(&format!(
-        "| before the launch: probe (`docker version`, base image, `docker info`, a `docker run --runtime runsc` test container when runsc is registered), plan, identity, sidecar prepare; process exit | – | {:.0} | {:.0} |\n",
+        "| before the launch: probe (`docker version`, base image, two `docker info`, at once; the gVisor test container only when its cached result does not match), plan, identity, sidecar prepare; process exit | – | {:.0} | {:.0} |\n",
         ms(median(&mut bl)),
         ms(median(&mut before_launch))
     ));
     if !probe_t.is_empty() {
         steps_table.push_str(&format!(
-            "| of which: the gVisor probe's test container (`docker run --rm --runtime runsc --network none` of the base image), timed separately | – | {:.0} | – |\n",
+            "| (not in a warm start: its result is cached) the gVisor probe's test container (`docker run --rm --runtime runsc --network none` of the base image), timed separately | – | {:.0} | – |\n",
             ms(median(&mut probe_t))
         ));
     }
@@ -440,7 +451,7 @@ pub fn run(args: &[String]) -> Result<(), String> {
         ));
     }
     let section = format!(
-        "## start\n\nWarm start (images cached, {runs} paired runs, each a bottle then a bare \
+        "## start\n\nWarm start (images and the gVisor probe's result cached, {runs} paired runs, each a bottle then a bare \
          container) of a shell-template bottle with one route: identity + state, sidecar prepare \
          (CA, policy files), two networks, home volume, bundle container up and `bottle-sidecar \
          health` passing, agent container created, files copied in, started and answering \
@@ -451,15 +462,18 @@ pub fn run(args: &[String]) -> Result<(), String> {
          start, {load_end} at the end: the machine is shared with other builds, so absolute \
          numbers are noisy; the paired ratio less so.\n\n{}\n\n\
          Where the time goes (medians over the runs): each launch step's own time and when it \
-         starts after the launch begins (the backend's debug timing lines), and how much of the \
+         starts after the launch begins (the launch engine's debug timing lines), and how much of the \
          critical path it holds (time between its progress line and the previous one; progress \
          is reported in step order, so a step that ran alongside an earlier one holds little).\n\n{}\n\n\
          Steps run as soon as the steps they depend on succeeded (by the docker object they \
          name): the image checks in parallel, the two networks and the volume together after \
          the base check, the agent's create and copy alongside the bundle's create, connect and \
-         start; readiness is polled at ≤ 100 ms. What stays sequential is what must: the bundle \
-         has to answer `health` before the agent starts, and each container start needs its \
-         networks.",
+         start, and the agent's start and exec-ready wait alongside the bundle's readiness wait \
+         (the agent's command waits for its secret env, handed over only after the bundle \
+         answers); readiness is polled at ≤ 100 ms. The gVisor probe's test container runs \
+         only when its cached result does not match the engine and runsc binary. What stays \
+         sequential is what must: each container start needs its networks, and the secret env \
+         handoff (which lets the agent's command run) waits for the bundle's `health`.",
         machine(),
         docker(&["version", "--format", "{{.Server.Version}}"]).1,
         table.trim_end(),

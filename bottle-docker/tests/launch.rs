@@ -1,0 +1,287 @@
+//! Docker's launch on the core engine, with a recording runner: which
+//! steps wait for which (a gated agent starts while the bundle comes up,
+//! its command still only after the bundle answers), the gVisor probe's
+//! cache, and a stale cached "gVisor works" failing closed.
+
+use std::collections::BTreeMap;
+use std::fs;
+
+use bottle_core::backend::{Backend, Gvisor, LaunchInput, Probe};
+use bottle_core::plan::{NoPrompt, ResolveOptions};
+use bottle_core::prepare::{AgentFile, Mount};
+use bottle_core::{resolve, BottlePlan, Error, Home, Identity, Loader, RecordingRunner, Wiring};
+use bottle_docker::{DockerBackend, ProbeCache};
+use camino::{Utf8Path, Utf8PathBuf};
+
+struct Case {
+    _dir: tempfile::TempDir,
+    root: Utf8PathBuf,
+    plan: BottlePlan,
+    state: bottle_core::StateDir,
+    wiring: Wiring,
+}
+
+/// The shell-basic fixture, its agent's secret env present or not.
+fn case(secret_env: bool) -> Case {
+    let dir = tempfile::tempdir().unwrap();
+    let root = Utf8PathBuf::from_path_buf(dir.path().to_path_buf()).unwrap();
+    let text = fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/shell-basic.case"),
+    )
+    .unwrap();
+    let text = if secret_env {
+        text
+    } else {
+        text.replace("HOST_SECRET = { secret = \"${HOST_VALUE}\" }\n", "")
+    };
+    bottle_core::fixture::write_case(&text, &root).unwrap();
+    let loader = Loader::new(Home::new(&root), None);
+    let (agent, bottle) = loader.load("main").unwrap();
+    let opts = ResolveOptions {
+        identity: Some(Identity::parse("main-dev-abc123").unwrap()),
+        ..Default::default()
+    };
+    let env = BTreeMap::from([
+        ("HOME".to_owned(), root.join("operator").to_string()),
+        ("API_TOKEN".to_owned(), "tok-SECRET-route-0003".to_owned()),
+        ("HOST_VALUE".to_owned(), "host-env-SECRET-0005".to_owned()),
+    ]);
+    let plan = resolve(&agent, &bottle, &opts, &env, &NoPrompt).unwrap();
+    let state = bottle_core::StateDir::at(root.join("state/main-dev-abc123"));
+    fs::create_dir_all(state.path()).unwrap();
+    let gitconfig = state.path().join("agent/gitconfig");
+    fs::create_dir_all(gitconfig.parent().unwrap()).unwrap();
+    fs::write(&gitconfig, "[user]\n\tname = bot\n").unwrap();
+    let wiring = Wiring {
+        agent_files: vec![AgentFile {
+            host: gitconfig,
+            guest: "~/.gitconfig".into(),
+            mode: 0o644,
+        }],
+        bundle_mounts: vec![Mount {
+            host: state.path().join("bundle.toml"),
+            target: "/bottle/bundle.toml".into(),
+            read_only: true,
+        }],
+        bundle_args: vec![
+            "run".into(),
+            "--config".into(),
+            "/bottle/bundle.toml".into(),
+        ],
+        ..Default::default()
+    };
+    Case {
+        _dir: dir,
+        root,
+        plan,
+        state,
+        wiring,
+    }
+}
+
+fn backend(root: &Utf8Path) -> DockerBackend {
+    let bin = root.join("fake-bottle-sidecar");
+    fs::write(&bin, b"\x7fELF fake sidecar binary").unwrap();
+    DockerBackend::default()
+        .with_sidecar_bin(bin)
+        .with_bundle_user(1000, 1000)
+        .with_host_cpus(None)
+        .with_probe_cache(ProbeCache::off())
+}
+
+fn input(c: &Case) -> LaunchInput<'_> {
+    LaunchInput {
+        plan: &c.plan,
+        state: &c.state,
+        wiring: &c.wiring,
+    }
+}
+
+/// Step index by name prefix, and the dependencies of the rendered launch.
+fn deps(c: &Case) -> (Vec<String>, Vec<Vec<usize>>) {
+    let r = backend(&c.root)
+        .with_runsc(true)
+        .rendered(input(c))
+        .unwrap();
+    let names = r.steps.iter().map(|s| s.step.name.clone()).collect();
+    (names, bottle_docker::launch::dependencies(&r.steps))
+}
+
+fn at(names: &[String], prefix: &str) -> usize {
+    names
+        .iter()
+        .position(|n| n.starts_with(prefix))
+        .unwrap_or_else(|| panic!("no step {prefix}: {names:?}"))
+}
+
+#[test]
+fn a_gated_agent_starts_while_the_bundle_comes_up_and_runs_only_after_it_answers() {
+    let c = case(true);
+    let (names, d) = deps(&c);
+    let ready = at(&names, "wait for bundle readiness");
+    let start = at(&names, "start agent");
+    let exec_ready = at(&names, "wait for agent exec-ready");
+    let open = at(&names, "hand the agent its secret env");
+    let create = at(&names, "create agent container");
+    let copy = at(&names, "copy agent files");
+    // the agent's start and exec-ready wait do not wait for the bundle
+    assert!(!d[start].contains(&ready), "{:?}", d[start]);
+    assert!(!d[exec_ready].contains(&ready), "{:?}", d[exec_ready]);
+    assert!(d[start].contains(&create) && d[start].contains(&copy));
+    assert!(d[exec_ready].contains(&start));
+    // nothing is created before the base check
+    assert!(d[start].contains(&0) && d[exec_ready].contains(&0));
+    // the gate opens only after everything, the bundle's readiness included
+    assert_eq!(d[open], (0..open).collect::<Vec<_>>());
+}
+
+#[test]
+fn an_agent_without_a_gate_starts_only_once_the_bundle_answers() {
+    let c = case(false);
+    let (names, d) = deps(&c);
+    assert!(
+        !names.iter().any(|n| n.starts_with("hand the agent")),
+        "{names:?}"
+    );
+    let ready = at(&names, "wait for bundle readiness");
+    let start = at(&names, "start agent");
+    let exec_ready = at(&names, "wait for agent exec-ready");
+    assert!(d[start].contains(&ready), "{:?}", d[start]);
+    assert_eq!(d[exec_ready], (0..exec_ready).collect::<Vec<_>>());
+}
+
+/// A runsc binary the engine "has registered" (a temp file: the cache key
+/// stats it), and the `docker info` runtimes naming it.
+fn runsc(root: &Utf8Path) -> String {
+    let bin = root.join("runsc");
+    fs::write(&bin, b"runsc").unwrap();
+    format!(r#"{{"runc":{{"path":"runc"}},"runsc":{{"path":"{bin}"}}}}"#)
+}
+
+fn engine(runtimes: &str, runsc_runs: bool) -> RecordingRunner {
+    engine_version("28.1.1", runtimes, runsc_runs)
+}
+
+fn engine_version(version: &str, runtimes: &str, runsc_runs: bool) -> RecordingRunner {
+    let r = RecordingRunner::new();
+    r.reply("docker version", 0, &format!("{version}\n"));
+    r.reply("docker image inspect", 0, "sha256:x\n");
+    r.reply("docker info --format '{{.ID}}'", 0, "ABCD:EFGH:IJKL\n");
+    r.reply("docker info --format '{{json .Runtimes}}'", 0, runtimes);
+    r.reply(
+        "docker run --rm --runtime runsc",
+        if runsc_runs { 0 } else { 125 },
+        "",
+    );
+    r
+}
+
+fn test_containers(r: &RecordingRunner) -> usize {
+    r.calls()
+        .iter()
+        .filter(|c| c.argv_line().starts_with("docker run --rm --runtime runsc"))
+        .count()
+}
+
+#[test]
+fn a_gvisor_that_ran_is_cached_for_the_same_engine_and_runsc_only() {
+    let c = case(true);
+    let runtimes = runsc(&c.root);
+    let cache = ProbeCache::at(c.root.join("cache/docker-probe.json"));
+    let probe = |r: &RecordingRunner| {
+        let be = backend(&c.root).with_probe_cache(cache.clone());
+        let p = be.probe(r);
+        (be, p)
+    };
+    // first: a test container runs, and its success is remembered
+    let r = engine(&runtimes, true);
+    let (be, p) = probe(&r);
+    assert_eq!(p.gvisor(), Some(&Gvisor::Available));
+    assert_eq!(test_containers(&r), 1);
+    assert!(!be.gvisor_cached());
+    // second: same engine, same runsc: no test container
+    let r = engine(&runtimes, true);
+    let (be, p) = probe(&r);
+    assert_eq!(p.gvisor(), Some(&Gvisor::Available));
+    assert_eq!(test_containers(&r), 0, "{}", r.transcript());
+    assert!(be.gvisor_cached());
+    let Probe::Ready { notes, .. } = &p else {
+        panic!("{p:?}")
+    };
+    assert!(notes.iter().any(|n| n.contains("reused")), "{notes:?}");
+    // another engine version: probe again, and a failure is not cached
+    let r = engine_version("28.2.0", &runtimes, false);
+    let (_, p) = probe(&r);
+    assert!(!p.gvisor().unwrap().is_available());
+    assert_eq!(test_containers(&r), 1);
+    // the failure dropped the entry: the old engine probes again too
+    let r = engine(&runtimes, false);
+    let (_, p) = probe(&r);
+    assert!(
+        !p.gvisor().unwrap().is_available(),
+        "a stale cache answered"
+    );
+    assert_eq!(test_containers(&r), 1);
+}
+
+#[test]
+fn a_stale_cached_gvisor_fails_closed_and_is_forgotten() {
+    let c = case(true);
+    let runtimes = runsc(&c.root);
+    let cache = ProbeCache::at(c.root.join("cache/docker-probe.json"));
+    // an earlier probe found gVisor working
+    let be = backend(&c.root).with_probe_cache(cache.clone());
+    be.probe(&engine(&runtimes, true));
+    // now runsc is broken: the cached probe says it works, the agent's
+    // start fails under it
+    let r = engine(&runtimes, false);
+    r.reply("docker start bottle-main-dev-abc123-agent", 1, "");
+    r.reply("docker volume inspect", 1, "");
+    let be = backend(&c.root).with_probe_cache(cache.clone());
+    let probe = be.probe(&r);
+    assert!(be.gvisor_cached());
+    assert_eq!(be.runtime_lines(&c.plan).0, "runsc");
+    let err = be
+        .launch_observed(input(&c), &r, Some(&probe), &|_, _, _, _| {})
+        .err()
+        .expect("the launch fails");
+    let text = err.to_string();
+    let Error::Launch { step, source, .. } = &err else {
+        panic!("{err:?}")
+    };
+    assert_eq!(step, "start agent");
+    assert!(
+        source.to_string().contains("cached")
+            && source.to_string().contains("fresh test container fails"),
+        "{source}"
+    );
+    assert!(err.fix().unwrap().contains("bottle start` again"), "{text}");
+    // a fresh test container ran, everything was rolled back, and the
+    // next probe does not trust the cache
+    assert_eq!(test_containers(&r), 1, "{}", r.transcript());
+    assert!(r
+        .transcript()
+        .contains("docker rm --force --volumes bottle-main-dev-abc123-agent"));
+    let next = backend(&c.root).with_probe_cache(cache);
+    let r = engine(&runtimes, false);
+    assert!(!next.probe(&r).gvisor().unwrap().is_available());
+    assert_eq!(test_containers(&r), 1);
+    assert_eq!(next.runtime_lines(&c.plan).0, "runc");
+    assert!(next.runtime_lines(&c.plan).1[0].starts_with("WARNING"));
+}
+
+#[test]
+fn a_failure_after_a_fresh_test_container_does_not_probe_again() {
+    let c = case(true);
+    let runtimes = runsc(&c.root);
+    let r = engine(&runtimes, true);
+    r.reply("docker start bottle-main-dev-abc123-agent", 1, "");
+    let be = backend(&c.root);
+    let probe = be.probe(&r);
+    let err = be
+        .launch_observed(input(&c), &r, Some(&probe), &|_, _, _, _| {})
+        .err()
+        .expect("the launch fails");
+    assert!(!err.to_string().contains("cached"), "{err}");
+    assert_eq!(test_containers(&r), 1);
+}
