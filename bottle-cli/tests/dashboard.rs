@@ -9,6 +9,8 @@ use std::os::unix::fs::PermissionsExt;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use bottle_test_gate::{run, trial, TMUX};
+
 mod tmux;
 
 use tmux::Session;
@@ -18,9 +20,9 @@ fn typed(text: &str) -> Vec<String> {
 }
 
 fn main() {
-    tmux::run(vec![(
-        "launches_survive_a_rebuilt_binary_and_errors_reach_the_status_line",
+    run(vec![trial!(
         launches_survive_a_rebuilt_binary_and_errors_reach_the_status_line,
+        &TMUX
     )])
 }
 

@@ -51,7 +51,9 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bottle_tests::gate::{Arguments, Completion, Failed, Gate, Requirement, Trial, DOCKER};
+use bottle_tests::gate::{
+    Arguments, Completion, Failed, Gate, Requirement, Trial, DOCKER, MICRO_VMS,
+};
 use bottle_tests::support_docker::{docker, docker_ok, BottleHome, TestTls, Upstreams};
 use bottle_tests::{in_ci, workspace_bin, workspace_root, SEEDED_IMAGES};
 
@@ -202,15 +204,6 @@ static RUNSC: Requirement = Requirement::not_in_ci("runsc", || {
     }
 });
 
-/// A host that boots micro-VMs, declared by `BOTTLE_TEST_SMOLVM=1`.
-static SMOLVM_BOOT: Requirement = Requirement::not_in_ci("micro-VMs", || {
-    if std::env::var("BOTTLE_TEST_SMOLVM").is_ok_and(|v| v == "1") {
-        Ok(())
-    } else {
-        Err("needs a host that boots micro-VMs: `cargo xtask integration --backend smolmachines` (BOTTLE_TEST_SMOLVM=1) on a VM-capable runner".into())
-    }
-});
-
 impl Target {
     fn egress_network(&self, id: &str) -> String {
         match self.backend {
@@ -234,7 +227,7 @@ impl Target {
             // registered: required; a runtime that does not work fails the
             // suite at `bottle start`
             ("docker", Some("runsc")) => needs.push(&RUNSC),
-            ("smolmachines", _) => needs.push(&SMOLVM_BOOT),
+            ("smolmachines", _) => needs.push(&MICRO_VMS),
             _ => {}
         }
         Gate::of(&needs)

@@ -199,10 +199,14 @@ pub fn run_with(args: &Arguments, trials: Vec<Trial>) -> ! {
 
 /// `Err(why)` unless `program args...` runs and exits 0.
 pub fn command_succeeds(program: &str, args: &[&str], why: &str) -> Result<(), String> {
+    let line = std::iter::once(program)
+        .chain(args.iter().copied())
+        .collect::<Vec<_>>()
+        .join(" ");
     match Command::new(program).args(args).output() {
         Ok(o) if o.status.success() => Ok(()),
-        Ok(_) => Err(format!("`{program} {}` failed: {why}", args.join(" "))),
-        Err(e) => Err(format!("`{program}` cannot run ({e}): {why}")),
+        Ok(_) => Err(format!("{why} (`{line}` failed)")),
+        Err(e) => Err(format!("{why} (`{line}` cannot run: {e})")),
     }
 }
 
@@ -232,6 +236,17 @@ pub static ROOT: Requirement = Requirement::new("root", || {
         Ok(())
     } else {
         Err("needs root (mounting a tmpfs); run as root".into())
+    }
+});
+
+/// A host that boots micro-VMs, declared with `BOTTLE_TEST_SMOLVM=1` (set
+/// by `cargo xtask integration --backend smolmachines` on a VM-capable
+/// runner). Not CI's: ordinary CI machines cannot boot VMs.
+pub static MICRO_VMS: Requirement = Requirement::not_in_ci("micro-VMs", || {
+    if std::env::var("BOTTLE_TEST_SMOLVM").is_ok_and(|v| v == "1") {
+        Ok(())
+    } else {
+        Err("needs a host that boots micro-VMs: `cargo xtask integration --backend smolmachines` (BOTTLE_TEST_SMOLVM=1) on a VM-capable runner".into())
     }
 });
 
