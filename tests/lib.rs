@@ -1,44 +1,43 @@
-//! Shared support for bottle's integration tests (one test binary:
-//! `tests/integration/main.rs`).
+//! Shared support for bottle's integration tests (`tests/integration/main.rs`
+//! and the security suite, `tests/security_suite/main.rs`).
 //!
-//! Real-tool gating (rust-analyzer's `requires` style): a test that needs a
-//! real engine or tool calls [`require`]; locally a missing tool skips the
-//! test with a printed reason, with `CI=true` it fails.
+//! Real-tool gating: both are `harness = false` targets whose trials name
+//! what they need ([`gate::Requirement`]: a docker engine, the seeded
+//! images, tmux...). Locally a missing requirement reports the trial
+//! *ignored* with the reason, never `ok`; with `CI=true` it fails. The
+//! mechanism is the `bottle-test-gate` crate, shared with the tmux tests of
+//! `bottle-cli` and the smolvm tests of `bottle-smolmachines`.
 
 use std::path::{Path, PathBuf};
 
-/// True when running in CI, where every real-tool test is required.
-pub fn in_ci() -> bool {
-    std::env::var("CI").is_ok_and(|v| v == "true")
-}
+pub use bottle_test_gate as gate;
+pub use bottle_test_gate::in_ci;
+use gate::Requirement;
 
-/// Gate a test on a tool. Returns `false` (and prints why) when the test
-/// must be skipped; panics in CI.
-pub fn require(tool: &str, available: bool, why: &str) -> bool {
-    if available {
-        return true;
+/// The seeded base image (`cargo xtask seed-base`).
+pub static SEEDED_BASE: Requirement =
+    Requirement::new("seeded base image", || image(support_docker::BASE_IMAGE));
+
+/// The seeded base image and the sshd upstream image (`cargo xtask
+/// seed-base` builds both).
+pub static SEEDED_IMAGES: Requirement = Requirement::new("seeded images", || {
+    image(support_docker::BASE_IMAGE)?;
+    image(support_docker::SSHD_IMAGE)
+});
+
+fn image(tag: &str) -> Result<(), String> {
+    if support_docker::image_exists(tag) {
+        Ok(())
+    } else {
+        Err(format!(
+            "the seeded image {tag} is missing: run `cargo xtask seed-base`"
+        ))
     }
-    if in_ci() {
-        panic!("{tool} is required in CI but unavailable: {why}");
-    }
-    eprintln!("SKIPPED: {tool} unavailable ({why}); set CI=true to make this a failure");
-    false
 }
 
 /// Is the docker engine reachable?
 pub fn docker_available() -> bool {
-    duct::cmd!("docker", "info")
-        .stdout_null()
-        .stderr_null()
-        .unchecked()
-        .run()
-        .map(|o| o.status.success())
-        .unwrap_or(false)
-}
-
-/// Gate on a reachable docker engine.
-pub fn require_docker() -> bool {
-    require("docker", docker_available(), "`docker info` failed")
+    gate::DOCKER.gate() == gate::Gate::Run
 }
 
 /// The workspace root.

@@ -11,6 +11,8 @@ use std::os::unix::fs::PermissionsExt;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use bottle_test_gate::{run, trial, DOCKER, TMUX};
+
 mod tmux;
 
 use tmux::Session;
@@ -20,16 +22,15 @@ fn typed(text: &str) -> Vec<String> {
 }
 
 fn main() {
-    tmux::run_needing(vec![
-        (
-            "launches_survive_a_rebuilt_binary_and_errors_reach_the_status_line",
+    run(vec![
+        trial!(
             launches_survive_a_rebuilt_binary_and_errors_reach_the_status_line,
-            false,
+            &TMUX
         ),
-        (
-            "start_stop_resume_logs_and_rm_run_in_process_on_a_real_engine",
+        trial!(
             start_stop_resume_logs_and_rm_run_in_process_on_a_real_engine,
-            true,
+            &TMUX,
+            &DOCKER
         ),
     ])
 }

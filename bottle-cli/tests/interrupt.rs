@@ -9,19 +9,18 @@ use std::os::unix::fs::PermissionsExt;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use bottle_test_gate::{run, trial, TMUX};
+
 mod tmux;
 
 use tmux::Session;
 
 fn main() {
-    tmux::run(vec![
-        (
-            "ctrl_c_during_start_leaves_no_spinner_line",
-            ctrl_c_during_start_leaves_no_spinner_line,
-        ),
-        (
-            "ctrl_c_before_the_launch_handles_it_leaves_no_spinner_line",
+    run(vec![
+        trial!(ctrl_c_during_start_leaves_no_spinner_line, &TMUX),
+        trial!(
             ctrl_c_before_the_launch_handles_it_leaves_no_spinner_line,
+            &TMUX
         ),
     ])
 }

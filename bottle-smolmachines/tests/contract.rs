@@ -2,8 +2,9 @@
 //! that does not need a booted VM. They catch a smolvm change (a renamed
 //! flag, a new `ls --json` shape, a dropped allowlist) before a user does.
 //!
-//! smolvm absent: skipped with a printed reason, unless `CI=true` (then they
-//! fail). On Linux every test keeps smolvm's state in a private
+//! smolvm absent: each test is reported ignored with the reason, unless
+//! `CI=true` (then they fail): a `harness = false` target gated on
+//! `common::SMOLVM` (`bottle-test-gate`). On Linux every test keeps smolvm's state in a private
 //! `--state-dir`, so nothing touches the user's machines.
 
 use std::collections::BTreeMap;
@@ -13,7 +14,12 @@ use bottle_smolmachines::smolvm::{
     parse_error, parse_ls, CliError, Exec, ImageSource, MachineSpec, SecretEnvRef, SecretFileRef,
     Smolvm, Upload, LABEL_BACKEND, LABEL_IDENTITY,
 };
+use bottle_test_gate::{run, trial};
 use camino::{Utf8Path, Utf8PathBuf};
+
+mod common;
+
+use common::SMOLVM;
 
 struct Cli {
     smolvm: Smolvm,
@@ -21,30 +27,21 @@ struct Cli {
     dir: Utf8PathBuf,
 }
 
-/// The real CLI with a private state dir, or `None` (skip) when absent.
-fn cli() -> Option<Cli> {
-    match Smolvm::locate() {
-        Ok(s) => {
-            let tmp = tempfile::tempdir().unwrap();
-            let dir = Utf8PathBuf::from_path_buf(tmp.path().to_path_buf()).unwrap();
-            let smolvm = if cfg!(target_os = "linux") {
-                s.with_state_dir(dir.join("smolvm-state"))
-            } else {
-                s
-            };
-            Some(Cli {
-                smolvm,
-                _dir: tmp,
-                dir,
-            })
-        }
-        Err(e) => {
-            if std::env::var("CI").as_deref() == Ok("true") {
-                panic!("smolvm is required in CI: {}", e.why);
-            }
-            eprintln!("SKIP: smolvm contract tests need the smolvm CLI: {}", e.why);
-            None
-        }
+/// The real CLI with a private state dir (every trial is gated on
+/// [`SMOLVM`]).
+fn cli() -> Cli {
+    let s = Smolvm::locate().unwrap_or_else(|e| panic!("smolvm: {}", e.why));
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = Utf8PathBuf::from_path_buf(tmp.path().to_path_buf()).unwrap();
+    let smolvm = if cfg!(target_os = "linux") {
+        s.with_state_dir(dir.join("smolvm-state"))
+    } else {
+        s
+    };
+    Cli {
+        smolvm,
+        _dir: tmp,
+        dir,
     }
 }
 
@@ -158,18 +155,16 @@ fn assert_help_lists(help: &str, args: &[String], what: &str) {
     }
 }
 
-#[test]
 fn version_is_at_least_1_8() {
-    let Some(cli) = cli() else { return };
+    let cli = cli();
     let r = cli.ok(&cli.smolvm.version_args(), &[]);
     let v = bottle_smolmachines::smolvm::Version::parse(&r.stdout)
         .unwrap_or_else(|| panic!("unparseable `smolvm --version`: {}", r.stdout));
     assert!(v.supported(), "smolvm {v} is older than 1.8");
 }
 
-#[test]
 fn every_flag_bottle_renders_is_in_the_cli_help() {
-    let Some(cli) = cli() else { return };
+    let cli = cli();
     let s = &cli.smolvm;
     let spec = cli.spec("flags");
     let exec = Exec {
@@ -207,9 +202,8 @@ fn every_flag_bottle_renders_is_in_the_cli_help() {
     assert!(cli.help(&["machine", "create"]).contains("virtio-net"));
 }
 
-#[test]
 fn create_list_delete_a_stopped_machine() {
-    let Some(cli) = cli() else { return };
+    let cli = cli();
     let spec = cli.spec("bottle-contract-a");
     spec.validate().unwrap();
     cli.ok(
@@ -287,9 +281,8 @@ fn assert_no_file_contains(dir: &Utf8Path, needles: &[&str]) {
     }
 }
 
-#[test]
 fn an_allowlist_smolvm_cannot_enforce_is_refused() {
-    let Some(cli) = cli() else { return };
+    let cli = cli();
     // TSI does not enforce allowlists; the CLI must refuse rather than fail
     // open. bottle pins virtio-net; this proves the failure mode is loud.
     let mut args = cli.smolvm.create_args(&cli.spec("bottle-contract-tsi"));
@@ -301,9 +294,8 @@ fn an_allowlist_smolvm_cannot_enforce_is_refused() {
     assert!(cli.ls().is_empty(), "nothing was created");
 }
 
-#[test]
 fn a_missing_image_archive_is_refused_not_pulled() {
-    let Some(cli) = cli() else { return };
+    let cli = cli();
     let mut spec = cli.spec("bottle-contract-missing");
     spec.image = ImageSource::Archive(cli.dir.join("does-not-exist.tar"));
     let e = cli.err(&cli.smolvm.create_args(&spec));
@@ -312,9 +304,8 @@ fn a_missing_image_archive_is_refused_not_pulled() {
     assert!(cli.ls().is_empty());
 }
 
-#[test]
 fn exec_and_cp_before_start_report_not_running() {
-    let Some(cli) = cli() else { return };
+    let cli = cli();
     let spec = cli.spec("bottle-contract-b");
     cli.ok(
         &cli.smolvm.create_args(&spec),
@@ -348,4 +339,15 @@ fn exec_and_cp_before_start_report_not_running() {
         e.message
     );
     cli.ok(&cli.smolvm.delete_args(&spec.name), &[]);
+}
+
+fn main() {
+    run(vec![
+        trial!(version_is_at_least_1_8, &SMOLVM),
+        trial!(every_flag_bottle_renders_is_in_the_cli_help, &SMOLVM),
+        trial!(create_list_delete_a_stopped_machine, &SMOLVM),
+        trial!(an_allowlist_smolvm_cannot_enforce_is_refused, &SMOLVM),
+        trial!(a_missing_image_archive_is_refused_not_pulled, &SMOLVM),
+        trial!(exec_and_cp_before_start_report_not_running, &SMOLVM),
+    ])
 }

@@ -1,8 +1,10 @@
 //! `launch` on a host that cannot boot micro-VMs (this CI machine: no usable
 //! hardware virtualisation) stops at the probe with a clear message and
 //! leaves nothing behind — checked with the real smolvm and docker CLIs.
-//! On a host that can boot VMs this test has nothing to prove and says so
-//! (the full path runs in `cargo xtask integration --backend smolmachines`).
+//! On a host that can boot VMs this test has nothing to prove and is
+//! reported ignored, saying so (the full path runs in `cargo xtask
+//! integration --backend smolmachines`). Without smolvm or docker it is
+//! ignored with the reason, or fails with `CI=true` (`bottle-test-gate`).
 
 mod common;
 
@@ -14,6 +16,8 @@ use bottle_core::command::{CommandRunner, CommandSpec, DuctRunner, Output};
 use bottle_core::ErrorKind;
 use bottle_smolmachines::smolvm::{parse_ls, Smolvm};
 use bottle_smolmachines::SmolmachinesBackend;
+use bottle_test_gate::{run, trial, Requirement, DOCKER};
+use common::SMOLVM;
 
 /// Runs for real and records what ran.
 #[derive(Default)]
@@ -32,13 +36,18 @@ impl CommandRunner for Tee {
     }
 }
 
-fn required(what: &str) -> bool {
-    if std::env::var("CI").as_deref() == Ok("true") {
-        panic!("{what} is required in CI");
-    }
-    eprintln!("SKIP: {what} is not available");
-    false
-}
+/// A host that cannot boot micro-VMs: on one that can, the no-boot path has
+/// nothing to prove (the full path runs in `cargo xtask integration
+/// --backend smolmachines`), so the test is ignored there, in CI too.
+static CANNOT_BOOT: Requirement = Requirement::not_in_ci(
+    "a host that cannot boot micro-VMs",
+    || match SmolmachinesBackend::new().probe(&DuctRunner) {
+        Probe::Ready { .. } => {
+            Err("this host can boot micro-VMs; the no-boot path has nothing to prove here".into())
+        }
+        _ => Ok(()),
+    },
+);
 
 fn probe_dirs() -> BTreeSet<String> {
     std::fs::read_dir(std::env::temp_dir())
@@ -51,25 +60,18 @@ fn probe_dirs() -> BTreeSet<String> {
         .unwrap_or_default()
 }
 
-#[test]
+fn main() {
+    run(vec![trial!(
+        launch_on_a_host_that_cannot_boot_stops_at_probe_and_leaves_nothing,
+        &SMOLVM,
+        &DOCKER,
+        &CANNOT_BOOT
+    )])
+}
+
 fn launch_on_a_host_that_cannot_boot_stops_at_probe_and_leaves_nothing() {
-    let Ok(smolvm) = Smolvm::locate() else {
-        required("smolvm");
-        return;
-    };
-    if DuctRunner
-        .output(&CommandSpec::new("docker").arg("version").allow_failure())
-        .map(|o| !o.success())
-        .unwrap_or(true)
-    {
-        required("docker");
-        return;
-    }
+    let smolvm = Smolvm::locate().unwrap_or_else(|e| panic!("smolvm: {}", e.why));
     let backend = SmolmachinesBackend::new();
-    if let Probe::Ready { .. } = backend.probe(&DuctRunner) {
-        eprintln!("SKIP: this host can boot micro-VMs; the no-boot path has nothing to prove here");
-        return;
-    }
 
     let before = probe_dirs();
     let f = common::fixture("minimal");

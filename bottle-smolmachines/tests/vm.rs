@@ -1,7 +1,8 @@
 //! Security tests against a real booted micro-VM. They need a host that can
 //! boot VMs (KVM or Hypervisor.framework) and run only with
 //! `BOTTLE_TEST_SMOLVM=1` (set by `cargo xtask integration --backend
-//! smolmachines`); otherwise they print why they skip.
+//! smolmachines`); otherwise each is reported ignored with the reason (in
+//! CI too: ordinary CI machines cannot boot VMs; `bottle_test_gate::MICRO_VMS`).
 //!
 //! Each test creates a bare VM (smolvm's own Alpine rootfs, no registry)
 //! with exactly the allowlist bottle renders, and checks from inside it:
@@ -22,13 +23,12 @@ use bottle_core::command::{CommandSpec, DuctRunner};
 use bottle_smolmachines::hv::HostOs;
 use bottle_smolmachines::net::Addresses;
 use bottle_smolmachines::smolvm::{Exec, Smolvm};
+use bottle_test_gate::{run, trial, DOCKER, MICRO_VMS};
 
-fn enabled() -> Option<Smolvm> {
-    if std::env::var("BOTTLE_TEST_SMOLVM").as_deref() != Ok("1") {
-        eprintln!("SKIP: real-VM tests run with BOTTLE_TEST_SMOLVM=1 (cargo xtask integration --backend smolmachines)");
-        return None;
-    }
-    Some(Smolvm::locate().unwrap_or_else(|e| panic!("BOTTLE_TEST_SMOLVM=1 but {}", e.why)))
+/// The smolvm CLI; every trial is gated on `MICRO_VMS`, so a missing CLI
+/// on a VM host is a failure.
+fn smolvm() -> Smolvm {
+    Smolvm::locate().unwrap_or_else(|e| panic!("BOTTLE_TEST_SMOLVM=1 but {}", e.why))
 }
 
 struct Vm {
@@ -236,9 +236,8 @@ const BASE_IMAGE: &str = "debian:bookworm-slim";
 /// bridge gateway, the loopback alias or host loopback, while every bundle
 /// port answers. (A guest-side probe of 127.0.0.1 would only test the
 /// guest's own loopback: it cannot fail, so it is not used.)
-#[test]
 fn the_vm_reaches_the_bundle_ports_and_no_other_host_port() {
-    let Some(s) = enabled() else { return };
+    let s = smolvm();
     let os = HostOs::current();
     let a = Addresses::for_slot(4000).unwrap();
     let endpoint = a.agent_endpoint(os).to_string();
@@ -290,9 +289,8 @@ fn the_vm_reaches_the_bundle_ports_and_no_other_host_port() {
     }
 }
 
-#[test]
 fn a_secret_env_reaches_the_guest_but_no_host_argv() {
-    let Some(s) = enabled() else { return };
+    let s = smolvm();
     let value = "vmtest-secret-value-9d2f";
     let alias = Addresses::for_slot(4001)
         .unwrap()
@@ -323,9 +321,8 @@ fn a_secret_env_reaches_the_guest_but_no_host_argv() {
     assert!(!String::from_utf8_lossy(&ls.stdout).contains(value));
 }
 
-#[test]
 fn tmp_is_sticky_and_world_writable_after_the_fixups() {
-    let Some(s) = enabled() else { return };
+    let s = smolvm();
     let alias = Addresses::for_slot(4002)
         .unwrap()
         .loopback_alias
@@ -335,4 +332,19 @@ fn tmp_is_sticky_and_world_writable_after_the_fixups() {
     assert_eq!(code, 0);
     let (_, out) = vm.sh("stat -c '%a %U' /tmp");
     assert_eq!(out.trim(), "1777 root");
+}
+
+fn main() {
+    run(vec![
+        trial!(
+            the_vm_reaches_the_bundle_ports_and_no_other_host_port,
+            &MICRO_VMS,
+            &DOCKER
+        ),
+        trial!(a_secret_env_reaches_the_guest_but_no_host_argv, &MICRO_VMS),
+        trial!(
+            tmp_is_sticky_and_world_writable_after_the_fixups,
+            &MICRO_VMS
+        ),
+    ])
 }

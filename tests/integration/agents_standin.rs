@@ -12,10 +12,9 @@
 //!
 //! The templates' real entry commands are snapshotted without an engine.
 
-use bottle_tests::support_docker::{
-    docker, docker_ok, image_exists, BottleHome, TestTls, Upstreams, BASE_IMAGE,
-};
-use bottle_tests::{require, require_docker, workspace_bin, workspace_root};
+use bottle_tests::gate::{trial, Trial, DOCKER};
+use bottle_tests::support_docker::{docker, docker_ok, BottleHome, TestTls, Upstreams, BASE_IMAGE};
+use bottle_tests::{workspace_bin, workspace_root, SEEDED_BASE};
 
 const STANDIN: &str = include_str!("standin/agent-cli.sh");
 const TOKEN: &str = "standin-provider-TOKEN-8c2e51d7";
@@ -92,15 +91,6 @@ fn report_lines<'a>(report: &'a str, prefix: &str) -> Vec<&'a str> {
 }
 
 fn run_template(template: &str) {
-    if !require_docker()
-        || !require(
-            "seeded images",
-            image_exists(BASE_IMAGE),
-            "run `cargo xtask seed-base` (builds bottle-base:bookworm)",
-        )
-    {
-        return;
-    }
     let host = match template {
         "claude" => "api.anthropic.com",
         _ => "api.openai.com",
@@ -324,19 +314,16 @@ fn run_template(template: &str) {
     drop(cleanup);
 }
 
-#[test]
 fn claude_template_runs_a_stand_in_cli_with_its_wiring() {
     run_template("claude");
 }
 
-#[test]
 fn codex_template_runs_a_stand_in_cli_with_its_wiring() {
     run_template("codex");
 }
 
 /// What each template's real entry command will be, as `bottle plan`
 /// renders it (no engine needed).
-#[test]
 fn template_entry_commands() {
     let h = home();
     for template in ["claude", "codex"] {
@@ -353,4 +340,21 @@ fn template_entry_commands() {
         let argv = serde_json::to_string_pretty(&plan["provider"]["command"]).unwrap();
         insta::assert_snapshot!(format!("entry_command_{template}"), argv);
     }
+}
+
+/// This module's tests and what each needs from the machine.
+pub fn tests() -> Vec<Trial> {
+    vec![
+        trial!(
+            claude_template_runs_a_stand_in_cli_with_its_wiring,
+            &DOCKER,
+            &SEEDED_BASE
+        ),
+        trial!(
+            codex_template_runs_a_stand_in_cli_with_its_wiring,
+            &DOCKER,
+            &SEEDED_BASE
+        ),
+        trial!(template_entry_commands),
+    ]
 }

@@ -7,23 +7,11 @@
 use std::io::BufRead;
 use std::net::TcpListener;
 
-use bottle_tests::support_docker::{
-    docker, docker_ok, image_exists, labelled, BottleHome, Upstreams, BASE_IMAGE, SSHD_IMAGE,
-};
-use bottle_tests::{require, require_docker, workspace_bin};
+use bottle_tests::gate::{trial, Trial, DOCKER};
+use bottle_tests::support_docker::{docker, docker_ok, labelled, BottleHome, Upstreams};
+use bottle_tests::{workspace_bin, SEEDED_IMAGES};
 
 const TOKEN: &str = "e2e-route-TOKEN-4b1d9f27c3";
-
-fn ready() -> bool {
-    if !require_docker() {
-        return false;
-    }
-    require(
-        "seeded images",
-        image_exists(BASE_IMAGE) && image_exists(SSHD_IMAGE),
-        "run `cargo xtask seed-base` (builds bottle-base:bookworm and bottle-test-sshd:bookworm)",
-    )
-}
 
 fn home() -> BottleHome {
     BottleHome::new(
@@ -48,11 +36,7 @@ impl Drop for Rm<'_> {
     }
 }
 
-#[test]
 fn docker_bottle_end_to_end() {
-    if !ready() {
-        return;
-    }
     let tag = tag();
     let mut ups = Upstreams::new(&tag);
     let echo = ups.echo(&format!("bottle-e2e-echo-{tag}"));
@@ -324,11 +308,7 @@ memory = "1GiB"
     assert!(labelled(&id).is_empty(), "left: {:?}", labelled(&id));
 }
 
-#[test]
 fn kill_9_mid_launch_then_gc_leaves_nothing() {
-    if !ready() {
-        return;
-    }
     let h = home();
     h.write(
         "bottles/k9.toml",
@@ -365,4 +345,16 @@ fn kill_9_mid_launch_then_gc_leaves_nothing() {
     assert_eq!(code, 0, "gc failed: {out}{err}");
     assert!(labelled(id).is_empty(), "gc left: {:?}", labelled(id));
     assert!(!h.path().join("state").join(id).exists(), "state left");
+}
+
+/// This module's tests and what each needs from the machine.
+pub fn tests() -> Vec<Trial> {
+    vec![
+        trial!(docker_bottle_end_to_end, &DOCKER, &SEEDED_IMAGES),
+        trial!(
+            kill_9_mid_launch_then_gc_leaves_nothing,
+            &DOCKER,
+            &SEEDED_IMAGES
+        ),
+    ]
 }

@@ -8,23 +8,15 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use bottle_tests::support_docker::{docker, image_exists, labelled, BottleHome, BASE_IMAGE};
-use bottle_tests::{require, require_docker, workspace_bin};
+use bottle_tests::gate::{trial, Trial, DOCKER, ROOT};
+use bottle_tests::support_docker::{docker, labelled, BottleHome, BASE_IMAGE};
+use bottle_tests::{workspace_bin, SEEDED_BASE};
 
 fn home() -> BottleHome {
     BottleHome::new(
         workspace_bin("bottle-cli", "bottle"),
         workspace_bin("bottle-sidecars", "bottle-sidecar"),
     )
-}
-
-fn docker_ready() -> bool {
-    require_docker()
-        && require(
-            "seeded base image",
-            image_exists(BASE_IMAGE),
-            "run `cargo xtask seed-base`",
-        )
 }
 
 fn small_bottle(h: &BottleHome, name: &str) {
@@ -125,11 +117,7 @@ fn temp_leftovers(dir: &Path) -> Vec<String> {
     out
 }
 
-#[test]
 fn kill_9_after_each_launch_step_then_gc_leaves_nothing() {
-    if !docker_ready() {
-        return;
-    }
     let h = home();
     small_bottle(&h, "k9");
     // learn the steps from a dry run
@@ -192,11 +180,7 @@ fn kill_9_after_each_launch_step_then_gc_leaves_nothing() {
     );
 }
 
-#[test]
 fn ctrl_c_during_build_removes_everything() {
-    if !docker_ready() {
-        return;
-    }
     let h = home();
     // a Dockerfile whose build takes long enough to be interrupted
     let nonce = std::time::SystemTime::now()
@@ -244,11 +228,7 @@ fn ctrl_c_during_build_removes_everything() {
     assert!(lock_is_free(&h));
 }
 
-#[test]
 fn ctrl_c_at_the_preflight_prompt_creates_nothing() {
-    if !docker_ready() {
-        return;
-    }
     let h = home();
     small_bottle(&h, "pf");
     // a real terminal via script(1), so the y/N prompt waits for an answer
@@ -289,11 +269,7 @@ fn ctrl_c_at_the_preflight_prompt_creates_nothing() {
     assert!(!ls.contains("pf-pf-"), "{ls}");
 }
 
-#[test]
 fn corrupted_metadata_fails_resume_clearly_and_gc_still_works() {
-    if !docker_ready() {
-        return;
-    }
     let h = home();
     let dir = h.path().join("state/broken-dev-abc123");
     std::fs::create_dir_all(&dir).unwrap();
@@ -334,31 +310,16 @@ impl Drop for Mount {
     }
 }
 
-fn is_root() -> bool {
-    // SAFETY: getuid has no preconditions.
-    unsafe { libc::getuid() == 0 }
-}
-
-#[test]
 fn full_disk_and_read_only_state_fail_clearly_and_write_nothing_half() {
-    if !docker_ready() {
-        return;
-    }
     for (opts, needle) in [
         ("size=8k", "No space left on device"),
         ("ro,size=64k", "Read-only file system"),
     ] {
         let h = home();
         small_bottle(&h, "fd");
-        let Some(_m) = Mount::tmpfs(&h.path().join("state"), opts) else {
-            require(
-                "mount (root)",
-                !is_root(),
-                "mounting a tmpfs failed although running as root",
-            );
-            eprintln!("SKIPPED: cannot mount a tmpfs here (not root)");
-            return;
-        };
+        // ROOT is met (the trial's requirement): mounting must work
+        let _m = Mount::tmpfs(&h.path().join("state"), opts)
+            .expect("mounting a tmpfs failed although running as root");
         let (code, out, err) = h.run(&["start", "fd", "--yes", "--detach"]);
         assert_ne!(code, 0, "start succeeded on a {opts} state dir: {out}");
         assert!(err.contains(needle), "{opts}: {err}");
@@ -380,11 +341,7 @@ fn full_disk_and_read_only_state_fail_clearly_and_write_nothing_half() {
     }
 }
 
-#[test]
 fn eight_concurrent_bottles_get_distinct_slots_and_cannot_reach_each_other() {
-    if !docker_ready() {
-        return;
-    }
     let h = home();
     small_bottle(&h, "many");
     let children: Vec<_> = (0..8)
@@ -461,4 +418,41 @@ fn eight_concurrent_bottles_get_distinct_slots_and_cannot_reach_each_other() {
             assert_ne!(code, 0, "{a} reached the bundle of {b} at {ip}");
         }
     }
+}
+
+/// This module's tests and what each needs from the machine.
+pub fn tests() -> Vec<Trial> {
+    vec![
+        trial!(
+            kill_9_after_each_launch_step_then_gc_leaves_nothing,
+            &DOCKER,
+            &SEEDED_BASE
+        ),
+        trial!(
+            ctrl_c_during_build_removes_everything,
+            &DOCKER,
+            &SEEDED_BASE
+        ),
+        trial!(
+            ctrl_c_at_the_preflight_prompt_creates_nothing,
+            &DOCKER,
+            &SEEDED_BASE
+        ),
+        trial!(
+            corrupted_metadata_fails_resume_clearly_and_gc_still_works,
+            &DOCKER,
+            &SEEDED_BASE
+        ),
+        trial!(
+            full_disk_and_read_only_state_fail_clearly_and_write_nothing_half,
+            &DOCKER,
+            &SEEDED_BASE,
+            &ROOT
+        ),
+        trial!(
+            eight_concurrent_bottles_get_distinct_slots_and_cannot_reach_each_other,
+            &DOCKER,
+            &SEEDED_BASE
+        ),
+    ]
 }

@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 use bottle_core::plan::{NoPrompt, ResolveOptions};
 use bottle_core::{resolve, Home, Loader, PrepareContext, StateDir};
 use bottle_sidecars::supervise::SvConfig;
-use bottle_tests::{require, workspace_bin};
+use bottle_tests::gate::{trial, Trial, CURL};
+use bottle_tests::workspace_bin;
 use camino::Utf8PathBuf;
 
 struct Daemon(Child);
@@ -167,15 +168,7 @@ fn free_port() -> u16 {
         .port()
 }
 
-#[test]
 fn operator_queue_commands_drive_a_real_supervise_daemon() {
-    if !require(
-        "curl",
-        duct::cmd!("curl", "--version").stdout_null().run().is_ok(),
-        "curl is not installed",
-    ) {
-        return;
-    }
     let dir = tempfile::tempdir().unwrap();
     let root = Utf8PathBuf::from_path_buf(dir.path().to_path_buf()).unwrap();
     let (home, state) = prepared_state(&root);
@@ -354,4 +347,12 @@ fn operator_queue_commands_drive_a_real_supervise_daemon() {
         );
     }
     drop(daemon);
+}
+
+/// This module's tests and what each needs from the machine.
+pub fn tests() -> Vec<Trial> {
+    vec![trial!(
+        operator_queue_commands_drive_a_real_supervise_daemon,
+        &CURL
+    )]
 }

@@ -3,6 +3,7 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
+use bottle_tests::gate::{trial, Trial};
 use bottle_tests::workspace_root;
 
 fn tracked_files() -> Vec<PathBuf> {
@@ -31,7 +32,6 @@ fn rel(p: &Path) -> String {
         .to_string()
 }
 
-#[test]
 fn no_stubs_in_sources() {
     let tidy_file = file!().rsplit('/').next().unwrap().to_owned();
     let needles = [
@@ -58,7 +58,6 @@ fn no_stubs_in_sources() {
     );
 }
 
-#[test]
 fn no_machine_paths_in_tracked_text() {
     let needles = [
         concat!("/wo", "rk/"),
@@ -86,7 +85,6 @@ fn no_machine_paths_in_tracked_text() {
     );
 }
 
-#[test]
 fn sources_are_formatted() {
     let out = duct::cmd!("cargo", "fmt", "--all", "--", "--check")
         .dir(workspace_root())
@@ -102,7 +100,6 @@ fn sources_are_formatted() {
     );
 }
 
-#[test]
 fn core_stays_free_of_docker_network_and_async() {
     let manifest = fs::read_to_string(workspace_root().join("bottle-core/Cargo.toml")).unwrap();
     for dep in [
@@ -123,7 +120,6 @@ fn core_stays_free_of_docker_network_and_async() {
     assert!(lib.contains("#![deny(missing_docs)]"));
 }
 
-#[test]
 fn dlp_is_sync_and_depends_on_no_workspace_crate() {
     // bottle-dlp is used by the sidecars (async) and by core/cli (sync,
     // host-side checks), so it must stay a leaf: no async runtime, no
@@ -154,6 +150,16 @@ fn dlp_is_sync_and_depends_on_no_workspace_crate() {
 
 /// Whether a Cargo.toml names `dep` as a dependency (`dep = …` or
 /// `dep.workspace = true`).
+/// The workspace crates (`bottle-*`) a manifest depends on, in order.
+fn workspace_deps(manifest: &str) -> Vec<&str> {
+    manifest
+        .lines()
+        .map(str::trim_start)
+        .filter(|l| l.starts_with("bottle-"))
+        .filter_map(|l| l.split(['.', ' ', '=']).next())
+        .collect()
+}
+
 fn names_dependency(manifest: &str, dep: &str) -> bool {
     manifest.lines().any(|l| {
         let l = l.trim_start();
@@ -161,7 +167,6 @@ fn names_dependency(manifest: &str, dep: &str) -> bool {
     })
 }
 
-#[test]
 fn backends_depend_on_core_only() {
     // (crate, workspace crates it must not depend on); ARCHITECTURE.md,
     // "Dependency rules"
@@ -222,15 +227,9 @@ const ASYNC_STACK: [&str; 8] = [
     "tokio-rustls",
 ];
 
-#[test]
 fn host_contract_depends_on_core_and_dlp_only_and_no_async_stack() {
     let manifest = fs::read_to_string(workspace_root().join("bottle-host/Cargo.toml")).unwrap();
-    let workspace_deps: Vec<&str> = manifest
-        .lines()
-        .map(str::trim_start)
-        .filter(|l| l.starts_with("bottle-"))
-        .filter_map(|l| l.split(['.', ' ', '=']).next())
-        .collect();
+    let workspace_deps = workspace_deps(&manifest);
     assert_eq!(
         workspace_deps,
         ["bottle-core", "bottle-dlp"],
@@ -247,7 +246,6 @@ fn host_contract_depends_on_core_and_dlp_only_and_no_async_stack() {
 /// `cargo tree` of the `bottle` binary's normal dependencies (all features):
 /// the CLI calls the sync host contract (`bottle-host`), so it links no
 /// async runtime, HTTP server or MCP stack.
-#[test]
 fn the_cli_links_no_tokio_hyper_or_rmcp() {
     let out = duct::cmd!(
         "cargo",
@@ -287,7 +285,6 @@ fn the_cli_links_no_tokio_hyper_or_rmcp() {
     }
 }
 
-#[test]
 fn docs_exist_and_name_the_two_commands() {
     let readme = fs::read_to_string(workspace_root().join("README.md")).expect("README.md");
     assert!(readme.contains("cargo xtask demo"));
@@ -298,7 +295,6 @@ fn docs_exist_and_name_the_two_commands() {
 /// The CLI knows backends through the `Backend` trait and the registry
 /// only (ARCHITECTURE.md "Adding a backend"): no backend crate, backend
 /// type, backend command or test of a backend's id outside `registry.rs`.
-#[test]
 fn the_cli_names_no_backend_outside_the_registry() {
     const EXEMPT: [&str; 1] = ["bottle-cli/src/registry.rs"];
     let needles = [
@@ -338,16 +334,10 @@ fn the_cli_names_no_backend_outside_the_registry() {
 /// The lifecycle library (ARCHITECTURE.md, "Lifecycle") knows no backend
 /// and no async stack: it runs start/resume/stop/rm/gc over `&dyn
 /// Backend` with bottle-host's Prepare impls.
-#[test]
 fn the_lifecycle_depends_on_core_and_host_only_and_no_async_stack() {
     let manifest =
         fs::read_to_string(workspace_root().join("bottle-lifecycle/Cargo.toml")).unwrap();
-    let workspace_deps: Vec<&str> = manifest
-        .lines()
-        .map(str::trim_start)
-        .filter(|l| l.starts_with("bottle-"))
-        .filter_map(|l| l.split(['.', ' ', '=']).next())
-        .collect();
+    let workspace_deps = workspace_deps(&manifest);
     assert_eq!(
         workspace_deps,
         ["bottle-core", "bottle-host"],
@@ -364,7 +354,6 @@ fn the_lifecycle_depends_on_core_and_host_only_and_no_async_stack() {
 /// The lifecycle's steps (allocate, prepare, launch, record the phase,
 /// remove) run in `bottle-lifecycle` only: the CLI, the dashboard and the
 /// embedding example call it, so there is one copy of each.
-#[test]
 fn the_cli_runs_no_lifecycle_step_itself() {
     let needles = [
         ".allocate(",
@@ -396,4 +385,22 @@ fn the_cli_runs_no_lifecycle_step_itself() {
         "a lifecycle step outside bottle-lifecycle (call `Lifecycle` instead):\n{}",
         hits.join("\n")
     );
+}
+
+/// This module's tests and what each needs from the machine.
+pub fn tests() -> Vec<Trial> {
+    vec![
+        trial!(no_stubs_in_sources),
+        trial!(no_machine_paths_in_tracked_text),
+        trial!(sources_are_formatted),
+        trial!(core_stays_free_of_docker_network_and_async),
+        trial!(dlp_is_sync_and_depends_on_no_workspace_crate),
+        trial!(backends_depend_on_core_only),
+        trial!(host_contract_depends_on_core_and_dlp_only_and_no_async_stack),
+        trial!(the_cli_links_no_tokio_hyper_or_rmcp),
+        trial!(docs_exist_and_name_the_two_commands),
+        trial!(the_cli_names_no_backend_outside_the_registry),
+        trial!(the_lifecycle_depends_on_core_and_host_only_and_no_async_stack),
+        trial!(the_cli_runs_no_lifecycle_step_itself),
+    ]
 }

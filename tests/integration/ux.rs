@@ -9,17 +9,9 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use bottle_tests::support_docker::{image_exists, labelled, BottleHome, BASE_IMAGE};
-use bottle_tests::{require, require_docker, workspace_bin};
-
-fn ready() -> bool {
-    require_docker()
-        && require(
-            "seeded base image",
-            image_exists(BASE_IMAGE),
-            "run `cargo xtask seed-base`",
-        )
-}
+use bottle_tests::gate::{trial, Trial, DOCKER, TMUX};
+use bottle_tests::support_docker::{labelled, BottleHome};
+use bottle_tests::{workspace_bin, SEEDED_BASE};
 
 /// Removes the bottle whatever happens.
 struct Rm<'a>(&'a BottleHome, String);
@@ -33,18 +25,7 @@ fn lines(s: &str) -> Vec<&str> {
     s.lines().filter(|l| !l.trim().is_empty()).collect()
 }
 
-fn tmux_available() -> bool {
-    Command::new("tmux")
-        .arg("-V")
-        .output()
-        .is_ok_and(|o| o.status.success())
-}
-
-#[test]
 fn logs_inspect_and_detach_on_one_bottle() {
-    if !ready() {
-        return;
-    }
     let h = BottleHome::new(
         workspace_bin("bottle-cli", "bottle"),
         workspace_bin("bottle-sidecars", "bottle-sidecar"),
@@ -148,7 +129,7 @@ fn logs_inspect_and_detach_on_one_bottle() {
     assert!(out.contains("route allowed.test methods GET"), "{out}");
 
     // attach, then Ctrl-P Ctrl-Q in a real terminal: exit 0, no docker noise
-    if require("tmux", tmux_available(), "install tmux") {
+    {
         let rc = h.path().join("attach-rc");
         let session = format!("bottle-ux-{}", std::process::id());
         let cmdline = format!(
@@ -224,4 +205,14 @@ fn logs_inspect_and_detach_on_one_bottle() {
     let (code, _, err) = h.run(&["rm", "-f", &id]);
     assert_eq!(code, 0, "{err}");
     assert!(labelled(&id).is_empty(), "left: {:?}", labelled(&id));
+}
+
+/// This module's tests and what each needs from the machine.
+pub fn tests() -> Vec<Trial> {
+    vec![trial!(
+        logs_inspect_and_detach_on_one_bottle,
+        &DOCKER,
+        &SEEDED_BASE,
+        &TMUX
+    )]
 }

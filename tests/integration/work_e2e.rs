@@ -4,19 +4,9 @@
 //! with `cp`, `diff` and `export` (DLP-scanned); `rm` of a running bottle
 //! refuses without `-f`. Skips when docker is unreachable unless `CI=true`.
 
-use bottle_tests::support_docker::{docker_ok, image_exists, labelled, BottleHome, BASE_IMAGE};
-use bottle_tests::{require, require_docker, workspace_bin, workspace_root};
-
-fn ready() -> bool {
-    if !require_docker() {
-        return false;
-    }
-    require(
-        "seeded base image",
-        image_exists(BASE_IMAGE),
-        "run `cargo xtask seed-base`",
-    )
-}
+use bottle_tests::gate::{trial, Trial, DOCKER};
+use bottle_tests::support_docker::{docker_ok, labelled, BottleHome};
+use bottle_tests::{workspace_bin, workspace_root, SEEDED_BASE};
 
 /// Removes the bottle whatever happens.
 struct Rm<'a>(&'a BottleHome, String);
@@ -48,11 +38,7 @@ fn mcp(h: &BottleHome, id: &str, calls: &str) -> String {
     out
 }
 
-#[test]
 fn capability_ids_and_work_out_on_docker() {
-    if !ready() {
-        return;
-    }
     let h = BottleHome::new(
         workspace_bin("bottle-cli", "bottle"),
         workspace_bin("bottle-sidecars", "bottle-sidecar"),
@@ -227,4 +213,13 @@ fn capability_ids_and_work_out_on_docker() {
     let (code, _, err) = h.run(&["rm", "-f", &id]);
     assert_eq!(code, 0, "{err}");
     assert!(labelled(&id).is_empty(), "left: {:?}", labelled(&id));
+}
+
+/// This module's tests and what each needs from the machine.
+pub fn tests() -> Vec<Trial> {
+    vec![trial!(
+        capability_ids_and_work_out_on_docker,
+        &DOCKER,
+        &SEEDED_BASE
+    )]
 }

@@ -51,12 +51,11 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use libtest_mimic::{Arguments, Completion, Failed, Trial};
-
-use bottle_tests::support_docker::{
-    docker, docker_ok, image_exists, BottleHome, TestTls, Upstreams, BASE_IMAGE, SSHD_IMAGE,
+use bottle_tests::gate::{
+    Arguments, Completion, Failed, Gate, Requirement, Trial, DOCKER, MICRO_VMS,
 };
-use bottle_tests::{docker_available, in_ci, workspace_bin, workspace_root};
+use bottle_tests::support_docker::{docker, docker_ok, BottleHome, TestTls, Upstreams};
+use bottle_tests::{in_ci, workspace_bin, workspace_root, SEEDED_IMAGES};
 
 const ROUTE_TOKEN: &str = "sec-route-TOKEN-7f3a9c21e5d4b8a6";
 /// A held secret the agent has in its env (a `{ secret = "${HOST_VAR}" }` env value):
@@ -191,15 +190,19 @@ const TARGETS: [Target; 3] = [
     },
 ];
 
-/// Whether a suite can run here.
-#[derive(Debug, Clone)]
-enum Gate {
-    Run,
-    /// Cannot run here and not required: every trial is reported ignored.
-    Skip(String),
-    /// Required (CI) but cannot run: every trial fails.
-    Fail(String),
-}
+/// gVisor registered with the engine: the gVisor suite runs where it is
+/// (and is then required); `.ci/run` registers it.
+static RUNSC: Requirement = Requirement::not_in_ci("runsc", || {
+    let (_, info, _) = docker(&["info", "--format", "{{json .Runtimes}}"]);
+    if info.contains("runsc") {
+        Ok(())
+    } else {
+        Err(
+            "gVisor (runsc) is not registered with this docker engine (docs/security.md, gVisor)"
+                .into(),
+        )
+    }
+});
 
 impl Target {
     fn egress_network(&self, id: &str) -> String {
@@ -215,46 +218,19 @@ impl Target {
         }
     }
 
-    /// Decide before anything is started whether this suite runs.
+    /// Decide before anything is started whether this suite runs: a
+    /// missing engine or image is a failure in CI; gVisor and micro-VMs
+    /// run where the machine has them.
     fn gate(&self) -> Gate {
-        let missing = |why: String| {
-            if in_ci() {
-                Gate::Fail(format!("required in CI: {why}"))
-            } else {
-                Gate::Skip(format!("{why} (with CI=true this is a failure)"))
-            }
-        };
-        if !docker_available() {
-            return missing("the docker engine is unreachable (`docker info` failed)".into());
-        }
-        if !(image_exists(BASE_IMAGE) && image_exists(SSHD_IMAGE)) {
-            return missing(format!(
-                "the seeded images {BASE_IMAGE} and {SSHD_IMAGE} are missing: run `cargo xtask seed-base`"
-            ));
-        }
+        let mut needs: Vec<&Requirement> = vec![&DOCKER, &SEEDED_IMAGES];
         match (self.backend, self.runtime) {
-            ("docker", Some("runsc")) => {
-                let (_, info, _) = docker(&["info", "--format", "{{json .Runtimes}}"]);
-                if info.contains("runsc") {
-                    // registered: required; a runtime that does not work
-                    // fails the suite at `bottle start`
-                    Gate::Run
-                } else {
-                    Gate::Skip(
-                        "gVisor (runsc) is not registered with this docker engine (docs/security.md, gVisor)"
-                            .into(),
-                    )
-                }
-            }
-            ("smolmachines", _) => {
-                if std::env::var("BOTTLE_TEST_SMOLVM").is_ok_and(|v| v == "1") {
-                    Gate::Run
-                } else {
-                    Gate::Skip("needs a host that boots micro-VMs: `cargo xtask integration --backend smolmachines` (BOTTLE_TEST_SMOLVM=1) on a VM-capable runner".into())
-                }
-            }
-            _ => Gate::Run,
+            // registered: required; a runtime that does not work fails the
+            // suite at `bottle start`
+            ("docker", Some("runsc")) => needs.push(&RUNSC),
+            ("smolmachines", _) => needs.push(&MICRO_VMS),
+            _ => {}
         }
+        Gate::of(&needs)
     }
 }
 
@@ -1250,7 +1226,7 @@ fn main() {
             },
         ));
     }
-    let conclusion = libtest_mimic::run(&args, trials);
+    let conclusion = bottle_tests::gate::libtest_mimic::run(&args, trials);
     for s in &suites {
         s.teardown();
         s.write_report();

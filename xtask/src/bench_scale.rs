@@ -1,5 +1,5 @@
 //! `cargo xtask bench scale [--counts 1,8,24] [--parallel P] [--headroom H]
-//! [--no-write]`:
+//! [--no-write]`, or `cargo xtask bench scale --configure-pools`:
 //! cost per bottle at scale. For each count, start that many shell-template
 //! bottles (release builds, `P` launches at a time), then measure the wall
 //! time until all are ready, host memory per bottle (`docker stats` of the
@@ -8,10 +8,16 @@
 //! networks and addresses they use, and `bottle ls` at that count; then
 //! remove them all. A count that does not fit (the engine's address pools:
 //! each bottle takes two networks) reports how many started and why the
-//! next one did not. On a shared engine with the default pools a count is
-//! capped so that `H` networks (default 4) stay free for other users; the
-//! table then says how many the pools would hold. Rewrites the `scale`
-//! section of docs/benchmarks.md.
+//! next one did not. The engine's address pools (daemon.json's
+//! `default-address-pools` once dockerd has loaded them, else docker's
+//! defaults: 31 networks) cap a count so that `H` networks (default 4) stay
+//! free for other users; the table then says how many the pools would hold.
+//! Rewrites the `scale` section of docs/benchmarks.md.
+//!
+//! `--configure-pools` merges a larger pool set into
+//! `/etc/docker/daemon.json` (every other key kept) and stops: dockerd reads
+//! pools only at start, not on SIGHUP, and the bench never restarts a shared
+//! engine, so whoever owns the engine restarts it, then reruns the bench.
 //!
 //! Cleanup: every bottle is removed after its count (`bottle rm -f`, then a
 //! sweep of containers, networks and volumes by this run's name prefix),
@@ -279,16 +285,194 @@ fn subnets(names: &[String]) -> (Vec<String>, u64) {
     (nets, addrs)
 }
 
-/// Docker's default address pools (no `default-address-pools` in
-/// daemon.json): 172.17–31.0.0/16 as /16s and 192.168.0.0/16 as /20s.
-const DEFAULT_POOL_NETWORKS: usize = 15 + 16;
+/// One docker address pool: networks of `/size` carved out of `base/prefix`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Pool {
+    base: u32,
+    prefix: u32,
+    size: u32,
+}
 
-/// Networks on the engine holding a subnet of the default pools, and
-/// whether the engine uses the default pools at all (`None`: configured).
-fn pool_use() -> (usize, Option<usize>) {
-    let configured = std::fs::read_to_string("/etc/docker/daemon.json")
-        .map(|t| t.contains("default-address-pools"))
-        .unwrap_or(false);
+impl Pool {
+    fn parse(base: &str, size: u32) -> Option<Pool> {
+        let (addr, prefix) = base.split_once('/')?;
+        let prefix: u32 = prefix.parse().ok()?;
+        (prefix <= size && size <= 32).then_some(Pool {
+            base: ipv4(addr)?,
+            prefix,
+            size,
+        })
+    }
+
+    /// How many networks it holds.
+    fn networks(&self) -> usize {
+        1usize << (self.size - self.prefix)
+    }
+
+    /// Whether the subnet `a.b.c.d/p` lies inside it.
+    fn holds(&self, subnet: &str) -> bool {
+        let Some((addr, p)) = subnet.split_once('/') else {
+            return false;
+        };
+        let (Some(a), Ok(p)) = (ipv4(addr), p.parse::<u32>()) else {
+            return false;
+        };
+        let mask = |bits: u32| u32::MAX.checked_shl(32 - bits).unwrap_or(0);
+        p >= self.prefix && (a & mask(self.prefix)) == (self.base & mask(self.prefix))
+    }
+
+    fn json(&self) -> serde_json::Value {
+        let b = self.base.to_be_bytes();
+        serde_json::json!({
+            "base": format!("{}.{}.{}.{}/{}", b[0], b[1], b[2], b[3], self.prefix),
+            "size": self.size,
+        })
+    }
+}
+
+fn ipv4(s: &str) -> Option<u32> {
+    let o: Vec<u8> = s
+        .split('.')
+        .map(|p| p.parse().ok())
+        .collect::<Option<_>>()?;
+    (o.len() == 4).then(|| u32::from_be_bytes([o[0], o[1], o[2], o[3]]))
+}
+
+/// Docker's address pools when daemon.json sets none (20.10):
+/// 172.17–31.0.0/16 as /16s and 192.168.0.0/16 as /20s, 31 networks.
+fn default_pools() -> Vec<Pool> {
+    let mut v: Vec<Pool> = (17..=31)
+        .map(|b| Pool::parse(&format!("172.{b}.0.0/16"), 16).expect("valid pool"))
+        .collect();
+    v.push(Pool::parse("192.168.0.0/16", 20).expect("valid pool"));
+    v
+}
+
+/// What `--configure-pools` writes: a /16 of small networks first (/24: 254
+/// addresses, 256 networks, 128 bottles), then docker's own defaults, so
+/// every existing network stays inside a pool.
+fn bench_pools() -> Vec<Pool> {
+    let mut v = vec![Pool::parse(BENCH_POOL, 24).expect("valid pool")];
+    v.push(Pool::parse("172.16.0.0/12", 16).expect("valid pool"));
+    v.push(Pool::parse("192.168.0.0/16", 20).expect("valid pool"));
+    v
+}
+
+/// The base of the bench's pool. Private and unused here; pick another if
+/// the host routes it (docker skips subnets that overlap a host route).
+const BENCH_POOL: &str = "10.210.0.0/16";
+
+const DAEMON_JSON: &str = "/etc/docker/daemon.json";
+
+/// The `default-address-pools` of a daemon.json, if it sets any.
+fn configured_pools(cfg: &serde_json::Value) -> Option<Vec<Pool>> {
+    let pools = cfg.get("default-address-pools")?.as_array()?;
+    Some(
+        pools
+            .iter()
+            .filter_map(|p| Pool::parse(p.get("base")?.as_str()?, p.get("size")?.as_u64()? as u32))
+            .collect(),
+    )
+}
+
+/// Merge the bench's pools into a daemon.json value, keeping every other
+/// key (as `.ci/run` merges the runsc runtime); false when already there.
+fn merge_pools(cfg: &mut serde_json::Value) -> bool {
+    let want: Vec<serde_json::Value> = bench_pools().iter().map(Pool::json).collect();
+    if !cfg.is_object() {
+        *cfg = serde_json::json!({});
+    }
+    let obj = cfg.as_object_mut().expect("an object");
+    if obj.get("default-address-pools") == Some(&serde_json::Value::Array(want.clone())) {
+        return false;
+    }
+    obj.insert(
+        "default-address-pools".into(),
+        serde_json::Value::Array(want),
+    );
+    true
+}
+
+/// `--configure-pools`: write the bench's pools into daemon.json. dockerd
+/// reads `default-address-pools` only when it starts (a SIGHUP reloads
+/// runtimes, labels, debug..., not the pools), so this says to restart it;
+/// the bench never restarts a shared engine itself.
+fn configure_pools() -> Result<(), String> {
+    let path = Path::new(DAEMON_JSON);
+    let mut cfg: serde_json::Value = match std::fs::read_to_string(path) {
+        Ok(t) => serde_json::from_str(&t).map_err(|e| format!("{DAEMON_JSON}: {e}"))?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => serde_json::json!({}),
+        Err(e) => return Err(format!("{DAEMON_JSON}: {e}")),
+    };
+    if merge_pools(&mut cfg) {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        }
+        let tmp = path.with_extension("json.bottle-tmp");
+        let text = serde_json::to_string_pretty(&cfg).map_err(|e| e.to_string())? + "\n";
+        std::fs::write(&tmp, text).map_err(|e| format!("{}: {e}", tmp.display()))?;
+        std::fs::rename(&tmp, path).map_err(|e| format!("{DAEMON_JSON}: {e}"))?;
+        eprintln!("bench scale: wrote default-address-pools to {DAEMON_JSON}");
+    } else {
+        eprintln!("bench scale: {DAEMON_JSON} already has the bench's default-address-pools");
+    }
+    if pools_loaded() == Some(true) {
+        eprintln!("bench scale: the running dockerd has them: run `cargo xtask bench scale`");
+    } else {
+        eprintln!(
+            "bench scale: dockerd reads default-address-pools only at start (SIGHUP does not \
+             reload them): restart dockerd when no one else uses the engine, then run \
+             `cargo xtask bench scale`"
+        );
+    }
+    Ok(())
+}
+
+/// Whether the running dockerd started after daemon.json last changed
+/// (so it uses what the file says); `None` when that cannot be told (no
+/// local dockerd, no pid file).
+fn pools_loaded() -> Option<bool> {
+    let changed = std::fs::metadata(DAEMON_JSON).ok()?.modified().ok()?;
+    let pid = std::fs::read_to_string("/var/run/docker.pid").ok()?;
+    let stat = std::fs::read_to_string(format!("/proc/{}/stat", pid.trim())).ok()?;
+    // field 22, counted after the `(comm)`: start time in clock ticks
+    // (USER_HZ, 100 on Linux) since boot
+    let ticks: u64 = stat
+        .rsplit_once(')')?
+        .1
+        .split_whitespace()
+        .nth(19)?
+        .parse()
+        .ok()?;
+    let btime: u64 = std::fs::read_to_string("/proc/stat")
+        .ok()?
+        .lines()
+        .find_map(|l| l.strip_prefix("btime "))?
+        .trim()
+        .parse()
+        .ok()?;
+    let started = std::time::UNIX_EPOCH + Duration::from_secs(btime + ticks / 100);
+    Some(started >= changed)
+}
+
+/// The pools the engine allocates from, and where they come from.
+fn engine_pools() -> (Vec<Pool>, String) {
+    let cfg = std::fs::read_to_string(DAEMON_JSON)
+        .ok()
+        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok());
+    match cfg.as_ref().and_then(configured_pools) {
+        Some(p) if pools_loaded() != Some(false) => (p, format!("`default-address-pools` of {DAEMON_JSON}")),
+        Some(_) => (
+            default_pools(),
+            format!("docker's defaults ({DAEMON_JSON} sets pools the running dockerd has not loaded: it reads them at start)"),
+        ),
+        None => (default_pools(), "docker's defaults".into()),
+    }
+}
+
+/// Networks on the engine with a subnet from `pools`, and how many the
+/// pools hold.
+fn pool_use(pools: &[Pool]) -> (usize, usize) {
     let names: Vec<String> = docker(&["network", "ls", "--format", "{{.Name}}"])
         .1
         .lines()
@@ -297,13 +481,9 @@ fn pool_use() -> (usize, Option<usize>) {
     let (subs, _) = subnets(&names);
     let used = subs
         .iter()
-        .filter(|s| {
-            let mut o = s.split(['.', '/']).map(|p| p.parse::<u32>().unwrap_or(0));
-            let (a, b) = (o.next().unwrap_or(0), o.next().unwrap_or(0));
-            (a == 172 && (17..=31).contains(&b)) || (a == 192 && b == 168)
-        })
+        .filter(|s| pools.iter().any(|p| p.holds(s)))
         .count();
-    (used, (!configured).then_some(DEFAULT_POOL_NETWORKS))
+    (used, pools.iter().map(Pool::networks).sum())
 }
 
 struct Row {
@@ -444,6 +624,56 @@ fn one_count(run: &Run, agent: &str, count: usize, parallel: usize) -> Result<Ro
     })
 }
 
+/// What the limits paragraph is computed from.
+struct Limits<'a> {
+    pools_from: &'a str,
+    capacity: usize,
+    used_at_start: usize,
+    /// The count with the most bottles up.
+    biggest: Option<&'a Row>,
+    avail_at_start_kib: u64,
+}
+
+/// What limits the count, from this run's numbers, and how to raise it.
+fn limits(l: &Limits) -> String {
+    let fits = l.capacity.saturating_sub(l.used_at_start) / 2;
+    let mut text = format!(
+        "What limits the count: each bottle takes two docker networks (the internal one, the \
+         egress one), and docker gives every network a subnet from its address pools. This \
+         engine allocated from {}: {} networks, {} of them in use when the run began, room for \
+         {fits} bottles. The next start fails at `create internal network` with \"could not find \
+         an available, non-overlapping IPv4 address pool\" and rolls back. Raise it with \
+         `cargo xtask bench scale --configure-pools`: it merges `\"default-address-pools\": \
+         [{{\"base\": \"{BENCH_POOL}\", \"size\": 24}}, …docker's defaults]` into \
+         `{DAEMON_JSON}` (keeping every other key, as `.ci/run` merges the runsc runtime): 256 \
+         more networks of 254 addresses, 128 more bottles. dockerd reads the pools only when it \
+         starts (a SIGHUP reloads `runtimes`, which is why `.ci/run` registers runsc without a \
+         restart, but not `default-address-pools`), so restart dockerd afterwards, when no one \
+         else is using the engine; the bench never restarts a shared engine itself. The \
+         engine-independent fix is bottle choosing each bottle's two subnets from its slot \
+         (`docker network create --subnet`, in the docker backend's launch plan); it does not \
+         yet.",
+        l.pools_from, l.capacity, l.used_at_start,
+    );
+    if let Some(r) = l.biggest.filter(|r| r.started > 0) {
+        let per_mib = r.bundle_mib + r.agent_mib + r.engine_kib_delta.max(0) as f64 / 1024.0;
+        let avail_mib = l.avail_at_start_kib as f64 / 1024.0;
+        if per_mib > 0.0 {
+            text.push_str(&format!(
+                " After the pools, memory: at {} bottles one costs {per_mib:.0} MiB (bundle + idle \
+                 agent + engine growth, PSS), so the {avail_mib:.0} MiB available when the run \
+                 began hold about {:.0} idle bottles; a working agent grows up to its own limit \
+                 (1 GiB here: a cap, not a reservation). The engine is next: every bottle adds \
+                 {:.1} engine processes (shims, fuse-overlayfs mounts here).",
+                r.started,
+                avail_mib / per_mib,
+                r.engine_procs_delta as f64 / r.started as f64,
+            ));
+        }
+    }
+    text
+}
+
 /// Entry point.
 pub fn run(args: &[String]) -> Result<(), String> {
     let mut counts = vec![1usize, 8, 24];
@@ -476,6 +706,7 @@ pub fn run(args: &[String]) -> Result<(), String> {
                     .ok_or("--headroom needs a number of networks")?
             }
             "--no-write" => write = false,
+            "--configure-pools" => return configure_pools(),
             other => return Err(format!("bench scale: unknown argument `{other}`")),
         }
     }
@@ -526,22 +757,19 @@ pub fn run(args: &[String]) -> Result<(), String> {
         .count();
     let mut rows = Vec::new();
     let mut pool_note = String::new();
+    let (pools, pools_from) = engine_pools();
+    let (used_at_start, capacity) = pool_use(&pools);
+    let avail_at_start = mem_available_kib();
     for &n in &counts {
-        let (used, capacity) = pool_use();
-        let fits = capacity.map(|c| c.saturating_sub(used) / 2);
-        let spare = capacity.map(|c| c.saturating_sub(used + headroom) / 2);
-        let take = match spare {
-            Some(s) if s < n => s,
-            _ => n,
-        };
+        let (used, capacity) = pool_use(&pools);
+        let fits = capacity.saturating_sub(used) / 2;
+        let spare = capacity.saturating_sub(used + headroom) / 2;
+        let take = n.min(spare);
         if take < n {
             pool_note.push_str(&format!(
-                "\n- {n} bottles asked: the default pools had {} of {} networks in use, room for \
-                 {} bottles; capped at {take} to leave {headroom} networks to the engine's other \
-                 users.",
-                used,
-                capacity.unwrap_or(0),
-                fits.unwrap_or(0),
+                "\n- {n} bottles asked: the pools had {used} of {capacity} networks in use, room \
+                 for {fits} bottles; capped at {take} to leave {headroom} networks to the \
+                 engine's other users.",
             ));
         }
         if take == 0 {
@@ -601,6 +829,13 @@ pub fn run(args: &[String]) -> Result<(), String> {
         .map(|r| r.runtime.as_str())
         .find(|r| !r.is_empty())
         .unwrap_or("?");
+    let limits = limits(&Limits {
+        pools_from: &pools_from,
+        capacity,
+        used_at_start,
+        biggest: rows.iter().max_by_key(|r| r.started),
+        avail_at_start_kib: avail_at_start,
+    });
     let section = format!(
         "## scale\n\nCost per bottle at scale: for each count, that many shell-template bottles \
          (one route, 1 CPU / 1 GiB limits) started with `bottle start --detach`, {parallel} \
@@ -616,18 +851,7 @@ pub fn run(args: &[String]) -> Result<(), String> {
          engine when the run began (other users included).\n\n{}\n{}\n\n\
          Largest count that started completely in this run: {largest} (most bottles up at once: \
          {most_started}).\n\n\
-         What limits the count: each bottle takes two docker networks (the internal one, the \
-         egress one), and docker gives every network a subnet from its default address pools \
-         (172.17–31.0.0/16 as 15 /16s, 192.168.0.0/16 as 16 /20s: 31 networks, one of them the \
-         default bridge), so about 15 bottles fit on an engine with nothing else on it, fewer \
-         when other networks exist; the next start fails at `create internal network` with \
-         \"could not find an available, non-overlapping IPv4 address pool\" and rolls back. \
-         Raise it in `/etc/docker/daemon.json`, e.g. `\"default-address-pools\": [{{\"base\": \
-         \"10.200.0.0/16\", \"size\": 24}}]` (256 networks of 254 addresses: 128 bottles), then \
-         restart dockerd. After the pools, memory: a bottle costs the bundle's and the idle \
-         agent's RSS plus the engine's per-container processes (two shims, fuse-overlayfs \
-         mounts), within each container's limit only when the agent works; the 1 GiB agent \
-         limit is a cap, not a reservation.",
+         {limits}",
         machine(),
         docker(&["version", "--format", "{{.Server.Version}}"]).1,
         table.trim_end(),
@@ -647,4 +871,43 @@ pub fn run(args: &[String]) -> Result<(), String> {
         eprintln!("bench scale: wrote {}", path.display());
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pools_count_and_hold_their_subnets() {
+        assert_eq!(
+            default_pools().iter().map(Pool::networks).sum::<usize>(),
+            31
+        );
+        let p = Pool::parse("10.210.0.0/16", 24).unwrap();
+        assert_eq!(p.networks(), 256);
+        assert!(p.holds("10.210.7.0/24"));
+        assert!(!p.holds("10.211.0.0/24"));
+        assert!(
+            !p.holds("10.0.0.0/8"),
+            "a wider subnet is not inside the pool"
+        );
+        assert!(!p.holds("fd00::/64"));
+        assert!(Pool::parse("10.0.0.0/24", 16).is_none());
+        assert_eq!(p.json()["base"], "10.210.0.0/16");
+    }
+
+    #[test]
+    fn merging_keeps_other_keys_and_is_idempotent() {
+        let mut cfg = serde_json::json!({
+            "runtimes": {"runsc": {"path": "/usr/bin/runsc"}},
+            "default-address-pools": [{"base": "10.9.0.0/16", "size": 24}],
+        });
+        assert!(merge_pools(&mut cfg));
+        assert_eq!(cfg["runtimes"]["runsc"]["path"], "/usr/bin/runsc");
+        assert_eq!(configured_pools(&cfg).unwrap(), bench_pools());
+        assert!(!merge_pools(&mut cfg), "a second merge changes nothing");
+        let mut empty = serde_json::Value::Null;
+        assert!(merge_pools(&mut empty));
+        assert_eq!(configured_pools(&empty).unwrap(), bench_pools());
+    }
 }

@@ -1,9 +1,9 @@
 //! `cargo xtask`: the project's automation.
 //!
-//! - `test`: fmt check, clippy `-D warnings`, the whole test suite. Tests that
-//!   need a real engine/tool skip with a printed reason locally and are
-//!   required when `CI=true`.
-//! - `tidy`: the tidy checks (they are ordinary `#[test]`s).
+//! - `test`: fmt check, clippy `-D warnings`, the whole test suite. A test
+//!   that needs a real engine/tool it lacks here is reported ignored with
+//!   the reason (`tests/gate`), never ok; with `CI=true` it fails.
+//! - `tidy`: the tidy checks (`tidy::` trials of the integration binary).
 //! - `demo`: a built-in demo agent in a real bottle.
 //! - `seed-base`: build the base image locally on registry-less hosts.
 //! - `security-table`: docs/security.md's per-backend table from the

@@ -12,6 +12,16 @@ use bottle_core::state::StateDir;
 use bottle_core::{resolve, BottlePlan, Home, Identity, Loader, Secret};
 use camino::{Utf8Path, Utf8PathBuf};
 
+use bottle_test_gate::Requirement;
+
+/// The smolvm CLI (`pip install smolmachines`; `.ci/run` links it): the
+/// contract and no-boot tests need it, CI must have it.
+pub static SMOLVM: Requirement = Requirement::new("smolvm", || {
+    bottle_smolmachines::smolvm::Smolvm::locate()
+        .map(|_| ())
+        .map_err(|e| format!("the smolvm CLI is unavailable: {}", e.why))
+});
+
 /// Every secret value a fixture can produce contains this marker.
 pub const MARK: &str = "SECRET";
 
