@@ -9,6 +9,7 @@
 
 pub mod backend;
 pub mod command;
+pub mod copy_out;
 pub mod error;
 pub mod fixture;
 pub mod launch;

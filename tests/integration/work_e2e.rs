@@ -140,6 +140,48 @@ fn capability_ids_and_work_out_on_docker() {
     assert_eq!(code, 0, "cp out: {err}");
     assert_eq!(std::fs::read_to_string(&dst).unwrap(), "scratch\n");
 
+    // The agent cannot choose where a copy lands on the host: a symlink it
+    // made is refused (not copied as a link to a host path), and nothing is
+    // written through a link already at the destination.
+    let victim = back.path().join("victim.txt");
+    std::fs::write(&victim, "host file\n").unwrap();
+    let (code, out) = h.exec(
+        &id,
+        &format!(
+            "ln -s {} ~/workspace/out.txt && echo linked",
+            victim.display()
+        ),
+    );
+    assert_eq!(code, 0, "{out}");
+    let planted = back.path().join("out.txt");
+    let (code, _, err) = h.run(&[
+        "cp",
+        &format!("{id}:out.txt"),
+        &planted.display().to_string(),
+    ]);
+    assert_eq!(code, 4, "a symlink copied out: {err}");
+    assert!(err.contains("`out.txt` is a symlink"), "{err}");
+    assert!(
+        std::fs::symlink_metadata(&planted).is_err(),
+        "no link landed"
+    );
+    std::os::unix::fs::symlink(&victim, &planted).unwrap();
+    let (code, out) = h.exec(
+        &id,
+        "rm ~/workspace/out.txt && echo agent text > ~/workspace/out.txt",
+    );
+    assert_eq!(code, 0, "{out}");
+    let (code, _, err) = h.run(&[
+        "cp",
+        &format!("{id}:out.txt"),
+        &planted.display().to_string(),
+    ]);
+    assert_eq!(code, 4, "written through a link: {err}");
+    assert!(err.contains("does not write through links"), "{err}");
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "host file\n");
+    let (code, out) = h.exec(&id, "rm ~/workspace/out.txt && echo gone");
+    assert_eq!(code, 0, "{out}");
+
     let (code, patch, err) = h.run(&["diff", &id]);
     assert_eq!(code, 0, "diff: {err}");
     for needle in [

@@ -133,11 +133,16 @@ pub fn cp(cli: &Cli, a: &CpArgs) -> Result<u8> {
         (Some((id, path)), None) => {
             let agent = running_agent(&home, &id, "cp")?;
             let from = guest_path(&path)?;
-            agent
-                .running
-                .copy_out(&from, Utf8Path::new(&a.dst), &DuctRunner)?;
+            // into a fresh private directory first, then placed with no
+            // agent-made link and nothing written through a link
+            // (bottle_core::copy_out)
+            let stage = tmp()?;
+            let staged = Utf8PathBuf::from(utf8(stage.path())?).join("copy");
+            agent.running.copy_out(&from, &staged, &DuctRunner)?;
+            let name = from.trim_end_matches('/').rsplit('/').next().unwrap_or("copy");
+            let to = bottle_core::copy_out::place(&staged, name, Utf8Path::new(&a.dst))?;
             if !cli.quiet {
-                eprintln!("copied {}:{from} to {}", agent.id, a.dst);
+                eprintln!("copied {}:{from} to {to}", agent.id);
             }
             Ok(0)
         }
