@@ -15,6 +15,7 @@ use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
 
 use fs4::fs_std::FileExt;
 use serde::{Deserialize, Serialize};
@@ -136,37 +137,47 @@ impl Writer {
         })
     }
 
-    fn append(&mut self, line: &[u8]) -> std::io::Result<()> {
+    fn append(&mut self, lines: &[String]) -> std::io::Result<()> {
         if let Some(lock) = &self.lock {
             lock.lock_exclusive()?;
         }
-        let res = self.append_locked(line);
+        let res = self.append_locked(lines);
         if let Some(lock) = &self.lock {
             let _ = FileExt::unlock(lock);
         }
         res
     }
 
-    fn append_locked(&mut self, line: &[u8]) -> std::io::Result<()> {
+    /// Append `lines` in as few writes as rotation allows (one, unless the
+    /// file must rotate between two of them).
+    fn append_locked(&mut self, lines: &[String]) -> std::io::Result<()> {
         // Another writer may have rotated the file under us.
-        let len = match std::fs::metadata(&self.path) {
+        let mut len = match std::fs::metadata(&self.path) {
             Ok(m) if file_id(&m) == self.id => m.len(),
             _ => {
                 (self.file, self.id) = open_append(&self.path)?;
                 self.file.metadata()?.len()
             }
         };
-        if len > 0 && len + line.len() as u64 > self.rotation.max_bytes {
-            for i in (1..self.rotation.keep).rev() {
-                let from = rotated(&self.path, i);
-                if from.exists() {
-                    std::fs::rename(&from, rotated(&self.path, i + 1))?;
+        let mut pending: Vec<u8> = Vec::new();
+        for line in lines {
+            if len > 0 && len + line.len() as u64 > self.rotation.max_bytes {
+                self.file.write_all(&pending)?;
+                pending.clear();
+                for i in (1..self.rotation.keep).rev() {
+                    let from = rotated(&self.path, i);
+                    if from.exists() {
+                        std::fs::rename(&from, rotated(&self.path, i + 1))?;
+                    }
                 }
+                std::fs::rename(&self.path, rotated(&self.path, 1))?;
+                (self.file, self.id) = open_append(&self.path)?;
+                len = 0;
             }
-            std::fs::rename(&self.path, rotated(&self.path, 1))?;
-            (self.file, self.id) = open_append(&self.path)?;
+            pending.extend_from_slice(line.as_bytes());
+            len += line.len() as u64;
         }
-        self.file.write_all(line)
+        self.file.write_all(&pending)
     }
 }
 
@@ -216,8 +227,32 @@ impl AuditLog {
     /// Append one decision line. `fields` must be a JSON object; its keys are
     /// merged after `ts`, `identity` and `sidecar`.
     pub fn record(&self, sidecar: &str, fields: Value) {
+        self.record_batch([(SystemTime::now(), sidecar, fields)]);
+    }
+
+    /// Append several lines, each `(time of the decision, sidecar, fields)`
+    /// as in [`AuditLog::record`], under one lock and in one write unless
+    /// the file rotates between two of them (a daemon that queues its
+    /// decisions off the request path writes them so).
+    pub fn record_batch<'a>(&self, lines: impl IntoIterator<Item = (SystemTime, &'a str, Value)>) {
+        let lines: Vec<String> = lines
+            .into_iter()
+            .map(|(ts, sidecar, fields)| self.line(ts, sidecar, fields))
+            .collect();
+        if lines.is_empty() {
+            return;
+        }
+        let mut guard = self.inner.file.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(w) = guard.as_mut() {
+            if let Err(err) = w.append(&lines) {
+                tracing::error!(%err, "could not append to the audit log");
+            }
+        }
+    }
+
+    fn line(&self, ts: SystemTime, sidecar: &str, fields: Value) -> String {
         let mut line = Map::new();
-        line.insert("ts".into(), Value::String(now_rfc3339()));
+        line.insert("ts".into(), Value::String(rfc3339(ts)));
         line.insert(
             "identity".into(),
             Value::String(self.inner.identity.clone()),
@@ -230,18 +265,18 @@ impl AuditLog {
         }
         let mut text = Value::Object(line).to_string();
         text.push('\n');
-        let mut guard = self.inner.file.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(w) = guard.as_mut() {
-            if let Err(err) = w.append(text.as_bytes()) {
-                tracing::error!(%err, "could not append to the audit log");
-            }
-        }
+        text
     }
 }
 
 /// Current time as RFC 3339 with millisecond precision, UTC.
 pub fn now_rfc3339() -> String {
-    humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string()
+    rfc3339(SystemTime::now())
+}
+
+/// `ts` as RFC 3339 with millisecond precision, UTC.
+pub fn rfc3339(ts: SystemTime) -> String {
+    humantime::format_rfc3339_millis(ts).to_string()
 }
 
 #[cfg(test)]
@@ -333,5 +368,40 @@ mod tests {
         // The newest line is in the live file.
         let live = std::fs::read_to_string(&path2).unwrap();
         assert!(live.lines().last().unwrap().contains("\"i\":99"));
+    }
+
+    #[test]
+    fn a_batch_keeps_order_and_times_and_rotates_between_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        let rotation = Rotation {
+            max_bytes: 600,
+            keep: 100,
+        };
+        let log = AuditLog::open_with(&path, "t", rotation).unwrap();
+        let t0 = std::time::UNIX_EPOCH + std::time::Duration::from_millis(1_700_000_000_123);
+        log.record_batch((0..40u64).map(|i| {
+            (
+                t0 + std::time::Duration::from_millis(i),
+                "egress",
+                serde_json::json!({"i": i}),
+            )
+        }));
+        let mut seen = Vec::new();
+        for f in files_oldest_first(&path) {
+            let text = std::fs::read_to_string(&f).unwrap();
+            assert!(text.len() as u64 <= rotation.max_bytes, "{} too big", f.display());
+            for line in text.lines() {
+                let v: Value = serde_json::from_str(line).expect("whole JSON line");
+                assert_eq!(v["sidecar"], "egress");
+                seen.push((v["i"].as_u64().unwrap(), v["ts"].as_str().unwrap().to_owned()));
+            }
+        }
+        assert!(files_oldest_first(&path).len() > 2, "the batch should rotate");
+        let want: Vec<(u64, String)> = (0..40u64)
+            .map(|i| (i, rfc3339(t0 + std::time::Duration::from_millis(i))))
+            .collect();
+        assert_eq!(seen, want, "every line once, in order, with its own time");
+        assert_eq!(seen[0].1, "2023-11-14T22:13:20.123Z");
     }
 }

@@ -1,0 +1,175 @@
+//! The egress audit queue: a decision leaves the request path as a small
+//! struct on a bounded channel; one writer thread turns queued decisions
+//! into JSONL lines and appends each batch with one locked write
+//! ([`AuditLog::record_batch`]). Under load the batches grow on their own
+//! (group commit); an idle proxy writes each line as it comes.
+//!
+//! Nothing is lost on exit: dropping the last [`AuditQueue`] handle (the
+//! daemon stopping: its runtime drops every task, or `bottle-sidecar
+//! egress` got SIGTERM/SIGINT) closes the channel, and the drop waits for
+//! the writer to append every queued line. A full queue makes the request
+//! path wait for the writer (the bound is memory, never a dropped line).
+//! Lines keep the time of the decision, not of the write.
+
+use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Instant, SystemTime};
+
+use serde_json::{json, Value};
+
+use crate::audit::AuditLog;
+
+/// Decisions queued at most before the request path waits for the writer.
+const QUEUE: usize = 16 << 10;
+/// Lines appended with one write at most.
+const BATCH: usize = 512;
+
+/// One egress decision (names and counts only: never a value, body, query
+/// or header value).
+#[derive(Debug, Clone)]
+pub(crate) struct Line {
+    /// `allow`, `deny` or `error`.
+    pub decision: &'static str,
+    /// The rule that decided.
+    pub rule: String,
+    /// Request method (`CONNECT`, `WEBSOCKET`, ...).
+    pub method: String,
+    /// Host (redacted when secret-shaped).
+    pub host: String,
+    /// Port.
+    pub port: u16,
+    /// Path (redacted when secret-shaped; never the query).
+    pub path: String,
+    /// Status sent to the agent (0: none).
+    pub status: u16,
+    /// Body bytes delivered to the agent.
+    pub bytes: u64,
+    /// When the request started (for `ms`).
+    pub t0: Instant,
+}
+
+enum Entry {
+    Decision(SystemTime, u64, Line),
+    Event(SystemTime, Value),
+}
+
+impl Entry {
+    fn into_record(self) -> (SystemTime, Value) {
+        match self {
+            Entry::Decision(ts, ms, l) => (
+                ts,
+                json!({
+                    "decision": l.decision,
+                    "rule": l.rule,
+                    "method": l.method,
+                    "host": l.host,
+                    "port": l.port,
+                    "path": l.path,
+                    "status": l.status,
+                    "bytes": l.bytes,
+                    "ms": ms,
+                }),
+            ),
+            Entry::Event(ts, v) => (ts, v),
+        }
+    }
+}
+
+/// A cloneable handle on the egress audit writer.
+#[derive(Clone)]
+pub(crate) struct AuditQueue {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    /// `None` once closed, or when the writer thread could not start.
+    tx: Option<SyncSender<Entry>>,
+    writer: Option<JoinHandle<()>>,
+    /// Where lines go when the writer thread could not start.
+    log: AuditLog,
+}
+
+impl std::fmt::Debug for AuditQueue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuditQueue").finish_non_exhaustive()
+    }
+}
+
+impl AuditQueue {
+    /// Start the writer thread for `log`.
+    pub(crate) fn start(log: AuditLog) -> Self {
+        let (tx, rx) = std::sync::mpsc::sync_channel(QUEUE);
+        let writer_log = log.clone();
+        let writer = std::thread::Builder::new()
+            .name("egress-audit".into())
+            .spawn(move || write_loop(&writer_log, rx));
+        let (tx, writer) = match writer {
+            Ok(h) => (Some(tx), Some(h)),
+            Err(e) => {
+                // Fail safe: every line is written on the request path.
+                tracing::warn!(error = %e, "no audit writer thread; writing audit lines inline");
+                (None, None)
+            }
+        };
+        Self {
+            inner: Arc::new(Inner { tx, writer, log }),
+        }
+    }
+
+    /// Queue one decision line.
+    pub(crate) fn decision(&self, line: Line) {
+        let ms = line.t0.elapsed().as_millis() as u64;
+        self.send(Entry::Decision(SystemTime::now(), ms, line));
+    }
+
+    /// Queue one event line (`fields` a JSON object, as [`AuditLog::record`]).
+    pub(crate) fn event(&self, fields: Value) {
+        self.send(Entry::Event(SystemTime::now(), fields));
+    }
+
+    fn send(&self, entry: Entry) {
+        let entry = match &self.inner.tx {
+            Some(tx) => match tx.try_send(entry) {
+                Ok(()) => return,
+                // Full: wait for the writer (backpressure, never a lost line).
+                Err(TrySendError::Full(e)) => match tx.send(e) {
+                    Ok(()) => return,
+                    Err(back) => back.0,
+                },
+                Err(TrySendError::Disconnected(e)) => e,
+            },
+            None => entry,
+        };
+        let (ts, fields) = entry.into_record();
+        self.inner.log.record_batch([(ts, "egress", fields)]);
+    }
+}
+
+impl Drop for Inner {
+    /// The last handle is gone: close the channel and wait until the writer
+    /// appended every queued line.
+    fn drop(&mut self) {
+        drop(self.tx.take());
+        if let Some(h) = self.writer.take() {
+            if h.join().is_err() {
+                tracing::error!("the audit writer thread panicked");
+            }
+        }
+    }
+}
+
+fn write_loop(log: &AuditLog, rx: Receiver<Entry>) {
+    let mut batch = Vec::with_capacity(BATCH);
+    // Blocks for the first line, then takes whatever else is queued.
+    while let Ok(first) = rx.recv() {
+        batch.push(first.into_record());
+        while batch.len() < BATCH {
+            match rx.try_recv() {
+                Ok(e) => batch.push(e.into_record()),
+                Err(_) => break,
+            }
+        }
+        log.record_batch(batch.drain(..).map(|(ts, v)| (ts, "egress", v)));
+    }
+}
