@@ -137,7 +137,7 @@ impl Writer {
         })
     }
 
-    fn append(&mut self, lines: &[String]) -> std::io::Result<()> {
+    fn append(&mut self, lines: &[Vec<u8>]) -> std::io::Result<()> {
         if let Some(lock) = &self.lock {
             lock.lock_exclusive()?;
         }
@@ -150,7 +150,7 @@ impl Writer {
 
     /// Append `lines` in as few writes as rotation allows (one, unless the
     /// file must rotate between two of them).
-    fn append_locked(&mut self, lines: &[String]) -> std::io::Result<()> {
+    fn append_locked(&mut self, lines: &[Vec<u8>]) -> std::io::Result<()> {
         // Another writer may have rotated the file under us.
         let mut len = match std::fs::metadata(&self.path) {
             Ok(m) if file_id(&m) == self.id => m.len(),
@@ -174,7 +174,7 @@ impl Writer {
                 (self.file, self.id) = open_append(&self.path)?;
                 len = 0;
             }
-            pending.extend_from_slice(line.as_bytes());
+            pending.extend_from_slice(line);
             len += line.len() as u64;
         }
         self.file.write_all(&pending)
@@ -225,19 +225,29 @@ impl AuditLog {
     }
 
     /// Append one decision line. `fields` must be a JSON object; its keys are
-    /// merged after `ts`, `identity` and `sidecar`.
+    /// written after `ts`, `identity` and `sidecar` (anything else is
+    /// written as no fields).
     pub fn record(&self, sidecar: &str, fields: Value) {
-        self.record_batch([(SystemTime::now(), sidecar, fields)]);
+        let fields = match fields {
+            Value::Object(map) => map,
+            _ => Map::new(),
+        };
+        self.record_batch(sidecar, [(SystemTime::now(), fields)]);
     }
 
-    /// Append several lines, each `(time of the decision, sidecar, fields)`
-    /// as in [`AuditLog::record`], under one lock and in one write unless
-    /// the file rotates between two of them (a daemon that queues its
-    /// decisions off the request path writes them so).
-    pub fn record_batch<'a>(&self, lines: impl IntoIterator<Item = (SystemTime, &'a str, Value)>) {
-        let lines: Vec<String> = lines
+    /// Append several lines of one sidecar, each `(time of the decision,
+    /// fields)` with `fields` serialising as a JSON object (a struct or a
+    /// map), under one lock and in one write unless the file rotates
+    /// between two of them. A daemon that queues its decisions off the
+    /// request path writes them so.
+    pub fn record_batch<F: Serialize>(
+        &self,
+        sidecar: &str,
+        lines: impl IntoIterator<Item = (SystemTime, F)>,
+    ) {
+        let lines: Vec<Vec<u8>> = lines
             .into_iter()
-            .map(|(ts, sidecar, fields)| self.line(ts, sidecar, fields))
+            .map(|(ts, fields)| self.line(ts, sidecar, &fields))
             .collect();
         if lines.is_empty() {
             return;
@@ -250,22 +260,38 @@ impl AuditLog {
         }
     }
 
-    fn line(&self, ts: SystemTime, sidecar: &str, fields: Value) -> String {
-        let mut line = Map::new();
-        line.insert("ts".into(), Value::String(rfc3339(ts)));
-        line.insert(
-            "identity".into(),
-            Value::String(self.inner.identity.clone()),
-        );
-        line.insert("sidecar".into(), Value::String(sidecar.to_owned()));
-        if let Value::Object(map) = fields {
-            for (k, v) in map {
-                line.insert(k, v);
-            }
+    /// One JSONL line: `ts`, `identity`, `sidecar`, then the fields.
+    fn line(&self, ts: SystemTime, sidecar: &str, fields: &impl Serialize) -> Vec<u8> {
+        #[derive(Serialize)]
+        struct Stamped<'a, F> {
+            ts: &'a str,
+            identity: &'a str,
+            sidecar: &'a str,
+            #[serde(flatten)]
+            fields: F,
         }
-        let mut text = Value::Object(line).to_string();
-        text.push('\n');
-        text
+        let ts = rfc3339(ts);
+        let stamped = Stamped {
+            ts: &ts,
+            identity: &self.inner.identity,
+            sidecar,
+            fields,
+        };
+        let mut line = Vec::with_capacity(256);
+        if let Err(err) = serde_json::to_writer(&mut line, &stamped) {
+            // Fields that are not an object: the line without them.
+            tracing::error!(%err, "audit fields are not a JSON object");
+            line.clear();
+            let bare = Stamped {
+                ts: &ts,
+                identity: &self.inner.identity,
+                sidecar,
+                fields: Map::new(),
+            };
+            let _ = serde_json::to_writer(&mut line, &bare);
+        }
+        line.push(b'\n');
+        line
     }
 }
 
@@ -380,24 +406,36 @@ mod tests {
         };
         let log = AuditLog::open_with(&path, "t", rotation).unwrap();
         let t0 = std::time::UNIX_EPOCH + std::time::Duration::from_millis(1_700_000_000_123);
-        log.record_batch((0..40u64).map(|i| {
-            (
-                t0 + std::time::Duration::from_millis(i),
-                "egress",
-                serde_json::json!({"i": i}),
-            )
-        }));
+        log.record_batch(
+            "egress",
+            (0..40u64).map(|i| {
+                (
+                    t0 + std::time::Duration::from_millis(i),
+                    serde_json::json!({"i": i}),
+                )
+            }),
+        );
         let mut seen = Vec::new();
         for f in files_oldest_first(&path) {
             let text = std::fs::read_to_string(&f).unwrap();
-            assert!(text.len() as u64 <= rotation.max_bytes, "{} too big", f.display());
+            assert!(
+                text.len() as u64 <= rotation.max_bytes,
+                "{} too big",
+                f.display()
+            );
             for line in text.lines() {
                 let v: Value = serde_json::from_str(line).expect("whole JSON line");
                 assert_eq!(v["sidecar"], "egress");
-                seen.push((v["i"].as_u64().unwrap(), v["ts"].as_str().unwrap().to_owned()));
+                seen.push((
+                    v["i"].as_u64().unwrap(),
+                    v["ts"].as_str().unwrap().to_owned(),
+                ));
             }
         }
-        assert!(files_oldest_first(&path).len() > 2, "the batch should rotate");
+        assert!(
+            files_oldest_first(&path).len() > 2,
+            "the batch should rotate"
+        );
         let want: Vec<(u64, String)> = (0..40u64)
             .map(|i| (i, rfc3339(t0 + std::time::Duration::from_millis(i))))
             .collect();

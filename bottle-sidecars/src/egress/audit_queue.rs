@@ -16,7 +16,8 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Instant, SystemTime};
 
-use serde_json::{json, Value};
+use serde::Serialize;
+use serde_json::Value;
 
 use crate::audit::AuditLog;
 
@@ -49,32 +50,29 @@ pub(crate) struct Line {
     pub t0: Instant,
 }
 
-enum Entry {
-    Decision(SystemTime, u64, Line),
-    Event(SystemTime, Value),
+/// A queued line's fields, serialised after `ts`, `identity` and `sidecar`.
+#[derive(Serialize)]
+#[serde(untagged)]
+enum Fields {
+    Decision(Row),
+    Event(Value),
 }
 
-impl Entry {
-    fn into_record(self) -> (SystemTime, Value) {
-        match self {
-            Entry::Decision(ts, ms, l) => (
-                ts,
-                json!({
-                    "decision": l.decision,
-                    "rule": l.rule,
-                    "method": l.method,
-                    "host": l.host,
-                    "port": l.port,
-                    "path": l.path,
-                    "status": l.status,
-                    "bytes": l.bytes,
-                    "ms": ms,
-                }),
-            ),
-            Entry::Event(ts, v) => (ts, v),
-        }
-    }
+/// A decision as written: [`Line`] with `ms` instead of the start instant.
+#[derive(Serialize)]
+struct Row {
+    decision: &'static str,
+    rule: String,
+    method: String,
+    host: String,
+    port: u16,
+    path: String,
+    status: u16,
+    bytes: u64,
+    ms: u64,
 }
+
+type Entry = (SystemTime, Fields);
 
 /// A cloneable handle on the egress audit writer.
 #[derive(Clone)]
@@ -119,13 +117,23 @@ impl AuditQueue {
 
     /// Queue one decision line.
     pub(crate) fn decision(&self, line: Line) {
-        let ms = line.t0.elapsed().as_millis() as u64;
-        self.send(Entry::Decision(SystemTime::now(), ms, line));
+        let row = Row {
+            decision: line.decision,
+            rule: line.rule,
+            method: line.method,
+            host: line.host,
+            port: line.port,
+            path: line.path,
+            status: line.status,
+            bytes: line.bytes,
+            ms: line.t0.elapsed().as_millis() as u64,
+        };
+        self.send((SystemTime::now(), Fields::Decision(row)));
     }
 
     /// Queue one event line (`fields` a JSON object, as [`AuditLog::record`]).
     pub(crate) fn event(&self, fields: Value) {
-        self.send(Entry::Event(SystemTime::now(), fields));
+        self.send((SystemTime::now(), Fields::Event(fields)));
     }
 
     fn send(&self, entry: Entry) {
@@ -141,8 +149,7 @@ impl AuditQueue {
             },
             None => entry,
         };
-        let (ts, fields) = entry.into_record();
-        self.inner.log.record_batch([(ts, "egress", fields)]);
+        self.inner.log.record_batch("egress", [entry]);
     }
 }
 
@@ -163,13 +170,73 @@ fn write_loop(log: &AuditLog, rx: Receiver<Entry>) {
     let mut batch = Vec::with_capacity(BATCH);
     // Blocks for the first line, then takes whatever else is queued.
     while let Ok(first) = rx.recv() {
-        batch.push(first.into_record());
+        batch.push(first);
         while batch.len() < BATCH {
             match rx.try_recv() {
-                Ok(e) => batch.push(e.into_record()),
+                Ok(e) => batch.push(e),
                 Err(_) => break,
             }
         }
-        log.record_batch(batch.drain(..).map(|(ts, v)| (ts, "egress", v)));
+        log.record_batch("egress", batch.drain(..));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::fd::AsRawFd;
+
+    fn line(i: usize) -> Line {
+        Line {
+            decision: "deny",
+            rule: "no-route".into(),
+            method: "GET".into(),
+            host: format!("h{i}.test"),
+            port: 443,
+            path: "/".into(),
+            status: 403,
+            bytes: 0,
+            t0: Instant::now(),
+        }
+    }
+
+    #[test]
+    fn dropping_the_last_handle_waits_for_every_queued_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        let log = AuditLog::open(&path, "q").unwrap();
+        // Hold the log's lock: the writer cannot append until it is let go.
+        let lock = std::fs::File::open(dir.path().join("audit.jsonl.lock")).unwrap();
+        // SAFETY: flock on a descriptor this test owns.
+        assert_eq!(unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) }, 0);
+        let queue = AuditQueue::start(log);
+        let other = queue.clone();
+        for i in 0..100 {
+            queue.decision(line(i));
+        }
+        other.event(serde_json::json!({"event": "reload", "decision": "ok"}));
+        drop(queue);
+        // A clone is still alive: nothing may have been lost or closed.
+        let release = std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(200));
+            drop(lock);
+        });
+        drop(other);
+        // The last drop returned: every line is in the file, in order.
+        let text = std::fs::read_to_string(&path).unwrap();
+        let lines: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("whole JSON line"))
+            .collect();
+        assert_eq!(lines.len(), 101, "{text}");
+        for (i, l) in lines[..100].iter().enumerate() {
+            assert_eq!(l["host"], format!("h{i}.test"));
+            assert_eq!(l["sidecar"], "egress");
+            assert_eq!(l["identity"], "q");
+            assert_eq!(l["status"], 403);
+            assert!(l["ms"].is_u64() && l["ts"].is_string());
+        }
+        assert_eq!(lines[100]["event"], "reload");
+        release.join().unwrap();
     }
 }

@@ -71,11 +71,7 @@ impl Proxy {
         let uri = req.uri().clone();
         match (uri.scheme_str(), uri.host()) {
             (Some("http"), Some(host)) => {
-                let target = Target {
-                    https: false,
-                    host: normalize_host(host),
-                    port: uri.port_u16().unwrap_or(80),
-                };
+                let target = Target::new(false, normalize_host(host), uri.port_u16().unwrap_or(80));
                 Ok(self.handle(target, req).await)
             }
             _ => {
@@ -221,11 +217,7 @@ impl Proxy {
                 return;
             }
         };
-        let target = Target {
-            https: true,
-            host,
-            port,
-        };
+        let target = Target::new(true, host, port);
         let this = self.clone();
         let svc = service_fn(move |req| {
             let this = this.clone();

@@ -10,7 +10,7 @@ use bytes::Bytes;
 use http_body_util::BodyExt as _;
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderMap, HeaderName};
-use hyper::{Method, Request, Response, StatusCode, Uri, Version};
+use hyper::{Method, Request, Response, StatusCode, Version};
 
 use super::super::body::{
     content_codings, decode_bounded, full, read_prefix, take_budget, DecodeError, PrefixError,
@@ -18,7 +18,7 @@ use super::super::body::{
 };
 use super::super::policy::Denial;
 use super::upstream::prepare_headers;
-use super::{authority_with_port, Proxy, Target};
+use super::{Proxy, Target};
 use crate::dlp::Detector;
 
 /// Where a body being scanned is going (for the refusal's audit line).
@@ -240,26 +240,17 @@ impl Proxy {
 
         // Upstream request: absolute URI to the target, hop-by-hop headers
         // gone, agent credentials replaced by the route's.
-        let pq = parts
-            .uri
-            .path_and_query()
-            .map(|p| p.as_str().to_owned())
-            .unwrap_or_else(|| "/".into());
-        let scheme = if target.https { "https" } else { "http" };
-        let uri: Uri = match format!("{scheme}://{}{pq}", authority_with_port(&target)).parse() {
-            Ok(u) => u,
-            Err(_) => {
-                return self.deny(
-                    StatusCode::BAD_REQUEST,
-                    "bad-uri",
-                    &method,
-                    host,
-                    port,
-                    &path,
-                    t0,
-                    "bottle egress: invalid request URI\n".into(),
-                )
-            }
+        let Some(uri) = target.upstream_uri(parts.uri.path_and_query().cloned()) else {
+            return self.deny(
+                StatusCode::BAD_REQUEST,
+                "bad-uri",
+                &method,
+                host,
+                port,
+                &path,
+                t0,
+                "bottle egress: invalid request URI\n".into(),
+            );
         };
         parts.uri = uri;
         parts.version = Version::HTTP_11;

@@ -22,7 +22,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use hyper::header::{self, HeaderValue};
-use hyper::{Response, StatusCode};
+use hyper::http::uri::{Authority, PathAndQuery, Scheme};
+use hyper::{Response, StatusCode, Uri};
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 
@@ -51,9 +52,38 @@ struct Target {
     https: bool,
     host: String,
     port: u16,
+    /// Scheme and `host:port` of upstream URIs, parsed once per tunnel
+    /// (`None`: the host makes no valid authority).
+    origin: Option<(Scheme, Authority)>,
 }
 
 impl Target {
+    fn new(https: bool, host: String, port: u16) -> Target {
+        let mut t = Target {
+            https,
+            host,
+            port,
+            origin: None,
+        };
+        let scheme = if https { Scheme::HTTPS } else { Scheme::HTTP };
+        t.origin = authority_with_port(&t)
+            .parse::<Authority>()
+            .ok()
+            .map(|a| (scheme, a));
+        t
+    }
+
+    /// The absolute upstream URI for `path_and_query` (`/` when absent).
+    fn upstream_uri(&self, path_and_query: Option<PathAndQuery>) -> Option<Uri> {
+        let (scheme, authority) = self.origin.clone()?;
+        let mut parts = hyper::http::uri::Parts::default();
+        parts.scheme = Some(scheme);
+        parts.authority = Some(authority);
+        parts.path_and_query =
+            Some(path_and_query.unwrap_or_else(|| PathAndQuery::from_static("/")));
+        Uri::from_parts(parts).ok()
+    }
+
     fn default_port(&self) -> u16 {
         if self.https {
             443
