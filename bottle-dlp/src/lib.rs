@@ -141,6 +141,8 @@ pub struct Detector {
     forms: Vec<Vec<u8>>,
     /// The same forms in byte order, for [`Detector::pending_tail_len`].
     sorted_forms: Vec<Vec<u8>>,
+    /// Bytes some form starts with.
+    first_bytes: [bool; 256],
     /// Number of held secrets in use (after dropping short ones).
     held_count: usize,
 }
@@ -240,6 +242,12 @@ impl Detector {
         let forms = order.clone();
         let mut sorted_forms = order.clone();
         sorted_forms.sort();
+        let mut first_bytes = [false; 256];
+        for f in &order {
+            if let Some(&b) = f.first() {
+                first_bytes[b as usize] = true;
+            }
+        }
         let held_re = if order.is_empty() {
             None
         } else {
@@ -270,6 +278,7 @@ impl Detector {
             rules: rules::current(),
             forms,
             sorted_forms,
+            first_bytes,
             held_count,
         }
     }
@@ -403,7 +412,7 @@ impl Detector {
         let longest = self.forms.first().map_or(0, Vec::len);
         let from = data.len().saturating_sub(longest.saturating_sub(1));
         for start in from..data.len() {
-            if self.is_proper_prefix(&data[start..]) {
+            if self.first_bytes[data[start] as usize] && self.is_proper_prefix(&data[start..]) {
                 return data.len() - start;
             }
         }
