@@ -22,8 +22,9 @@
 //! - Responses are re-masked: held secret values become `*` (length kept).
 //! - WebSocket upgrades on allowed routes are relayed message by message
 //!   (agent→upstream messages scanned, upstream→agent masked).
-//! - `routes.toml` is reloaded on change (inotify on its directory, a 500 ms
-//!   stat poll as a fallback for filesystems without inotify, and SIGHUP); a
+//! - `routes.toml` is reloaded on change (inotify on its directory, only for
+//!   events naming it or a secrets entry; a 500 ms stat poll as a fallback
+//!   for filesystems without inotify; SIGHUP) by the `reload` module; a
 //!   file that does not load keeps the previous policy. Open connections
 //!   stay open; every request is checked against the policy in force.
 //! - The operator's DLP rule files (the bundle's `[dlp] rules_dir`) are
@@ -31,7 +32,9 @@
 //!   detector; a broken file is refused (audited with file, line and rule)
 //!   and the rules in force stay.
 //! - One audit line per decision: method, host, port, path (never the query),
-//!   decision, rule, status, bytes, ms. Never a body or header value.
+//!   decision, rule, status, bytes, ms. Never a body or header value. Lines
+//!   are queued off the request path and appended in batches by one writer
+//!   thread; stopping the proxy writes every queued line first.
 //!
 //! Raw TCP has no path: a tunnel whose first bytes are not a TLS ClientHello
 //! is closed.
