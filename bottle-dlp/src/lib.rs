@@ -137,8 +137,12 @@ pub struct Detector {
     held_names: HashMap<Vec<u8>, String>,
     /// Credential pattern rules (gitleaks format; see [`rules`]).
     rules: Arc<RuleSet>,
-    /// Every held form, for [`Detector::pending_tail_len`].
+    /// Every held form, longest first.
     forms: Vec<Vec<u8>>,
+    /// The same forms in byte order, for [`Detector::pending_tail_len`].
+    sorted_forms: Vec<Vec<u8>>,
+    /// Bytes some form starts with.
+    first_bytes: [bool; 256],
     /// Number of held secrets in use (after dropping short ones).
     held_count: usize,
 }
@@ -236,6 +240,14 @@ impl Detector {
         // specific form at a given position.
         order.sort_by(|a, b| b.len().cmp(&a.len()).then_with(|| a.cmp(b)));
         let forms = order.clone();
+        let mut sorted_forms = order.clone();
+        sorted_forms.sort();
+        let mut first_bytes = [false; 256];
+        for f in &order {
+            if let Some(&b) = f.first() {
+                first_bytes[b as usize] = true;
+            }
+        }
         let held_re = if order.is_empty() {
             None
         } else {
@@ -265,6 +277,8 @@ impl Detector {
             held_names,
             rules: rules::current(),
             forms,
+            sorted_forms,
+            first_bytes,
             held_count,
         }
     }
@@ -398,16 +412,23 @@ impl Detector {
         let longest = self.forms.first().map_or(0, Vec::len);
         let from = data.len().saturating_sub(longest.saturating_sub(1));
         for start in from..data.len() {
-            let tail = &data[start..];
-            if self
-                .forms
-                .iter()
-                .any(|f| f.len() > tail.len() && f.starts_with(tail))
-            {
-                return tail.len();
+            if self.first_bytes[data[start] as usize] && self.is_proper_prefix(&data[start..]) {
+                return data.len() - start;
             }
         }
         0
+    }
+
+    /// Is `tail` a proper prefix of some held form? The forms that start
+    /// with `tail` sit together in byte order, from the first form not
+    /// below `tail`; only one form can equal `tail`, so the next one then
+    /// decides.
+    fn is_proper_prefix(&self, tail: &[u8]) -> bool {
+        let i = self.sorted_forms.partition_point(|f| f.as_slice() < tail);
+        self.sorted_forms[i..]
+            .iter()
+            .take(2)
+            .any(|f| f.len() > tail.len() && f.starts_with(tail))
     }
 }
 
@@ -863,6 +884,63 @@ mod tests {
             "complete value is not pending"
         );
         assert_eq!(Detector::default().pending_tail_len(b"tok"), 0);
+    }
+
+    #[test]
+    fn pending_tail_len_agrees_with_trying_every_form() {
+        // Forms that share prefixes, one a prefix of another.
+        let d = Detector::new(vec![
+            HeldSecret {
+                name: "a".into(),
+                value: "abcdefgh-1234".into(),
+            },
+            HeldSecret {
+                name: "b".into(),
+                value: "abcdefgh-12345678".into(),
+            },
+            HeldSecret {
+                name: "c".into(),
+                value: "zz-other-value".into(),
+            },
+        ]);
+        let naive = |data: &[u8]| -> usize {
+            let longest = d.forms.first().map_or(0, Vec::len);
+            let from = data.len().saturating_sub(longest.saturating_sub(1));
+            (from..data.len())
+                .find(|&i| {
+                    d.forms
+                        .iter()
+                        .any(|f| f.len() > data.len() - i && f.starts_with(&data[i..]))
+                })
+                .map_or(0, |i| data.len() - i)
+        };
+        let pieces: Vec<&[u8]> = vec![
+            b"",
+            b"a",
+            b"ab",
+            b"abcdefgh",
+            b"abcdefgh-1234",
+            b"abcdefgh-123456",
+            b"x",
+            b"z",
+            b"zz-oth",
+            b"YWJj",
+            b"%2D",
+            b"-12",
+            b"abcdefgh-12345678",
+            b"zz-other-value",
+        ];
+        for p in &pieces {
+            for q in &pieces {
+                let data = [b"body ".as_slice(), p, q].concat();
+                assert_eq!(
+                    d.pending_tail_len(&data),
+                    naive(&data),
+                    "{}",
+                    String::from_utf8_lossy(&data)
+                );
+            }
+        }
     }
 
     fn pattern(data: &str) -> Option<String> {

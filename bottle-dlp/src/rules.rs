@@ -22,7 +22,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, LazyLock, RwLock};
 
-use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
+use aho_corasick::{AhoCorasick, AhoCorasickBuilder, AhoCorasickKind, MatchKind};
 use regex::bytes::{Regex, RegexBuilder};
 use serde::Deserialize;
 use toml::Spanned;
@@ -603,6 +603,9 @@ impl RuleSet {
                 AhoCorasickBuilder::new()
                     .ascii_case_insensitive(true)
                     .match_kind(MatchKind::Standard)
+                    // A DFA: every request head and body prefix goes
+                    // through this automaton (a few hundred KiB, once).
+                    .kind(Some(AhoCorasickKind::DFA))
                     .build(&words)
                     .map_err(|e| RuleError {
                         file: "keywords".into(),
@@ -648,28 +651,41 @@ impl RuleSet {
         if n == 0 {
             return None;
         }
-        let mut candidate = vec![false; n];
+        // One bit per rule; on the stack for up to 512 rules (a scan runs
+        // for every request head, so no allocation when nothing matches).
+        let words = n.div_ceil(64);
+        let mut small = [0u64; 8];
+        let mut big = Vec::new();
+        let candidate: &mut [u64] = if words <= small.len() {
+            &mut small[..words]
+        } else {
+            big.resize(words, 0);
+            &mut big
+        };
         let mut any = false;
-        for &i in &self.unkeyed {
-            candidate[i as usize] = true;
+        let mut mark = |i: u32| {
+            candidate[i as usize / 64] |= 1 << (i % 64);
             any = true;
+        };
+        for &i in &self.unkeyed {
+            mark(i);
         }
         if let Some(ac) = &self.keywords {
             for m in ac.find_overlapping_iter(data) {
                 for &i in &self.keyword_rules[m.pattern().as_usize()] {
-                    candidate[i as usize] = true;
-                    any = true;
+                    mark(i);
                 }
             }
         }
         if !any {
             return None;
         }
+        let candidate = |i: usize| candidate[i / 64] & (1 << (i % 64)) != 0;
         // Leftmost secret wins; at the same offset a specific rule wins over
         // a `generic-*` one, then file order.
         let mut best: Option<(usize, bool, usize)> = None;
         for (i, rule) in self.rules.iter().enumerate() {
-            if !candidate[i] {
+            if !candidate(i) {
                 continue;
             }
             let generic = rule.id.starts_with("generic");

@@ -15,6 +15,7 @@ use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
 
 use fs4::fs_std::FileExt;
 use serde::{Deserialize, Serialize};
@@ -136,37 +137,47 @@ impl Writer {
         })
     }
 
-    fn append(&mut self, line: &[u8]) -> std::io::Result<()> {
+    fn append(&mut self, lines: &[Vec<u8>]) -> std::io::Result<()> {
         if let Some(lock) = &self.lock {
             lock.lock_exclusive()?;
         }
-        let res = self.append_locked(line);
+        let res = self.append_locked(lines);
         if let Some(lock) = &self.lock {
             let _ = FileExt::unlock(lock);
         }
         res
     }
 
-    fn append_locked(&mut self, line: &[u8]) -> std::io::Result<()> {
+    /// Append `lines` in as few writes as rotation allows (one, unless the
+    /// file must rotate between two of them).
+    fn append_locked(&mut self, lines: &[Vec<u8>]) -> std::io::Result<()> {
         // Another writer may have rotated the file under us.
-        let len = match std::fs::metadata(&self.path) {
+        let mut len = match std::fs::metadata(&self.path) {
             Ok(m) if file_id(&m) == self.id => m.len(),
             _ => {
                 (self.file, self.id) = open_append(&self.path)?;
                 self.file.metadata()?.len()
             }
         };
-        if len > 0 && len + line.len() as u64 > self.rotation.max_bytes {
-            for i in (1..self.rotation.keep).rev() {
-                let from = rotated(&self.path, i);
-                if from.exists() {
-                    std::fs::rename(&from, rotated(&self.path, i + 1))?;
+        let mut pending: Vec<u8> = Vec::new();
+        for line in lines {
+            if len > 0 && len + line.len() as u64 > self.rotation.max_bytes {
+                self.file.write_all(&pending)?;
+                pending.clear();
+                for i in (1..self.rotation.keep).rev() {
+                    let from = rotated(&self.path, i);
+                    if from.exists() {
+                        std::fs::rename(&from, rotated(&self.path, i + 1))?;
+                    }
                 }
+                std::fs::rename(&self.path, rotated(&self.path, 1))?;
+                (self.file, self.id) = open_append(&self.path)?;
+                len = 0;
             }
-            std::fs::rename(&self.path, rotated(&self.path, 1))?;
-            (self.file, self.id) = open_append(&self.path)?;
+            pending.extend_from_slice(line);
+            len += line.len() as u64;
         }
-        self.file.write_all(line)
+        self.file.write_all(&pending)
     }
 }
 
@@ -214,34 +225,84 @@ impl AuditLog {
     }
 
     /// Append one decision line. `fields` must be a JSON object; its keys are
-    /// merged after `ts`, `identity` and `sidecar`.
+    /// written after `ts`, `identity` and `sidecar` (anything else is
+    /// written as no fields).
     pub fn record(&self, sidecar: &str, fields: Value) {
-        let mut line = Map::new();
-        line.insert("ts".into(), Value::String(now_rfc3339()));
-        line.insert(
-            "identity".into(),
-            Value::String(self.inner.identity.clone()),
-        );
-        line.insert("sidecar".into(), Value::String(sidecar.to_owned()));
-        if let Value::Object(map) = fields {
-            for (k, v) in map {
-                line.insert(k, v);
-            }
+        let fields = match fields {
+            Value::Object(map) => map,
+            _ => Map::new(),
+        };
+        self.record_batch(sidecar, [(SystemTime::now(), fields)]);
+    }
+
+    /// Append several lines of one sidecar, each `(time of the decision,
+    /// fields)` with `fields` serialising as a JSON object (a struct or a
+    /// map), under one lock and in one write unless the file rotates
+    /// between two of them. A daemon that queues its decisions off the
+    /// request path writes them so.
+    pub fn record_batch<F: Serialize>(
+        &self,
+        sidecar: &str,
+        lines: impl IntoIterator<Item = (SystemTime, F)>,
+    ) {
+        let lines: Vec<Vec<u8>> = lines
+            .into_iter()
+            .map(|(ts, fields)| self.line(ts, sidecar, &fields))
+            .collect();
+        if lines.is_empty() {
+            return;
         }
-        let mut text = Value::Object(line).to_string();
-        text.push('\n');
         let mut guard = self.inner.file.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(w) = guard.as_mut() {
-            if let Err(err) = w.append(text.as_bytes()) {
+            if let Err(err) = w.append(&lines) {
                 tracing::error!(%err, "could not append to the audit log");
             }
         }
+    }
+
+    /// One JSONL line: `ts`, `identity`, `sidecar`, then the fields.
+    fn line(&self, ts: SystemTime, sidecar: &str, fields: &impl Serialize) -> Vec<u8> {
+        #[derive(Serialize)]
+        struct Stamped<'a, F> {
+            ts: &'a str,
+            identity: &'a str,
+            sidecar: &'a str,
+            #[serde(flatten)]
+            fields: F,
+        }
+        let ts = rfc3339(ts);
+        let stamped = Stamped {
+            ts: &ts,
+            identity: &self.inner.identity,
+            sidecar,
+            fields,
+        };
+        let mut line = Vec::with_capacity(256);
+        if let Err(err) = serde_json::to_writer(&mut line, &stamped) {
+            // Fields that are not an object: the line without them.
+            tracing::error!(%err, "audit fields are not a JSON object");
+            line.clear();
+            let bare = Stamped {
+                ts: &ts,
+                identity: &self.inner.identity,
+                sidecar,
+                fields: Map::new(),
+            };
+            let _ = serde_json::to_writer(&mut line, &bare);
+        }
+        line.push(b'\n');
+        line
     }
 }
 
 /// Current time as RFC 3339 with millisecond precision, UTC.
 pub fn now_rfc3339() -> String {
-    humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string()
+    rfc3339(SystemTime::now())
+}
+
+/// `ts` as RFC 3339 with millisecond precision, UTC.
+pub fn rfc3339(ts: SystemTime) -> String {
+    humantime::format_rfc3339_millis(ts).to_string()
 }
 
 #[cfg(test)]
@@ -333,5 +394,52 @@ mod tests {
         // The newest line is in the live file.
         let live = std::fs::read_to_string(&path2).unwrap();
         assert!(live.lines().last().unwrap().contains("\"i\":99"));
+    }
+
+    #[test]
+    fn a_batch_keeps_order_and_times_and_rotates_between_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        let rotation = Rotation {
+            max_bytes: 600,
+            keep: 100,
+        };
+        let log = AuditLog::open_with(&path, "t", rotation).unwrap();
+        let t0 = std::time::UNIX_EPOCH + std::time::Duration::from_millis(1_700_000_000_123);
+        log.record_batch(
+            "egress",
+            (0..40u64).map(|i| {
+                (
+                    t0 + std::time::Duration::from_millis(i),
+                    serde_json::json!({"i": i}),
+                )
+            }),
+        );
+        let mut seen = Vec::new();
+        for f in files_oldest_first(&path) {
+            let text = std::fs::read_to_string(&f).unwrap();
+            assert!(
+                text.len() as u64 <= rotation.max_bytes,
+                "{} too big",
+                f.display()
+            );
+            for line in text.lines() {
+                let v: Value = serde_json::from_str(line).expect("whole JSON line");
+                assert_eq!(v["sidecar"], "egress");
+                seen.push((
+                    v["i"].as_u64().unwrap(),
+                    v["ts"].as_str().unwrap().to_owned(),
+                ));
+            }
+        }
+        assert!(
+            files_oldest_first(&path).len() > 2,
+            "the batch should rotate"
+        );
+        let want: Vec<(u64, String)> = (0..40u64)
+            .map(|i| (i, rfc3339(t0 + std::time::Duration::from_millis(i))))
+            .collect();
+        assert_eq!(seen, want, "every line once, in order, with its own time");
+        assert_eq!(seen[0].1, "2023-11-14T22:13:20.123Z");
     }
 }

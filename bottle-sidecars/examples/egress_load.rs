@@ -2,16 +2,18 @@
 //!
 //! Subcommands (all traffic stays on 127.0.0.1):
 //! - `gen-ca <dir>`: write a bottle CA (`ca.pem`, `ca.key`) into `<dir>`.
-//! - `upstream <dir> <token-file>`: serve HTTPS (HTTP/1.1) on 127.0.0.1 with a
+//! - `upstream <dir> <token-file> [--h2]`: serve HTTPS on 127.0.0.1 with a
 //!   certificate for `bench.test` signed by `<dir>/upstream-ca.pem` (written
-//!   here); answers 200 only when `Authorization: Bearer <token>` is present
+//!   here); ALPN offers HTTP/1.1 only, or h2 and HTTP/1.1 with `--h2`;
+//!   answers 200 only when `Authorization: Bearer <token>` is present
 //!   (proves injection), else 401. Prints `port <n>` once listening.
 //! - `client <url> <requests> <concurrency> <ca-pem> [--proxy URL]
-//!   [--resolve NAME=IP] [--bearer-file FILE] [--post-bytes N]`: keep-alive
-//!   HTTP/1.1 load (GET, or POST with an N-byte body of ordinary source
-//!   text: this file repeated, no credential in it); prints one JSON line:
-//!   `{"rps", "mbps", "p50_us", "p99_us", "ok", "errors"}` (`mbps`: request
-//!   body MB/s).
+//!   [--resolve NAME=IP] [--bearer-file FILE] [--post-bytes N] [--http2]`:
+//!   keep-alive HTTP/1.1 load (or HTTP/2 with `--http2`: every request a
+//!   stream on one connection); GET, or POST with an N-byte body of
+//!   ordinary source text (this file repeated, no credential in it); prints
+//!   one JSON line: `{"rps", "mbps", "p50_us", "p99_us", "ok", "errors"}`
+//!   (`mbps`: request body MB/s).
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -41,7 +43,9 @@ fn main() {
                     }
                 }
             }
-            Some("upstream") if args.len() == 3 => upstream(&args[1], &args[2]).await,
+            Some("upstream") if args.len() == 3 || (args.len() == 4 && args[3] == "--h2") => {
+                upstream(&args[1], &args[2], args.len() == 4).await
+            }
             Some("client") if args.len() >= 5 => client(&args[1..]).await,
             _ => {
                 eprintln!("usage: egress_load gen-ca DIR | upstream DIR TOKEN_FILE | client URL N C CA_PEM [--proxy URL] [--resolve NAME=IP] [--bearer-file F]");
@@ -52,7 +56,7 @@ fn main() {
     std::process::exit(code);
 }
 
-async fn upstream(dir: &str, token_file: &str) -> i32 {
+async fn upstream(dir: &str, token_file: &str, h2: bool) -> i32 {
     let dir = std::path::Path::new(dir);
     let token = std::fs::read_to_string(token_file).expect("token file");
     let expected = format!("Bearer {}", token.trim_end());
@@ -76,7 +80,11 @@ async fn upstream(dir: &str, token_file: &str) -> i32 {
         .with_no_client_auth()
         .with_single_cert(vec![leaf.der().clone()], key)
         .unwrap();
-    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    cfg.alpn_protocols = if h2 {
+        vec![b"h2".to_vec(), b"http/1.1".to_vec()]
+    } else {
+        vec![b"http/1.1".to_vec()]
+    };
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(cfg));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     println!("port {}", listener.local_addr().unwrap().port());
@@ -121,8 +129,14 @@ async fn client(args: &[String]) -> i32 {
     let n: usize = args[1].parse().expect("requests");
     let c: usize = args[2].parse().expect("concurrency");
     let ca = std::fs::read(&args[3]).expect("ca pem");
-    let mut builder = reqwest::Client::builder()
-        .http1_only()
+    let http2 = args.iter().any(|a| a == "--http2");
+    let builder = reqwest::Client::builder();
+    let builder = if http2 {
+        builder.http2_prior_knowledge()
+    } else {
+        builder.http1_only()
+    };
+    let mut builder = builder
         .pool_max_idle_per_host(c.max(1) * 2)
         .timeout(Duration::from_secs(30))
         .tls_certs_only([reqwest::Certificate::from_pem(&ca).expect("ca pem")]);
@@ -154,6 +168,10 @@ async fn client(args: &[String]) -> i32 {
                 body = Some(Bytes::from(
                     text.iter().copied().cycle().take(n).collect::<Vec<u8>>(),
                 ));
+            }
+            "--http2" => {
+                i += 1;
+                continue;
             }
             other => panic!("unknown flag {other}"),
         }

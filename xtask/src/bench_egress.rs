@@ -4,24 +4,31 @@
 //! Workload: HTTPS GETs to a loopback upstream (`bench.test` → 127.0.0.1)
 //! that answers 200 only when the route's bearer token arrives (so credential
 //! injection is on and verified), keep-alive HTTP/1.1, concurrency 1 and 32,
-//! a fixed request count. Load generator and upstream:
+//! a fixed request count; the same over HTTP/2 end to end (a second
+//! upstream that offers h2; the client multiplexes every request on one
+//! connection). Load generator and upstreams:
 //! `bottle-sidecars/examples/egress_load.rs`. mitmproxy runs `mitmdump` with
-//! a small addon (allowlist + header injection) written into a temp dir.
+//! a small addon (allowlist + header injection) written into a temp dir,
+//! with a quarter of the request counts (it is two orders of magnitude
+//! slower; its rates are still rates).
 //!
-//! bottle's egress runs twice in the same run, DLP on and DLP off (same
-//! binary, `dlp = false` in routes.toml), and each target also carries
-//! 64 KiB POST bodies (ordinary source text, scanned in full by DLP) at
-//! concurrency 8 for MB/s.
+//! bottle's egress runs twice in the same run, DLP on (the full rule set)
+//! and DLP off (same binary, `dlp = false` in routes.toml); its files are
+//! laid out as in a bundle (`egress/routes.toml`, `secrets/`, the audit log
+//! in `audit/`). Each target also carries 64 KiB POST bodies (ordinary
+//! source text, scanned in full by DLP) at concurrency 8 for MB/s.
 //!
-//! Reports req/s, p50/p99 latency and the latency added over the direct
-//! connection, POST MB/s, idle RSS (VmRSS after start) and peak RSS (VmHWM)
+//! Reports req/s (and the share of direct), p50/p99 latency and the latency
+//! added over the direct connection, POST MB/s, idle RSS (VmRSS after start) and peak RSS (VmHWM)
 //! of each proxy, the DLP on/off ratio at c=1 and c=32, bottle's c=32 req/s
 //! against the run the table replaces, and the machine's load averages at
 //! start and end (the machine is shared); rewrites the `egress` section of
 //! docs/benchmarks.md.
 //!
 //! Flags: `--quick` (fewer requests), `--no-write` (print only).
-//! mitmproxy absent: skipped with a reason, or an error when `CI=true`.
+//! mitmproxy is looked for on `PATH`, in `~/.local/bin` and in python3's
+//! script dirs (where `pip install mitmproxy` puts `mitmdump`); absent:
+//! skipped with a reason in its row, or an error when `CI=true`.
 
 use std::fmt::Write as _;
 use std::io::{BufRead as _, BufReader};
@@ -52,6 +59,8 @@ struct Run {
 struct Target {
     name: String,
     runs: Vec<(usize, Run)>,
+    /// The same GETs over HTTP/2.
+    h2_runs: Vec<(usize, Run)>,
     /// 64 KiB POST bodies at concurrency [`POST_C`].
     post: Option<Run>,
     idle_rss_kb: Option<u64>,
@@ -123,6 +132,102 @@ pub fn run(args: &[String]) -> Result<(), String> {
     Ok(())
 }
 
+/// Where one target's requests go and how they are trusted.
+struct Leg<'a> {
+    url: &'a str,
+    ca: &'a Path,
+    /// Extra client flags (`--proxy URL`, or the direct connection's).
+    extra: Vec<String>,
+}
+
+/// Request counts of one target.
+#[derive(Clone, Copy)]
+struct Counts {
+    n1: usize,
+    n32: usize,
+    n_post: usize,
+}
+
+impl Counts {
+    fn quarter(self) -> Counts {
+        Counts {
+            n1: (self.n1 / 4).max(50),
+            n32: (self.n32 / 4).max(320),
+            n_post: (self.n_post / 4).max(50),
+        }
+    }
+}
+
+/// GETs at c=1 and c=32 over HTTP/1.1 and HTTP/2, then the POSTs, into `t`.
+fn measure(
+    load: &Path,
+    t: &mut Target,
+    h1: &Leg<'_>,
+    h2: &Leg<'_>,
+    n: Counts,
+) -> Result<(), String> {
+    for (c, count) in [(1, n.n1), (32, n.n32)] {
+        t.runs
+            .push((c, client(load, h1.url, count, c, h1.ca, &h1.extra)?));
+    }
+    for (c, count) in [(1, n.n1), (32, n.n32)] {
+        let mut extra = h2.extra.clone();
+        extra.push("--http2".into());
+        t.h2_runs
+            .push((c, client(load, h2.url, count, c, h2.ca, &extra)?));
+    }
+    let mut extra = h1.extra.clone();
+    extra.extend(["--post-bytes".into(), POST_BYTES.to_string()]);
+    t.post = Some(client(load, h1.url, n.n_post, POST_C, h1.ca, &extra)?);
+    Ok(())
+}
+
+/// Start one loopback upstream (`egress_load upstream`) writing its CA into
+/// `dir`; returns the guard and its port.
+fn start_upstream(
+    load: &Path,
+    dir: &Path,
+    token_file: &Path,
+    h2: bool,
+) -> Result<(Guard, u16), String> {
+    std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
+    let mut cmd = Command::new(load);
+    cmd.arg("upstream").arg(dir).arg(token_file);
+    if h2 {
+        cmd.arg("--h2");
+    }
+    let mut up = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .map_err(|e| format!("start upstream: {e}"))?;
+    let mut line = String::new();
+    BufReader::new(up.stdout.take().ok_or("upstream stdout")?)
+        .read_line(&mut line)
+        .map_err(|e| e.to_string())?;
+    let guard = Guard(up);
+    let port: u16 = line
+        .trim()
+        .strip_prefix("port ")
+        .and_then(|p| p.parse().ok())
+        .ok_or_else(|| format!("upstream said `{line}`"))?;
+    Ok((guard, port))
+}
+
+/// The loopback upstreams of one run.
+struct Upstreams {
+    /// HTTP/1.1 only.
+    port: u16,
+    /// Offers h2 (and HTTP/1.1).
+    h2_port: u16,
+    url: String,
+    h2_url: String,
+    ca: PathBuf,
+    h2_ca: PathBuf,
+    /// Both CAs, for the proxies' upstream trust.
+    both_cas: PathBuf,
+}
+
 fn bench(
     tmp: &Path,
     sidecar: &Path,
@@ -133,28 +238,26 @@ fn bench(
 ) -> Result<Vec<Target>, String> {
     let token_file = tmp.join("secrets/route-token");
     std::fs::write(&token_file, TOKEN).map_err(|e| e.to_string())?;
+    let counts = Counts { n1, n32, n_post };
 
-    // Upstream.
-    let mut up = Command::new(load)
-        .arg("upstream")
-        .arg(tmp)
-        .arg(&token_file)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .map_err(|e| format!("start upstream: {e}"))?;
-    let mut line = String::new();
-    BufReader::new(up.stdout.take().ok_or("upstream stdout")?)
-        .read_line(&mut line)
-        .map_err(|e| e.to_string())?;
-    let _upstream = Guard(up);
-    let port: u16 = line
-        .trim()
-        .strip_prefix("port ")
-        .and_then(|p| p.parse().ok())
-        .ok_or_else(|| format!("upstream said `{line}`"))?;
-    let url = format!("https://bench.test:{port}/v1/bench");
-    let upstream_ca = tmp.join("upstream-ca.pem");
+    let (_upstream, port) = start_upstream(load, &tmp.join("upstream"), &token_file, false)?;
+    let (_upstream_h2, h2_port) =
+        start_upstream(load, &tmp.join("upstream-h2"), &token_file, true)?;
+    let ca = tmp.join("upstream/upstream-ca.pem");
+    let h2_ca = tmp.join("upstream-h2/upstream-ca.pem");
+    let both_cas = tmp.join("upstream-cas.pem");
+    let mut pem = std::fs::read(&ca).map_err(|e| e.to_string())?;
+    pem.extend(std::fs::read(&h2_ca).map_err(|e| e.to_string())?);
+    std::fs::write(&both_cas, pem).map_err(|e| e.to_string())?;
+    let up = Upstreams {
+        port,
+        h2_port,
+        url: format!("https://bench.test:{port}/v1/bench"),
+        h2_url: format!("https://bench.test:{h2_port}/v1/bench"),
+        ca,
+        h2_ca,
+        both_cas,
+    };
 
     let mut targets = Vec::new();
 
@@ -163,37 +266,27 @@ fn bench(
         name: "direct (no proxy)".into(),
         ..Default::default()
     };
-    for (c, n) in [(1, n1), (32, n32)] {
-        let r = client(
-            load,
-            &url,
-            n,
-            c,
-            &upstream_ca,
-            &[
-                "--resolve".into(),
-                "bench.test=127.0.0.1".into(),
-                "--bearer-file".into(),
-                token_file.display().to_string(),
-            ],
-        )?;
-        direct.runs.push((c, r));
-    }
-    direct.post = Some(client(
+    let direct_flags: Vec<String> = vec![
+        "--resolve".into(),
+        "bench.test=127.0.0.1".into(),
+        "--bearer-file".into(),
+        token_file.display().to_string(),
+    ];
+    measure(
         load,
-        &url,
-        n_post,
-        POST_C,
-        &upstream_ca,
-        &[
-            "--resolve".into(),
-            "bench.test=127.0.0.1".into(),
-            "--bearer-file".into(),
-            token_file.display().to_string(),
-            "--post-bytes".into(),
-            POST_BYTES.to_string(),
-        ],
-    )?);
+        &mut direct,
+        &Leg {
+            url: &up.url,
+            ca: &up.ca,
+            extra: direct_flags.clone(),
+        },
+        &Leg {
+            url: &up.h2_url,
+            ca: &up.h2_ca,
+            extra: direct_flags,
+        },
+        counts,
+    )?;
     targets.push(direct);
 
     // bottle egress, DLP on then off (same binary, same run).
@@ -201,33 +294,40 @@ fn bench(
     status(Command::new(load).arg("gen-ca").arg(&ca_dir))?;
     for dlp in [true, false] {
         targets.push(bottle_target(
-            tmp, sidecar, load, &ca_dir, &url, port, dlp, n1, n32, n_post,
+            tmp, sidecar, load, &ca_dir, &up, dlp, counts,
         )?);
     }
 
     // mitmproxy.
-    targets.push(mitmproxy(tmp, load, &url, port, &upstream_ca, n1, n32)?);
+    targets.push(mitmproxy(tmp, load, &up, counts.quarter())?);
     Ok(targets)
 }
 
-#[allow(clippy::too_many_arguments)]
 fn bottle_target(
     tmp: &Path,
     sidecar: &Path,
     load: &Path,
     ca_dir: &Path,
-    url: &str,
-    port: u16,
+    up: &Upstreams,
     dlp: bool,
-    n1: usize,
-    n32: usize,
-    n_post: usize,
+    counts: Counts,
 ) -> Result<Target, String> {
-    let routes = tmp.join("routes.toml");
+    // As in a bundle: the policy in egress/, held secrets in secrets/, the
+    // audit log in audit/.
+    std::fs::create_dir_all(tmp.join("egress")).map_err(|e| e.to_string())?;
+    std::fs::create_dir_all(tmp.join("audit")).map_err(|e| e.to_string())?;
+    let routes = tmp.join("egress/routes.toml");
+    let route = |port: u16| {
+        format!(
+            "[[routes]]\nhost = \"bench.test\"\nport = {port}\npaths = [\"/v1/**\"]\nmethods = [\"GET\", \"POST\"]\nallow_private = true\nauth = {{ scheme = \"bearer\", secret = \"route-token\" }}\n"
+        )
+    };
     std::fs::write(
         &routes,
         format!(
-            "identity = \"bench\"\ndlp = {dlp}\n[[routes]]\nhost = \"bench.test\"\nport = {port}\npaths = [\"/v1/**\"]\nmethods = [\"GET\", \"POST\"]\nallow_private = true\nauth = {{ scheme = \"bearer\", secret = \"route-token\" }}\n"
+            "identity = \"bench\"\ndlp = {dlp}\n{}{}",
+            route(up.port),
+            route(up.h2_port)
         ),
     )
     .map_err(|e| e.to_string())?;
@@ -240,11 +340,11 @@ fn bottle_target(
         .arg("--listen")
         .arg(listen.to_string())
         .arg("--audit")
-        .arg(tmp.join("audit.jsonl"))
+        .arg(tmp.join("audit/audit.jsonl"))
         .arg("--secrets-dir")
         .arg(tmp.join("secrets"))
         .arg("--upstream-ca")
-        .arg(tmp.join("upstream-ca.pem"))
+        .arg(&up.both_cas)
         .args(["--resolve", "bench.test=127.0.0.1"])
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
@@ -259,52 +359,65 @@ fn bottle_target(
         idle_rss_kb: proc_status_kb(proxy.0.id(), "VmRSS"),
         ..Default::default()
     };
-    let proxy_url = format!("http://{listen}");
     let bottle_ca = ca_dir.join("ca.pem");
-    for (c, n) in [(1, n1), (32, n32)] {
-        let r = client(
-            load,
-            url,
-            n,
-            c,
-            &bottle_ca,
-            &["--proxy".into(), proxy_url.clone()],
-        )?;
-        t.runs.push((c, r));
-    }
-    t.post = Some(client(
+    let flags = vec!["--proxy".to_string(), format!("http://{listen}")];
+    measure(
         load,
-        url,
-        n_post,
-        POST_C,
-        &bottle_ca,
-        &[
-            "--proxy".into(),
-            proxy_url,
-            "--post-bytes".into(),
-            POST_BYTES.to_string(),
-        ],
-    )?);
+        &mut t,
+        &Leg {
+            url: &up.url,
+            ca: &bottle_ca,
+            extra: flags.clone(),
+        },
+        &Leg {
+            url: &up.h2_url,
+            ca: &bottle_ca,
+            extra: flags,
+        },
+        counts,
+    )?;
     t.peak_rss_kb = proc_status_kb(proxy.0.id(), "VmHWM");
     drop(proxy);
     Ok(t)
 }
 
-fn mitmproxy(
-    tmp: &Path,
-    load: &Path,
-    url: &str,
-    port: u16,
-    upstream_ca: &Path,
-    n1: usize,
-    n32: usize,
-) -> Result<Target, String> {
+/// `mitmdump` on `PATH`, else where `pip install mitmproxy` puts it
+/// (`~/.local/bin`, python3's script dirs); only one that answers
+/// `--version`.
+fn find_mitmdump() -> Option<PathBuf> {
+    let mut candidates: Vec<PathBuf> = which("mitmdump").into_iter().collect();
+    if let Some(home) = std::env::var_os("HOME") {
+        candidates.push(Path::new(&home).join(".local/bin/mitmdump"));
+    }
+    for code in [
+        "import sysconfig; print(sysconfig.get_path('scripts'))",
+        "import site; print(site.getuserbase() + '/bin')",
+    ] {
+        if let Ok(out) = Command::new("python3").args(["-c", code]).output() {
+            let dir = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+            if out.status.success() && !dir.is_empty() {
+                candidates.push(Path::new(&dir).join("mitmdump"));
+            }
+        }
+    }
+    candidates.into_iter().find(|p| {
+        p.is_file()
+            && Command::new(p)
+                .arg("--version")
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success())
+    })
+}
+
+fn mitmproxy(tmp: &Path, load: &Path, up: &Upstreams, counts: Counts) -> Result<Target, String> {
     let mut t = Target {
         name: "mitmproxy (mitmdump + addon)".into(),
         ..Default::default()
     };
-    let Some(mitmdump) = which("mitmdump") else {
-        let why = "mitmdump not found (pip install mitmproxy)";
+    let Some(mitmdump) = find_mitmdump() else {
+        let why = "mitmdump not found on PATH, in ~/.local/bin or python3's script dirs (pip install mitmproxy)";
         if std::env::var("CI").as_deref() == Ok("true") {
             return Err(why.into());
         }
@@ -330,7 +443,7 @@ fn mitmproxy(
             r#"# allowlist + credential injection, the same policy bottle enforces in the bench
 from mitmproxy import http
 
-ALLOWED = {{("bench.test", {port})}}
+ALLOWED = {{("bench.test", {port}), ("bench.test", {h2_port})}}
 TOKEN = open({token:?}).read().strip()
 
 
@@ -353,6 +466,8 @@ def server_connect(data) -> None:
     if host == "bench.test":
         data.server.address = ("127.0.0.1", p)
 "#,
+            port = up.port,
+            h2_port = up.h2_port,
             token = tmp.join("secrets/route-token").display().to_string()
         ),
     )
@@ -367,7 +482,7 @@ def server_connect(data) -> None:
         .arg("--set")
         .arg(format!(
             "ssl_verify_upstream_trusted_ca={}",
-            upstream_ca.display()
+            up.both_cas.display()
         ))
         .args(["--set", "flow_detail=0", "-q", "-s"])
         .arg(&addon)
@@ -387,15 +502,27 @@ def server_connect(data) -> None:
     }
     std::thread::sleep(Duration::from_millis(300));
     t.idle_rss_kb = proc_status_kb(child.0.id(), "VmRSS");
-    let proxy_url = format!("http://{listen}");
-    for (c, n) in [(1, n1), (32, n32)] {
-        let r = client(load, url, n, c, &ca, &["--proxy".into(), proxy_url.clone()])?;
-        t.runs.push((c, r));
-    }
+    let flags = vec!["--proxy".to_string(), format!("http://{listen}")];
+    measure(
+        load,
+        &mut t,
+        &Leg {
+            url: &up.url,
+            ca: &ca,
+            extra: flags.clone(),
+        },
+        &Leg {
+            url: &up.h2_url,
+            ca: &ca,
+            extra: flags,
+        },
+        counts,
+    )?;
     t.peak_rss_kb = proc_status_kb(child.0.id(), "VmHWM");
-    if !version.is_empty() {
-        t.note = Some(version);
-    }
+    t.note = Some(format!(
+        "{version}; {} / {} GETs, {} POSTs",
+        counts.n1, counts.n32, counts.n_post
+    ));
     Ok(t)
 }
 
@@ -527,6 +654,85 @@ fn previous_c32(doc: &str) -> Option<f64> {
     })
 }
 
+/// One GET table: req/s with its share of direct, latencies and what the
+/// proxy adds to them.
+fn get_table(s: &mut String, targets: &[Target], runs: fn(&Target) -> &Vec<(usize, Run)>) {
+    let _ = writeln!(
+        s,
+        "| target | c | req/s | % of direct | p50 | p99 | added p50 | added p99 | errors |"
+    );
+    let _ = writeln!(s, "|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+    let direct = &targets[0];
+    for t in targets {
+        if runs(t).is_empty() {
+            let _ = writeln!(
+                s,
+                "| {} | – | – | – | – | – | – | – | {} |",
+                t.name,
+                t.note.clone().unwrap_or_default()
+            );
+            continue;
+        }
+        for (c, r) in runs(t) {
+            let base = run_at(runs(direct), *c);
+            let (share, a50, a99) = if std::ptr::eq(t, direct) {
+                ("–".to_owned(), "–".to_owned(), "–".to_owned())
+            } else {
+                (
+                    percent(r.rps, base.rps),
+                    signed_ms(r.p50_us as i64 - base.p50_us as i64),
+                    signed_ms(r.p99_us as i64 - base.p99_us as i64),
+                )
+            };
+            let _ = writeln!(
+                s,
+                "| {} | {c} | {:.0} | {share} | {} | {} | {a50} | {a99} | {} |",
+                t.name,
+                r.rps,
+                ms(r.p50_us),
+                ms(r.p99_us),
+                r.errors
+            );
+        }
+    }
+}
+
+fn run_at(runs: &[(usize, Run)], c: usize) -> Run {
+    runs.iter()
+        .find(|(rc, _)| *rc == c)
+        .map(|(_, r)| r.clone())
+        .unwrap_or_default()
+}
+
+fn percent(a: f64, of: f64) -> String {
+    if of > 0.0 {
+        format!("{:.0} %", a / of * 100.0)
+    } else {
+        "–".into()
+    }
+}
+
+/// The issue's goals for bottle egress with DLP on (HTTP/1.1 GETs): at
+/// least 45 % of direct req/s at c=32, at most 0.1 ms added p50 at c=1.
+fn goals(targets: &[Target]) -> Option<String> {
+    let direct = targets.first()?;
+    let on = targets.iter().find(|t| t.name.contains("DLP on"))?;
+    let (d32, b32) = (run_at(&direct.runs, 32), run_at(&on.runs, 32));
+    let (d1, b1) = (run_at(&direct.runs, 1), run_at(&on.runs, 1));
+    if d32.rps <= 0.0 {
+        return None;
+    }
+    let share = b32.rps / d32.rps * 100.0;
+    let added = b1.p50_us as i64 - d1.p50_us as i64;
+    Some(format!(
+        "Goals (bottle egress, DLP on, HTTP/1.1): c=32 throughput {share:.0} % of direct (goal ≥ 45 %: {}); \
+         added p50 at c=1 {} (goal ≤ 0.100 ms: {}).",
+        if share >= 45.0 { "met" } else { "not met" },
+        signed_ms(added),
+        if added <= 100 { "met" } else { "not met" }
+    ))
+}
+
 fn render(
     targets: &[Target],
     n1: usize,
@@ -541,7 +747,8 @@ fn render(
         s,
         "Workload: HTTPS GET through the proxy to a loopback upstream (`bench.test` → 127.0.0.1), \
          bearer-token injection on (the upstream answers 200 only with the injected token), \
-         keep-alive HTTP/1.1; {n1} requests at concurrency 1, {n32} at concurrency 32 (after a warm-up). \
+         keep-alive HTTP/1.1; {n1} requests at concurrency 1, {n32} at concurrency 32 (after a warm-up; \
+         mitmproxy a quarter of each, see its notes). \
          Load generator, upstream and proxy share one {cores}-core machine, which is itself \
          shared with other builds and tests (load average 1/5/15 min, as `uptime` shows it: \
          {} at the start, {} at the end of the run; on a busy machine throughput and tail \
@@ -551,47 +758,15 @@ fn render(
         load.0,
         load.1
     );
+    get_table(&mut s, targets, |t| &t.runs);
     let _ = writeln!(
         s,
-        "| target | c | req/s | p50 | p99 | added p50 | added p99 | errors |"
+        "\nThe same GETs over HTTP/2 end to end (client → proxy → an upstream that offers h2; \
+         the client multiplexes all its requests on one connection):\n"
     );
-    let _ = writeln!(s, "|---|---:|---:|---:|---:|---:|---:|---:|");
-    let direct = &targets[0];
-    for t in targets {
-        if t.runs.is_empty() {
-            let _ = writeln!(
-                s,
-                "| {} | – | – | – | – | – | – | {} |",
-                t.name,
-                t.note.clone().unwrap_or_default()
-            );
-            continue;
-        }
-        for (c, r) in &t.runs {
-            let base = direct
-                .runs
-                .iter()
-                .find(|(dc, _)| dc == c)
-                .map(|(_, r)| r.clone())
-                .unwrap_or_default();
-            let (a50, a99) = if std::ptr::eq(t, direct) {
-                ("–".to_owned(), "–".to_owned())
-            } else {
-                (
-                    signed_ms(r.p50_us as i64 - base.p50_us as i64),
-                    signed_ms(r.p99_us as i64 - base.p99_us as i64),
-                )
-            };
-            let _ = writeln!(
-                s,
-                "| {} | {c} | {:.0} | {} | {} | {a50} | {a99} | {} |",
-                t.name,
-                r.rps,
-                ms(r.p50_us),
-                ms(r.p99_us),
-                r.errors
-            );
-        }
+    get_table(&mut s, targets, |t| &t.h2_runs);
+    if let Some(goal) = goals(targets) {
+        let _ = writeln!(s, "\n{goal}");
     }
     let _ = writeln!(
         s,

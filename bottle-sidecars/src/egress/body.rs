@@ -277,7 +277,14 @@ impl Body for MaskBody {
                             return Poll::Ready(Some(Ok(Frame::data(data))));
                         }
                         this.carry.extend_from_slice(&data);
-                        if let Some(out) = this.emit(false) {
+                        // The last frame of a sized body: nothing can
+                        // complete a held value, so the whole carry goes out
+                        // now, in one frame.
+                        let last = this.inner.is_end_stream();
+                        if last {
+                            this.ended = true;
+                        }
+                        if let Some(out) = this.emit(last) {
                             return Poll::Ready(Some(Ok(Frame::data(out))));
                         }
                     }

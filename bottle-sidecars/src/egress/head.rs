@@ -81,24 +81,29 @@ pub fn decide<'a>(
     now: SystemTime,
 ) -> Result<Checked<'a>, HeadDenial> {
     // The request must name the host it was CONNECTed to (or, for plain
-    // http, the same host in the URI and the Host header).
-    let mut claimed: Vec<(String, Option<u16>)> = Vec::new();
+    // http, the same host in the URI and the Host header). Compared without
+    // allocating; a mismatch names the claimed host normalised.
+    let names_dest = |host: &str, port: Option<u16>| {
+        let h = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .trim_end_matches('.');
+        h.eq_ignore_ascii_case(&dest.host) && port.unwrap_or(dest.default_port()) == dest.port
+    };
     if let Some(a) = uri.authority() {
-        claimed.push((normalize_host(a.host()), a.port_u16()));
+        if !names_dest(a.host(), a.port_u16()) {
+            return Err(HeadDenial::HostMismatch(normalize_host(a.host())));
+        }
     }
     if let Some(h) = headers.get(header::HOST) {
         match h.to_str().ok().and_then(|s| s.parse::<Authority>().ok()) {
-            Some(a) => claimed.push((normalize_host(a.host()), a.port_u16())),
-            None => claimed.push((String::new(), None)),
+            Some(a) if names_dest(a.host(), a.port_u16()) => {}
+            Some(a) => return Err(HeadDenial::HostMismatch(normalize_host(a.host()))),
+            None => return Err(HeadDenial::HostMismatch(String::new())),
         }
     }
-    if headers.get_all(header::HOST).iter().count() > 1 {
-        claimed.push((String::new(), None));
-    }
-    for (h, p) in &claimed {
-        if *h != dest.host || p.unwrap_or(dest.default_port()) != dest.port {
-            return Err(HeadDenial::HostMismatch(h.clone()));
-        }
+    if headers.get_all(header::HOST).iter().nth(1).is_some() {
+        return Err(HeadDenial::HostMismatch(String::new()));
     }
     // No tunnels inside tunnels (HTTP/2 CONNECT or CONNECT inside TLS).
     if method == Method::CONNECT {

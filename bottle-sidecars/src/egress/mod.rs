@@ -22,8 +22,9 @@
 //! - Responses are re-masked: held secret values become `*` (length kept).
 //! - WebSocket upgrades on allowed routes are relayed message by message
 //!   (agent→upstream messages scanned, upstream→agent masked).
-//! - `routes.toml` is reloaded on change (inotify on its directory, a 500 ms
-//!   stat poll as a fallback for filesystems without inotify, and SIGHUP); a
+//! - `routes.toml` is reloaded on change (inotify on its directory, only for
+//!   events naming it or a secrets entry; a 500 ms stat poll as a fallback
+//!   for filesystems without inotify; SIGHUP) by the `reload` module; a
 //!   file that does not load keeps the previous policy. Open connections
 //!   stay open; every request is checked against the policy in force.
 //! - The operator's DLP rule files (the bundle's `[dlp] rules_dir`) are
@@ -31,28 +32,32 @@
 //!   detector; a broken file is refused (audited with file, line and rule)
 //!   and the rules in force stay.
 //! - One audit line per decision: method, host, port, path (never the query),
-//!   decision, rule, status, bytes, ms. Never a body or header value.
+//!   decision, rule, status, bytes, ms. Never a body or header value. Lines
+//!   are queued off the request path and appended in batches by one writer
+//!   thread; stopping the proxy writes every queued line first.
 //!
 //! Raw TCP has no path: a tunnel whose first bytes are not a TLS ClientHello
 //! is closed.
 
+mod audit_queue;
 pub mod body;
 pub mod ca;
 pub mod head;
 pub mod net;
 pub use bottle_host::routes as policy;
 mod proxy;
+mod reload;
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use serde::Deserialize;
-use serde_json::json;
 
 use crate::audit::AuditLog;
+use audit_queue::AuditQueue;
 use policy::Live;
 
 /// Command-line arguments of `bottle-sidecar egress`.
@@ -200,12 +205,18 @@ pub fn install_crypto_provider() {
 
 /// Run the proxy: bind `opts.listen`, send the bound address on `ready`,
 /// serve until an accept error.
+///
+/// Audit lines leave the request path through a queue with its own writer
+/// thread; when this future is dropped (its runtime shutting down) and the
+/// last request it served is gone, every queued line has been appended
+/// before the drop returns.
 pub async fn serve(
     opts: Options,
     audit: AuditLog,
     ready: tokio::sync::oneshot::Sender<SocketAddr>,
 ) -> Result<(), Error> {
     install_crypto_provider();
+    let audit = AuditQueue::start(audit);
     let access = match &opts.access_key {
         Some(p) => Some(crate::access::AccessKey::load(p).map_err(Error::Access)?),
         None => None,
@@ -285,7 +296,7 @@ pub async fn serve(
     // Registered before `ready` so a SIGHUP sent once the proxy is up is
     // never the default (terminating) action.
     let hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
-    tokio::spawn(reload_loop(
+    tokio::spawn(reload::reload_loop(
         shared,
         audit,
         opts.routes.clone(),
@@ -326,130 +337,6 @@ fn is_transient_accept_error(e: &std::io::Error) -> bool {
         ConnectionAborted | ConnectionReset | Interrupted | WouldBlock
     ) || e.raw_os_error() == Some(libc::EMFILE)
         || e.raw_os_error() == Some(libc::ENFILE)
-}
-
-/// What the stat poll compares: routes file (mtime, size, inode) and the
-/// secrets dir's mtime.
-fn fingerprint(routes: &Path, secrets: Option<&Path>) -> Vec<(Option<SystemTime>, u64, u64)> {
-    use std::os::unix::fs::MetadataExt;
-    let mut out = Vec::new();
-    for p in std::iter::once(routes).chain(secrets) {
-        match std::fs::metadata(p) {
-            Ok(m) => out.push((m.modified().ok(), m.len(), m.ino())),
-            Err(_) => out.push((None, 0, 0)),
-        }
-    }
-    out
-}
-
-async fn reload_loop(
-    shared: Arc<Shared>,
-    audit: AuditLog,
-    routes: PathBuf,
-    secrets_override: Option<PathBuf>,
-    mut hup: Option<tokio::signal::unix::Signal>,
-) {
-    use notify::Watcher as _;
-    let secrets_dir = || {
-        secrets_override
-            .clone()
-            .or_else(|| shared.live().secrets_dir.clone())
-    };
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<()>();
-    let watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
-        if let Ok(ev) = res {
-            if !matches!(ev.kind, notify::EventKind::Access(_)) {
-                let _ = tx.send(());
-            }
-        }
-    });
-    let _watcher = match watcher {
-        Ok(mut w) => {
-            let dir = routes
-                .parent()
-                .filter(|p| !p.as_os_str().is_empty())
-                .unwrap_or(Path::new("."));
-            if let Err(e) = w.watch(dir, notify::RecursiveMode::NonRecursive) {
-                tracing::warn!(error = %e, dir = %dir.display(), "cannot watch the routes dir; polling only");
-            }
-            if let Some(s) = secrets_dir() {
-                let _ = w.watch(&s, notify::RecursiveMode::NonRecursive);
-            }
-            Some(w)
-        }
-        Err(e) => {
-            tracing::warn!(error = %e, "no file watcher; polling only");
-            None
-        }
-    };
-    let mut tick = tokio::time::interval(Duration::from_millis(500));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut last = fingerprint(&routes, secrets_dir().as_deref());
-    loop {
-        let reason = tokio::select! {
-            Some(()) = rx.recv() => {
-                // Coalesce the burst of events an atomic write produces.
-                tokio::time::sleep(Duration::from_millis(20)).await;
-                while rx.try_recv().is_ok() {}
-                "watch"
-            }
-            Some(()) = async {
-                match hup.as_mut() {
-                    Some(h) => h.recv().await,
-                    None => std::future::pending().await,
-                }
-            } => "sighup",
-            _ = tick.tick() => {
-                // DLP rule files (the bundle's `[dlp] rules_dir`): a change
-                // that loads puts the new rules in force and rebuilds the
-                // detector below; a broken file is refused and the rules in
-                // force stay (bottle_dlp::rules::refresh).
-                let rules_changed = match crate::dlp::rules::refresh() {
-                    crate::dlp::rules::Refresh::Unchanged => false,
-                    crate::dlp::rules::Refresh::Reloaded(set) => {
-                        tracing::info!(rules = set.len(), "DLP rules reloaded");
-                        audit.record(
-                            "egress",
-                            json!({"event": "dlp-rules", "decision": "ok", "rule": "dlp-rules-reload", "rules": set.len()}),
-                        );
-                        true
-                    }
-                    crate::dlp::rules::Refresh::Failed(e) => {
-                        tracing::error!(error = %e, "DLP rule file refused; the previous rules stay in force");
-                        audit.record(
-                            "egress",
-                            json!({"event": "dlp-rules", "decision": "error", "rule": "dlp-rules-invalid", "error": e.to_string()}),
-                        );
-                        false
-                    }
-                };
-                let now = fingerprint(&routes, secrets_dir().as_deref());
-                if now == last && !rules_changed {
-                    continue;
-                }
-                if rules_changed { "dlp-rules" } else { "poll" }
-            }
-        };
-        last = fingerprint(&routes, secrets_dir().as_deref());
-        match Live::load(&routes, secrets_override.as_deref()) {
-            Ok(live) => {
-                let n = live.routes.len();
-                shared.set(live);
-                tracing::info!(reason, routes = n, "egress policy reloaded");
-                audit.record(
-                    "egress",
-                    json!({"event": "reload", "decision": "ok", "rule": "reload", "routes": n, "trigger": reason}),
-                );
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "egress policy reload failed; keeping the previous policy");
-                audit.record(
-                    "egress",
-                    json!({"event": "reload", "decision": "error", "rule": "reload-failed", "trigger": reason}),
-                );
-            }
-        }
-    }
 }
 
 /// Run the daemon from its command line; returns the process exit code.
@@ -508,22 +395,60 @@ pub fn main(args: Args) -> i32 {
             return 1;
         }
     };
-    rt.block_on(async move {
+    let code = rt.block_on(async move {
+        // Registered before serving, so a SIGTERM/SIGINT is never the
+        // default (immediate) exit: queued audit lines are written first.
+        let stop = shutdown_signal();
         let (tx, rx) = tokio::sync::oneshot::channel();
-        let server = tokio::spawn(serve(opts, audit, tx));
-        if let Ok(addr) = rx.await {
-            println!("bottle-sidecar egress: listening on {addr}");
-        }
-        match server.await {
-            Ok(Ok(())) => 0,
-            Ok(Err(e)) => {
-                eprintln!("bottle-sidecar {e}");
-                1
+        let mut server = tokio::spawn(serve(opts, audit, tx));
+        tokio::pin!(stop);
+        tokio::select! {
+            addr = rx => {
+                if let Ok(addr) = addr {
+                    println!("bottle-sidecar egress: listening on {addr}");
+                }
             }
-            Err(e) => {
-                eprintln!("bottle-sidecar egress: {e}");
-                1
+            signal = &mut stop => {
+                tracing::info!("{signal}; stopping");
+                return 0;
             }
         }
-    })
+        tokio::select! {
+            exit = &mut server => match exit {
+                Ok(Ok(())) => 0,
+                Ok(Err(e)) => {
+                    eprintln!("bottle-sidecar {e}");
+                    1
+                }
+                Err(e) => {
+                    eprintln!("bottle-sidecar egress: {e}");
+                    1
+                }
+            },
+            signal = &mut stop => {
+                tracing::info!("{signal}; stopping");
+                0
+            }
+        }
+    });
+    // Dropping the runtime drops every task; the last audit-queue handle
+    // among them waits for the writer to append every queued line.
+    drop(rt);
+    code
+}
+
+/// The first SIGTERM or SIGINT (pending forever if neither can be caught).
+fn shutdown_signal() -> impl std::future::Future<Output = &'static str> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let term = signal(SignalKind::terminate());
+    let int = signal(SignalKind::interrupt());
+    async move {
+        let (Ok(mut term), Ok(mut int)) = (term, int) else {
+            return std::future::pending().await;
+        };
+        tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            _ = int.recv() => "SIGINT",
+        }
+    }
 }
