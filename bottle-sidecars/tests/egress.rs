@@ -780,11 +780,9 @@ async fn only_the_holder_of_the_access_credential_uses_the_proxy() {
         .await;
     assert!(resp.starts_with("HTTP/1.1 407"), "{resp}");
     assert!(resp.contains("access denied"), "{resp}");
-    let denials: Vec<_> = b
-        .audit_lines()
-        .into_iter()
-        .filter(|l| l["rule"] == "access-credential")
-        .collect();
+    let denials = b
+        .settled_audit(3, |l| l["rule"] == "access-credential")
+        .await;
     assert_eq!(denials.len(), 3, "{denials:?}");
     assert!(denials
         .iter()
@@ -1252,14 +1250,13 @@ async fn websocket_control_frame_payloads_are_scanned() {
         }
     }
     let n = b
-        .audit_lines()
-        .iter()
-        .filter(|l| {
+        .settled_audit(3, |l| {
             l["decision"] == "deny"
                 && l["rule"] == "dlp:held:prompt-answer"
                 && l["method"] == "WEBSOCKET"
         })
-        .count();
+        .await
+        .len();
     assert_eq!(n, 3, "one audited refusal per control frame");
     let seen = b.upstream.ws_seen.lock().unwrap().clone();
     assert!(

@@ -26,8 +26,11 @@ fn free_port() -> SocketAddr {
     l.local_addr().unwrap()
 }
 
-/// The audit log's lock file, held exclusively until dropped.
-struct HeldLock(std::fs::File);
+/// The audit log's lock file, held exclusively until dropped (closing the
+/// descriptor releases the `flock`).
+struct HeldLock {
+    _file: std::fs::File,
+}
 
 impl HeldLock {
     fn take(audit: &Path) -> HeldLock {
@@ -42,7 +45,7 @@ impl HeldLock {
         // SAFETY: flock on a file descriptor this struct owns.
         let rc = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) };
         assert_eq!(rc, 0, "flock: {}", std::io::Error::last_os_error());
-        HeldLock(f)
+        HeldLock { _file: f }
     }
 }
 

@@ -25,7 +25,11 @@
 //! start and end (the machine is shared); rewrites the `egress` section of
 //! docs/benchmarks.md.
 //!
-//! Flags: `--quick` (fewer requests), `--no-write` (print only).
+//! Flags: `--quick` (fewer requests), `--no-write` (print only),
+//! `--callgrind` (instead of the tables: the proxy's instructions per
+//! request under valgrind's callgrind, DLP on, 500 GETs at c=1 after a
+//! warm-up: repeatable on a loaded machine where timings are not; the
+//! profile is kept for `callgrind_annotate`).
 //! mitmproxy is looked for on `PATH`, in `~/.local/bin` and in python3's
 //! script dirs (where `pip install mitmproxy` puts `mitmdump`); absent:
 //! skipped with a reason in its row, or an error when `CI=true`.
@@ -110,6 +114,18 @@ pub fn run(args: &[String]) -> Result<(), String> {
     let sidecar = target_dir.join("release/bottle-sidecar");
     let load = target_dir.join("release/examples/egress_load");
 
+    if args.iter().any(|a| a == "--callgrind") {
+        let out = target_dir.join("bench-egress-callgrind");
+        let _ = std::fs::remove_dir_all(&out);
+        std::fs::create_dir_all(out.join("secrets")).map_err(|e| e.to_string())?;
+        let per_request = callgrind(&out, &sidecar, &load, 500)?;
+        println!(
+            "bottle egress (DLP on), HTTP/1.1 GET at c=1: {per_request} instructions per request \
+             (callgrind profile in {})",
+            out.display()
+        );
+        return Ok(());
+    }
     let doc = root.join("docs/benchmarks.md");
     let previous = std::fs::read_to_string(&doc)
         .ok()
@@ -524,6 +540,79 @@ def server_connect(data) -> None:
         counts.n1, counts.n32, counts.n_post
     ));
     Ok(t)
+}
+
+/// The proxy's instructions per request: `bottle-sidecar egress` under
+/// `valgrind --tool=callgrind`, counters zeroed after a warm-up, `n` GETs
+/// at c=1, counters dumped.
+fn callgrind(dir: &Path, sidecar: &Path, load: &Path, n: usize) -> Result<u64, String> {
+    let token_file = dir.join("secrets/route-token");
+    std::fs::write(&token_file, TOKEN).map_err(|e| e.to_string())?;
+    let (_upstream, port) = start_upstream(load, &dir.join("upstream"), &token_file, false)?;
+    let ca_dir = dir.join("ca");
+    status(Command::new(load).arg("gen-ca").arg(&ca_dir))?;
+    std::fs::create_dir_all(dir.join("egress")).map_err(|e| e.to_string())?;
+    std::fs::create_dir_all(dir.join("audit")).map_err(|e| e.to_string())?;
+    let routes = dir.join("egress/routes.toml");
+    std::fs::write(
+        &routes,
+        format!(
+            "identity = \"bench\"\ndlp = true\n[[routes]]\nhost = \"bench.test\"\nport = {port}\npaths = [\"/v1/**\"]\nmethods = [\"GET\", \"POST\"]\nallow_private = true\nauth = {{ scheme = \"bearer\", secret = \"route-token\" }}\n"
+        ),
+    )
+    .map_err(|e| e.to_string())?;
+    let listen = free_port()?;
+    let profile = dir.join("callgrind.out");
+    let proxy = Command::new("valgrind")
+        .arg("--tool=callgrind")
+        .arg(format!("--callgrind-out-file={}", profile.display()))
+        .arg(sidecar)
+        .args(["egress", "--config"])
+        .arg(&routes)
+        .arg("--ca-dir")
+        .arg(&ca_dir)
+        .arg("--listen")
+        .arg(listen.to_string())
+        .arg("--audit")
+        .arg(dir.join("audit/audit.jsonl"))
+        .arg("--secrets-dir")
+        .arg(dir.join("secrets"))
+        .arg("--upstream-ca")
+        .arg(dir.join("upstream/upstream-ca.pem"))
+        .args(["--resolve", "bench.test=127.0.0.1"])
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("valgrind (apt-get install valgrind): {e}"))?;
+    let proxy = Guard(proxy);
+    wait_port(listen)?;
+    let url = format!("https://bench.test:{port}/v1/bench");
+    let ca = ca_dir.join("ca.pem");
+    let flags = ["--proxy".to_string(), format!("http://{listen}")];
+    client(load, &url, 50, 1, &ca, &flags)?;
+    let pid = proxy.0.id().to_string();
+    status(
+        Command::new("callgrind_control")
+            .args(["-z", &pid])
+            .stdout(Stdio::null()),
+    )?;
+    client(load, &url, n, 1, &ca, &flags)?;
+    status(
+        Command::new("callgrind_control")
+            .args(["-d", &pid])
+            .stdout(Stdio::null()),
+    )?;
+    drop(proxy);
+    // The dump after zeroing is `callgrind.out.1`: its `summary:` line.
+    let dump = dir.join("callgrind.out.1");
+    let text = std::fs::read_to_string(&dump).map_err(|e| format!("{}: {e}", dump.display()))?;
+    let total: u64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("summary:"))
+        .and_then(|v| v.trim().parse().ok())
+        .ok_or_else(|| format!("no summary in {}", dump.display()))?;
+    Ok(total / n as u64)
 }
 
 fn client(

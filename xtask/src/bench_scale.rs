@@ -358,9 +358,10 @@ fn bench_pools() -> Vec<Pool> {
     v
 }
 
-/// The base of the bench's pool. Private and unused here; pick another if
-/// the host routes it (docker skips subnets that overlap a host route).
-const BENCH_POOL: &str = "10.210.0.0/16";
+/// The base of the bench's pool: private, and not 10.210.0.0/16, which the
+/// smolmachines backend carves into per-slot bundle subnets itself
+/// (docs/smolmachines.md). Docker skips subnets that overlap a host route.
+const BENCH_POOL: &str = "10.220.0.0/16";
 
 const DAEMON_JSON: &str = "/etc/docker/daemon.json";
 
@@ -883,17 +884,17 @@ mod tests {
             default_pools().iter().map(Pool::networks).sum::<usize>(),
             31
         );
-        let p = Pool::parse("10.210.0.0/16", 24).unwrap();
+        let p = Pool::parse("10.220.0.0/16", 24).unwrap();
         assert_eq!(p.networks(), 256);
-        assert!(p.holds("10.210.7.0/24"));
-        assert!(!p.holds("10.211.0.0/24"));
+        assert!(p.holds("10.220.7.0/24"));
+        assert!(!p.holds("10.221.0.0/24"));
         assert!(
             !p.holds("10.0.0.0/8"),
             "a wider subnet is not inside the pool"
         );
         assert!(!p.holds("fd00::/64"));
         assert!(Pool::parse("10.0.0.0/24", 16).is_none());
-        assert_eq!(p.json()["base"], "10.210.0.0/16");
+        assert_eq!(p.json()["base"], "10.220.0.0/16");
     }
 
     #[test]

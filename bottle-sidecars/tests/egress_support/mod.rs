@@ -453,6 +453,26 @@ impl Bottle {
         }
     }
 
+    /// The audit lines matching `pred` once at least `at_least` of them are
+    /// written (≤ 5 s: egress appends its lines off the request path, a few
+    /// ms after the decision) and the writer had time to append any more;
+    /// the caller asserts the exact count.
+    pub async fn settled_audit(
+        &self,
+        at_least: usize,
+        pred: impl Fn(&serde_json::Value) -> bool,
+    ) -> Vec<serde_json::Value> {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while self.audit_lines().iter().filter(|l| pred(l)).count() < at_least
+            && Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        // More than the writer's gathering time, so a line too many shows.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        self.audit_lines().into_iter().filter(|l| pred(l)).collect()
+    }
+
     /// The audit file never contains a held secret value.
     pub fn assert_audit_clean(&self) {
         let text = std::fs::read_to_string(&self.audit).unwrap_or_default();
