@@ -358,7 +358,10 @@ mod tests {
         );
         use base64::Engine as _;
         let b64 = base64::engine::general_purpose::STANDARD.encode(held);
-        log.record("supervise", serde_json::json!({"why": format!("b64 {b64}")}));
+        log.record(
+            "supervise",
+            serde_json::json!({"why": format!("b64 {b64}")}),
+        );
         log.record("supervise", serde_json::json!({"clean": "nothing"}));
         let text = std::fs::read_to_string(&path).unwrap();
         let lines: Vec<Value> = text
@@ -370,7 +373,10 @@ mod tests {
         assert_eq!(lines[0]["before"], held);
         let after = text.lines().skip(1).collect::<Vec<_>>().join("\n");
         assert!(!after.contains(held) && !after.contains(&b64), "{after}");
-        assert_eq!(lines[1]["host"], format!("{}.x.test", "*".repeat(held.len())));
+        assert_eq!(
+            lines[1]["host"],
+            format!("{}.x.test", "*".repeat(held.len()))
+        );
         assert_eq!(lines[1]["masked"], true);
         assert_eq!(lines[2]["masked"], true);
         assert!(lines[3].get("masked").is_none());

@@ -1142,9 +1142,19 @@ fn a_secret_in_gitlink_ids_is_refused_and_a_plain_submodule_pointer_lands() {
 
     // The hex held value as one gitlink id.
     let c = with_gitlinks(&[hex_secret.to_owned()], "lib");
-    let out = w.run(&work, &["push", "origin", &format!("{c}:refs/heads/bot/hex")]);
-    assert!(!out.status.success(), "a hex held value as a gitlink id landed");
-    assert!(stderr(&out).contains("rule held:env-HEX"), "{}", stderr(&out));
+    let out = w.run(
+        &work,
+        &["push", "origin", &format!("{c}:refs/heads/bot/hex")],
+    );
+    assert!(
+        !out.status.success(),
+        "a hex held value as a gitlink id landed"
+    );
+    assert!(
+        stderr(&out).contains("rule held:env-HEX"),
+        "{}",
+        stderr(&out)
+    );
     assert_eq!(w.ref_of(&up, "refs/heads/bot/hex"), None);
     let line = gate.last("push");
     assert_eq!(
@@ -1161,7 +1171,15 @@ fn a_secret_in_gitlink_ids_is_refused_and_a_plain_submodule_pointer_lands() {
     let c = with_gitlinks(std::slice::from_ref(&head), "sub");
     w.ok(
         &work,
-        &["push", "--quiet", "origin", &format!("{c}:refs/heads/bot/sub")],
+        &[
+            "push",
+            "--quiet",
+            "origin",
+            &format!("{c}:refs/heads/bot/sub"),
+        ],
     );
-    assert_eq!(w.ref_of(&up, "refs/heads/bot/sub").as_deref(), Some(c.as_str()));
+    assert_eq!(
+        w.ref_of(&up, "refs/heads/bot/sub").as_deref(),
+        Some(c.as_str())
+    );
 }

@@ -987,10 +987,17 @@ async fn requests_carrying_a_held_value_are_refused_and_never_recorded() {
     }
     // A status query for an id that is the secret: unknown, recorded redacted.
     let (err, text) = call(&client, "request_status", json!({"id": held})).await;
-    assert!(err && text.contains("unknown request id [redacted:held:DB_PASSWORD]"), "{text}");
+    assert!(
+        err && text.contains("unknown request id [redacted:held:DB_PASSWORD]"),
+        "{text}"
+    );
     let last = b.audit().pop().unwrap();
     assert_eq!(
-        (last["event"].as_str(), last["rule"].as_str(), last["id"].as_str()),
+        (
+            last["event"].as_str(),
+            last["rule"].as_str(),
+            last["id"].as_str()
+        ),
         (
             Some("status"),
             Some("unknown-request"),

@@ -31,7 +31,9 @@ pub(crate) struct Hit {
 
 /// Why the screen cannot answer (fail closed: the request is refused).
 #[derive(Debug, thiserror::Error)]
-#[error("the held-secrets dir {dir} is unreadable: {source} (fix: check the bottle's secrets mount)")]
+#[error(
+    "the held-secrets dir {dir} is unreadable: {source} (fix: check the bottle's secrets mount)"
+)]
 pub(crate) struct Unavailable {
     dir: PathBuf,
     source: std::io::Error,
@@ -146,8 +148,14 @@ mod tests {
         );
         let path = format!("/x/{held}");
         let hit = scan_fields(&det, &[("host", "a.test"), ("paths", &path)]).unwrap();
-        assert_eq!((hit.rule.as_str(), hit.field.as_str()), ("held:db", "paths"));
+        assert_eq!(
+            (hit.rule.as_str(), hit.field.as_str()),
+            ("held:db", "paths")
+        );
         let hit = scan_fields(&det, &[("kind", &held[..9]), ("detail", &held[9..])]).unwrap();
-        assert_eq!((hit.rule.as_str(), hit.field.as_str()), ("held:db", "all fields"));
+        assert_eq!(
+            (hit.rule.as_str(), hit.field.as_str()),
+            ("held:db", "all fields")
+        );
     }
 }

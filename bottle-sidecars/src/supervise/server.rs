@@ -502,7 +502,9 @@ impl SuperviseServer {
         // recorded without it.
         if let Some(hit) = self.find_secret("request_status", "status", &[("id", &p.id)])? {
             let id = format!("[redacted:{}]", hit.rule);
-            s.record(json!({"event": "status", "decision": "deny", "rule": "unknown-request", "id": id}));
+            s.record(
+                json!({"event": "status", "decision": "deny", "rule": "unknown-request", "id": id}),
+            );
             return Err(format!(
                 "unknown request id {id}: it contains a secret (rule {}); use an id returned by request_egress / request_git_push / request_capability",
                 hit.rule
