@@ -1,7 +1,13 @@
 //! The JSONL audit log: one line per decision, shared by every daemon.
 //!
 //! A line never carries a secret value or a request/response body: callers
-//! pass only names (hosts, paths, refs, rule names) and counts.
+//! pass only names (hosts, paths, refs, rule names) and counts, and check
+//! agent-supplied names with the DLP detector first. As defence in depth, a
+//! daemon that holds the bottle's held values installs its detector with
+//! [`AuditLog::set_mask`]: from then on every string (and key) of every line
+//! written through that log and its clones has each held value, in every
+//! form the detector searches, replaced by `*` before it is written, and the
+//! line gets `"masked": true` (docs/security.md, S10).
 //!
 //! The log rotates by size (docs/security.md, "Bounds"): before a line would
 //! take `audit.jsonl` past `max_bytes`, the file becomes `audit.jsonl.1`
@@ -87,6 +93,8 @@ pub struct AuditLog {
 struct Inner {
     identity: String,
     file: Mutex<Option<Writer>>,
+    /// Detectors whose held values are masked in every line, by owner.
+    masks: Mutex<Vec<(String, Arc<bottle_dlp::Detector>)>>,
 }
 
 struct Writer {
@@ -205,6 +213,7 @@ impl AuditLog {
             inner: Arc::new(Inner {
                 identity: identity.to_owned(),
                 file: Mutex::new(Some(Writer::open(path, rotation)?)),
+                masks: Mutex::new(Vec::new()),
             }),
         })
     }
@@ -215,6 +224,7 @@ impl AuditLog {
             inner: Arc::new(Inner {
                 identity: identity.to_owned(),
                 file: Mutex::new(None),
+                masks: Mutex::new(Vec::new()),
             }),
         }
     }
@@ -222,6 +232,15 @@ impl AuditLog {
     /// The bottle identity stamped on every line.
     pub fn identity(&self) -> &str {
         &self.inner.identity
+    }
+
+    /// replaces its detector (after a reload of the secrets dir).
+    pub fn set_mask(&self, owner: &str, detector: Arc<bottle_dlp::Detector>) {
+        let mut masks = self.inner.masks.lock().unwrap_or_else(|p| p.into_inner());
+        match masks.iter_mut().find(|(o, _)| o == owner) {
+            Some(slot) => slot.1 = detector,
+            None => masks.push((owner.to_owned(), detector)),
+        }
     }
 
     /// Append one decision line. `fields` must be a JSON object; its keys are
@@ -290,9 +309,80 @@ impl AuditLog {
             };
             let _ = serde_json::to_writer(&mut line, &bare);
         }
+        self.mask(&mut line);
         line.push(b'\n');
         line
     }
+
+    /// Mask every held value of the installed detectors in a serialised
+    /// line; a masked line gets `"masked": true`. Masking replaces bytes
+    /// of a JSON string with `*`, so the line stays JSON; should it not
+    /// (a value spanning JSON syntax), the line is parsed and masked value
+    /// by value instead.
+    fn mask(&self, line: &mut Vec<u8>) {
+        let masks: Vec<Arc<bottle_dlp::Detector>> = self
+            .inner
+            .masks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|(_, d)| d.clone())
+            .collect();
+        if masks.is_empty() {
+            return;
+        }
+        let mut masked = None::<Vec<u8>>;
+        for d in &masks {
+            if let Some(m) = d.mask(masked.as_deref().unwrap_or(line)) {
+                masked = Some(m);
+            }
+        }
+        let Some(mut m) = masked else { return };
+        if serde_json::from_slice::<Value>(&m).is_err() {
+            let Ok(mut v) = serde_json::from_slice::<Value>(line) else {
+                return;
+            };
+            mask_value(&mut v, &masks);
+            m = serde_json::to_vec(&v).unwrap_or_default();
+        }
+        if m.last() == Some(&b'}') {
+            m.pop();
+            m.extend_from_slice(b",\"masked\":true}");
+        }
+        *line = m;
+    }
+}
+
+/// Mask held values in every string and key of `v`; true when any changed.
+fn mask_value(v: &mut Value, masks: &[Arc<bottle_dlp::Detector>]) -> bool {
+    match v {
+        Value::String(s) => mask_string(s, masks),
+        Value::Array(items) => items
+            .iter_mut()
+            .fold(false, |any, i| mask_value(i, masks) | any),
+        Value::Object(map) => {
+            let mut any = false;
+            let old = std::mem::take(map);
+            for (mut k, mut val) in old {
+                any |= mask_string(&mut k, masks);
+                any |= mask_value(&mut val, masks);
+                map.insert(k, val);
+            }
+            any
+        }
+        _ => false,
+    }
+}
+
+fn mask_string(s: &mut String, masks: &[Arc<bottle_dlp::Detector>]) -> bool {
+    let mut changed = false;
+    for d in masks {
+        if let Some(m) = d.mask(s.as_bytes()) {
+            *s = String::from_utf8_lossy(&m).into_owned();
+            changed = true;
+        }
+    }
+    changed
 }
 
 /// Current time as RFC 3339 with millisecond precision, UTC.
@@ -308,6 +398,50 @@ pub fn rfc3339(ts: SystemTime) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn installed_held_values_are_masked_in_every_line_of_every_clone() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        let log = AuditLog::open(&path, "t").unwrap();
+        let held = "hunter2-Zx81-qq70-pLm3";
+        let det = Arc::new(bottle_dlp::Detector::from_held_bytes(vec![(
+            "db".into(),
+            held.as_bytes().to_vec(),
+        )]));
+        log.record("supervise", serde_json::json!({"before": held}));
+        log.clone().set_mask("supervise", det);
+        let other_daemon = log.clone();
+        other_daemon.record(
+            "egress",
+            serde_json::json!({"host": format!("{held}.x.test"), "list": [held], held: 1}),
+        );
+        use base64::Engine as _;
+        let b64 = base64::engine::general_purpose::STANDARD.encode(held);
+        log.record(
+            "supervise",
+            serde_json::json!({"why": format!("b64 {b64}")}),
+        );
+        log.record("supervise", serde_json::json!({"clean": "nothing"}));
+        let text = std::fs::read_to_string(&path).unwrap();
+        let lines: Vec<Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        // Before the mask: as written (the control that masking is what
+        // changed the later lines).
+        assert_eq!(lines[0]["before"], held);
+        let after = text.lines().skip(1).collect::<Vec<_>>().join("\n");
+        assert!(!after.contains(held) && !after.contains(&b64), "{after}");
+        assert_eq!(
+            lines[1]["host"],
+            format!("{}.x.test", "*".repeat(held.len()))
+        );
+        assert_eq!(lines[1]["masked"], true);
+        assert_eq!(lines[2]["masked"], true);
+        assert!(lines[3].get("masked").is_none());
+        assert_eq!(lines[3]["clean"], "nothing");
+    }
 
     #[test]
     fn lines_are_json_with_identity_and_fields() {

@@ -549,6 +549,7 @@ impl Prepare for SupervisePrepare {
             operator_key: Some(public),
             routes: Some(bundle_path(layout::ROUTES)),
             gate: Some(bundle_path(layout::GATE)),
+            secrets_dir: Some(bundle_path(layout::SECRETS_DIR)),
             grant_ttl: std::time::Duration::from_secs(plan.supervise.grant_ttl_secs),
             auto_deny_after: std::time::Duration::from_secs(plan.supervise.auto_deny_after_secs),
             allowed_hosts,

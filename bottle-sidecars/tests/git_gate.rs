@@ -1090,3 +1090,96 @@ fn only_the_holder_of_the_access_credential_uses_the_gate() {
         "{audit}"
     );
 }
+
+/// The hex of `bytes`, zero-padded on the right to a whole object id.
+fn as_gitlink_ids(bytes: &[u8]) -> Vec<String> {
+    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    hex.as_bytes()
+        .chunks(40)
+        .map(|c| format!("{:0<40}", String::from_utf8_lossy(c)))
+        .collect()
+}
+
+#[test]
+fn a_secret_in_gitlink_ids_is_refused_and_a_plain_submodule_pointer_lands() {
+    let w = World::new();
+    let up = w.upstream("up");
+    // A hex-shaped held value: a gitlink id's own hex spelling can be it.
+    let hex_secret = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b";
+    std::fs::write(w.secrets().join("env-HEX"), hex_secret).unwrap();
+    let gate = Gate::start(&w, &config_for(&w, &file_url(&up), standard_rules()));
+    let work = clone(&w, &gate);
+    let head = w.ok(&work, &["rev-parse", "HEAD"]);
+    let base = w.ok(&work, &["ls-tree", &head]);
+    // Submodule entries (mode 160000) name commits of another repository:
+    // git never checks them, so each is 20 free bytes.
+    let with_gitlinks = |ids: &[String], dir: &str| -> String {
+        let mut entries = base.clone();
+        for (i, id) in ids.iter().enumerate() {
+            entries.push_str(&format!("\n160000 commit {id}\t{dir}-{i}"));
+        }
+        entries.push('\n');
+        let tree = git_stdin(&w, &work, &["mktree"], &entries);
+        w.ok(&work, &["commit-tree", &tree, "-p", &head, "-m", "vendor"])
+    };
+
+    // The held value as the raw bytes of two gitlinks in one tree.
+    let ids = as_gitlink_ids(HELD_VALUE.as_bytes());
+    assert_eq!(ids.len(), 2, "the value spans two gitlinks");
+    let c = with_gitlinks(&ids, "vendor");
+    assert_push_refused_as_held(&w, &gate, &up, &work, &c, "refs/heads/bot/gl", "gitlinks");
+
+    // Split over the gitlinks of two trees (one subdirectory each).
+    let mut entries = base.clone();
+    for (i, id) in ids.iter().enumerate() {
+        let sub = git_stdin(&w, &work, &["mktree"], &format!("160000 commit {id}\tm\n"));
+        entries.push_str(&format!("\n040000 tree {sub}\td{i}"));
+    }
+    entries.push('\n');
+    let tree = git_stdin(&w, &work, &["mktree"], &entries);
+    let c = w.ok(&work, &["commit-tree", &tree, "-p", &head, "-m", "split"]);
+    assert_push_refused_as_held(&w, &gate, &up, &work, &c, "refs/heads/bot/gl2", "two trees");
+
+    // The hex held value as one gitlink id.
+    let c = with_gitlinks(&[hex_secret.to_owned()], "lib");
+    let out = w.run(
+        &work,
+        &["push", "origin", &format!("{c}:refs/heads/bot/hex")],
+    );
+    assert!(
+        !out.status.success(),
+        "a hex held value as a gitlink id landed"
+    );
+    assert!(
+        stderr(&out).contains("rule held:env-HEX"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(w.ref_of(&up, "refs/heads/bot/hex"), None);
+    let line = gate.last("push");
+    assert_eq!(
+        (line["decision"].as_str(), line["rule"].as_str()),
+        (Some("deny"), Some("held:env-HEX"))
+    );
+
+    // Nothing of it in the record.
+    let text = gate.audit_text();
+    assert!(!text.contains(HELD_VALUE) && !text.contains(hex_secret));
+    assert!(!ids.iter().any(|id| text.contains(id.as_str())));
+
+    // Control: an ordinary submodule pointer (a real commit id) lands.
+    let c = with_gitlinks(std::slice::from_ref(&head), "sub");
+    w.ok(
+        &work,
+        &[
+            "push",
+            "--quiet",
+            "origin",
+            &format!("{c}:refs/heads/bot/sub"),
+        ],
+    );
+    assert_eq!(
+        w.ref_of(&up, "refs/heads/bot/sub").as_deref(),
+        Some(c.as_str())
+    );
+}

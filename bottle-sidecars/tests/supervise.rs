@@ -885,3 +885,169 @@ async fn only_the_holder_of_the_access_credential_reaches_mcp() {
     assert_eq!(resp.status(), 200);
     assert!(resp.headers().contains_key("mcp-session-id"));
 }
+
+/// Every file under `dir` (recursively) as text.
+fn files_text(dir: &Path) -> String {
+    let mut out = String::new();
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                out.push_str(&files_text(&p));
+            } else {
+                out.push_str(&String::from_utf8_lossy(&std::fs::read(&p).unwrap()));
+            }
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_carrying_a_held_value_are_refused_and_never_recorded() {
+    let held = "db-Pa55w0rd-7Qx2-Lk91-vZ3m";
+    let secrets = tempfile::tempdir().unwrap();
+    std::fs::write(secrets.path().join("DB_PASSWORD"), held).unwrap();
+    let b = Bottle::start(&format!(
+        "secrets_dir = {:?}\n[rate_limit]\nburst = 50\n",
+        secrets.path()
+    ))
+    .await;
+    let client = b.client().await;
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(held);
+
+    let attempts = [
+        (
+            "request_egress",
+            json!({"host": "echo.test", "paths": [format!("/allowed/{held}")], "reason": "need this path"}),
+            "paths",
+        ),
+        (
+            "request_egress",
+            json!({"host": format!("{held}.example.com"), "reason": "r"}),
+            "host",
+        ),
+        (
+            "request_egress",
+            json!({"host": "echo.test", "methods": [held], "reason": "r"}),
+            "methods",
+        ),
+        (
+            "request_egress",
+            json!({"host": "echo.test", "reason": format!("token is {b64}")}),
+            "reason",
+        ),
+        (
+            "request_capability",
+            json!({"kind": "package", "detail": held, "reason": "need a package"}),
+            "detail",
+        ),
+        (
+            "request_capability",
+            json!({"kind": "package", "detail": &held[..10], "reason": &held[10..]}),
+            "all fields",
+        ),
+        (
+            "request_git_push",
+            json!({"remote": held, "ref_pattern": "refs/heads/bot/x", "reason": "r"}),
+            "remote",
+        ),
+        (
+            "request_git_push",
+            json!({"remote": "origin", "ref_pattern": format!("refs/heads/bot/{held}"), "reason": "r"}),
+            "ref_pattern",
+        ),
+    ];
+    for (tool, args, field) in attempts {
+        let (err, text) = call(&client, tool, args.clone()).await;
+        assert!(err, "{tool} {field}: accepted: {text}");
+        assert!(
+            text.contains("rule held:DB_PASSWORD") && text.contains(&format!("the {field} ")),
+            "{tool} {field}: {text}"
+        );
+        assert!(!text.contains(held) && !text.contains(&b64), "{text}");
+        let last = b.audit().pop().unwrap();
+        assert_eq!(
+            (
+                last["event"].as_str(),
+                last["tool"].as_str(),
+                last["decision"].as_str(),
+                last["rule"].as_str(),
+                last["field"].as_str()
+            ),
+            (
+                Some("request"),
+                Some(tool),
+                Some("deny"),
+                Some("held:DB_PASSWORD"),
+                Some(field)
+            ),
+            "{last}"
+        );
+    }
+    // A status query for an id that is the secret: unknown, recorded redacted.
+    let (err, text) = call(&client, "request_status", json!({"id": held})).await;
+    assert!(
+        err && text.contains("unknown request id [redacted:held:DB_PASSWORD]"),
+        "{text}"
+    );
+    let last = b.audit().pop().unwrap();
+    assert_eq!(
+        (
+            last["event"].as_str(),
+            last["rule"].as_str(),
+            last["id"].as_str()
+        ),
+        (
+            Some("status"),
+            Some("unknown-request"),
+            Some("[redacted:held:DB_PASSWORD]")
+        ),
+        "{last}"
+    );
+
+    // Nothing was queued and the value is nowhere on disk.
+    assert!(queue::list(&b.state).unwrap().is_empty());
+    let queue_text = files_text(&b.state.join("queue"));
+    assert!(!queue_text.contains(held) && !queue_text.contains(&b64));
+    let audit_text = std::fs::read_to_string(queue::audit_path(&b.state)).unwrap();
+    assert!(!audit_text.contains(held) && !audit_text.contains(&b64));
+
+    // Control: a clean request is queued.
+    let ok = call_ok(
+        &client,
+        "request_capability",
+        json!({"kind": "package", "detail": "apt package ripgrep", "reason": "search"}),
+    )
+    .await;
+    assert!(ok["id"].as_str().unwrap().starts_with("req-"), "{ok}");
+    assert_eq!(queue::list(&b.state).unwrap().len(), 1);
+    client.cancel().await.unwrap();
+}
+
+#[tokio::test]
+async fn an_unreadable_secrets_dir_keeps_the_daemon_from_starting() {
+    let tmp = tempfile::tempdir().unwrap();
+    let state = tmp.path().join("s");
+    std::fs::create_dir_all(state.join("supervise")).unwrap();
+    let key = queue::init(&state).unwrap();
+    let missing = tmp.path().join("no-such-secrets");
+    std::fs::write(
+        supervise::sv_path(&state),
+        format!("operator_key = \"{key}\"\nsecrets_dir = {missing:?}\n"),
+    )
+    .unwrap();
+    let opts = supervise::Options {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        config: supervise::sv_path(&state),
+        queue: state.join("queue"),
+        access_key: None,
+    };
+    let (tx, _rx) = tokio::sync::oneshot::channel();
+    let r = supervise::serve(opts, AuditLog::discard("t"), tx).await;
+    assert!(
+        matches!(&r, Err(supervise::Error::Config(e)) if e.contains("secrets")),
+        "{:?}",
+        r.err()
+    );
+}

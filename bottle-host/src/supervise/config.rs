@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 /// operator_key = "<64 hex>"                   # Ed25519 public key (from supervise::queue::init)
 /// routes = "/bottle/egress/routes.toml"       # live egress policy (read-only); optional
 /// gate = "/bottle/git/gate.toml"              # git-gate policy (read-only); optional
+/// secrets_dir = "/bottle/secrets"             # held values every request is scanned for; optional
 /// grant_ttl = "1h"                            # default TTL of an approval
 /// auto_deny_after = "10m"                     # unanswered requests are denied after this
 /// allowed_hosts = ["bundle", "localhost", "127.0.0.1", "::1"]  # accepted HTTP Host names
@@ -38,6 +39,12 @@ pub struct SvConfig {
     /// Path of the live `gate.toml` as the daemon sees it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gate: Option<PathBuf>,
+    /// The bottle's held-secrets dir as the daemon sees it: every string an
+    /// agent puts in a request is scanned for these values (and the DLP
+    /// patterns) before anything is queued or recorded (docs/security.md,
+    /// S10). Absent: patterns only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secrets_dir: Option<PathBuf>,
     /// Default lifetime of an approved widening.
     #[serde(default = "default_grant_ttl", with = "duration_text")]
     pub grant_ttl: Duration,
@@ -84,6 +91,7 @@ impl Default for SvConfig {
             operator_key: None,
             routes: None,
             gate: None,
+            secrets_dir: None,
             grant_ttl: default_grant_ttl(),
             auto_deny_after: default_auto_deny(),
             allowed_hosts: default_allowed_hosts(),

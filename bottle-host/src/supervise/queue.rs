@@ -87,11 +87,20 @@ fn identity_of(state_dir: &Path) -> String {
         .to_owned()
 }
 
+/// The bottle's audit log, masking the bottle's held values (`secrets/`,
+/// when it can be read) in every line the operator API writes: a request
+/// file from before the daemon screened requests, or an operator's note,
+/// cannot put one on record (docs/security.md, S10).
 fn audit(state_dir: &Path) -> AuditLog {
-    AuditLog::open(&audit_path(state_dir), &identity_of(state_dir)).unwrap_or_else(|e| {
+    let log = AuditLog::open(&audit_path(state_dir), &identity_of(state_dir)).unwrap_or_else(|e| {
         tracing::error!(%e, "cannot open the audit log; decisions are not recorded there");
         AuditLog::discard(&identity_of(state_dir))
-    })
+    });
+    let secrets = crate::layout::in_state(state_dir, crate::layout::SECRETS_DIR);
+    if let Ok(det) = bottle_dlp::Detector::load_dir(&secrets) {
+        log.set_mask("operator", std::sync::Arc::new(det));
+    }
+    log
 }
 
 /// Exclusive advisory lock on `operator/lock`, released on drop.
@@ -465,5 +474,37 @@ mod tests {
         ));
         assert!(find_request(dir.path(), "req-20260101T000000Z-0000000000000000").is_none());
         assert_eq!(pending_count(dir.path()), 0);
+    }
+
+    #[test]
+    fn the_operators_audit_lines_mask_the_bottles_held_values() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("demo-dev-abc1");
+        init(&state).unwrap();
+        let held = "db-Pa55w0rd-7Qx2-Lk91";
+        let secrets = crate::layout::in_state(&state, crate::layout::SECRETS_DIR);
+        fs::create_dir_all(&secrets).unwrap();
+        fs::write(secrets.join("DB_PASSWORD"), held).unwrap();
+        // A request file that carries the value (written before requests
+        // were screened, say).
+        let file = super::super::model::RequestFile {
+            id: super::super::model::new_request_id(),
+            kind: RequestKind::Capability {
+                kind: "package".into(),
+                detail: format!("apt package {held}"),
+            },
+            reason: "r".into(),
+            status: super::super::model::FileStatus::Pending,
+            created: format_time(SystemTime::now()),
+            status_reason: None,
+        };
+        fs::create_dir_all(queue_dir(&state)).unwrap();
+        store::write_request(&queue_dir(&state), &file).unwrap();
+        approve(&state, &file.id, None, &Narrowing::default()).unwrap();
+        let text = fs::read_to_string(audit_path(&state)).unwrap();
+        let line: serde_json::Value = serde_json::from_str(text.lines().last().unwrap()).unwrap();
+        assert_eq!(line["decision"], "approve");
+        assert_eq!(line["masked"], true);
+        assert!(!text.contains(held), "{text}");
     }
 }

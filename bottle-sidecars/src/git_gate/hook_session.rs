@@ -55,11 +55,16 @@ async fn decide_push(st: Arc<State>, req: HookRequest, started: Instant) -> Hook
     // detector finds nothing secret-shaped in them (S10).
     let detector = GateConfig::load(&st.opts.config)
         .ok()
-        .and_then(|c| crate::dlp::Detector::load_dir(&c.secrets_dir).ok());
+        .and_then(|c| crate::dlp::Detector::load_dir(&c.secrets_dir).ok())
+        .map(Arc::new);
+    // Defence in depth: the audit log masks these held values in every line.
+    if let Some(d) = &detector {
+        st.audit.set_mask(SIDECAR, d.clone());
+    }
     let refs: Vec<String> = req
         .updates
         .iter()
-        .map(|u| push::audit_name(detector.as_ref(), &u.refname))
+        .map(|u| push::audit_name(detector.as_deref(), &u.refname))
         .collect();
     let audit_line = |decision: &str, rule: &str, scanned: usize, refname: Option<&str>| {
         let mut l = json!({"op": "push", "remote": session.remote, "refs": refs, "decision": decision,

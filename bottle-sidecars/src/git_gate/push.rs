@@ -314,6 +314,7 @@ pub fn decide(ctx: &PushContext<'_>, updates: &[RefUpdate]) -> Outcome {
         // The path is the agent's own text, but one carrying the secret is
         // not repeated.
         let place = match (&hit.path, hit.kind) {
+            _ if hit.gitlink => String::from("in a submodule (gitlink) id "),
             (Some(p), "blob" | "tree") if ctx.detector.scan(p.as_bytes()).is_none() => {
                 format!("in {p} ")
             }
@@ -412,6 +413,8 @@ struct Hit {
     kind: &'static str,
     object: String,
     path: Option<String>,
+    /// Found in the ids of gitlink (submodule, mode 160000) entries.
+    gitlink: bool,
 }
 
 struct ScanResult {
@@ -434,7 +437,13 @@ const OVERLAP: usize = 1 << 20;
 ///   `mergetag`, `encoding`, unknown ones) and the message;
 /// - annotated tags whole (nested tags are objects of their own);
 /// - trees by their entry names (file and directory names, also of entries
-///   no diff shows, such as empty directories);
+///   no diff shows, such as empty directories) and by the ids of their
+///   gitlink (submodule, mode 160000) entries: git never checks that a
+///   gitlink names an existing commit, so its 20 bytes are free data. Each
+///   tree's gitlink ids are scanned as hex and as raw bytes, one after the
+///   other, and so are the ids of all the gitlinks of the push together (a
+///   value split over the gitlinks of several trees, in `rev-list` order);
+///   see docs/git-gate.md;
 /// - blobs whole (not only the lines a diff would add).
 ///
 /// Notes refs are commits, trees and blobs like any other.
@@ -485,6 +494,7 @@ fn scan_new(ctx: &PushContext<'_>, det: &Detector, news: &[&str]) -> Result<Scan
                 kind: "tree",
                 object: String::new(),
                 path: None,
+                gitlink: false,
             }),
         });
     }
@@ -525,6 +535,8 @@ fn scan_batch(
 ) -> Result<(usize, Option<Hit>), String> {
     let mut commits = 0usize;
     let mut header = Vec::new();
+    // The gitlink ids of every tree so far, raw and as hex.
+    let mut all_links = Gitlinks::default();
     for (oid, path) in objects {
         header.clear();
         reader
@@ -560,13 +572,33 @@ fn scan_batch(
                 .read_exact(&mut window[start..])
                 .map_err(|e| e.to_string())?;
             remaining -= want as u64;
+            let mut gitlink = false;
             let finding = if kind == "tree" {
-                det.scan(&tree_names(&window, oid.len() / 2, path.as_deref()))
+                if remaining > 0 {
+                    // A tree is parsed whole; one bigger than a window
+                    // (about a million entries) is not pushed.
+                    return Err(format!(
+                        "tree {} is larger than {} MiB",
+                        short(oid),
+                        MAX_CHUNK >> 20
+                    ));
+                }
+                let (names, links) = tree_entries(&window, oid.len() / 2, path.as_deref())
+                    .map_err(|e| format!("tree {}: {e}", short(oid)))?;
+                let f = det.scan(&names);
+                if f.is_some() {
+                    f
+                } else {
+                    gitlink = true;
+                    let f = links.scan(det);
+                    all_links.extend(&links);
+                    f
+                }
             } else {
                 det.scan(&window)
             };
             if let Some(f) = finding {
-                found = Some(f);
+                found = Some((f, gitlink));
                 break;
             }
             if remaining == 0 {
@@ -576,7 +608,7 @@ fn scan_batch(
             let keep = window.len().saturating_sub(OVERLAP);
             window.drain(..keep);
         }
-        if let Some(f) = found {
+        if let Some((f, gitlink)) = found {
             return Ok((
                 commits,
                 Some(Hit {
@@ -584,6 +616,7 @@ fn scan_batch(
                     kind,
                     object: short(oid),
                     path: path.clone(),
+                    gitlink,
                 }),
             ));
         }
@@ -591,39 +624,84 @@ fn scan_batch(
         let mut nl = [0u8; 1];
         reader.read_exact(&mut nl).map_err(|e| e.to_string())?;
     }
+    // A value split over the gitlinks of several trees.
+    if let Some(f) = all_links.scan(det) {
+        return Ok((
+            commits,
+            Some(Hit {
+                rule: f.rule,
+                kind: "tree",
+                object: String::new(),
+                path: None,
+                gitlink: true,
+            }),
+        ));
+    }
     Ok((commits, None))
+}
+
+/// The ids of gitlink entries (mode 160000), in order: their raw bytes
+/// back to back, and their hex spelling back to back.
+#[derive(Default)]
+struct Gitlinks {
+    raw: Vec<u8>,
+    hex: Vec<u8>,
+}
+
+impl Gitlinks {
+    fn push(&mut self, id: &[u8]) {
+        self.raw.extend_from_slice(id);
+        for b in id {
+            self.hex.extend_from_slice(format!("{b:02x}").as_bytes());
+        }
+    }
+
+    fn extend(&mut self, other: &Gitlinks) {
+        self.raw.extend_from_slice(&other.raw);
+        self.hex.extend_from_slice(&other.hex);
+    }
+
+    /// The first finding in the hex, then in the raw bytes.
+    fn scan(&self, det: &Detector) -> Option<crate::dlp::Finding> {
+        if self.raw.is_empty() {
+            return None;
+        }
+        det.scan(&self.hex).or_else(|| det.scan(&self.raw))
+    }
 }
 
 /// The entry names of a raw tree object (`<mode> <name>\0<hash>` each), one
 /// per line, each behind the tree's own path (`dir`, as `rev-list` found
-/// it), so a value spelled across directories is whole on one line. A tree
-/// is never split into windows below [`MAX_CHUNK`]; a bigger one is scanned
-/// by its raw bytes, which still hold every name.
-fn tree_names(raw: &[u8], hash_len: usize, dir: Option<&str>) -> Vec<u8> {
+/// it), so a value spelled across directories is whole on one line; and the
+/// ids of its gitlink entries (mode `160000`). A tree that does not parse
+/// is an error (git would not have accepted it either).
+fn tree_entries(
+    raw: &[u8],
+    hash_len: usize,
+    dir: Option<&str>,
+) -> Result<(Vec<u8>, Gitlinks), String> {
     let mut out = Vec::with_capacity(raw.len() * 2);
+    let mut links = Gitlinks::default();
     let mut rest = raw;
-    while let Some(sp) = rest.iter().position(|&b| b == b' ') {
+    while !rest.is_empty() {
+        let bad = || "malformed tree entry".to_string();
+        let sp = rest.iter().position(|&b| b == b' ').ok_or_else(bad)?;
+        let mode = &rest[..sp];
         let after = &rest[sp + 1..];
-        let Some(nul) = after.iter().position(|&b| b == 0) else {
-            return raw.to_vec();
-        };
+        let nul = after.iter().position(|&b| b == 0).ok_or_else(bad)?;
         if let Some(d) = dir {
             out.extend_from_slice(d.as_bytes());
             out.push(b'/');
         }
         out.extend_from_slice(&after[..nul]);
         out.push(b'\n');
-        let next = nul + 1 + hash_len;
-        if next > after.len() {
-            return raw.to_vec();
+        let id = after.get(nul + 1..nul + 1 + hash_len).ok_or_else(bad)?;
+        if mode == b"160000" {
+            links.push(id);
         }
-        rest = &after[next..];
+        rest = &after[nul + 1 + hash_len..];
     }
-    if rest.is_empty() {
-        out
-    } else {
-        raw.to_vec()
-    }
+    Ok((out, links))
 }
 
 /// Number of commits reachable from `news` and from no ref the gate has.

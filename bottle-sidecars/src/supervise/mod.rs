@@ -37,6 +37,7 @@
 //! This module must not write policy files from the daemon side, and the
 //! daemon must not hold the operator's private key.
 
+mod screen;
 mod server;
 
 pub use bottle_host::supervise::{capability, config, model, policy, queue, store, DEFAULT_PORT};
@@ -139,6 +140,9 @@ pub async fn serve(
     })?;
     let verifier = Verifier::from_hex(key)
         .map_err(|e| Error::Config(format!("{}: {e}", opts.config.display())))?;
+    // The screen first: no request is taken without it (fail closed).
+    let screen = screen::Screen::load(config.secrets_dir.clone(), audit.clone())
+        .map_err(|e| Error::Config(format!("{}: {e}", opts.config.display())))?;
     std::fs::create_dir_all(&opts.queue).map_err(|source| Error::Queue {
         path: opts.queue.clone(),
         source,
@@ -151,6 +155,7 @@ pub async fn serve(
         verifier,
         queue: opts.queue.clone(),
         audit,
+        screen,
         forged_seen: Mutex::new(Default::default()),
         create: tokio::sync::Mutex::new(()),
         config,

@@ -23,6 +23,7 @@ use super::model::{
     RequestKind, Status, MAX_REASON,
 };
 use super::policy;
+use super::screen::{self, Screen};
 use super::store::{self, Verifier};
 use crate::audit::AuditLog;
 
@@ -104,6 +105,7 @@ pub(crate) struct Shared {
     pub verifier: Verifier,
     pub queue: PathBuf,
     pub audit: AuditLog,
+    pub screen: Screen,
     pub bucket: Mutex<TokenBucket>,
     pub forged_seen: Mutex<HashSet<String>>,
     pub create: tokio::sync::Mutex<()>,
@@ -180,6 +182,40 @@ impl SuperviseServer {
             shared,
             tool_router: Self::tool_router(),
         }
+    }
+
+    /// The first secret in the agent's `fields`; `Err` (already recorded
+    /// as `rule=secrets-unavailable`) when the screen cannot answer.
+    fn find_secret(
+        &self,
+        tool: &str,
+        event: &str,
+        fields: &[(&str, &str)],
+    ) -> Result<Option<screen::Hit>, String> {
+        let s = &self.shared;
+        match s.screen.detector() {
+            Ok(det) => Ok(screen::scan_fields(&det, fields)),
+            Err(e) => {
+                tracing::error!(error = %e, "supervise secret screen unavailable");
+                s.record(json!({"event": event, "tool": tool, "decision": "deny", "rule": "secrets-unavailable"}));
+                Err("refused: this sandbox cannot check requests for secrets right now, so nothing was queued; tell the operator".into())
+            }
+        }
+    }
+
+    /// Refuse a request whose agent text (any field) holds a secret, before
+    /// anything is queued or recorded with it (docs/security.md, S10). The
+    /// refusal names the rule and the field, never the value.
+    fn screen_request(&self, tool: &str, fields: &[(&str, &str)]) -> Result<(), String> {
+        let Some(hit) = self.find_secret(tool, "request", fields)? else {
+            return Ok(());
+        };
+        self.shared.record(json!({"event": "request", "tool": tool, "decision": "deny", "rule": hit.rule, "field": hit.field}));
+        Err(format!(
+            "refused: the {} of this request contains a secret (rule {}). Secrets never leave \
+             the sandbox, not even to the operator: nothing was queued. Ask again without it.",
+            hit.field, hit.rule
+        ))
     }
 
     fn auto_deny_text(&self) -> String {
@@ -371,6 +407,11 @@ impl SuperviseServer {
         &self,
         Parameters(p): Parameters<EgressParams>,
     ) -> Result<String, String> {
+        let mut fields = vec![("host", p.host.as_str())];
+        fields.extend(p.paths.iter().flatten().map(|v| ("paths", v.as_str())));
+        fields.extend(p.methods.iter().flatten().map(|v| ("methods", v.as_str())));
+        fields.push(("reason", p.reason.as_str()));
+        self.screen_request("request_egress", &fields)?;
         let (host, port) = match split_host_port(&p.host) {
             Ok(hp) => hp,
             Err(e) => {
@@ -403,6 +444,14 @@ impl SuperviseServer {
         &self,
         Parameters(p): Parameters<GitPushParams>,
     ) -> Result<String, String> {
+        self.screen_request(
+            "request_git_push",
+            &[
+                ("remote", &p.remote),
+                ("ref_pattern", &p.ref_pattern),
+                ("reason", &p.reason),
+            ],
+        )?;
         let kind = RequestKind::GitPush {
             remote: p.remote,
             ref_pattern: p.ref_pattern,
@@ -423,6 +472,14 @@ impl SuperviseServer {
         &self,
         Parameters(p): Parameters<CapabilityParams>,
     ) -> Result<String, String> {
+        self.screen_request(
+            "request_capability",
+            &[
+                ("kind", &p.kind),
+                ("detail", &p.detail),
+                ("reason", &p.reason),
+            ],
+        )?;
         let kind = RequestKind::Capability {
             kind: p.kind.trim().to_ascii_lowercase(),
             detail: p.detail,
@@ -441,6 +498,18 @@ impl SuperviseServer {
         Parameters(p): Parameters<StatusParams>,
     ) -> Result<String, String> {
         let s = &self.shared;
+        // An id carrying a secret is no request id: refused as unknown, and
+        // recorded without it.
+        if let Some(hit) = self.find_secret("request_status", "status", &[("id", &p.id)])? {
+            let id = format!("[redacted:{}]", hit.rule);
+            s.record(
+                json!({"event": "status", "decision": "deny", "rule": "unknown-request", "id": id}),
+            );
+            return Err(format!(
+                "unknown request id {id}: it contains a secret (rule {}); use an id returned by request_egress / request_git_push / request_capability",
+                hit.rule
+            ));
+        }
         let unknown = || {
             s.record(json!({"event": "status", "decision": "deny", "rule": "unknown-request", "id": truncate(&p.id, 64)}));
             Err(format!(
