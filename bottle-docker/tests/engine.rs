@@ -4,7 +4,8 @@
 //! from the sidecars: network reachability, DNS, identity/capabilities,
 //! agent files and CA trust, secrets, stop/resume/gc.
 //!
-//! Skips (printing why) when docker is unreachable, unless `CI=true`.
+//! Without a docker engine each test is reported ignored with the reason
+//! (failed with `CI=true`): `bottle-test-gate`.
 //! Every target is a container or listener this test starts.
 
 use std::collections::BTreeMap;
@@ -16,31 +17,25 @@ use bottle_core::plan::{NoPrompt, ResolveOptions};
 use bottle_core::prepare::{AgentFile, Mount, AGENT_CA_PATH};
 use bottle_core::{resolve, BottlePlan, CommandSpec, DuctRunner, Home, Identity, Loader, Wiring};
 use bottle_docker::DockerBackend;
+use bottle_test_gate::{run, trial, DOCKER};
 use camino::{Utf8Path, Utf8PathBuf};
+
+fn main() {
+    run(vec![
+        trial!(isolated_agent_lifecycle, &DOCKER),
+        trial!(failed_launch_rolls_back_everything, &DOCKER),
+        trial!(
+            dockerfile_agent_secret_env_stays_out_of_docker_inspect,
+            &DOCKER
+        ),
+    ])
+}
 
 const TOKEN: &str = "tok-engine-SECRET-7f3a9c";
 /// A secret env value of the agent (`${ENGINE_DB}`).
 const DB_SECRET: &str = "db-engine-SECRET-41c2e9";
 const SSHD_IMAGE: &str = "bottle-test-sshd:bookworm";
 const BASE: &str = bottle_core::plan::DEFAULT_BASE_IMAGE;
-
-fn docker_ok() -> bool {
-    let ok = duct::cmd!("docker", "info")
-        .stdout_null()
-        .stderr_null()
-        .unchecked()
-        .run()
-        .map(|o| o.status.success())
-        .unwrap_or(false);
-    if !ok {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "docker is required when CI=true"
-        );
-        eprintln!("SKIP: docker engine unreachable");
-    }
-    ok
-}
 
 fn sh(args: &[&str]) -> std::process::Output {
     duct::cmd("docker", args)
@@ -212,11 +207,7 @@ fn agent_sh(r: &dyn Running, script: &str) -> (i32, String) {
     (o.code, format!("{}{}", o.stdout, o.stderr))
 }
 
-#[test]
 fn isolated_agent_lifecycle() {
-    if !docker_ok() {
-        return;
-    }
     let fx = fixture();
     let id = fx.plan.identity.clone();
     let mut cleanup = Cleanup(Vec::new(), Some(id.clone()));
@@ -435,11 +426,7 @@ fn isolated_agent_lifecycle() {
     drop(listener);
 }
 
-#[test]
 fn failed_launch_rolls_back_everything() {
-    if !docker_ok() {
-        return;
-    }
     let fx = fixture();
     let id = fx.plan.identity.clone();
     let _cleanup = Cleanup(Vec::new(), Some(id.clone()));
@@ -621,11 +608,7 @@ fn dns_is_forwarded_nowhere(
 /// image that keeps its own CMD (no agent `command`) gets its secret env
 /// from the 0600 file too: the container config never holds the value, the
 /// agent's main process does.
-#[test]
 fn dockerfile_agent_secret_env_stays_out_of_docker_inspect() {
-    if !docker_ok() {
-        return;
-    }
     let fx = fixture_with(
         "runtime = \"runc\"\n[agent_provider]\ndockerfile = \"images/Dockerfile\"\n\n[env]\nDB_PASSWORD = { secret = \"${ENGINE_DB}\" }\n\n[resources]\ncpus = 0.5\nmemory = \"256MiB\"\n",
         false,
