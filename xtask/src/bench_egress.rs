@@ -30,6 +30,8 @@
 //! docs/benchmarks.md.
 //!
 //! Flags: `--quick` (fewer requests), `--no-write` (print only),
+//! `--baseline BIN` (one more row: that `bottle-sidecar` binary, e.g. a
+//! build from before a change, DLP on, in the same run),
 //! `--callgrind` (instead of the tables: the proxy's instructions per
 //! request under valgrind's callgrind, DLP on, 500 GETs at c=1 after a
 //! warm-up: repeatable on a loaded machine where timings are not; the
@@ -138,7 +140,16 @@ pub fn run(args: &[String]) -> Result<(), String> {
     let tmp = std::env::temp_dir().join(format!("bottle-bench-egress-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&tmp);
     std::fs::create_dir_all(tmp.join("secrets")).map_err(|e| e.to_string())?;
-    let result = bench(&tmp, &sidecar, &load, n1, n32, n_post);
+    let baseline = args
+        .iter()
+        .position(|a| a == "--baseline")
+        .map(|i| {
+            args.get(i + 1)
+                .map(PathBuf::from)
+                .ok_or("--baseline wants a path")
+        })
+        .transpose()?;
+    let result = bench(&tmp, &sidecar, baseline.as_deref(), &load, n1, n32, n_post);
     let _ = std::fs::remove_dir_all(&tmp);
     let targets = result?;
     let load = (load_before, loadavg());
@@ -318,6 +329,7 @@ struct Upstreams {
 fn bench(
     tmp: &Path,
     sidecar: &Path,
+    baseline: Option<&Path>,
     load: &Path,
     n1: usize,
     n32: usize,
@@ -379,7 +391,16 @@ fn bench(
     let ca_dir = tmp.join("ca");
     status(Command::new(load).arg("gen-ca").arg(&ca_dir))?;
     for dlp in [true, false] {
-        running.push(bottle_target(tmp, sidecar, &ca_dir, &up, dlp, counts)?);
+        let name = format!("bottle egress (DLP {})", if dlp { "on" } else { "off" });
+        running.push(bottle_target(
+            tmp, sidecar, &name, &ca_dir, &up, dlp, counts,
+        )?);
+    }
+
+    // Another build of bottle-sidecar (e.g. before a change), DLP on.
+    if let Some(bin) = baseline {
+        let name = "bottle egress (DLP on, --baseline binary)";
+        running.push(bottle_target(tmp, bin, name, &ca_dir, &up, true, counts)?);
     }
 
     // mitmproxy.
@@ -393,6 +414,7 @@ fn bench(
 fn bottle_target(
     tmp: &Path,
     sidecar: &Path,
+    name: &str,
     ca_dir: &Path,
     up: &Upstreams,
     dlp: bool,
@@ -400,7 +422,7 @@ fn bottle_target(
 ) -> Result<Running, String> {
     // As in a bundle: the policy in egress/, held secrets in secrets/, the
     // audit log in audit/ (one state dir per proxy; the secrets shared).
-    let state = tmp.join(if dlp { "dlp-on" } else { "dlp-off" });
+    let state = tmp.join(name.replace(|c: char| !c.is_ascii_alphanumeric(), "-"));
     std::fs::create_dir_all(state.join("egress")).map_err(|e| e.to_string())?;
     std::fs::create_dir_all(state.join("audit")).map_err(|e| e.to_string())?;
     let routes = state.join("egress/routes.toml");
@@ -442,7 +464,7 @@ fn bottle_target(
     wait_port(listen)?;
     std::thread::sleep(Duration::from_millis(300));
     let target = Target {
-        name: format!("bottle egress (DLP {})", if dlp { "on" } else { "off" }),
+        name: name.to_owned(),
         idle_rss_kb: proc_status_kb(proxy.0.id(), "VmRSS"),
         ..Default::default()
     };
