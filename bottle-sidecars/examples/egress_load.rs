@@ -65,7 +65,16 @@ async fn upstream(dir: &str, token_file: &str, h2: bool) -> i32 {
     ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
     ca_params
         .distinguished_name
-        .push(rcgen::DnType::CommonName, "bench upstream CA");
+        // Distinct names: a client given both upstreams' CAs in one file
+        // (mitmproxy's OpenSSL) looks an issuer up by its name.
+        .push(
+            rcgen::DnType::CommonName,
+            if h2 {
+                "bench upstream CA (h2)"
+            } else {
+                "bench upstream CA"
+            },
+        );
     let ca_cert = ca_params.self_signed(&ca_key).unwrap();
     std::fs::write(dir.join("upstream-ca.pem"), ca_cert.pem()).unwrap();
     let issuer = rcgen::Issuer::new(ca_params, ca_key);

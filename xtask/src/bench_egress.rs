@@ -18,6 +18,10 @@
 //! in `audit/`). Each target also carries 64 KiB POST bodies (ordinary
 //! source text, scanned in full by DLP) at concurrency 8 for MB/s.
 //!
+//! All proxies stay up for the whole run; every case (GET c=1, c=32, the
+//! same over HTTP/2, the POSTs) is measured [`ROUNDS`] times per target
+//! with the targets taking turns, and the median run is reported.
+//!
 //! Reports req/s (and the share of direct), p50/p99 latency and the latency
 //! added over the direct connection, POST MB/s, idle RSS (VmRSS after start) and peak RSS (VmHWM)
 //! of each proxy, the DLP on/off ratio at c=1 and c=32, bottle's c=32 req/s
@@ -26,6 +30,8 @@
 //! docs/benchmarks.md.
 //!
 //! Flags: `--quick` (fewer requests), `--no-write` (print only),
+//! `--baseline BIN` (one more row: that `bottle-sidecar` binary, e.g. a
+//! build from before a change, DLP on, in the same run),
 //! `--callgrind` (instead of the tables: the proxy's instructions per
 //! request under valgrind's callgrind, DLP on, 500 GETs at c=1 after a
 //! warm-up: repeatable on a loaded machine where timings are not; the
@@ -134,7 +140,16 @@ pub fn run(args: &[String]) -> Result<(), String> {
     let tmp = std::env::temp_dir().join(format!("bottle-bench-egress-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&tmp);
     std::fs::create_dir_all(tmp.join("secrets")).map_err(|e| e.to_string())?;
-    let result = bench(&tmp, &sidecar, &load, n1, n32, n_post);
+    let baseline = args
+        .iter()
+        .position(|a| a == "--baseline")
+        .map(|i| {
+            args.get(i + 1)
+                .map(PathBuf::from)
+                .ok_or("--baseline wants a path")
+        })
+        .transpose()?;
+    let result = bench(&tmp, &sidecar, baseline.as_deref(), &load, n1, n32, n_post);
     let _ = std::fs::remove_dir_all(&tmp);
     let targets = result?;
     let load = (load_before, loadavg());
@@ -149,9 +164,10 @@ pub fn run(args: &[String]) -> Result<(), String> {
 }
 
 /// Where one target's requests go and how they are trusted.
-struct Leg<'a> {
-    url: &'a str,
-    ca: &'a Path,
+#[derive(Clone)]
+struct Leg {
+    url: String,
+    ca: PathBuf,
     /// Extra client flags (`--proxy URL`, or the direct connection's).
     extra: Vec<String>,
 }
@@ -174,27 +190,93 @@ impl Counts {
     }
 }
 
-/// GETs at c=1 and c=32 over HTTP/1.1 and HTTP/2, then the POSTs, into `t`.
-fn measure(
-    load: &Path,
-    t: &mut Target,
-    h1: &Leg<'_>,
-    h2: &Leg<'_>,
-    n: Counts,
-) -> Result<(), String> {
-    for (c, count) in [(1, n.n1), (32, n.n32)] {
-        t.runs
-            .push((c, client(load, h1.url, count, c, h1.ca, &h1.extra)?));
+/// Each case is measured this many times per target, the targets taking
+/// turns; the run with the median req/s is reported (whole: its latencies
+/// too), so a burst of load from the machine's other users lands on one
+/// sample of one target rather than on a whole row.
+const ROUNDS: usize = 3;
+
+/// A target ready to measure: its process (if any) stays up for the run.
+struct Running {
+    target: Target,
+    guard: Option<Guard>,
+    h1: Leg,
+    h2: Leg,
+    counts: Counts,
+    /// A comparison (mitmproxy): its failure is noted in its row.
+    optional: bool,
+    failed: Option<String>,
+}
+
+#[derive(Clone, Copy)]
+enum Case {
+    Get(usize),
+    H2(usize),
+    Post,
+}
+
+/// Every case for every target, interleaved (see [`ROUNDS`]).
+fn measure_all(load: &Path, running: &mut [Running]) -> Result<(), String> {
+    for case in [
+        Case::Get(1),
+        Case::Get(32),
+        Case::H2(1),
+        Case::H2(32),
+        Case::Post,
+    ] {
+        let mut samples: Vec<Vec<Run>> = vec![Vec::new(); running.len()];
+        for _ in 0..ROUNDS {
+            for (i, r) in running.iter_mut().enumerate() {
+                if r.failed.is_some() {
+                    continue;
+                }
+                let n = r.counts;
+                let (leg, count, c, more): (&Leg, usize, usize, Vec<String>) = match case {
+                    Case::Get(c) => (&r.h1, if c == 1 { n.n1 } else { n.n32 }, c, vec![]),
+                    Case::H2(c) => (
+                        &r.h2,
+                        if c == 1 { n.n1 } else { n.n32 },
+                        c,
+                        vec!["--http2".into()],
+                    ),
+                    Case::Post => (
+                        &r.h1,
+                        n.n_post,
+                        POST_C,
+                        vec!["--post-bytes".into(), POST_BYTES.to_string()],
+                    ),
+                };
+                let mut extra = leg.extra.clone();
+                extra.extend(more);
+                match client(load, &leg.url, count, c, &leg.ca, &extra) {
+                    Ok(run) => samples[i].push(run),
+                    Err(e) if r.optional => r.failed = Some(e),
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        for (r, mut runs) in running.iter_mut().zip(samples) {
+            if runs.is_empty() {
+                continue;
+            }
+            runs.sort_by(|a, b| a.rps.total_cmp(&b.rps));
+            let median = runs.swap_remove(runs.len() / 2);
+            match case {
+                Case::Get(c) => r.target.runs.push((c, median)),
+                Case::H2(c) => r.target.h2_runs.push((c, median)),
+                Case::Post => r.target.post = Some(median),
+            }
+        }
     }
-    for (c, count) in [(1, n.n1), (32, n.n32)] {
-        let mut extra = h2.extra.clone();
-        extra.push("--http2".into());
-        t.h2_runs
-            .push((c, client(load, h2.url, count, c, h2.ca, &extra)?));
+    for r in running.iter_mut() {
+        if let Some(g) = &r.guard {
+            r.target.peak_rss_kb = proc_status_kb(g.0.id(), "VmHWM");
+        }
+        if let Some(e) = r.failed.as_ref().filter(|e| !e.is_empty()) {
+            let note = r.target.note.take().unwrap_or_default();
+            r.target.note = Some(format!("{note}; failed: {e}"));
+        }
     }
-    let mut extra = h1.extra.clone();
-    extra.extend(["--post-bytes".into(), POST_BYTES.to_string()]);
-    t.post = Some(client(load, h1.url, n.n_post, POST_C, h1.ca, &extra)?);
     Ok(())
 }
 
@@ -247,6 +329,7 @@ struct Upstreams {
 fn bench(
     tmp: &Path,
     sidecar: &Path,
+    baseline: Option<&Path>,
     load: &Path,
     n1: usize,
     n32: usize,
@@ -275,64 +358,74 @@ fn bench(
         both_cas,
     };
 
-    let mut targets = Vec::new();
-
     // Direct.
-    let mut direct = Target {
-        name: "direct (no proxy)".into(),
-        ..Default::default()
-    };
     let direct_flags: Vec<String> = vec![
         "--resolve".into(),
         "bench.test=127.0.0.1".into(),
         "--bearer-file".into(),
         token_file.display().to_string(),
     ];
-    measure(
-        load,
-        &mut direct,
-        &Leg {
-            url: &up.url,
-            ca: &up.ca,
+    let mut running = vec![Running {
+        target: Target {
+            name: "direct (no proxy)".into(),
+            ..Default::default()
+        },
+        guard: None,
+        h1: Leg {
+            url: up.url.clone(),
+            ca: up.ca.clone(),
             extra: direct_flags.clone(),
         },
-        &Leg {
-            url: &up.h2_url,
-            ca: &up.h2_ca,
+        h2: Leg {
+            url: up.h2_url.clone(),
+            ca: up.h2_ca.clone(),
             extra: direct_flags,
         },
         counts,
-    )?;
-    targets.push(direct);
+        optional: false,
+        failed: None,
+    }];
 
-    // bottle egress, DLP on then off (same binary, same run).
+    // bottle egress, DLP on and off (same binary, same run), each with its
+    // own files.
     let ca_dir = tmp.join("ca");
     status(Command::new(load).arg("gen-ca").arg(&ca_dir))?;
     for dlp in [true, false] {
-        targets.push(bottle_target(
-            tmp, sidecar, load, &ca_dir, &up, dlp, counts,
+        let name = format!("bottle egress (DLP {})", if dlp { "on" } else { "off" });
+        running.push(bottle_target(
+            tmp, sidecar, &name, &ca_dir, &up, dlp, counts,
         )?);
     }
 
+    // Another build of bottle-sidecar (e.g. before a change), DLP on.
+    if let Some(bin) = baseline {
+        let name = "bottle egress (DLP on, --baseline binary)";
+        running.push(bottle_target(tmp, bin, name, &ca_dir, &up, true, counts)?);
+    }
+
     // mitmproxy.
-    targets.push(mitmproxy(tmp, load, &up, counts.quarter())?);
-    Ok(targets)
+    if let Some(m) = mitmproxy(tmp, &up, counts.quarter(), &mut running)? {
+        running.push(m);
+    }
+    measure_all(load, &mut running)?;
+    Ok(running.into_iter().map(|r| r.target).collect())
 }
 
 fn bottle_target(
     tmp: &Path,
     sidecar: &Path,
-    load: &Path,
+    name: &str,
     ca_dir: &Path,
     up: &Upstreams,
     dlp: bool,
     counts: Counts,
-) -> Result<Target, String> {
+) -> Result<Running, String> {
     // As in a bundle: the policy in egress/, held secrets in secrets/, the
-    // audit log in audit/.
-    std::fs::create_dir_all(tmp.join("egress")).map_err(|e| e.to_string())?;
-    std::fs::create_dir_all(tmp.join("audit")).map_err(|e| e.to_string())?;
-    let routes = tmp.join("egress/routes.toml");
+    // audit log in audit/ (one state dir per proxy; the secrets shared).
+    let state = tmp.join(name.replace(|c: char| !c.is_ascii_alphanumeric(), "-"));
+    std::fs::create_dir_all(state.join("egress")).map_err(|e| e.to_string())?;
+    std::fs::create_dir_all(state.join("audit")).map_err(|e| e.to_string())?;
+    let routes = state.join("egress/routes.toml");
     let route = |port: u16| {
         format!(
             "[[routes]]\nhost = \"bench.test\"\nport = {port}\npaths = [\"/v1/**\"]\nmethods = [\"GET\", \"POST\"]\nallow_private = true\nauth = {{ scheme = \"bearer\", secret = \"route-token\" }}\n"
@@ -356,7 +449,7 @@ fn bottle_target(
         .arg("--listen")
         .arg(listen.to_string())
         .arg("--audit")
-        .arg(tmp.join("audit/audit.jsonl"))
+        .arg(state.join("audit/audit.jsonl"))
         .arg("--secrets-dir")
         .arg(tmp.join("secrets"))
         .arg("--upstream-ca")
@@ -370,31 +463,25 @@ fn bottle_target(
     let proxy = Guard(proxy);
     wait_port(listen)?;
     std::thread::sleep(Duration::from_millis(300));
-    let mut t = Target {
-        name: format!("bottle egress (DLP {})", if dlp { "on" } else { "off" }),
+    let target = Target {
+        name: name.to_owned(),
         idle_rss_kb: proc_status_kb(proxy.0.id(), "VmRSS"),
         ..Default::default()
     };
-    let bottle_ca = ca_dir.join("ca.pem");
-    let flags = vec!["--proxy".to_string(), format!("http://{listen}")];
-    measure(
-        load,
-        &mut t,
-        &Leg {
-            url: &up.url,
-            ca: &bottle_ca,
-            extra: flags.clone(),
-        },
-        &Leg {
-            url: &up.h2_url,
-            ca: &bottle_ca,
-            extra: flags,
-        },
+    let leg = |url: &str| Leg {
+        url: url.to_owned(),
+        ca: ca_dir.join("ca.pem"),
+        extra: vec!["--proxy".to_string(), format!("http://{listen}")],
+    };
+    Ok(Running {
+        target,
+        guard: Some(proxy),
+        h1: leg(&up.url),
+        h2: leg(&up.h2_url),
         counts,
-    )?;
-    t.peak_rss_kb = proc_status_kb(proxy.0.id(), "VmHWM");
-    drop(proxy);
-    Ok(t)
+        optional: false,
+        failed: None,
+    })
 }
 
 /// `mitmdump` on `PATH`, else where `pip install mitmproxy` puts it
@@ -427,7 +514,14 @@ fn find_mitmdump() -> Option<PathBuf> {
     })
 }
 
-fn mitmproxy(tmp: &Path, load: &Path, up: &Upstreams, counts: Counts) -> Result<Target, String> {
+/// mitmdump started with the bench's addon, or (absent) a row that says
+/// why, pushed onto `running` as it is.
+fn mitmproxy(
+    tmp: &Path,
+    up: &Upstreams,
+    counts: Counts,
+    running: &mut Vec<Running>,
+) -> Result<Option<Running>, String> {
     let mut t = Target {
         name: "mitmproxy (mitmdump + addon)".into(),
         ..Default::default()
@@ -439,7 +533,25 @@ fn mitmproxy(tmp: &Path, load: &Path, up: &Upstreams, counts: Counts) -> Result<
         }
         eprintln!("bench egress: skipping mitmproxy: {why}");
         t.note = Some(why.into());
-        return Ok(t);
+        running.push(Running {
+            target: t,
+            guard: None,
+            h1: Leg {
+                url: String::new(),
+                ca: PathBuf::new(),
+                extra: Vec::new(),
+            },
+            h2: Leg {
+                url: String::new(),
+                ca: PathBuf::new(),
+                extra: Vec::new(),
+            },
+            counts,
+            optional: true,
+            // Empty: not measured, and its note already says why.
+            failed: Some(String::new()),
+        });
+        return Ok(None);
     };
     let version = Command::new(&mitmdump)
         .arg("--version")
@@ -518,28 +630,25 @@ def server_connect(data) -> None:
     }
     std::thread::sleep(Duration::from_millis(300));
     t.idle_rss_kb = proc_status_kb(child.0.id(), "VmRSS");
-    let flags = vec!["--proxy".to_string(), format!("http://{listen}")];
-    measure(
-        load,
-        &mut t,
-        &Leg {
-            url: &up.url,
-            ca: &ca,
-            extra: flags.clone(),
-        },
-        &Leg {
-            url: &up.h2_url,
-            ca: &ca,
-            extra: flags,
-        },
-        counts,
-    )?;
-    t.peak_rss_kb = proc_status_kb(child.0.id(), "VmHWM");
+    let leg = |url: &str| Leg {
+        url: url.to_owned(),
+        ca: ca.clone(),
+        extra: vec!["--proxy".to_string(), format!("http://{listen}")],
+    };
     t.note = Some(format!(
         "{version}; {} / {} GETs, {} POSTs",
         counts.n1, counts.n32, counts.n_post
     ));
-    Ok(t)
+    Ok(Some(Running {
+        target: t,
+        guard: Some(child),
+        h1: leg(&up.url),
+        h2: leg(&up.h2_url),
+        counts,
+        // The comparison's own failure is reported in its row, not fatal.
+        optional: true,
+        failed: None,
+    }))
 }
 
 /// The proxy's instructions per request: `bottle-sidecar egress` under
@@ -837,7 +946,8 @@ fn render(
         "Workload: HTTPS GET through the proxy to a loopback upstream (`bench.test` → 127.0.0.1), \
          bearer-token injection on (the upstream answers 200 only with the injected token), \
          keep-alive HTTP/1.1; {n1} requests at concurrency 1, {n32} at concurrency 32 (after a warm-up; \
-         mitmproxy a quarter of each, see its notes). \
+         mitmproxy a quarter of each, see its notes). Every case ran {ROUNDS} times per target, the \
+         targets taking turns; each row is the run with the median req/s (its latencies too). \
          Load generator, upstream and proxy share one {cores}-core machine, which is itself \
          shared with other builds and tests (load average 1/5/15 min, as `uptime` shows it: \
          {} at the start, {} at the end of the run; on a busy machine throughput and tail \
