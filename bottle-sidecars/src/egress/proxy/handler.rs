@@ -109,6 +109,20 @@ impl Proxy {
                     "bottle egress: path with dot segments or backslashes refused\n".into(),
                 );
             }
+            Err(super::super::head::HeadDenial::PathEncoded) => {
+                return self.deny(
+                    StatusCode::FORBIDDEN,
+                    "path-encoded",
+                    &method,
+                    host,
+                    port,
+                    &path,
+                    t0,
+                    "bottle egress: path with an encoded slash or backslash, or encoded twice, refused \
+                     (an upstream may decode it past the route's paths)\n"
+                        .into(),
+                );
+            }
             Err(super::super::head::HeadDenial::Policy(d)) => Err(d),
         };
         let (route, auth) = match decision {
