@@ -84,11 +84,13 @@ async fn bodies_past_max_body_scan_are_scanned_as_they_stream() {
         assert!(got.body == clean, "{v}: the clean body arrived altered");
     }
     assert!(!b.upstream.everything().contains(PROMPT_ANSWER));
-    assert!(b
-        .upstream
-        .seen()
-        .iter()
-        .all(|s| !s.uri.starts_with("/v1/far") && !s.uri.starts_with("/v1/split")));
+    // The upstream may have got the head and clean bytes before the hit;
+    // the request was aborted there, never completed.
+    for s in b.upstream.seen() {
+        if s.uri.starts_with("/v1/far") || s.uri.starts_with("/v1/split") {
+            assert!(s.body.is_empty(), "{}: completed at the upstream", s.uri);
+        }
+    }
     for p in ["/v1/far-h1", "/v1/far-h2", "/v1/split-h1", "/v1/split-h2"] {
         b.expect_audit(p, |l| {
             l["decision"] == "deny" && l["rule"] == "dlp:held:prompt-answer" && l["path"] == p

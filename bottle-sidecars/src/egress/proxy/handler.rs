@@ -13,12 +13,12 @@ use hyper::header::{self, HeaderMap, HeaderName};
 use hyper::{Method, Request, Response, StatusCode, Version};
 
 use super::super::body::{
-    content_codings, decode_bounded, full, read_prefix, take_budget, DecodeError, PrefixError,
-    PrefixedBody, ProxyBody, MAX_CODINGS,
+    content_codings, decode_bounded, full, read_prefix, take_budget, DecodeError, OnRefused,
+    PrefixError, PrefixedBody, ProxyBody, StreamScan, MAX_CODINGS,
 };
 use super::super::policy::Denial;
 use super::upstream::prepare_headers;
-use super::{Proxy, Target};
+use super::{Decision, Proxy, Target};
 use crate::dlp::Detector;
 
 /// Where a body being scanned is going (for the refusal's audit line).
@@ -184,6 +184,7 @@ impl Proxy {
                             || *name == a.header_name()
                     })
             };
+            let mut joined = Vec::new();
             for (name, value) in req.headers() {
                 if dropped(name) {
                     continue;
@@ -192,7 +193,13 @@ impl Proxy {
                 head.extend_from_slice(b": ");
                 head.extend_from_slice(value.as_bytes());
                 head.extend_from_slice(b"\r\n");
+                joined.extend_from_slice(value.as_bytes());
             }
+            // Every header value again, in order, with no separator: a
+            // receiver can join a value split across headers
+            // (docs/security.md "DLP rules").
+            head.extend_from_slice(b"\r\n");
+            head.extend_from_slice(&joined);
             if let Some(f) = live.detector.scan(&head) {
                 let rule = format!("dlp:{}", f.rule);
                 // The secret may sit in the path: keep it out of the audit.
@@ -232,6 +239,8 @@ impl Proxy {
         // DLP on the first `max_body_scan` bytes of the body (decoded when
         // it has a Content-Encoding) and on trailers that end within them.
         let (mut parts, body) = req.into_parts();
+        // Set (and audited) when the body is refused while it streams.
+        let refused: Arc<std::sync::Mutex<Option<String>>> = Arc::default();
         let body: ProxyBody = if dlp {
             let facts = BodyFacts {
                 method: &method,
@@ -240,8 +249,27 @@ impl Proxy {
                 path: &path,
                 t0,
             };
+            let on_refused: OnRefused = {
+                let this = self.clone();
+                let refused = refused.clone();
+                let (method, host, path) = (method.clone(), host.to_owned(), path.clone());
+                Box::new(move |rule: &str| {
+                    this.record(Decision {
+                        decision: "deny",
+                        rule,
+                        method: &method,
+                        host: &host,
+                        port,
+                        path: &path,
+                        status: stream_refusal_status(rule).as_u16(),
+                        bytes: 0,
+                        t0,
+                    });
+                    *refused.lock().unwrap_or_else(|p| p.into_inner()) = Some(rule.to_owned());
+                })
+            };
             match self
-                .scan_body(&parts.headers, body, &detector, max_scan, &facts)
+                .scan_body(&parts.headers, body, &detector, max_scan, &facts, on_refused)
                 .await
             {
                 Ok(b) => b,
@@ -277,7 +305,22 @@ impl Proxy {
         parts.headers.remove(header::HOST);
         let upstream_req = Request::from_parts(parts, body);
 
-        match self.client.request(upstream_req).await {
+        let result = self.client.request(upstream_req).await;
+        let stream_refused = refused
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(rule) = stream_refused {
+            // Already audited by the body.
+            let status = stream_refusal_status(&rule);
+            let msg = if status == StatusCode::FORBIDDEN {
+                format!("bottle egress: request blocked: its body contains a secret ({rule}); the upstream request was aborted before it\n")
+            } else {
+                "bottle egress: too many request bodies are being inspected right now; retry shortly\n".into()
+            };
+            return Self::refusal(status, msg);
+        }
+        match result {
             Ok(resp) => self.respond(resp, detector, rule, method, target, path, t0),
             Err(e) => self.upstream_error(&e, &method, &target, &path, t0),
         }
@@ -289,9 +332,10 @@ impl Proxy {
         &self,
         headers: &HeaderMap,
         mut body: Incoming,
-        detector: &Detector,
+        detector: &Arc<Detector>,
         max_scan: usize,
         f: &BodyFacts<'_>,
+        on_refused: OnRefused,
     ) -> Result<ProxyBody, Response<ProxyBody>> {
         let deny = |status: StatusCode, rule: &str, msg: String| {
             self.deny(status, rule, f.method, f.host, f.port, f.path, f.t0, msg)
@@ -384,8 +428,25 @@ impl Proxy {
                 format!("bottle egress: request blocked: its body contains a secret ({rule})\n"),
             ));
         }
-        let rest = if ended { None } else { Some(body) };
-        Ok(PrefixedBody::new(prefix, trailers, rest, permit).boxed())
+        if ended {
+            return Ok(PrefixedBody::new(prefix, trailers, None, permit, None).boxed());
+        }
+        let scan = StreamScan {
+            detector: detector.clone(),
+            budget: self.budget.clone(),
+            on_refused,
+        };
+        Ok(PrefixedBody::new(prefix, trailers, Some(body), permit, Some(scan)).boxed())
+    }
+}
+
+/// The status a request refused while its body streamed gets: 503 when
+/// the buffer budget ran out, else 403 (a DLP hit).
+fn stream_refusal_status(rule: &str) -> StatusCode {
+    if rule == "buffer-limit" {
+        StatusCode::SERVICE_UNAVAILABLE
+    } else {
+        StatusCode::FORBIDDEN
     }
 }
 
