@@ -780,6 +780,15 @@ async fn only_the_holder_of_the_access_credential_uses_the_proxy() {
         .await;
     assert!(resp.starts_with("HTTP/1.1 407"), "{resp}");
     assert!(resp.contains("access denied"), "{resp}");
+    // The audit writer batches lines: wait for the third.
+    b.expect_audit("three access denials", |_| {
+        b.audit_lines()
+            .iter()
+            .filter(|l| l["rule"] == "access-credential")
+            .count()
+            >= 3
+    })
+    .await;
     let denials: Vec<_> = b
         .audit_lines()
         .into_iter()
@@ -1251,16 +1260,20 @@ async fn websocket_control_frame_payloads_are_scanned() {
             assert_eq!(code, Ok(1008), "{what}");
         }
     }
-    let n = b
-        .audit_lines()
-        .iter()
-        .filter(|l| {
-            l["decision"] == "deny"
-                && l["rule"] == "dlp:held:prompt-answer"
-                && l["method"] == "WEBSOCKET"
-        })
-        .count();
-    assert_eq!(n, 3, "one audited refusal per control frame");
+    let count = || {
+        b.audit_lines()
+            .iter()
+            .filter(|l| {
+                l["decision"] == "deny"
+                    && l["rule"] == "dlp:held:prompt-answer"
+                    && l["method"] == "WEBSOCKET"
+            })
+            .count()
+    };
+    // The audit writer batches lines: wait for the third.
+    b.expect_audit("three control-frame refusals", |_| count() >= 3)
+        .await;
+    assert_eq!(count(), 3, "one audited refusal per control frame");
     let seen = b.upstream.ws_seen.lock().unwrap().clone();
     assert!(
         !seen.iter().any(|m| m.contains(PROMPT_ANSWER)),

@@ -156,6 +156,24 @@ async fn path_parameters_and_double_encoding_cannot_leave_the_route() {
         b.expect_audit(path, |l| l["decision"] == "deny" && l["rule"] == rule)
             .await;
     }
+    // A refused path that also spells a held value (encoded twice, with an
+    // encoded slash after it) is recorded as the DLP hit, path redacted.
+    let twice: String = ROUTE_TOKEN.bytes().map(|b| format!("%25{b:02x}")).collect();
+    let raw = b
+        .raw_tls(
+            "allowed.test",
+            b.tls_port(),
+            &format!(
+                "GET /v1/{twice}%252f HTTP/1.1\r\nHost: allowed.test:{}\r\nConnection: close\r\n\r\n",
+                b.tls_port()
+            ),
+        )
+        .await;
+    assert!(raw.starts_with("HTTP/1.1 403"), "{raw}");
+    b.expect_audit("double-encoded secret path", |l| {
+        l["rule"] == "dlp:held:route-token" && l["path"] == "[redacted:held:route-token]"
+    })
+    .await;
     // h2 (the client keeps these paths as they are).
     for path in ["/v1/..;/admin-h2", "/v1/%252e%252e/admin-h2"] {
         let r = b
@@ -171,6 +189,7 @@ async fn path_parameters_and_double_encoding_cannot_leave_the_route() {
         b.upstream.seen().is_empty(),
         "upstream got a refused request"
     );
+    b.assert_audit_clean();
     // A single encoded dot inside a name is still fine.
     let r = b
         .client()

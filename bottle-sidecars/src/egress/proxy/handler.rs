@@ -53,7 +53,16 @@ impl Proxy {
         let live = self.shared.live();
         let method = req.method().as_str().to_owned();
         let raw_path = req.uri().path().to_owned();
-        let path = Self::safe(&live.detector, &raw_path);
+        // A path holding a secret is recorded (and refused) as that.
+        let path_hit = live.detector.scan(raw_path.as_bytes());
+        let path = match &path_hit {
+            Some(f) => format!("[redacted:{}]", f.rule),
+            None => raw_path.clone(),
+        };
+        let path_rule = |plain: &str| match &path_hit {
+            Some(f) if live.dlp => format!("dlp:{}", f.rule),
+            _ => plain.to_owned(),
+        };
         let host = target.host.as_str();
         let port = target.port;
 
@@ -100,7 +109,7 @@ impl Proxy {
             Err(super::super::head::HeadDenial::PathUnsafe) => {
                 return self.deny(
                     StatusCode::FORBIDDEN,
-                    "path-unsafe",
+                    &path_rule("path-unsafe"),
                     &method,
                     host,
                     port,
@@ -112,7 +121,7 @@ impl Proxy {
             Err(super::super::head::HeadDenial::PathEncoded) => {
                 return self.deny(
                     StatusCode::FORBIDDEN,
-                    "path-encoded",
+                    &path_rule("path-encoded"),
                     &method,
                     host,
                     port,
