@@ -16,7 +16,11 @@
 //!    - URL percent-encoding (upper- and lower-case hex, `+` for space), plus a
 //!      percent-decoded view of the input so any mix of encoded/unencoded
 //!      characters is caught;
-//!    - hex (lower and upper case) and JSON string escaping;
+//!    - base32 (RFC 4648 alphabet, upper and lower case, padded or not) at
+//!      all five byte alignments, like base64;
+//!    - hex (lower and upper case; a run of hex digits mixing the cases is
+//!      lower-cased in a view of its own) and JSON string escaping;
+//!    - the value reversed (searched in every view like any form);
 //!    - for multi-line values (key material), each line of at least
 //!      [`MIN_LINE_FRAGMENT`] bytes on its own, except lines every key of
 //!      its kind shares (PEM armour and headers, OpenSSH's fixed first line):
@@ -29,13 +33,19 @@
 //!    entropy thresholds and allowlists; operators add rules, bottles
 //!    disable them by id.
 //!
-//! Every scan looks at several views of the data: as sent, percent-decoded,
-//! JSON-unescaped, and in each of these every run of base64 characters
+//! Every scan looks at several views of the data: as sent, percent-decoded
+//! (once, and again when an escape is left), HTML numeric character
+//! references decoded (only when `&#` occurs), quoted-printable decoded
+//! (only when an `=HH` escape occurs), JSON-unescaped, and in each of these
+//! the runs of hex digits that mix cases lower-cased, and every run of base64 characters
 //! decoded in place (at every character offset, the final partial group
 //! included). Held values and patterns are searched in every view.
 //!
 //! A [`Finding`] names the rule (`held:<name>` or `pattern:<id>`) and an
 //! offset; nothing in this module ever prints, logs or returns a secret value.
+//!
+//! [`Detector::stream_window`] says how much of a stream must be scanned
+//! again with the next piece so nothing spanning the boundary is missed.
 //!
 //! Known limits: double encodings (base64 of base64, hex of base64, …),
 //! compression, encryption and line-wrapped base64 of a held value are not

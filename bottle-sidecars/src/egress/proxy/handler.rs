@@ -1,6 +1,6 @@
 //! One request to an allowed destination: the pure head decision
 //! ([`super::super::head::decide`]), DLP on the request line, headers and
-//! body prefix, then the upstream leg ([`super::upstream`]) or a WebSocket
+//! body (prefix at once, the rest as it streams), then the upstream leg ([`super::upstream`]) or a WebSocket
 //! relay ([`super::websocket`]).
 
 use std::sync::Arc;
@@ -246,7 +246,9 @@ impl Proxy {
         }
 
         // DLP on the first `max_body_scan` bytes of the body (decoded when
-        // it has a Content-Encoding) and on trailers that end within them.
+        // it has a Content-Encoding), on trailers that end within them, and
+        // on the rest of the body as it streams (a hit there aborts the
+        // upstream request; `refused` then holds the audited rule).
         let (mut parts, body) = req.into_parts();
         // Set (and audited) when the body is refused while it streams.
         let refused: Arc<std::sync::Mutex<Option<String>>> = Arc::default();
