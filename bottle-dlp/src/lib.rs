@@ -760,7 +760,9 @@ fn html_entities_mapped(data: &[u8], bytes: bool) -> (Vec<u8>, Vec<usize>) {
                     },
                     _ => break,
                 };
-                cp = cp.saturating_mul(if hex { 16 } else { 10 }).saturating_add(d);
+                cp = cp
+                    .saturating_mul(if hex { 16 } else { 10 })
+                    .saturating_add(d);
                 j += 1;
             }
             if j > digits_at && bytes && cp < 256 {
@@ -1251,8 +1253,14 @@ mod tests {
         let d = det();
         let dec: String = TOKEN.bytes().map(|b| format!("&#{b};")).collect();
         let utf8_dec: String = TOKEN.chars().map(|c| format!("&#{};", c as u32)).collect();
-        let hexent: String = TOKEN.chars().map(|c| format!("&#x{:X}", c as u32)).collect();
-        let zeros: String = TOKEN.chars().map(|c| format!("&#00{};", c as u32)).collect();
+        let hexent: String = TOKEN
+            .chars()
+            .map(|c| format!("&#x{:X}", c as u32))
+            .collect();
+        let zeros: String = TOKEN
+            .chars()
+            .map(|c| format!("&#00{};", c as u32))
+            .collect();
         for v in [dec, utf8_dec, hexent, zeros] {
             assert_held(&d, format!("<p>{v}</p>").as_bytes());
         }
@@ -1260,7 +1268,13 @@ mod tests {
         let half: String = TOKEN
             .chars()
             .enumerate()
-            .map(|(i, c)| if i % 2 == 0 { format!("&#{};", c as u32) } else { c.to_string() })
+            .map(|(i, c)| {
+                if i % 2 == 0 {
+                    format!("&#{};", c as u32)
+                } else {
+                    c.to_string()
+                }
+            })
             .collect();
         assert_held(&d, half.as_bytes());
         assert!(d.scan(b"&#60;p&#62; &amp; &#x26; &#;").is_none());

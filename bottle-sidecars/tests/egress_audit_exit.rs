@@ -27,7 +27,9 @@ fn free_port() -> SocketAddr {
 }
 
 /// The audit log's lock file, held exclusively until dropped.
-struct HeldLock(std::fs::File);
+struct HeldLock(
+    #[allow(dead_code, reason = "held only to keep the lock until dropped")] std::fs::File,
+);
 
 impl HeldLock {
     fn take(audit: &Path) -> HeldLock {

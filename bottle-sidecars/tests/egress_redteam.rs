@@ -48,7 +48,10 @@ async fn bodies_past_max_body_scan_are_scanned_as_they_stream() {
             .await
             .unwrap();
         assert_eq!(r.status(), 403, "{v}");
-        assert!(refused_as(&r.text().await.unwrap(), "dlp:held:prompt-answer"));
+        assert!(refused_as(
+            &r.text().await.unwrap(),
+            "dlp:held:prompt-answer"
+        ));
         // Split across two streamed chunks, both past the prefix, base64
         // encoded (a view, not the raw bytes).
         let enc = base64::engine::general_purpose::STANDARD.encode(PROMPT_ANSWER);
@@ -66,7 +69,10 @@ async fn bodies_past_max_body_scan_are_scanned_as_they_stream() {
             .await
             .unwrap();
         assert_eq!(r.status(), 403, "{v}");
-        assert!(refused_as(&r.text().await.unwrap(), "dlp:held:prompt-answer"));
+        assert!(refused_as(
+            &r.text().await.unwrap(),
+            "dlp:held:prompt-answer"
+        ));
         // A large clean body still goes through whole.
         let clean: Vec<u8> = (0..(3 << 20)).map(|i| b'a' + (i % 26) as u8).collect();
         let r = c
@@ -113,7 +119,10 @@ async fn held_value_split_across_two_headers_is_refused() {
             .await
             .unwrap();
         assert_eq!(r.status(), 403, "{v}");
-        assert!(refused_as(&r.text().await.unwrap(), "dlp:held:prompt-answer"));
+        assert!(refused_as(
+            &r.text().await.unwrap(),
+            "dlp:held:prompt-answer"
+        ));
         // Each half alone is not a value.
         let r = c
             .get(b.url("allowed.test", &format!("/v1/half-{v}")))
@@ -219,7 +228,10 @@ async fn plain_http_refusal_masks_a_host_spelling_a_held_value() {
     let host = line["host"].as_str().unwrap_or_default();
     assert!(host.starts_with("[redacted:held:prompt-answer"), "{host}");
     let log = std::fs::read_to_string(&b.audit).unwrap();
-    assert!(!log.contains(&hex), "hex of the held value in the audit log");
+    assert!(
+        !log.contains(&hex),
+        "hex of the held value in the audit log"
+    );
     b.assert_audit_clean();
 }
 
@@ -293,7 +305,10 @@ async fn reversible_encodings_of_a_held_value_are_refused() {
                 .await
                 .unwrap();
             assert_eq!(r.status(), 403, "{path}");
-            assert!(refused_as(&r.text().await.unwrap(), "dlp:held:prompt-answer"));
+            assert!(refused_as(
+                &r.text().await.unwrap(),
+                "dlp:held:prompt-answer"
+            ));
             b.expect_audit(&path, |l| {
                 l["decision"] == "deny"
                     && l["rule"] == "dlp:held:prompt-answer"

@@ -280,9 +280,11 @@ impl Body for PrefixedBody {
                     }
                 }
                 Poll::Pending => {
-                    // Nothing more to read now: scan what came, send what
-                    // is clear of the window.
-                    if scanning && this.buf.len() > this.window {
+                    // Nothing more to read now: scan what came and send what
+                    // is clear of the window — once at least a window's
+                    // worth of new bytes is there (a scan costs the window
+                    // again; tiny frames must not each pay it).
+                    if scanning && this.buf.len() >= 2 * this.window {
                         match this.scan_buf(false) {
                             Err(e) => return Poll::Ready(Some(Err(e))),
                             Ok(Some(out)) => return Poll::Ready(Some(Ok(Frame::data(out)))),

@@ -126,7 +126,8 @@ pub fn decide<'a>(
         || decoded.contains('\\')
         || decoded.contains('\0')
         || decoded.split('/').any(is_dot_segment);
-    let encoded_path = has_encoded_separator(uri.path(), false) || has_encoded_separator(&decoded, true);
+    let encoded_path =
+        has_encoded_separator(uri.path(), false) || has_encoded_separator(&decoded, true);
     let facts = RequestFacts {
         host: &dest.host,
         port: dest.port,

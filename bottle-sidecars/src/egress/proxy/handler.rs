@@ -280,7 +280,14 @@ impl Proxy {
                 })
             };
             match self
-                .scan_body(&parts.headers, body, &detector, max_scan, &facts, on_refused)
+                .scan_body(
+                    &parts.headers,
+                    body,
+                    &detector,
+                    max_scan,
+                    &facts,
+                    on_refused,
+                )
                 .await
             {
                 Ok(b) => b,
@@ -317,10 +324,7 @@ impl Proxy {
         let upstream_req = Request::from_parts(parts, body);
 
         let result = self.client.request(upstream_req).await;
-        let stream_refused = refused
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take();
+        let stream_refused = refused.lock().unwrap_or_else(|p| p.into_inner()).take();
         if let Some(rule) = stream_refused {
             // Already audited by the body.
             let status = stream_refusal_status(&rule);
