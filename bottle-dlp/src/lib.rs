@@ -16,7 +16,11 @@
 //!    - URL percent-encoding (upper- and lower-case hex, `+` for space), plus a
 //!      percent-decoded view of the input so any mix of encoded/unencoded
 //!      characters is caught;
-//!    - hex (lower and upper case) and JSON string escaping;
+//!    - base32 (RFC 4648 alphabet, upper and lower case, padded or not) at
+//!      all five byte alignments, like base64;
+//!    - hex (lower and upper case; a run of hex digits mixing the cases is
+//!      lower-cased in a view of its own) and JSON string escaping;
+//!    - the value reversed (searched in every view like any form);
 //!    - for multi-line values (key material), each line of at least
 //!      [`MIN_LINE_FRAGMENT`] bytes on its own, except lines every key of
 //!      its kind shares (PEM armour and headers, OpenSSH's fixed first line):
@@ -29,13 +33,19 @@
 //!    entropy thresholds and allowlists; operators add rules, bottles
 //!    disable them by id.
 //!
-//! Every scan looks at several views of the data: as sent, percent-decoded,
-//! JSON-unescaped, and in each of these every run of base64 characters
+//! Every scan looks at several views of the data: as sent, percent-decoded
+//! (once, and again when an escape is left), HTML numeric character
+//! references decoded (only when `&#` occurs), quoted-printable decoded
+//! (only when an `=HH` escape occurs), JSON-unescaped, and in each of these
+//! the runs of hex digits that mix cases lower-cased, and every run of base64 characters
 //! decoded in place (at every character offset, the final partial group
 //! included). Held values and patterns are searched in every view.
 //!
 //! A [`Finding`] names the rule (`held:<name>` or `pattern:<id>`) and an
 //! offset; nothing in this module ever prints, logs or returns a secret value.
+//!
+//! [`Detector::stream_window`] says how much of a stream must be scanned
+//! again with the next piece so nothing spanning the boundary is missed.
 //!
 //! Known limits: double encodings (base64 of base64, hex of base64, …),
 //! compression, encryption and line-wrapped base64 of a held value are not
@@ -58,6 +68,16 @@ pub const MIN_HELD_LEN: usize = 8;
 
 /// Lines of a multi-line held value at least this long are searched on their own.
 pub const MIN_LINE_FRAGMENT: usize = 20;
+
+/// How far a credential pattern match reaches, in bytes, for
+/// [`Detector::stream_window`]: longer pattern matches across a streamed
+/// body's scan windows are not guaranteed to be seen.
+pub const PATTERN_REACH: usize = 4096;
+
+/// Bytes an encoded held value may take per byte of the value, for
+/// [`Detector::stream_window`] (JSON `\u00XX` of base64 is 8; HTML entities
+/// with a few leading zeros fit too).
+const ENCODED_GROWTH: usize = 12;
 
 /// Shortest run of base64 characters that is decoded in place to look for
 /// credential patterns inside it.
@@ -145,6 +165,8 @@ pub struct Detector {
     first_bytes: [bool; 256],
     /// Number of held secrets in use (after dropping short ones).
     held_count: usize,
+    /// Length of the longest held value.
+    longest_value: usize,
 }
 
 impl fmt::Debug for Detector {
@@ -206,6 +228,7 @@ impl Detector {
         let mut held_names: HashMap<Vec<u8>, String> = HashMap::new();
         let mut order: Vec<Vec<u8>> = Vec::new();
         let mut held_count = 0;
+        let mut longest_value = 0;
         for (name, raw) in held {
             let value = trim_trailing_newlines(&raw);
             if value.len() < MIN_HELD_LEN {
@@ -216,6 +239,7 @@ impl Detector {
                 continue;
             }
             held_count += 1;
+            longest_value = longest_value.max(value.len());
             let mut forms = encoded_forms(value);
             // Multi-line values (key material): each long line on its own.
             if value.contains(&b'\n') {
@@ -280,7 +304,17 @@ impl Detector {
             sorted_forms,
             first_bytes,
             held_count,
+            longest_value,
         }
+    }
+
+    /// For scanning a stream in pieces: how many bytes of what was already
+    /// scanned must be scanned again with the next piece (and so must not
+    /// be forwarded before it), so that any held value in any view, or a
+    /// credential pattern up to [`PATTERN_REACH`] bytes, that spans the
+    /// boundary is seen whole.
+    pub fn stream_window(&self) -> usize {
+        PATTERN_REACH.max(self.longest_value * ENCODED_GROWTH + 64)
     }
 
     /// The first finding in `data`, held secrets before patterns, raw view
@@ -302,12 +336,46 @@ impl Detector {
                 if let Some(f) = self.scan_view(&decoded, &mut seen) {
                     return Some(remap(f, &map));
                 }
+                // Encoded twice (`%2541`): decode once more.
+                if has_percent_escape(&decoded) {
+                    let (twice, map2) = percent_decode_mapped(&decoded, false);
+                    if let Some(f) = self.scan_view(&twice, &mut seen) {
+                        return Some(remap(remap(f, &map2), &map));
+                    }
+                }
             }
         }
         // `+` is a space only in form encoding; a percent-encoded header or
         // path keeps a base64 `+` as it is.
         if pct && plus {
             let (decoded, map) = percent_decode_mapped(data, false);
+            if decoded != data {
+                if let Some(f) = self.scan_view(&decoded, &mut seen) {
+                    return Some(remap(f, &map));
+                }
+            }
+        }
+        // HTML character references (`&#65;`, `&#x41;`), only when present.
+        if has_pair(b'&', b'#', data) {
+            let (decoded, map) = html_entities_mapped(data, false);
+            if decoded != data {
+                if let Some(f) = self.scan_view(&decoded, &mut seen) {
+                    return Some(remap(f, &map));
+                }
+                // References to single bytes (`&#195;&#187;`, as a byte-wise
+                // encoder writes UTF-8), when read so they differ.
+                let (bytes, map) = html_entities_mapped(data, true);
+                if bytes != decoded {
+                    if let Some(f) = self.scan_view(&bytes, &mut seen) {
+                        return Some(remap(f, &map));
+                    }
+                }
+            }
+        }
+        // Quoted-printable (`=3D`, soft line breaks), only when an `=XX`
+        // escape is there.
+        if has_qp_escape(data) {
+            let (decoded, map) = quoted_printable_mapped(data);
             if decoded != data {
                 if let Some(f) = self.scan_view(&decoded, &mut seen) {
                     return Some(remap(f, &map));
@@ -336,6 +404,27 @@ impl Detector {
     fn scan_view(&self, data: &[u8], seen: &mut HashSet<Vec<u8>>) -> Option<Finding> {
         if let Some(f) = self.scan_direct(data) {
             return Some(f);
+        }
+        // Hex with upper- and lower-case digits mixed: those runs only,
+        // lowercased (the lower-case hex form then matches).
+        if self.held_re.is_some() {
+            let runs = mixed_case_hex_runs(data);
+            if !runs.is_empty() {
+                let mut buf = Vec::new();
+                let mut starts: Vec<(usize, usize)> = Vec::with_capacity(runs.len());
+                for &(start, end) in &runs {
+                    starts.push((buf.len(), start));
+                    buf.extend(data[start..end].iter().map(u8::to_ascii_lowercase));
+                    buf.push(0);
+                }
+                if let Some(f) = self.scan_direct(&buf) {
+                    let i = starts.partition_point(|(b, _)| *b <= f.offset).max(1) - 1;
+                    return Some(Finding {
+                        rule: f.rule,
+                        offset: starts[i].1,
+                    });
+                }
+            }
         }
         let mut runs = base64_runs(data);
         runs.retain(|&(start, end)| seen.insert(data[start..end].to_vec()));
@@ -508,6 +597,22 @@ fn encoded_forms(value: &[u8]) -> Vec<Vec<u8>> {
     for f in [upper, lower, plus, plus_lower] {
         forms.push(f.into_bytes());
     }
+    // base32 (RFC 4648 alphabet, upper and lower case): the part that
+    // depends only on the secret's bytes, at each of the five alignments.
+    for align in 0..5usize {
+        let mut buf = vec![0u8; align];
+        buf.extend_from_slice(value);
+        let enc = base32_encode(&buf);
+        let start = (8 * align).div_ceil(5);
+        let end = (8 * (align + value.len())) / 5;
+        if end > start {
+            let core = enc[start..end].to_vec();
+            forms.push(core.to_ascii_lowercase());
+            forms.push(core);
+        }
+    }
+    // The value reversed (searched in every view like the others).
+    forms.push(value.iter().rev().copied().collect());
     // hex
     let hex_lower = hex::encode(value);
     forms.push(hex_lower.to_uppercase().into_bytes());
@@ -521,6 +626,21 @@ fn encoded_forms(value: &[u8]) -> Vec<Vec<u8>> {
         }
     }
     forms
+}
+
+/// RFC 4648 base32 without padding.
+fn base32_encode(data: &[u8]) -> Vec<u8> {
+    const ALPHABET: &[u8; 32] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
+    let mut out = Vec::with_capacity(data.len().div_ceil(5) * 8);
+    for chunk in data.chunks(5) {
+        let mut group = [0u8; 8];
+        group[3..3 + chunk.len()].copy_from_slice(chunk);
+        let bits = u64::from_be_bytes(group);
+        for i in 0..(chunk.len() * 8).div_ceil(5) {
+            out.push(ALPHABET[((bits >> (35 - 5 * i)) & 31) as usize]);
+        }
+    }
+    out
 }
 
 fn lowercase_percent_hex(s: &str) -> String {
@@ -567,6 +687,136 @@ fn percent_decode_mapped(data: &[u8], plus_is_space: bool) -> (Vec<u8>, Vec<usiz
             }
         }
         out.push(if b == b'+' && plus_is_space { b' ' } else { b });
+        map.push(i);
+        i += 1;
+    }
+    (out, map)
+}
+
+/// Does `data` hold `a` immediately followed by `b` anywhere?
+fn has_pair(a: u8, b: u8, data: &[u8]) -> bool {
+    data.windows(2).any(|w| w[0] == a && w[1] == b)
+}
+
+/// Is there a `%HH` escape in `data`?
+fn has_percent_escape(data: &[u8]) -> bool {
+    data.windows(3)
+        .any(|w| w[0] == b'%' && w[1].is_ascii_hexdigit() && w[2].is_ascii_hexdigit())
+}
+
+/// Is there an `=HH` (upper-case hex, as quoted-printable writes it)
+/// escape in `data`?
+fn has_qp_escape(data: &[u8]) -> bool {
+    let up = |b: u8| b.is_ascii_digit() || (b'A'..=b'F').contains(&b);
+    data.windows(3)
+        .any(|w| w[0] == b'=' && up(w[1]) && up(w[2]))
+}
+
+/// Maximal runs of hex digits, at least `2 * MIN_HELD_LEN` long, that hold
+/// both upper- and lower-case letters.
+fn mixed_case_hex_runs(data: &[u8]) -> Vec<(usize, usize)> {
+    let mut runs = Vec::new();
+    let mut i = 0;
+    while i < data.len() {
+        if !data[i].is_ascii_hexdigit() {
+            i += 1;
+            continue;
+        }
+        let start = i;
+        let (mut upper, mut lower) = (false, false);
+        while i < data.len() && data[i].is_ascii_hexdigit() {
+            upper |= data[i].is_ascii_uppercase();
+            lower |= data[i].is_ascii_lowercase();
+            i += 1;
+        }
+        if upper && lower && i - start >= 2 * MIN_HELD_LEN {
+            runs.push((start, i));
+        }
+    }
+    runs
+}
+
+/// Decode HTML numeric character references (`&#65;`, `&#x41;`, the `;`
+/// optional, leading zeros allowed) to UTF-8 — or, when `bytes`, a
+/// reference below 256 to that one byte — keeping for each output byte the
+/// offset of the input byte it came from. Named references are kept as
+/// they are.
+fn html_entities_mapped(data: &[u8], bytes: bool) -> (Vec<u8>, Vec<usize>) {
+    let mut out = Vec::with_capacity(data.len());
+    let mut map = Vec::with_capacity(data.len());
+    let mut i = 0;
+    while i < data.len() {
+        if data[i] == b'&' && data.get(i + 1) == Some(&b'#') {
+            let hex = matches!(data.get(i + 2), Some(b'x' | b'X'));
+            let digits_at = i + 2 + usize::from(hex);
+            let mut j = digits_at;
+            let mut cp: u32 = 0;
+            while j < data.len() && j - digits_at < 16 {
+                let d = match (hex, data[j]) {
+                    (_, b @ b'0'..=b'9') => u32::from(b - b'0'),
+                    (true, b) => match hex_val(b) {
+                        Some(v) => u32::from(v),
+                        None => break,
+                    },
+                    _ => break,
+                };
+                cp = cp
+                    .saturating_mul(if hex { 16 } else { 10 })
+                    .saturating_add(d);
+                j += 1;
+            }
+            if j > digits_at && bytes && cp < 256 {
+                out.push(cp as u8);
+                map.push(i);
+                i = if data.get(j) == Some(&b';') { j + 1 } else { j };
+                continue;
+            }
+            if j > digits_at {
+                if let Some(c) = char::from_u32(cp) {
+                    let mut buf = [0u8; 4];
+                    for b in c.encode_utf8(&mut buf).bytes() {
+                        out.push(b);
+                        map.push(i);
+                    }
+                    i = if data.get(j) == Some(&b';') { j + 1 } else { j };
+                    continue;
+                }
+            }
+        }
+        out.push(data[i]);
+        map.push(i);
+        i += 1;
+    }
+    (out, map)
+}
+
+/// Decode quoted-printable (`=HH`, either case, and `=` line breaks),
+/// keeping for each output byte the offset of the input byte it came from.
+fn quoted_printable_mapped(data: &[u8]) -> (Vec<u8>, Vec<usize>) {
+    let mut out = Vec::with_capacity(data.len());
+    let mut map = Vec::with_capacity(data.len());
+    let mut i = 0;
+    while i < data.len() {
+        if data[i] == b'=' {
+            if let (Some(h), Some(l)) = (
+                data.get(i + 1).copied().and_then(hex_val),
+                data.get(i + 2).copied().and_then(hex_val),
+            ) {
+                out.push(h * 16 + l);
+                map.push(i);
+                i += 3;
+                continue;
+            }
+            if data.get(i + 1) == Some(&b'\n') {
+                i += 2;
+                continue;
+            }
+            if data.get(i + 1..i + 3) == Some(&b"\r\n"[..]) {
+                i += 3;
+                continue;
+            }
+        }
+        out.push(data[i]);
         map.push(i);
         i += 1;
     }
@@ -878,8 +1128,11 @@ mod tests {
         let d = det();
         assert_eq!(d.pending_tail_len(b"hello, world!"), 0);
         assert_eq!(d.pending_tail_len(b"hello tok en/"), "tok en/".len());
+        // The complete value is not pending; its last byte starts the
+        // reversed value, so that one byte is.
+        assert_eq!(d.pending_tail_len(TOKEN.as_bytes()), 1);
         assert_eq!(
-            d.pending_tail_len(TOKEN.as_bytes()),
+            d.pending_tail_len(format!("{TOKEN}.").as_bytes()),
             0,
             "complete value is not pending"
         );
@@ -941,6 +1194,144 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// RFC 4648 base32 with padding, written independently of the
+    /// detector's encoder (bits taken one at a time).
+    fn base32_padded(data: &[u8]) -> String {
+        const A: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
+        let bits: Vec<u8> = data
+            .iter()
+            .flat_map(|b| (0..8).rev().map(move |i| (b >> i) & 1))
+            .collect();
+        let mut out: String = bits
+            .chunks(5)
+            .map(|c| {
+                let v = (0..5).fold(0usize, |v, i| v * 2 + usize::from(*c.get(i).unwrap_or(&0)));
+                A[v] as char
+            })
+            .collect();
+        while out.len() % 8 != 0 {
+            out.push('=');
+        }
+        out
+    }
+
+    #[test]
+    fn base32_any_alignment_padded_or_not_either_case() {
+        let d = det();
+        for prefix_len in 0..6 {
+            let mut payload = vec![b'{'; prefix_len];
+            payload.extend_from_slice(TOKEN.as_bytes());
+            let enc = base32_padded(&payload);
+            assert_held(&d, format!("x={enc}").as_bytes());
+            assert_held(&d, format!("x={}", enc.trim_end_matches('=')).as_bytes());
+            assert_held(&d, format!("x={}", enc.to_ascii_lowercase()).as_bytes());
+        }
+        assert_eq!(base32_padded(b"foobar"), "MZXW6YTBOI======");
+    }
+
+    #[test]
+    fn hex_with_mixed_case_digits() {
+        let d = det();
+        let mut hex: Vec<u8> = hex::encode(TOKEN).into_bytes();
+        // Upper-case every third digit.
+        for (i, b) in hex.iter_mut().enumerate() {
+            if i % 3 == 0 {
+                *b = b.to_ascii_uppercase();
+            }
+        }
+        let hex = String::from_utf8(hex).unwrap();
+        assert!(hex.bytes().any(|b| b.is_ascii_uppercase()));
+        assert!(hex.bytes().any(|b| b.is_ascii_lowercase()));
+        assert_held(&d, format!("v={hex}").as_bytes());
+        assert_held(&d, format!("id-{hex}-end").as_bytes());
+    }
+
+    #[test]
+    fn html_entities_decimal_and_hex() {
+        let d = det();
+        let dec: String = TOKEN.bytes().map(|b| format!("&#{b};")).collect();
+        let utf8_dec: String = TOKEN.chars().map(|c| format!("&#{};", c as u32)).collect();
+        let hexent: String = TOKEN
+            .chars()
+            .map(|c| format!("&#x{:X}", c as u32))
+            .collect();
+        let zeros: String = TOKEN
+            .chars()
+            .map(|c| format!("&#00{};", c as u32))
+            .collect();
+        for v in [dec, utf8_dec, hexent, zeros] {
+            assert_held(&d, format!("<p>{v}</p>").as_bytes());
+        }
+        // A partly encoded value.
+        let half: String = TOKEN
+            .chars()
+            .enumerate()
+            .map(|(i, c)| {
+                if i % 2 == 0 {
+                    format!("&#{};", c as u32)
+                } else {
+                    c.to_string()
+                }
+            })
+            .collect();
+        assert_held(&d, half.as_bytes());
+        assert!(d.scan(b"&#60;p&#62; &amp; &#x26; &#;").is_none());
+    }
+
+    #[test]
+    fn quoted_printable_with_soft_line_breaks() {
+        let d = det();
+        let qp: String = TOKEN
+            .bytes()
+            .map(|b| {
+                if b.is_ascii_alphanumeric() {
+                    (b as char).to_string()
+                } else {
+                    format!("={b:02X}")
+                }
+            })
+            .collect();
+        // Break the line before an escape (a soft break inside one is not QP).
+        let mid = qp.len() / 2 + qp[qp.len() / 2..].find('=').unwrap();
+        let (a, b) = qp.split_at(mid);
+        let body = format!(
+            "--XYZ\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n{a}=\r\n{b}\r\n--XYZ--\r\n"
+        );
+        assert_held(&d, body.as_bytes());
+    }
+
+    #[test]
+    fn percent_encoding_applied_twice() {
+        let d = det();
+        let twice: String = TOKEN.bytes().map(|b| format!("%25{b:02x}")).collect();
+        assert_held(&d, format!("/p/{twice}").as_bytes());
+        let upper: String = TOKEN.bytes().map(|b| format!("%25{b:02X}")).collect();
+        assert_held(&d, format!("q={upper}").as_bytes());
+    }
+
+    #[test]
+    fn reversed_value_in_any_view() {
+        let d = det();
+        let rev: Vec<u8> = TOKEN.bytes().rev().collect();
+        let mut data = b"x=".to_vec();
+        data.extend_from_slice(&rev);
+        assert_held(&d, &data);
+        assert_held(&d, STANDARD.encode(&rev).as_bytes());
+        let pct: String = rev.iter().map(|b| format!("%{b:02x}")).collect();
+        assert_held(&d, pct.as_bytes());
+    }
+
+    #[test]
+    fn stream_window_covers_encoded_values_and_patterns() {
+        let d = det();
+        assert!(d.stream_window() >= PATTERN_REACH);
+        let long = Detector::new(vec![HeldSecret {
+            name: "k".into(),
+            value: "v".repeat(4000),
+        }]);
+        assert!(long.stream_window() >= 8 * 4000);
     }
 
     fn pattern(data: &str) -> Option<String> {

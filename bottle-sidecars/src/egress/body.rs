@@ -85,35 +85,124 @@ pub fn take_budget(
     Ok(())
 }
 
+/// Called once when a streamed request body is refused, with the audit
+/// rule (`dlp:held:<name>`, `dlp:pattern:<id>` or `buffer-limit`).
+pub type OnRefused = Box<dyn FnOnce(&str) + Send + Sync>;
+
+/// Scan a request body's bytes past its prefix as they stream.
+pub struct StreamScan {
+    /// The detector.
+    pub detector: Arc<Detector>,
+    /// The proxy-wide budget of buffered body bytes.
+    pub budget: Arc<tokio::sync::Semaphore>,
+    /// Writes the refusal's audit line and tells the handler.
+    pub on_refused: OnRefused,
+}
+
+/// Scanned bytes are batched up to this much before a scan when more is
+/// already there to read (fewer, larger scans).
+const STREAM_BATCH: usize = 64 << 10;
+
 /// A request body: an already-read (and scanned) prefix, its trailers if
-/// the body ended within the prefix (scanned too), then the rest. Trailers
-/// that arrive in the unscanned rest are dropped, never forwarded.
+/// the body ended within the prefix (scanned too), then the rest, scanned
+/// as it streams (ARCHITECTURE.md "egress"): the last
+/// [`Detector::stream_window`] bytes of what was scanned are held back and
+/// scanned again with the next bytes, so nothing is forwarded before it
+/// has been scanned together with what follows it closely enough to
+/// complete a held value. A hit ends the body with an error (the upstream
+/// request is aborted; what it got holds no part of the match) and calls
+/// [`StreamScan::on_refused`]. Trailers that arrive after the prefix are
+/// dropped, never forwarded.
 pub struct PrefixedBody {
-    prefix: Option<Bytes>,
+    /// Scanned bytes that may go out now.
+    ready: Option<Bytes>,
+    /// Scanned bytes held back (the window) plus read bytes not scanned yet.
+    buf: BytesMut,
     trailers: Option<HeaderMap>,
     rest: Option<Incoming>,
-    /// Budget bytes held while the prefix is buffered.
+    scan: Option<StreamScan>,
+    window: usize,
+    /// Budget bytes held for what is buffered.
     permit: Option<OwnedSemaphorePermit>,
+    /// Refused: every further poll ends the body.
+    refused: bool,
 }
 
 impl PrefixedBody {
-    /// `rest` is `None` when the prefix was the whole body.
+    /// `rest` is `None` when the prefix was the whole body; `scan` is how
+    /// the rest is scanned (`None`: it was all scanned, or DLP is off).
     pub fn new(
         prefix: Bytes,
         trailers: Option<HeaderMap>,
         rest: Option<Incoming>,
         permit: Option<OwnedSemaphorePermit>,
+        scan: Option<StreamScan>,
     ) -> Self {
+        let window = scan.as_ref().map_or(0, |s| s.detector.stream_window());
+        let mut ready = prefix;
+        let mut buf = BytesMut::new();
+        if rest.is_some() && scan.is_some() {
+            let keep = window.min(ready.len());
+            buf.extend_from_slice(&ready.split_off(ready.len() - keep));
+        }
         Self {
-            prefix: if prefix.is_empty() {
-                None
-            } else {
-                Some(prefix)
-            },
+            ready: (!ready.is_empty()).then_some(ready),
+            buf,
             trailers,
             rest,
+            scan,
+            window,
             permit,
+            refused: false,
         }
+    }
+
+    /// Keep budget for what stays buffered; take more when the buffer grows.
+    fn fit_budget(&mut self, want: usize) -> Result<(), PrefixError> {
+        let have = self.permit.as_ref().map_or(0, |p| p.num_permits());
+        if have > want {
+            if let Some(p) = self.permit.as_mut() {
+                drop(p.split(have - want));
+            }
+            return Ok(());
+        }
+        match &self.scan {
+            Some(s) => take_budget(&s.budget, &mut self.permit, want - have),
+            None => Ok(()),
+        }
+    }
+
+    /// Scan `buf` whole; on a clean scan, split off what may go out
+    /// (everything when `last`, else all but the window).
+    fn scan_buf(&mut self, last: bool) -> Result<Option<Bytes>, BoxError> {
+        let hit = match &self.scan {
+            Some(s) if !self.buf.is_empty() => s.detector.scan(&self.buf),
+            _ => None,
+        };
+        if let Some(found) = hit {
+            return Err(self.refuse(&format!("dlp:{}", found.rule)));
+        }
+        let keep = if last {
+            0
+        } else {
+            self.window.min(self.buf.len())
+        };
+        let n = self.buf.len() - keep;
+        let out = (n > 0).then(|| self.buf.split_to(n).freeze());
+        // Shrinking never fails.
+        let _ = self.fit_budget(self.buf.len());
+        Ok(out)
+    }
+
+    fn refuse(&mut self, rule: &str) -> BoxError {
+        self.refused = true;
+        self.rest = None;
+        self.buf = BytesMut::new();
+        self.permit = None;
+        if let Some(s) = self.scan.take() {
+            (s.on_refused)(rule);
+        }
+        format!("request body refused by egress ({rule})").into()
     }
 }
 
@@ -125,41 +214,99 @@ impl Body for PrefixedBody {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        if let Some(p) = self.prefix.take() {
-            self.permit = None;
+        let this = &mut *self;
+        if this.refused {
+            return Poll::Ready(None);
+        }
+        if let Some(p) = this.ready.take() {
+            // Budget only for what stays buffered.
+            let _ = this.fit_budget(this.buf.len());
             return Poll::Ready(Some(Ok(Frame::data(p))));
         }
-        self.permit = None;
-        if let Some(t) = self.trailers.take() {
-            return Poll::Ready(Some(Ok(Frame::trailers(t))));
+        if this.scan.is_none() {
+            this.permit = None;
         }
-        match self.rest.as_mut() {
-            None => Poll::Ready(None),
-            Some(rest) => match Pin::new(rest).poll_frame(cx) {
-                Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(Box::new(e)))),
-                Poll::Ready(Some(Ok(f))) if f.is_data() => Poll::Ready(Some(Ok(f))),
-                Poll::Ready(Some(Ok(_trailers))) => {
-                    // Unscanned trailers: dropped (see the type's docs).
-                    self.rest = None;
-                    Poll::Ready(None)
+        loop {
+            let Some(rest) = this.rest.as_mut() else {
+                if !this.buf.is_empty() {
+                    let out = this.buf.split().freeze();
+                    this.permit = None;
+                    return Poll::Ready(Some(Ok(Frame::data(out))));
                 }
+                this.permit = None;
+                if let Some(t) = this.trailers.take() {
+                    return Poll::Ready(Some(Ok(Frame::trailers(t))));
+                }
+                return Poll::Ready(None);
+            };
+            let scanning = this.scan.is_some();
+            match Pin::new(rest).poll_frame(cx) {
+                Poll::Ready(Some(Err(e))) => {
+                    this.rest = None;
+                    return Poll::Ready(Some(Err(Box::new(e))));
+                }
+                Poll::Ready(Some(Ok(f))) => match f.into_data() {
+                    Ok(data) if !scanning => return Poll::Ready(Some(Ok(Frame::data(data)))),
+                    Ok(data) => {
+                        let want = this.buf.len() + data.len();
+                        if this.fit_budget(want).is_err() {
+                            return Poll::Ready(Some(Err(this.refuse("buffer-limit"))));
+                        }
+                        this.buf.extend_from_slice(&data);
+                        if this.buf.len() >= this.window + STREAM_BATCH {
+                            match this.scan_buf(false) {
+                                Err(e) => return Poll::Ready(Some(Err(e))),
+                                Ok(Some(out)) => return Poll::Ready(Some(Ok(Frame::data(out)))),
+                                Ok(None) => {}
+                            }
+                        }
+                    }
+                    Err(_trailers) => {
+                        // Unscanned trailers: dropped (see the type's docs).
+                        this.rest = None;
+                        match this.scan_buf(true) {
+                            Err(e) => return Poll::Ready(Some(Err(e))),
+                            Ok(Some(out)) => return Poll::Ready(Some(Ok(Frame::data(out)))),
+                            Ok(None) => {}
+                        }
+                    }
+                },
                 Poll::Ready(None) => {
-                    self.rest = None;
-                    Poll::Ready(None)
+                    this.rest = None;
+                    match this.scan_buf(true) {
+                        Err(e) => return Poll::Ready(Some(Err(e))),
+                        Ok(Some(out)) => return Poll::Ready(Some(Ok(Frame::data(out)))),
+                        Ok(None) => {}
+                    }
                 }
-                Poll::Pending => Poll::Pending,
-            },
+                Poll::Pending => {
+                    // Nothing more to read now: scan what came and send what
+                    // is clear of the window — once at least a window's
+                    // worth of new bytes is there (a scan costs the window
+                    // again; tiny frames must not each pay it).
+                    if scanning && this.buf.len() >= 2 * this.window {
+                        match this.scan_buf(false) {
+                            Err(e) => return Poll::Ready(Some(Err(e))),
+                            Ok(Some(out)) => return Poll::Ready(Some(Ok(Frame::data(out)))),
+                            Ok(None) => {}
+                        }
+                    }
+                    return Poll::Pending;
+                }
+            }
         }
     }
 
     fn is_end_stream(&self) -> bool {
-        self.prefix.is_none()
-            && self.trailers.is_none()
-            && self.rest.as_ref().is_none_or(|r| r.is_end_stream())
+        self.refused
+            || (self.ready.is_none()
+                && self.buf.is_empty()
+                && self.trailers.is_none()
+                && self.rest.as_ref().is_none_or(|r| r.is_end_stream()))
     }
 
     fn size_hint(&self) -> SizeHint {
-        let extra = self.prefix.as_ref().map_or(0, |p| p.len() as u64);
+        let extra = self.ready.as_ref().map_or(0, |p| p.len() as u64) + self.buf.len() as u64;
         match &self.rest {
             None => SizeHint::with_exact(extra),
             Some(r) => {

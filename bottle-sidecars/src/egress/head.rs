@@ -44,8 +44,14 @@ pub enum HeadDenial {
     HostMismatch(String),
     /// A CONNECT inside an intercepted connection.
     NestedConnect,
-    /// Dot segments, a backslash or a NUL in the path, or a relative path.
+    /// Dot segments (also with path parameters: `..;x`), a backslash or a
+    /// NUL in the path, or a relative path.
     PathUnsafe,
+    /// An encoded slash or backslash (`%2f`, `%5c`), or an encoded dot,
+    /// slash or backslash that is still there after one percent-decoding
+    /// (double encoding): an upstream may decode it into a path separator
+    /// or dot segment the route's globs never saw.
+    PathEncoded,
     /// The policy refuses it.
     Policy(Denial),
 }
@@ -57,6 +63,7 @@ impl HeadDenial {
             HeadDenial::HostMismatch(_) => "host-mismatch".into(),
             HeadDenial::NestedConnect => "nested-connect".into(),
             HeadDenial::PathUnsafe => "path-unsafe".into(),
+            HeadDenial::PathEncoded => "path-encoded".into(),
             HeadDenial::Policy(d) => d.rule(),
         }
     }
@@ -118,7 +125,9 @@ pub fn decide<'a>(
     let unsafe_path = !decoded.starts_with('/')
         || decoded.contains('\\')
         || decoded.contains('\0')
-        || decoded.split('/').any(|seg| seg == "." || seg == "..");
+        || decoded.split('/').any(is_dot_segment);
+    let encoded_path =
+        has_encoded_separator(uri.path(), false) || has_encoded_separator(&decoded, true);
     let facts = RequestFacts {
         host: &dest.host,
         port: dest.port,
@@ -130,11 +139,120 @@ pub fn decide<'a>(
     if unsafe_path && !matches!(decision, Err(Denial::NoRoute(_))) {
         return Err(HeadDenial::PathUnsafe);
     }
+    if encoded_path && !matches!(decision, Err(Denial::NoRoute(_))) {
+        return Err(HeadDenial::PathEncoded);
+    }
     match decision {
         Ok(allowed) => Ok(Checked {
             allowed,
             decoded_path: decoded,
         }),
         Err(d) => Err(HeadDenial::Policy(d)),
+    }
+}
+
+/// `.` or `..`, also with path parameters (`..;x`, `.;x`): servlet
+/// containers strip `;…` from a segment before resolving dot segments.
+fn is_dot_segment(seg: &str) -> bool {
+    let name = seg.split(';').next().unwrap_or(seg);
+    name == "." || name == ".."
+}
+
+/// Does `path` hold `%2f` or `%5c` (any case), or also `%2e` when `dot`?
+/// On the raw path an encoded `.` is harmless (decoding once is what the
+/// globs see, and a dot segment is refused there), so only slash and
+/// backslash count; on the once-decoded path any of the three means the
+/// path was encoded twice.
+fn has_encoded_separator(path: &str, dot: bool) -> bool {
+    path.as_bytes().windows(3).any(|w| {
+        w[0] == b'%'
+            && match (w[1], w[2].to_ascii_lowercase()) {
+                (b'2', b'f') | (b'5', b'c') => true,
+                (b'2', b'e') => dot,
+                _ => false,
+            }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ROUTES: &str = r#"
+[[routes]]
+host = "api.example.com"
+paths = ["/allowed/**"]
+"#;
+
+    fn live() -> (tempfile::TempDir, Live) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let routes = dir.path().join("routes.toml");
+        std::fs::write(&routes, ROUTES).expect("routes.toml");
+        let live = Live::load(&routes, None).expect("routes load");
+        (dir, live)
+    }
+
+    fn check(live: &Live, path: &str) -> Result<String, String> {
+        let dest = Destination {
+            tls: true,
+            host: "api.example.com".into(),
+            port: 443,
+        };
+        let uri: Uri = path.parse().expect("uri");
+        decide(
+            live,
+            &dest,
+            &Method::GET,
+            &uri,
+            &HeaderMap::new(),
+            SystemTime::now(),
+        )
+        .map(|c| c.decoded_path)
+        .map_err(|d| d.rule())
+    }
+
+    #[test]
+    fn dot_segments_with_path_parameters_are_unsafe() {
+        let (_d, live) = live();
+        for p in [
+            "/allowed/..;/forbidden",
+            "/allowed/..;x=1/forbidden",
+            "/allowed/.;/x",
+            "/allowed/%2e%2e;/forbidden",
+            "/allowed/../forbidden",
+            "/allowed/a%5cb",
+        ] {
+            assert_eq!(check(&live, p), Err("path-unsafe".into()), "{p}");
+        }
+    }
+
+    #[test]
+    fn encoded_separators_and_double_encoding_are_refused() {
+        let (_d, live) = live();
+        for p in [
+            "/allowed/%252e%252e/forbidden",
+            "/allowed/%252E%252E/forbidden",
+            "/allowed/x%252fy",
+            "/allowed/x%255Cy",
+            "/allowed%2fx",
+            "/allowed/a%2Fb",
+        ] {
+            assert_eq!(check(&live, p), Err("path-encoded".into()), "{p}");
+        }
+    }
+
+    #[test]
+    fn ordinary_paths_and_single_encoded_dots_pass() {
+        let (_d, live) = live();
+        for (p, want) in [
+            ("/allowed/x", "/allowed/x"),
+            ("/allowed/file%2ejson", "/allowed/file.json"),
+            ("/allowed/a;b=1/c", "/allowed/a;b=1/c"),
+            ("/allowed/..x/.y", "/allowed/..x/.y"),
+            ("/allowed/%25", "/allowed/%"),
+        ] {
+            assert_eq!(check(&live, p), Ok(want.to_owned()), "{p}");
+        }
+        assert_eq!(check(&live, "/forbidden"), Err("path".into()));
     }
 }

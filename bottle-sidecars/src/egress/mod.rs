@@ -11,9 +11,11 @@
 //!   another host is refused; HTTP/1.1 and HTTP/2 (ALPN) are served.
 //! - Every request (inside a tunnel, or plain `http://` absolute-form) must
 //!   name the same host (URI authority / `Host`), match the route's path
-//!   globs (on the percent-decoded path; dot segments refused) and methods,
-//!   and pass DLP ([`crate::dlp`]) on its request line, headers and the first
-//!   `max_body_scan` body bytes. On routes with `auth`, the agent's
+//!   globs (on the percent-decoded path; dot segments, also with path
+//!   parameters, and encoded or double-encoded separators refused) and
+//!   methods, and pass DLP ([`crate::dlp`]) on its request line, headers
+//!   (each, and all values joined), the first `max_body_scan` body bytes at
+//!   once and the rest as it streams ([`body::PrefixedBody`]). On routes with `auth`, the agent's
 //!   `Authorization`/`Cookie` (and the injected header) are dropped and the
 //!   configured credential is injected.
 //! - Upstream connections go through [`net::GuardedConnector`]: it resolves

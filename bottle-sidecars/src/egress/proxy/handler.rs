@@ -1,6 +1,6 @@
 //! One request to an allowed destination: the pure head decision
 //! ([`super::super::head::decide`]), DLP on the request line, headers and
-//! body prefix, then the upstream leg ([`super::upstream`]) or a WebSocket
+//! body (prefix at once, the rest as it streams), then the upstream leg ([`super::upstream`]) or a WebSocket
 //! relay ([`super::websocket`]).
 
 use std::sync::Arc;
@@ -13,12 +13,12 @@ use hyper::header::{self, HeaderMap, HeaderName};
 use hyper::{Method, Request, Response, StatusCode, Version};
 
 use super::super::body::{
-    content_codings, decode_bounded, full, read_prefix, take_budget, DecodeError, PrefixError,
-    PrefixedBody, ProxyBody, MAX_CODINGS,
+    content_codings, decode_bounded, full, read_prefix, take_budget, DecodeError, OnRefused,
+    PrefixError, PrefixedBody, ProxyBody, StreamScan, MAX_CODINGS,
 };
 use super::super::policy::Denial;
 use super::upstream::prepare_headers;
-use super::{Proxy, Target};
+use super::{Decision, Proxy, Target};
 use crate::dlp::Detector;
 
 /// Where a body being scanned is going (for the refusal's audit line).
@@ -53,7 +53,16 @@ impl Proxy {
         let live = self.shared.live();
         let method = req.method().as_str().to_owned();
         let raw_path = req.uri().path().to_owned();
-        let path = Self::safe(&live.detector, &raw_path);
+        // A path holding a secret is recorded (and refused) as that.
+        let path_hit = live.detector.scan(raw_path.as_bytes());
+        let path = match &path_hit {
+            Some(f) => format!("[redacted:{}]", f.rule),
+            None => raw_path.clone(),
+        };
+        let path_rule = |plain: &str| match &path_hit {
+            Some(f) if live.dlp => format!("dlp:{}", f.rule),
+            _ => plain.to_owned(),
+        };
         let host = target.host.as_str();
         let port = target.port;
 
@@ -100,13 +109,27 @@ impl Proxy {
             Err(super::super::head::HeadDenial::PathUnsafe) => {
                 return self.deny(
                     StatusCode::FORBIDDEN,
-                    "path-unsafe",
+                    &path_rule("path-unsafe"),
                     &method,
                     host,
                     port,
                     &path,
                     t0,
                     "bottle egress: path with dot segments or backslashes refused\n".into(),
+                );
+            }
+            Err(super::super::head::HeadDenial::PathEncoded) => {
+                return self.deny(
+                    StatusCode::FORBIDDEN,
+                    &path_rule("path-encoded"),
+                    &method,
+                    host,
+                    port,
+                    &path,
+                    t0,
+                    "bottle egress: path with an encoded slash or backslash, or encoded twice, refused \
+                     (an upstream may decode it past the route's paths)\n"
+                        .into(),
                 );
             }
             Err(super::super::head::HeadDenial::Policy(d)) => Err(d),
@@ -170,6 +193,7 @@ impl Proxy {
                             || *name == a.header_name()
                     })
             };
+            let mut joined = Vec::new();
             for (name, value) in req.headers() {
                 if dropped(name) {
                     continue;
@@ -178,7 +202,13 @@ impl Proxy {
                 head.extend_from_slice(b": ");
                 head.extend_from_slice(value.as_bytes());
                 head.extend_from_slice(b"\r\n");
+                joined.extend_from_slice(value.as_bytes());
             }
+            // Every header value again, in order, with no separator: a
+            // receiver can join a value split across headers
+            // (docs/security.md "DLP rules").
+            head.extend_from_slice(b"\r\n");
+            head.extend_from_slice(&joined);
             if let Some(f) = live.detector.scan(&head) {
                 let rule = format!("dlp:{}", f.rule);
                 // The secret may sit in the path: keep it out of the audit.
@@ -216,8 +246,12 @@ impl Proxy {
         }
 
         // DLP on the first `max_body_scan` bytes of the body (decoded when
-        // it has a Content-Encoding) and on trailers that end within them.
+        // it has a Content-Encoding), on trailers that end within them, and
+        // on the rest of the body as it streams (a hit there aborts the
+        // upstream request; `refused` then holds the audited rule).
         let (mut parts, body) = req.into_parts();
+        // Set (and audited) when the body is refused while it streams.
+        let refused: Arc<std::sync::Mutex<Option<String>>> = Arc::default();
         let body: ProxyBody = if dlp {
             let facts = BodyFacts {
                 method: &method,
@@ -226,8 +260,34 @@ impl Proxy {
                 path: &path,
                 t0,
             };
+            let on_refused: OnRefused = {
+                let this = self.clone();
+                let refused = refused.clone();
+                let (method, host, path) = (method.clone(), host.to_owned(), path.clone());
+                Box::new(move |rule: &str| {
+                    this.record(Decision {
+                        decision: "deny",
+                        rule,
+                        method: &method,
+                        host: &host,
+                        port,
+                        path: &path,
+                        status: stream_refusal_status(rule).as_u16(),
+                        bytes: 0,
+                        t0,
+                    });
+                    *refused.lock().unwrap_or_else(|p| p.into_inner()) = Some(rule.to_owned());
+                })
+            };
             match self
-                .scan_body(&parts.headers, body, &detector, max_scan, &facts)
+                .scan_body(
+                    &parts.headers,
+                    body,
+                    &detector,
+                    max_scan,
+                    &facts,
+                    on_refused,
+                )
                 .await
             {
                 Ok(b) => b,
@@ -263,7 +323,19 @@ impl Proxy {
         parts.headers.remove(header::HOST);
         let upstream_req = Request::from_parts(parts, body);
 
-        match self.client.request(upstream_req).await {
+        let result = self.client.request(upstream_req).await;
+        let stream_refused = refused.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(rule) = stream_refused {
+            // Already audited by the body.
+            let status = stream_refusal_status(&rule);
+            let msg = if status == StatusCode::FORBIDDEN {
+                format!("bottle egress: request blocked: its body contains a secret ({rule}); the upstream request was aborted before it\n")
+            } else {
+                "bottle egress: too many request bodies are being inspected right now; retry shortly\n".into()
+            };
+            return Self::refusal(status, msg);
+        }
+        match result {
             Ok(resp) => self.respond(resp, detector, rule, method, target, path, t0),
             Err(e) => self.upstream_error(&e, &method, &target, &path, t0),
         }
@@ -275,9 +347,10 @@ impl Proxy {
         &self,
         headers: &HeaderMap,
         mut body: Incoming,
-        detector: &Detector,
+        detector: &Arc<Detector>,
         max_scan: usize,
         f: &BodyFacts<'_>,
+        on_refused: OnRefused,
     ) -> Result<ProxyBody, Response<ProxyBody>> {
         let deny = |status: StatusCode, rule: &str, msg: String| {
             self.deny(status, rule, f.method, f.host, f.port, f.path, f.t0, msg)
@@ -370,8 +443,25 @@ impl Proxy {
                 format!("bottle egress: request blocked: its body contains a secret ({rule})\n"),
             ));
         }
-        let rest = if ended { None } else { Some(body) };
-        Ok(PrefixedBody::new(prefix, trailers, rest, permit).boxed())
+        if ended {
+            return Ok(PrefixedBody::new(prefix, trailers, None, permit, None).boxed());
+        }
+        let scan = StreamScan {
+            detector: detector.clone(),
+            budget: self.budget.clone(),
+            on_refused,
+        };
+        Ok(PrefixedBody::new(prefix, trailers, Some(body), permit, Some(scan)).boxed())
+    }
+}
+
+/// The status a request refused while its body streamed gets: 503 when
+/// the buffer budget ran out, else 403 (a DLP hit).
+fn stream_refusal_status(rule: &str) -> StatusCode {
+    if rule == "buffer-limit" {
+        StatusCode::SERVICE_UNAVAILABLE
+    } else {
+        StatusCode::FORBIDDEN
     }
 }
 

@@ -120,12 +120,20 @@ struct Decision<'a> {
 }
 
 impl Proxy {
+    /// Write one audit line. Every line's host goes through `Self::safe`
+    /// here, whichever path (CONNECT, plain HTTP, inside a tunnel) refused
+    /// or allowed it: the agent chooses the host it names.
     fn record(&self, d: Decision<'_>) {
+        let host = if d.host.is_empty() || d.host.starts_with("[redacted:") {
+            d.host.to_owned()
+        } else {
+            Self::safe(&self.shared.live().detector, d.host)
+        };
         self.audit.decision(Line {
             decision: d.decision,
             rule: d.rule.to_owned(),
             method: d.method.to_owned(),
-            host: d.host.to_owned(),
+            host,
             port: d.port,
             path: d.path.to_owned(),
             status: d.status,
@@ -166,6 +174,12 @@ impl Proxy {
             bytes: 0,
             t0,
         });
+        Self::refusal(status, message)
+    }
+
+    /// The refusal response the agent gets (the audit line is written by
+    /// the caller).
+    fn refusal(status: StatusCode, message: String) -> Response<ProxyBody> {
         let mut resp = Response::new(full(message));
         *resp.status_mut() = status;
         resp.headers_mut().insert(
