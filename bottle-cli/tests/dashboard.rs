@@ -11,7 +11,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use bottle_test_gate::{run, trial, DOCKER, TMUX};
+use bottle_test_gate::{run_with, trial, Arguments, DOCKER, TMUX};
 
 mod tmux;
 
@@ -22,17 +22,26 @@ fn typed(text: &str) -> Vec<String> {
 }
 
 fn main() {
-    run(vec![
-        trial!(
-            launches_survive_a_rebuilt_binary_and_errors_reach_the_status_line,
-            &TMUX
-        ),
-        trial!(
-            start_stop_resume_logs_and_rm_run_in_process_on_a_real_engine,
-            &TMUX,
-            &DOCKER
-        ),
-    ])
+    // One at a time: the first test copies the binary and runs the copy;
+    // a process the other test forks meanwhile would inherit the copy's
+    // open write descriptor, and running it would fail with "Text file
+    // busy" (ETXTBSY).
+    let mut args = Arguments::from_args();
+    args.test_threads = Some(1);
+    run_with(
+        &args,
+        vec![
+            trial!(
+                launches_survive_a_rebuilt_binary_and_errors_reach_the_status_line,
+                &TMUX
+            ),
+            trial!(
+                start_stop_resume_logs_and_rm_run_in_process_on_a_real_engine,
+                &TMUX,
+                &DOCKER
+            ),
+        ],
+    )
 }
 
 /// `bottle --home <home> <args>` with the test's binary, its stdout.
