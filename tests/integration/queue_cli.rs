@@ -173,6 +173,19 @@ fn operator_queue_commands_drive_a_real_supervise_daemon() {
     let root = Utf8PathBuf::from_path_buf(dir.path().to_path_buf()).unwrap();
     let (home, state) = prepared_state(&root);
     let port = free_port();
+    // sv.toml names the secrets dir as the bundle mounts it; this daemon
+    // runs on the host, so it reads the state's own
+    let sv = state.supervise_dir().join("sv.toml");
+    let text = std::fs::read_to_string(&sv).unwrap();
+    assert!(text.contains("\"/bottle/secrets\""), "{text}");
+    std::fs::write(
+        &sv,
+        text.replace(
+            "\"/bottle/secrets\"",
+            &format!("{:?}", state.secrets_dir().as_str()),
+        ),
+    )
+    .unwrap();
     let daemon = Daemon(
         Command::new(workspace_bin("bottle-sidecars", "bottle-sidecar"))
             .args(["supervise", "--config"])
