@@ -1,4 +1,4 @@
-# S10: a permission request whose path glob / capability detail is the held secret: queued, and the value is written verbatim into the audit log (and the queue the operator reads)
+# S10: a permission request whose path glob / capability detail is the held secret: it must be refused, never queued, and the value must reach neither the audit log nor the operator's queue
 # expect: fail
 # audit: sidecar=supervise event=request decision=deny rule~held:
 # Supervise records the request it queued (`request` with its paths or

@@ -1,4 +1,4 @@
-# S10: refused supervise calls whose arguments are the held secret (request_status id, request_git_push remote): the refusal's audit line quotes the value verbatim
+# S10: refused supervise calls whose arguments are the held secret (request_status id, request_git_push remote): the refusal's audit line must not quote the value
 # expect: fail
 # audit: sidecar=supervise event=status decision=deny rule=unknown-request id~[redacted
 # The agent cannot see the record, so it reports the call as refused

@@ -1,4 +1,4 @@
-# S10: a plain-HTTP request to a host named after the held secret (hex): refused, but the audit line records the host verbatim (the same host over CONNECT is recorded `[redacted:...]`)
+# S10: a plain-HTTP request to a host named after the held secret (hex): refused, and its audit line must record the host `[redacted:...]` as CONNECT does
 # expect: fail
 # audit: sidecar=egress decision=deny rule=no-route method=GET host~[redacted
 # The CONNECT path masks a host the detector flags; the plain-HTTP

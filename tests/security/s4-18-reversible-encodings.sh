@@ -1,4 +1,4 @@
-# S4: held secret in simple reversible encodings the detector has no view for: base32, mixed-case hex, HTML decimal entities, reversed, a quoted-printable multipart part, double percent-encoding in the path (HTTPS, h1 and h2)
+# S4: held secret in simple reversible encodings: base32, mixed-case hex, HTML decimal entities, reversed, a quoted-printable multipart part, double percent-encoding in the path (HTTPS, h1 and h2)
 # expect: fail
 # audit: sidecar=egress decision=deny rule~dlp:held: host=echo.test
 # audit-min: 12

@@ -1,4 +1,4 @@
-# S5: paths that servers normalise out of the route but egress passes: `..;` (Tomcat/Spring path parameters) and double-encoded dot segments (HTTPS, h1 and h2)
+# S5: paths that servers normalise out of the route: `..;` (Tomcat/Spring path parameters) and double-encoded dot segments (HTTPS, h1 and h2)
 # expect: fail
 # audit: sidecar=egress decision=deny host=echo.test
 # audit-min: 4
