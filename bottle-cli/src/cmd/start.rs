@@ -232,10 +232,19 @@ fn read_answer(prompt: &str) -> Result<String> {
             }
         }
     };
-    // SAFETY: restores the disposition saved above.
+    // SAFETY: restores the disposition saved above; after an interruption
+    // the three signals are ignored instead, until the process exits (130):
+    // the terminal that sent Ctrl-C may hang up right after (SIGHUP), and
+    // that must not kill us before the caller has given the allocation
+    // back.
+    let interrupted = matches!(result, Err(Error::Interrupted { .. }));
     for (sig, old) in SIGNALS.iter().zip(old.iter()) {
         unsafe {
-            libc::sigaction(*sig, old, std::ptr::null_mut());
+            if interrupted {
+                libc::signal(*sig, libc::SIG_IGN);
+            } else {
+                libc::sigaction(*sig, old, std::ptr::null_mut());
+            }
         }
     }
     result.map(|()| String::from_utf8_lossy(&line).into_owned())
