@@ -219,6 +219,18 @@ impl StateDir {
     pub fn routes_path(&self) -> Utf8PathBuf {
         self.egress_dir().join("routes.toml")
     }
+    /// `run/`: what the running bundle tells the host (read-write in the
+    /// bundle).
+    pub fn run_dir(&self) -> Utf8PathBuf {
+        self.path.join("run")
+    }
+    /// `run/bundle.ready`: written by the bundle once every daemon listens
+    /// (its policy and DLP rules loaded), removed before each launch; the
+    /// host waits for it instead of polling the bundle with `docker exec`
+    /// (ARCHITECTURE.md "Data flow of `bottle start <agent>`").
+    pub fn bundle_ready_path(&self) -> Utf8PathBuf {
+        self.run_dir().join("bundle.ready")
+    }
     /// `audit/` (holds `audit.jsonl`; a dir so it can be mounted).
     pub fn audit_dir(&self) -> Utf8PathBuf {
         self.path.join("audit")

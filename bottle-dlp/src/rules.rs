@@ -20,7 +20,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, LazyLock, RwLock};
+use std::sync::{Arc, LazyLock, OnceLock, RwLock};
 
 use aho_corasick::{AhoCorasick, AhoCorasickBuilder, AhoCorasickKind, MatchKind};
 use regex::bytes::{Regex, RegexBuilder};
@@ -140,7 +140,7 @@ enum Target {
 struct Allowlist {
     and: bool,
     target: Target,
-    regexes: Vec<Regex>,
+    regexes: Vec<RuleRegex>,
     /// Lower-cased stopwords (ASCII case-insensitive automaton).
     stopwords: Option<AhoCorasick>,
     /// `paths` / `commits` present: under AND they can never hold for traffic.
@@ -156,7 +156,11 @@ impl Allowlist {
             Target::Match => whole,
             Target::Line => line,
         };
-        let regex = !self.regexes.is_empty() && self.regexes.iter().any(|r| r.is_match(target));
+        let regex = !self.regexes.is_empty()
+            && self
+                .regexes
+                .iter()
+                .any(|r| r.get(Fallback::Nothing).is_match(target));
         let stop = self
             .stopwords
             .as_ref()
@@ -183,7 +187,7 @@ impl Allowlist {
 #[derive(Debug)]
 struct Rule {
     id: String,
-    re: Regex,
+    re: RuleRegex,
     secret_group: usize,
     entropy: f64,
     keywords: Vec<String>,
@@ -313,6 +317,82 @@ pub fn translate_go_regex(re: &str) -> String {
     out
 }
 
+/// What a regex that cannot be compiled on first use stands for (only a
+/// built-in's can be compiled late, and `RuleSet::compile_all`, run by the
+/// tests, proves each compiles): fail closed either way.
+#[derive(Clone, Copy)]
+enum Fallback {
+    /// A rule: match anything (the data is flagged).
+    Everything,
+    /// An allowlist: match nothing (nothing is let through).
+    Nothing,
+}
+
+/// A rule or allowlist regex. Operator rules are compiled when loaded, so
+/// their errors name file and line then; the built-in ones (about 120 ms
+/// for all of them) are compiled on first use, off the bundle's start
+/// (docs/benchmarks.md "start"): most never meet their keyword.
+struct RuleRegex {
+    pattern: String,
+    compiled: OnceLock<Regex>,
+}
+
+impl fmt::Debug for RuleRegex {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RuleRegex")
+            .field("pattern", &self.pattern)
+            .field("compiled", &self.compiled.get().is_some())
+            .finish()
+    }
+}
+
+impl RuleRegex {
+    fn eager(pattern: &str) -> Result<RuleRegex, String> {
+        let compiled = OnceLock::new();
+        let _ = compiled.set(build_regex(pattern)?);
+        Ok(RuleRegex {
+            pattern: pattern.to_owned(),
+            compiled,
+        })
+    }
+
+    fn lazy(pattern: &str) -> RuleRegex {
+        RuleRegex {
+            pattern: pattern.to_owned(),
+            compiled: OnceLock::new(),
+        }
+    }
+
+    fn new(pattern: &str, lazy: bool) -> Result<RuleRegex, String> {
+        if lazy {
+            Ok(RuleRegex::lazy(pattern))
+        } else {
+            RuleRegex::eager(pattern)
+        }
+    }
+
+    fn get(&self, fallback: Fallback) -> &Regex {
+        self.compiled.get_or_init(|| {
+            build_regex(&self.pattern).unwrap_or_else(|_| {
+                let re = match fallback {
+                    Fallback::Everything => r"(?s-u)^.*",
+                    Fallback::Nothing => r"(?-u)[^\x00-\xFF]",
+                };
+                Regex::new(re).expect("fallback regex")
+            })
+        })
+    }
+
+    /// Compile now; the error text on failure.
+    fn check(&self) -> Result<&Regex, String> {
+        if let Some(re) = self.compiled.get() {
+            return Ok(re);
+        }
+        let re = build_regex(&self.pattern)?;
+        Ok(self.compiled.get_or_init(|| re))
+    }
+}
+
 fn build_regex(re: &str) -> Result<Regex, String> {
     let re = &translate_go_regex(re);
     RegexBuilder::new(re)
@@ -362,7 +442,12 @@ fn parse(file: &str, text: &str) -> Result<Parsed, RuleError> {
     })
 }
 
-fn compile_allowlist(p: &Parsed, rule: Option<&str>, a: &AllowCfg) -> Result<Allowlist, RuleError> {
+fn compile_allowlist(
+    p: &Parsed,
+    rule: Option<&str>,
+    a: &AllowCfg,
+    lazy: bool,
+) -> Result<Allowlist, RuleError> {
     let err = |line: Option<usize>, message: String| RuleError {
         file: p.file.clone(),
         line,
@@ -399,7 +484,8 @@ fn compile_allowlist(p: &Parsed, rule: Option<&str>, a: &AllowCfg) -> Result<All
     for r in &a.regexes {
         let line = Some(line_of(&p.text, r.span().start));
         regexes.push(
-            build_regex(r.get_ref()).map_err(|m| err(line, format!("allowlist regex: {m}")))?,
+            RuleRegex::new(r.get_ref(), lazy)
+                .map_err(|m| err(line, format!("allowlist regex: {m}")))?,
         );
     }
     let stopwords = if a.stopwords.is_empty() {
@@ -427,7 +513,7 @@ impl RuleSet {
     pub fn builtin() -> Arc<RuleSet> {
         static BUILTIN: LazyLock<Arc<RuleSet>> = LazyLock::new(|| {
             Arc::new(
-                RuleSet::from_sources(&builtin_sources(), &[])
+                RuleSet::compile(&builtin_sources(), &[], BUILTIN_SOURCES)
                     .expect("the built-in rule files compile"),
             )
         });
@@ -450,7 +536,7 @@ impl RuleSet {
                 sources.push((path.display().to_string(), text));
             }
         }
-        RuleSet::from_sources(&sources, disable)
+        RuleSet::compile(&sources, disable, BUILTIN_SOURCES)
     }
 
     /// Check one operator rule file on top of the built-ins: the number of
@@ -480,6 +566,48 @@ impl RuleSet {
     pub fn from_sources(
         sources: &[(String, String)],
         disable: &[String],
+    ) -> Result<RuleSet, RuleError> {
+        RuleSet::compile(sources, disable, 0)
+    }
+
+    /// Compile every regex not compiled yet (the built-ins' are compiled on
+    /// first use), checking each rule's `secretGroup` against its groups.
+    /// The tests run it on the built-in set.
+    pub fn compile_all(&self) -> Result<(), RuleError> {
+        let err = |rule: Option<&str>, message: String| RuleError {
+            file: "built-in".into(),
+            line: None,
+            rule: rule.map(str::to_owned),
+            message,
+        };
+        for a in &self.global {
+            for r in &a.regexes {
+                r.check()
+                    .map_err(|m| err(None, format!("allowlist regex: {m}")))?;
+            }
+        }
+        for rule in &self.rules {
+            let re = rule
+                .re
+                .check()
+                .map_err(|m| err(Some(&rule.id), format!("regex: {m}")))?;
+            check_group(re, rule.secret_group).map_err(|m| err(Some(&rule.id), m))?;
+            for a in &rule.allowlists {
+                for r in &a.regexes {
+                    r.check()
+                        .map_err(|m| err(Some(&rule.id), format!("allowlist regex: {m}")))?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// [`RuleSet::from_sources`], with the regexes of the first
+    /// `lazy_sources` sources (the built-ins) compiled on first use.
+    fn compile(
+        sources: &[(String, String)],
+        disable: &[String],
+        lazy_sources: usize,
     ) -> Result<RuleSet, RuleError> {
         let mut parsed = Vec::with_capacity(sources.len());
         for (file, text) in sources {
@@ -547,15 +675,12 @@ impl RuleSet {
                 return Err(err(rule_line, "rule has neither `regex` nor `path`".into()));
             };
             let re_line = Some(line_of(&p.text, regex.span().start));
-            let re =
-                build_regex(regex.get_ref()).map_err(|m| err(re_line, format!("regex: {m}")))?;
-            let groups = re.captures_len() - 1;
+            let lazy = si < lazy_sources;
+            let re = RuleRegex::new(regex.get_ref(), lazy)
+                .map_err(|m| err(re_line, format!("regex: {m}")))?;
             let secret_group = r.secret_group.unwrap_or(0);
-            if secret_group > groups {
-                return Err(err(
-                    re_line,
-                    format!("secretGroup {secret_group} but the regex has {groups} group(s)"),
-                ));
+            if let Some(compiled) = re.compiled.get() {
+                check_group(compiled, secret_group).map_err(|m| err(re_line, m))?;
             }
             if let Some(e) = r.entropy {
                 if !(0.0..=8.0).contains(&e) {
@@ -567,7 +692,7 @@ impl RuleSet {
             }
             let mut allowlists = Vec::new();
             for a in r.allowlist.iter().chain(r.allowlists.iter()) {
-                allowlists.push(compile_allowlist(p, Some(id), a)?);
+                allowlists.push(compile_allowlist(p, Some(id), a, lazy)?);
             }
             rules.push(Rule {
                 id: id.clone(),
@@ -579,9 +704,9 @@ impl RuleSet {
             });
         }
         let mut global = Vec::new();
-        for p in &parsed {
+        for (si, p) in parsed.iter().enumerate() {
             for a in p.cfg.allowlist.iter().chain(p.cfg.allowlists.iter()) {
-                global.push(compile_allowlist(p, None, a)?);
+                global.push(compile_allowlist(p, None, a, si < lazy_sources)?);
             }
         }
         // Keyword prefilter.
@@ -705,7 +830,7 @@ impl RuleSet {
     /// Offset of the secret of the first allowed match of `rule` whose
     /// whole match starts before `limit`.
     fn first_hit(&self, rule: &Rule, data: &[u8], limit: usize) -> Option<usize> {
-        for caps in rule.re.captures_iter(data) {
+        for caps in rule.re.get(Fallback::Everything).captures_iter(data) {
             let whole = caps.get(0).expect("group 0");
             if whole.start() >= limit {
                 return None;
@@ -783,6 +908,20 @@ pub fn shannon_entropy(data: &[u8]) -> f64 {
         .sum()
 }
 
+/// How many sources [`builtin_sources`] gives.
+const BUILTIN_SOURCES: usize = 2;
+
+/// `secretGroup` must name a group of the regex.
+fn check_group(re: &Regex, secret_group: usize) -> Result<(), String> {
+    let groups = re.captures_len() - 1;
+    if secret_group > groups {
+        return Err(format!(
+            "secretGroup {secret_group} but the regex has {groups} group(s)"
+        ));
+    }
+    Ok(())
+}
+
 fn builtin_sources() -> Vec<(String, String)> {
     vec![
         ("built-in gitleaks.toml".into(), GITLEAKS_DEFAULT.into()),
@@ -815,18 +954,22 @@ pub fn rule_files(dir: &Path) -> Result<Vec<PathBuf>, RuleError> {
 
 // ---------------------------------------------------------------- rules in force
 
-static CURRENT: LazyLock<RwLock<Arc<RuleSet>>> = LazyLock::new(|| RwLock::new(RuleSet::builtin()));
+/// The installed set; `None` until [`install`] (then the built-in set is in
+/// force, compiled on first use only: a bundle that installs its own set at
+/// start never compiles the built-ins a second time).
+static CURRENT: RwLock<Option<Arc<RuleSet>>> = RwLock::new(None);
 
 /// The rule set new detectors use (the built-in set until [`install`]).
 pub fn current() -> Arc<RuleSet> {
-    CURRENT.read().unwrap_or_else(|e| e.into_inner()).clone()
+    let installed = CURRENT.read().unwrap_or_else(|e| e.into_inner()).clone();
+    installed.unwrap_or_else(RuleSet::builtin)
 }
 
 /// Put `rules` in force for detectors built from now on (the bundle calls
 /// this at start and on reload; a failed load never gets here, so the
 /// previous rules stay in force).
 pub fn install(rules: Arc<RuleSet>) {
-    *CURRENT.write().unwrap_or_else(|e| e.into_inner()) = rules;
+    *CURRENT.write().unwrap_or_else(|e| e.into_inner()) = Some(rules);
 }
 
 /// Load `dir` (+ built-ins, minus `disable`) and install it; on error the
@@ -839,7 +982,18 @@ pub fn reload(dir: Option<&Path>, disable: &[String]) -> Result<Arc<RuleSet>, Ru
         disable: disable.to_vec(),
         stamp,
     });
-    let set = Arc::new(RuleSet::load(dir, disable)?);
+    // No operator file and nothing disabled: that is the built-in set,
+    // compiled once per process (start-up time, docs/benchmarks.md "start").
+    let only_builtin = disable.is_empty()
+        && match dir {
+            None => true,
+            Some(d) => rule_files(d)?.is_empty(),
+        };
+    let set = if only_builtin {
+        RuleSet::builtin()
+    } else {
+        Arc::new(RuleSet::load(dir, disable)?)
+    };
     install(set.clone());
     Ok(set)
 }

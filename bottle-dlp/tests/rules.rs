@@ -159,3 +159,38 @@ fn every_builtin_rule_is_in_use_or_listed_with_a_reason() {
     }
     assert!(set.dropped().len() * 20 < reference, "{:?}", set.dropped());
 }
+
+#[test]
+fn every_builtin_regex_compiles_and_its_secret_group_exists() {
+    // The built-ins compile on first use (off the bundle's start), so this
+    // is where a broken built-in pattern shows.
+    RuleSet::builtin()
+        .compile_all()
+        .expect("every built-in regex compiles");
+    // The same files compiled eagerly agree.
+    let eager = RuleSet::from_sources(
+        &[
+            ("gitleaks".into(), rules::GITLEAKS_DEFAULT.into()),
+            ("bottle".into(), rules::BOTTLE_RULES.into()),
+        ],
+        &[],
+    )
+    .unwrap();
+    assert_eq!(
+        eager.ids().collect::<Vec<_>>(),
+        RuleSet::builtin().ids().collect::<Vec<_>>()
+    );
+}
+
+#[test]
+fn an_operator_rule_with_a_bad_regex_is_refused_when_loaded_not_on_first_use() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("org.toml"),
+        "[[rules]]\nid = \"org-bad\"\nregex = '''(unclosed'''\nkeywords = [\"org\"]\n",
+    )
+    .unwrap();
+    let err = RuleSet::load(Some(dir.path()), &[]).unwrap_err();
+    assert_eq!(err.rule.as_deref(), Some("org-bad"), "{err}");
+    assert!(err.message.starts_with("regex:"), "{err}");
+}

@@ -285,3 +285,106 @@ fn a_failure_after_a_fresh_test_container_does_not_probe_again() {
     assert!(!err.to_string().contains("cached"), "{err}");
     assert_eq!(test_containers(&r), 1);
 }
+
+/// A fake engine whose bundle, once started, writes its readiness marker
+/// (as `bottle-sidecar run` does once every daemon listens, into the
+/// state's `run/` dir mounted read-write).
+struct BundleWritesMarker {
+    engine: RecordingRunner,
+    start_bundle: String,
+    marker: Option<Utf8PathBuf>,
+}
+
+impl bottle_core::command::CommandRunner for BundleWritesMarker {
+    fn output(
+        &self,
+        spec: &bottle_core::command::CommandSpec,
+    ) -> bottle_core::Result<bottle_core::command::Output> {
+        let out = self.engine.output(spec);
+        if spec.argv_line() == self.start_bundle {
+            if let Some(m) = &self.marker {
+                fs::write(m, "ready 1\n").unwrap();
+            }
+        }
+        out
+    }
+    fn interactive(&self, spec: &bottle_core::command::CommandSpec) -> bottle_core::Result<i32> {
+        self.engine.interactive(spec)
+    }
+}
+
+fn with_run_dir(c: &mut Case) {
+    let run = c.state.run_dir();
+    fs::create_dir_all(&run).unwrap();
+    c.wiring.bundle_mounts.push(Mount {
+        host: run,
+        target: "/bottle/run".into(),
+        read_only: false,
+    });
+}
+
+fn health_probes(r: &RecordingRunner, bundle: &str) -> usize {
+    r.calls()
+        .iter()
+        .filter(|c| {
+            let l = c.argv_line();
+            l.starts_with(&format!("docker exec {bundle} ")) && l.contains(" health ")
+        })
+        .count()
+}
+
+#[test]
+fn the_bundle_readiness_marker_ends_the_wait_without_a_docker_exec() {
+    let mut c = case(true);
+    with_run_dir(&mut c);
+    let bundle = c.plan.names.bundle.clone();
+    let engine = RecordingRunner::new();
+    engine.reply("docker image inspect", 0, "sha256:x\n");
+    // the in-bundle health check never answers: only the marker can
+    engine.reply(&format!("docker exec {bundle} "), 1, "");
+    engine.reply("docker inspect --format '{{.State.Running}}'", 0, "true\n");
+    let runner = BundleWritesMarker {
+        engine,
+        start_bundle: format!("docker start {bundle}"),
+        marker: Some(c.state.bundle_ready_path()),
+    };
+    backend(&c.root)
+        .with_runsc(false)
+        .launch(input(&c), &runner)
+        .expect("the marker answers for the bundle");
+    assert_eq!(
+        health_probes(&runner.engine, &bundle),
+        0,
+        "{}",
+        runner.engine.transcript()
+    );
+}
+
+#[test]
+fn a_marker_left_by_an_earlier_run_does_not_answer_for_the_new_bundle() {
+    let mut c = case(true);
+    with_run_dir(&mut c);
+    let bundle = c.plan.names.bundle.clone();
+    fs::write(c.state.bundle_ready_path(), "ready 7\n").unwrap();
+    let engine = RecordingRunner::new();
+    engine.reply("docker image inspect", 0, "sha256:x\n");
+    // this bundle never writes a marker and never answers, then exits
+    engine.reply(&format!("docker exec {bundle} "), 1, "");
+    engine.reply("docker inspect --format '{{.State.Running}}'", 0, "false\n");
+    let runner = BundleWritesMarker {
+        engine,
+        start_bundle: format!("docker start {bundle}"),
+        marker: None,
+    };
+    let err = backend(&c.root)
+        .with_runsc(false)
+        .launch(input(&c), &runner)
+        .err()
+        .expect("a stale marker must not make a dead bundle ready");
+    assert!(
+        err.to_string().contains("exited before it was ready"),
+        "{err}"
+    );
+    assert!(health_probes(&runner.engine, &bundle) >= 1);
+    assert!(!c.state.bundle_ready_path().exists());
+}

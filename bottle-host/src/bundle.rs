@@ -64,6 +64,11 @@ pub struct BundleConfig {
     /// and disabled ids. Absent = the built-in rules.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dlp: Option<DlpSection>,
+    /// A file the bundle writes once every daemon listens, and removes at
+    /// start and on exit: the host's readiness signal (no `docker exec`
+    /// poll). Absent: none is written.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ready_file: Option<PathBuf>,
 }
 
 /// `[dlp]`.

@@ -14,6 +14,7 @@
 //! | `supervise/`            | `/bottle/supervise`      | ro   |
 //! | `queue/`                | `/bottle/queue`          | rw   |
 //! | `audit/`                | `/bottle/audit`          | rw   |
+//! | `run/`                  | `/bottle/run`            | rw   |
 //! | `bundle.toml`           | `/bottle/bundle.toml`    | ro   |
 //!
 //! The operator's decision-signing key (`operator/`) is never mounted.
@@ -54,6 +55,11 @@ pub const QUEUE_DIR: &str = "queue";
 pub const AUDIT_DIR: &str = "audit";
 /// `audit/audit.jsonl`.
 pub const AUDIT: &str = "audit/audit.jsonl";
+/// `run/`: what the running bundle tells the host (read-write in the bundle).
+pub const RUN_DIR: &str = "run";
+/// `run/bundle.ready`: the bundle's readiness marker
+/// ([`crate::bundle::BundleConfig::ready_file`]).
+pub const BUNDLE_READY: &str = "run/bundle.ready";
 /// `bundle.toml` ([`crate::bundle::BundleConfig`]).
 pub const BUNDLE: &str = "bundle.toml";
 
@@ -90,6 +96,8 @@ mod tests {
             (state.queue_dir(), QUEUE_DIR),
             (state.audit_dir(), AUDIT_DIR),
             (state.audit_path(), AUDIT),
+            (state.run_dir(), RUN_DIR),
+            (state.bundle_ready_path(), BUNDLE_READY),
             (state.bundle_config_path(), BUNDLE),
         ] {
             assert_eq!(core.as_std_path(), in_state(s, rel), "{rel}");

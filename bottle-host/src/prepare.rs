@@ -47,6 +47,16 @@ fn rw(host: Utf8PathBuf, rel: &str) -> Mount {
     }
 }
 
+/// Remove `path`; a missing one is fine.
+fn remove_if_present(path: &Utf8Path) -> Result<()> {
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            Err(Error::io("removing", path.to_owned(), e))
+        }
+        _ => Ok(()),
+    }
+}
+
 fn io_err(action: &'static str, path: &Utf8Path) -> impl FnOnce(std::io::Error) -> Error {
     let path = path.to_owned();
     move |e| Error::io(action, path, e)
@@ -701,6 +711,12 @@ pub fn prepare_all(plan: &BottlePlan, ctx: &PrepareContext<'_>) -> Result<Wiring
     let audit = ctx.state.audit_dir();
     create_private_dir(&audit)?;
     wiring.bundle_mounts.push(rw(audit, layout::AUDIT_DIR));
+    // The readiness marker: a stale one (a resumed bottle) must not answer
+    // for the bundle about to start.
+    let run = ctx.state.run_dir();
+    create_private_dir(&run)?;
+    remove_if_present(&ctx.state.bundle_ready_path())?;
+    wiring.bundle_mounts.push(rw(run, layout::RUN_DIR));
     if let Some(prompt) = &plan.provider.prompt {
         let p = ctx.state.agent_dir().join("prompt.md");
         atomic_write(&p, prompt.as_bytes(), Some(0o644))?;
@@ -763,6 +779,7 @@ pub fn write_bundle_config(plan: &BottlePlan, state: &StateDir) -> Result<()> {
             rules_dir: Some(bundle_path(layout::DLP_RULES_DIR)),
             disable: plan.egress.dlp_disable.clone(),
         }),
+        ready_file: Some(bundle_path(layout::BUNDLE_READY)),
     };
     let path = state.bundle_config_path();
     config.save(path.as_std_path()).map_err(|e| {

@@ -238,13 +238,47 @@ pub fn supervisor(config: &BundleConfig, audit: &AuditLog) -> Supervisor {
     sup
 }
 
+/// The bundle's readiness marker ([`BundleConfig::ready_file`]): absent
+/// until every daemon listens, present while they do, gone once one exits
+/// (the host waits for it, ARCHITECTURE.md "Data flow of `bottle start
+/// <agent>`").
+struct ReadyMarker<'a>(Option<&'a Path>);
+
+impl ReadyMarker<'_> {
+    /// Remove a marker a previous run left.
+    fn clear(&self) {
+        if let Some(p) = self.0 {
+            if let Err(e) = std::fs::remove_file(p) {
+                if e.kind() != std::io::ErrorKind::NotFound {
+                    tracing::warn!(target: "bundle", "removing {}: {e}", p.display());
+                }
+            }
+        }
+    }
+
+    /// Every daemon listens: write the marker (atomically: the host never
+    /// sees a half-written one).
+    fn set(&self) {
+        if let Some(p) = self.0 {
+            let text = format!("ready {}\n", std::process::id());
+            if let Err(e) = bottle_core::state::atomic_write_io(p, text.as_bytes(), Some(0o644)) {
+                tracing::warn!(target: "bundle", "writing {}: {e}", p.display());
+            }
+        }
+    }
+}
+
 /// Run a bundle until a daemon exits (returns the reason) — the library form
-/// of `bottle-sidecar run`. `on_ready` gets every daemon's bound address.
+/// of `bottle-sidecar run`. `on_ready` gets every daemon's bound address;
+/// the config's `ready_file` is written then, and removed when a daemon
+/// exits.
 pub async fn run(
     config: &BundleConfig,
     audit: AuditLog,
     on_ready: impl FnOnce(&[(String, SocketAddr)]),
 ) -> Exit {
+    let marker = ReadyMarker(config.ready_file.as_deref());
+    marker.clear();
     if let Some(dlp) = &config.dlp {
         match dlp.install() {
             Ok(set) => audit.record(
@@ -271,9 +305,11 @@ pub async fn run(
                 .map(|(n, a)| (n.clone(), json!(a.to_string())))
                 .collect();
             audit.record("bundle", json!({"event": "ready", "listening": listening}));
+            marker.set();
             on_ready(addrs)
         })
         .await;
+    marker.clear();
     let (daemon, reason) = match &exit {
         Exit::DaemonExited { daemon, reason, .. } => (daemon.clone(), reason.clone()),
         Exit::NotReady { missing } => (missing.join(","), "not ready in time".into()),
@@ -346,6 +382,7 @@ pub fn main(args: Args) -> i32 {
                 1
             }
             signal = shutdown_signal() => {
+                ReadyMarker(config.ready_file.as_deref()).clear();
                 tracing::info!(target: "bundle", "{signal}; stopping");
                 audit.record("bundle", json!({"event": "stop", "reason": signal}));
                 0

@@ -99,6 +99,7 @@ queue = "/bottle/queue"
         supervise: None,
         access_key: None,
         dlp: None,
+        ready_file: None,
     };
     assert!(empty.save(&path).unwrap_err().contains("no daemon"));
     let mut clash = config.clone();
@@ -271,6 +272,7 @@ fn write_bundle_full(
         supervise: Some(supervise),
         access_key: None,
         dlp: None,
+        ready_file: None,
     };
     let path = dir.join("bundle.toml");
     config.save(&path).unwrap();

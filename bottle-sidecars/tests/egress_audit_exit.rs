@@ -170,6 +170,7 @@ fn bundle_appends_every_queued_egress_line_on_sigterm() {
         }),
         access_key: None,
         dlp: None,
+        ready_file: None,
     };
     let path = dir.path().join("bundle.toml");
     config.save(&path).unwrap();

@@ -125,6 +125,7 @@ pub(super) fn start(plan: &BottlePlan) -> [DockerStep; 2] {
             Action::Poll {
                 container: n.agent.clone(),
                 exit_ok: true,
+                marker: None,
             },
         ),
     ]

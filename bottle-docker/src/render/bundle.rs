@@ -4,7 +4,7 @@
 
 use bottle_core::plan::BottlePlan;
 use bottle_core::prepare::BUNDLE_ROOT;
-use bottle_core::{Error, Result, Wiring};
+use bottle_core::{Error, Result, StateDir, Wiring};
 
 use super::{
     bundle_config, confined, docker, labels, rm_container, step, Action, Ctx, DockerStep,
@@ -83,9 +83,18 @@ pub(super) fn steps(cx: &Ctx<'_>) -> Result<Vec<DockerStep>> {
     ])
 }
 
-/// Poll until every sidecar answers (the agent starts only then).
-pub(super) fn readiness(plan: &BottlePlan, wiring: &Wiring) -> DockerStep {
+/// Wait until every sidecar answers (the agent starts only then): for the
+/// bundle's readiness marker in the state dir when its `run/` dir is
+/// mounted (the bundle writes it once every daemon listens), with
+/// `bottle-sidecar health` over `docker exec` as the slow path.
+pub(super) fn readiness(plan: &BottlePlan, wiring: &Wiring, state: &StateDir) -> DockerStep {
     let n = &plan.names;
+    let run_dir = state.run_dir();
+    let marker = wiring
+        .bundle_mounts
+        .iter()
+        .any(|m| m.host == run_dir && !m.read_only)
+        .then(|| state.bundle_ready_path());
     step(
         "wait for bundle readiness",
         docker().args([
@@ -100,6 +109,7 @@ pub(super) fn readiness(plan: &BottlePlan, wiring: &Wiring) -> DockerStep {
         Action::Poll {
             container: n.bundle.clone(),
             exit_ok: false,
+            marker,
         },
     )
 }

@@ -89,6 +89,11 @@ pub enum Action {
         /// The container exiting ends the wait successfully (an agent whose
         /// command ran to completion; its output is in its logs).
         exit_ok: bool,
+        /// A host file whose appearance also ends the wait (the bundle's
+        /// readiness marker, `StateDir::bundle_ready_path`): looked for
+        /// every few ms, while `run` (a `docker exec`, ~100 ms each) is
+        /// tried only every few hundred ms as the slow path.
+        marker: Option<Utf8PathBuf>,
     },
 }
 
@@ -274,7 +279,7 @@ pub fn render(
         steps.push(agent::copy_files(plan, bytes));
     }
     // Bundle first: the agent starts only once every sidecar answers.
-    steps.push(bundle::readiness(plan, wiring));
+    steps.push(bundle::readiness(plan, wiring, state));
     steps.extend(agent::start(plan));
     if let Some(text) = env_file {
         steps.push(agent::hand_env(plan, text));
