@@ -129,10 +129,7 @@ pub fn parse_proc_net_route(text: &str) -> Vec<Ipv4Net> {
             let m = u32::from_str_radix(f.get(7)?, 16).ok()?;
             let m = u32::from_be_bytes(m.to_le_bytes());
             (m != 0 && m.leading_ones() + m.trailing_zeros() == 32).then_some(())?;
-            Ipv4Net::new(
-                Ipv4Addr::from(dest.to_le_bytes()),
-                m.leading_ones() as u8,
-            )
+            Ipv4Net::new(Ipv4Addr::from(dest.to_le_bytes()), m.leading_ones() as u8)
         })
         .collect()
 }
@@ -408,7 +405,9 @@ mod tests {
             Some(net("10.211.0.0/28"))
         );
         // all taken, or a prefix wider than the range
-        let all: Vec<Ipv4Net> = (0..4).map(|i| net(&format!("10.211.0.{}/28", i * 16))).collect();
+        let all: Vec<Ipv4Net> = (0..4)
+            .map(|i| net(&format!("10.211.0.{}/28", i * 16)))
+            .collect();
         assert_eq!(choose(pool, 28, &all, 0), None);
         assert_eq!(choose(pool, 24, &[], 0), None);
         // the default range: 4096 networks, the last one reachable
@@ -419,7 +418,8 @@ mod tests {
 
     #[test]
     fn host_routes_are_read_without_the_default_route() {
-        let text = "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT\n\
+        let text =
+            "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT\n\
 eth0\t00000000\t010200C0\t0003\t0\t0\t0\t00000000\t0\t0\t0\n\
 docker0\t000011AC\t00000000\t0001\t0\t0\t0\t0000FFFF\t0\t0\t0\n\
 eth0\t000200C0\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0\n\
@@ -468,9 +468,18 @@ bad\tzz\n";
             SubnetMode::Off
         );
         let e = SubnetSettings::parse(Some("sometimes"), None).unwrap_err();
-        assert!(e.to_string().contains("BOTTLE_SUBNET_MODE=sometimes"), "{e}");
+        assert!(
+            e.to_string().contains("BOTTLE_SUBNET_MODE=sometimes"),
+            "{e}"
+        );
         assert!(e.fix().unwrap().contains("always"), "{e:?}");
-        for bad in ["10.99.0.0", "10.99.0.0/29", "10.99.0.1/16", "fd00::/48", "x"] {
+        for bad in [
+            "10.99.0.0",
+            "10.99.0.0/29",
+            "10.99.0.1/16",
+            "fd00::/48",
+            "x",
+        ] {
             let e = SubnetSettings::parse(None, Some(bad)).unwrap_err();
             assert!(e.to_string().contains(bad), "{bad}: {e}");
             assert!(e.fix().unwrap().contains(DEFAULT_POOL), "{bad}: {e:?}");
@@ -479,7 +488,14 @@ bad\tzz\n";
 
     #[test]
     fn the_subnet_goes_before_the_network_name() {
-        let spec = CommandSpec::new("docker").args(["network", "create", "--internal", "--label", "a=b", "n1"]);
+        let spec = CommandSpec::new("docker").args([
+            "network",
+            "create",
+            "--internal",
+            "--label",
+            "a=b",
+            "n1",
+        ]);
         assert_eq!(
             with_subnet(&spec, net("10.211.0.16/28")).argv_line(),
             "docker network create --internal --label a=b --subnet 10.211.0.16/28 n1"

@@ -123,7 +123,10 @@ fn networks_come_up_on_the_next_free_subnets_of_bottles_range() {
     fs::write(root.join("agents/sub.toml"), "bottle = \"dev\"\n").unwrap();
     let home = Home::new(&root);
     let (id, slot) = home.allocate("sub", "dev").unwrap();
-    assert_eq!(slot, 0, "a fresh home's first slot: candidates 0 and 1 first");
+    assert_eq!(
+        slot, 0,
+        "a fresh home's first slot: candidates 0 and 1 first"
+    );
     let (a, b) = Loader::new(home.clone(), None).load("sub").unwrap();
     let plan = resolve(
         &a,
@@ -249,7 +252,9 @@ fn networks_come_up_on_the_next_free_subnets_of_bottles_range() {
         })
         .collect();
     assert!(
-        !still.iter().any(|s| s.contains("10.219.77.16/28") || s.contains("10.219.77.32/28")),
+        !still
+            .iter()
+            .any(|s| s.contains("10.219.77.16/28") || s.contains("10.219.77.32/28")),
         "{still:?}"
     );
 }

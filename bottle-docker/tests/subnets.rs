@@ -11,7 +11,9 @@ use std::sync::Mutex;
 use bottle_core::backend::{Backend, LaunchInput};
 use bottle_core::command::{failure, CommandRunner, CommandSpec, Output};
 use bottle_core::plan::{NoPrompt, ResolveOptions};
-use bottle_core::{resolve, BottlePlan, Error, Home, Identity, Loader, RecordingRunner, Result, Wiring};
+use bottle_core::{
+    resolve, BottlePlan, Error, Home, Identity, Loader, RecordingRunner, Result, Wiring,
+};
 use bottle_docker::subnet::{self, Ipv4Net, NetworkCreate, SubnetMode, SubnetSettings};
 use bottle_docker::{DockerBackend, ProbeCache, Rendered};
 use camino::Utf8PathBuf;
@@ -53,7 +55,11 @@ fn case(slot: u32) -> Case {
         plan,
         state,
         wiring: Wiring {
-            bundle_args: vec!["run".into(), "--config".into(), "/bottle/bundle.toml".into()],
+            bundle_args: vec![
+                "run".into(),
+                "--config".into(),
+                "/bottle/bundle.toml".into(),
+            ],
             ..Default::default()
         },
     }
@@ -97,7 +103,8 @@ fn network_step(r: &Rendered, name: &str) -> (CommandSpec, NetworkCreate) {
 }
 
 const EXHAUSTED: &str = "Error response from daemon: could not find an available, non-overlapping IPv4 address pool among the defaults to assign to the network";
-const OVERLAPS: &str = "Error response from daemon: Pool overlaps with other one on this address space";
+const OVERLAPS: &str =
+    "Error response from daemon: Pool overlaps with other one on this address space";
 
 /// A docker engine whose address pools are exhausted: `network create`
 /// without `--subnet` fails as docker 20.10 does; with one it succeeds
@@ -124,10 +131,11 @@ impl Engine {
                     .collect(),
             ),
             steal: Mutex::new(0),
-            routes: "Iface\tDestination\tGateway\tFlags\tRefCnt\tUse\tMetric\tMask\tMTU\tWindow\tIRTT\n\
+            routes:
+                "Iface\tDestination\tGateway\tFlags\tRefCnt\tUse\tMetric\tMask\tMTU\tWindow\tIRTT\n\
                      eth0\t00000000\t010200C0\t0003\t0\t0\t0\t00000000\t0\t0\t0\n\
                      eth0\t000200C0\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0\n"
-                .to_owned(),
+                    .to_owned(),
             first_answer: Some(EXHAUSTED),
         }
     }
@@ -172,7 +180,10 @@ impl Engine {
                 return Some(match self.first_answer {
                     Some(e) => fail(e),
                     None => {
-                        self.nets.lock().unwrap().push((name, "172.18.0.0/16".into()));
+                        self.nets
+                            .lock()
+                            .unwrap()
+                            .push((name, "172.18.0.0/16".into()));
                         ok(String::new())
                     }
                 });
@@ -262,7 +273,10 @@ fn an_exhausted_engine_gets_a_subnet_from_bottles_range() {
     subnet::create(&engine, &spec, &net).expect("created on bottle's range");
     let got = engine.subnet_of(&c.plan.names.internal_network).unwrap();
     assert_eq!(got, "10.211.0.144/28");
-    assert_eq!(engine.subnet_of("another-launch").unwrap(), "10.211.0.128/28");
+    assert_eq!(
+        engine.subnet_of("another-launch").unwrap(),
+        "10.211.0.128/28"
+    );
     insta::with_settings!({filters => vec![
         (r"dev\.bottle\.home=[0-9a-f]{16}", "dev.bottle.home=[HOME]"),
     ]}, {
@@ -305,8 +319,14 @@ fn a_full_range_is_a_clear_error_and_creates_nothing() {
     let err = subnet::create(&engine, &spec, &net).unwrap_err();
     let text = err.to_string();
     assert!(text.contains("10.99.0.0/27"), "{text}");
-    assert!(text.contains("docker's own address pools are exhausted"), "{text}");
-    assert!(err.fix().unwrap().contains("BOTTLE_SUBNET_POOL="), "{err:?}");
+    assert!(
+        text.contains("docker's own address pools are exhausted"),
+        "{text}"
+    );
+    assert!(
+        err.fix().unwrap().contains("BOTTLE_SUBNET_POOL="),
+        "{err:?}"
+    );
     assert!(
         !engine.rec.transcript().contains("--subnet"),
         "{}",
@@ -325,14 +345,19 @@ fn other_failures_and_mode_off_keep_dockers_answer() {
     engine.first_answer = Some("Error response from daemon: network with name x already exists");
     let err = subnet::create(&engine, &spec, &net).unwrap_err();
     assert!(matches!(err, Error::CommandFailed { .. }), "{err:?}");
-    assert!(err.to_string().contains("already exists") || format!("{err:?}").contains("already exists"));
+    assert!(
+        err.to_string().contains("already exists") || format!("{err:?}").contains("already exists")
+    );
     assert!(!engine.rec.transcript().contains("--subnet"));
     // off: the exhausted pools fail the launch as before
     let r = rendered(&c, settings(SubnetMode::Off, subnet::DEFAULT_POOL));
     let (spec, net) = network_step(&r, "create internal network");
     let engine = Engine::new(&[]);
     let err = subnet::create(&engine, &spec, &net).unwrap_err();
-    assert!(format!("{err:?}").contains("non-overlapping IPv4 address pool"), "{err:?}");
+    assert!(
+        format!("{err:?}").contains("non-overlapping IPv4 address pool"),
+        "{err:?}"
+    );
     assert_eq!(engine.rec.calls().len(), 1, "{}", engine.rec.transcript());
     // a docker that answers: the rendered argv is all that runs
     let mut engine = Engine::new(&[]);
@@ -384,12 +409,22 @@ fn a_launch_on_an_exhausted_engine_uses_the_range_and_rolls_back() {
     let c = case(5);
     let be = backend(&c, SubnetSettings::default());
     let engine = Engine::new(&[("bridge", "172.17.0.0/16")]);
-    engine.rec.reply("docker start bottle-main-dev-abc123-agent", 1, "");
+    engine
+        .rec
+        .reply("docker start bottle-main-dev-abc123-agent", 1, "");
     let err = be
         .launch_observed(input(&c), &engine, None, &|_, _, _, _| {})
         .err()
         .expect("the launch fails");
     assert!(matches!(err, Error::Launch { .. }), "{err:?}");
-    assert!(engine.subnet_of(&n.internal_network).is_none(), "{}", engine.network_transcript());
-    assert!(engine.subnet_of(&n.egress_network).is_none(), "{}", engine.network_transcript());
+    assert!(
+        engine.subnet_of(&n.internal_network).is_none(),
+        "{}",
+        engine.network_transcript()
+    );
+    assert!(
+        engine.subnet_of(&n.egress_network).is_none(),
+        "{}",
+        engine.network_transcript()
+    );
 }

@@ -829,7 +829,11 @@ pub fn run(args: &[String]) -> Result<(), String> {
         let fits = capacity.saturating_sub(used) / 2;
         let spare = capacity.saturating_sub(used + headroom) / 2;
         // docker's pools cap a count only when bottle may not go past them
-        let take = if subnet_mode == "off" { n.min(spare) } else { n };
+        let take = if subnet_mode == "off" {
+            n.min(spare)
+        } else {
+            n
+        };
         if take < n {
             pool_note.push_str(&format!(
                 "\n- {n} bottles asked: the pools had {used} of {capacity} networks in use, room \
