@@ -152,7 +152,8 @@ fn host_routes(runner: &dyn CommandRunner) -> Result<Vec<Ipv4Net>> {
 
 /// Docker refused a network because its address pools have no subnet left
 /// (20.10: "could not find an available, non-overlapping IPv4 address
-/// pool"; 25+: "all predefined address pools have been fully subnetted").
+/// pool"; newer engines: "all predefined address pools have been fully
+/// subnetted").
 pub fn pools_exhausted(stderr: &str) -> bool {
     stderr.contains("could not find an available, non-overlapping IPv4 address pool")
         || stderr.contains("all predefined address pools have been fully subnetted")
