@@ -692,7 +692,7 @@ fn limits(l: &Limits) -> String {
             l.used_at_start,
             if l.subnet_mode == "always" {
                 "`BOTTLE_SUBNET_MODE=always`: every network came from bottle's range, so the run \
-                 left docker's pools to the engine's other users (the lead's tests share it)"
+                 left docker's pools to the engine's other users (it is shared with other work)"
             } else {
                 "bottle's default, `fallback`: docker's pools first, bottle's range once they \
                  were exhausted (for the run's duration the engine's other users had no pool \
@@ -705,7 +705,7 @@ fn limits(l: &Limits) -> String {
         let avail_mib = l.avail_at_start_kib as f64 / 1024.0;
         if per_mib > 0.0 {
             text.push_str(&format!(
-                " After the pools, memory: at {} bottles one costs {per_mib:.0} MiB (bundle + idle \
+                " Beyond addresses, memory: at {} bottles one costs {per_mib:.0} MiB (bundle + idle \
                  agent + engine growth, PSS), so the {avail_mib:.0} MiB available when the run \
                  began hold about {:.0} idle bottles; a working agent grows up to its own limit \
                  (1 GiB here: a cap, not a reservation), so for working agents memory is the \
