@@ -327,6 +327,10 @@ fn a_full_range_is_a_clear_error_and_creates_nothing() {
         err.fix().unwrap().contains("BOTTLE_SUBNET_POOL="),
         "{err:?}"
     );
+    insta::assert_snapshot!(
+        "range_full_error",
+        format!("{text}\nfix: {}", err.fix().unwrap())
+    );
     assert!(
         !engine.rec.transcript().contains("--subnet"),
         "{}",
