@@ -117,9 +117,9 @@ pub fn choose(pool: Ipv4Net, prefix: u8, taken: &[Ipv4Net], start: u32) -> Optio
         .find(|c| !taken.iter().any(|t| t.overlaps(c)))
 }
 
-/// The destinations of `/proc/net/route` (hex, in the host's byte order:
-/// little-endian on every Linux docker runs on), without default routes
-/// (which overlap everything and say nothing about the LAN).
+/// The destinations of `/proc/net/route` (each address printed as hex of
+/// its network-order bytes read as a native integer), without default
+/// routes (which overlap everything and say nothing about the LAN).
 pub fn parse_proc_net_route(text: &str) -> Vec<Ipv4Net> {
     text.lines()
         .skip(1)
@@ -127,9 +127,9 @@ pub fn parse_proc_net_route(text: &str) -> Vec<Ipv4Net> {
             let f: Vec<&str> = line.split_whitespace().collect();
             let dest = u32::from_str_radix(f.get(1)?, 16).ok()?;
             let m = u32::from_str_radix(f.get(7)?, 16).ok()?;
-            let m = u32::from_be_bytes(m.to_le_bytes());
+            let m = u32::from_be_bytes(m.to_ne_bytes());
             (m != 0 && m.leading_ones() + m.trailing_zeros() == 32).then_some(())?;
-            Ipv4Net::new(Ipv4Addr::from(dest.to_le_bytes()), m.leading_ones() as u8)
+            Ipv4Net::new(Ipv4Addr::from(dest.to_ne_bytes()), m.leading_ones() as u8)
         })
         .collect()
 }
@@ -419,13 +419,31 @@ mod tests {
 
     #[test]
     fn host_routes_are_read_without_the_default_route() {
-        let text =
-            "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT\n\
-eth0\t00000000\t010200C0\t0003\t0\t0\t0\t00000000\t0\t0\t0\n\
-docker0\t000011AC\t00000000\t0001\t0\t0\t0\t0000FFFF\t0\t0\t0\n\
-eth0\t000200C0\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0\n\
-wg0\t00D3D30A\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0\n\
-bad\tzz\n";
+        // as this host's kernel prints them (little-endian: `000200C0` is
+        // 192.0.2.0)
+        let hex = |a: [u8; 4]| format!("{:08X}", u32::from_ne_bytes(a));
+        let row = |iface: &str, dest: [u8; 4], gw: [u8; 4], mask: [u8; 4]| {
+            format!(
+                "{iface}\t{}\t{}\t0001\t0\t0\t0\t{}\t0\t0\t0\n",
+                hex(dest),
+                hex(gw),
+                hex(mask)
+            )
+        };
+        let text = [
+            "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT\n"
+                .to_owned(),
+            row("eth0", [0, 0, 0, 0], [192, 0, 2, 1], [0, 0, 0, 0]),
+            row("docker0", [172, 17, 0, 0], [0; 4], [255, 255, 0, 0]),
+            row("eth0", [192, 0, 2, 0], [0; 4], [255, 255, 255, 0]),
+            row("wg0", [10, 211, 211, 0], [0; 4], [255, 255, 255, 0]),
+            "bad\tzz\n".to_owned(),
+        ]
+        .concat();
+        let text = text.as_str();
+        if cfg!(target_endian = "little") {
+            assert!(text.contains("eth0\t000200C0\t00000000"), "{text}");
+        }
         assert_eq!(
             parse_proc_net_route(text),
             [

@@ -102,6 +102,23 @@ fn network_step(r: &Rendered, name: &str) -> (CommandSpec, NetworkCreate) {
     (s.step.run.clone(), (**n).clone())
 }
 
+/// `/proc/net/route` of a host on 192.0.2.0/24 (addresses as its kernel
+/// prints them: network-order bytes read as a native integer).
+fn routes() -> String {
+    let hex = |a: [u8; 4]| format!("{:08X}", u32::from_ne_bytes(a));
+    format!(
+        "Iface\tDestination\tGateway\tFlags\tRefCnt\tUse\tMetric\tMask\tMTU\tWindow\tIRTT\n\
+         eth0\t{}\t{}\t0003\t0\t0\t0\t{}\t0\t0\t0\n\
+         eth0\t{}\t{}\t0001\t0\t0\t0\t{}\t0\t0\t0\n",
+        hex([0, 0, 0, 0]),
+        hex([192, 0, 2, 1]),
+        hex([0, 0, 0, 0]),
+        hex([192, 0, 2, 0]),
+        hex([0, 0, 0, 0]),
+        hex([255, 255, 255, 0]),
+    )
+}
+
 const EXHAUSTED: &str = "Error response from daemon: could not find an available, non-overlapping IPv4 address pool among the defaults to assign to the network";
 const OVERLAPS: &str =
     "Error response from daemon: Pool overlaps with other one on this address space";
@@ -131,11 +148,7 @@ impl Engine {
                     .collect(),
             ),
             steal: Mutex::new(0),
-            routes:
-                "Iface\tDestination\tGateway\tFlags\tRefCnt\tUse\tMetric\tMask\tMTU\tWindow\tIRTT\n\
-                     eth0\t00000000\t010200C0\t0003\t0\t0\t0\t00000000\t0\t0\t0\n\
-                     eth0\t000200C0\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0\n"
-                    .to_owned(),
+            routes: routes(),
             first_answer: Some(EXHAUSTED),
         }
     }
