@@ -12,7 +12,10 @@
 //! are not known here: choose a range free there). `always` picks from the range for every network;
 //! `off` never does. A concurrent create that took the same subnet first
 //! makes docker answer "Pool overlaps": the used subnets are read again and
-//! the next free one is tried, [`ATTEMPTS`] times at most. The networks
+//! the next free one is tried, [`ATTEMPTS`] times at most. No `--gateway`
+//! is given: docker reserves the subnet's first host address as the
+//! gateway (on the internal network `inhibit_ipv4` keeps it off the
+//! bridge, as with a subnet from docker's pools). The networks
 //! carry the same labels either way, so rollback and `bottle gc` remove
 //! them like any other. README "Networks and subnets".
 
