@@ -51,6 +51,7 @@ fn created(s: &DockerStep) -> Option<&str> {
     match &s.action {
         Action::Build(b) => Some(&b.tag),
         Action::Volume { name } => Some(name),
+        Action::Network(n) => Some(&n.name),
         Action::Run | Action::WithImageCommand { .. } | Action::Background
             if s.step.run.program == "docker" =>
         {
@@ -200,6 +201,7 @@ fn run_step(
             .and_then(|cmd| runner.output(&with_image_command(&s.step.run, &cmd)))
             .map(|_| Outcome::Done),
         Action::EnsureBase { image } => ensure_base(runner, image).map(|_| Outcome::Done),
+        Action::Network(n) => crate::subnet::create(runner, &s.step.run, n).map(|_| Outcome::Done),
         Action::Build(b) => {
             let exists = if b.always {
                 false
@@ -330,7 +332,10 @@ pub fn execute(
                 .after(d);
                 if let Some(u) = &s.step.undo {
                     ls = ls.undo(u.clone());
-                    if matches!(s.action, Action::Run | Action::WithImageCommand { .. }) {
+                    if matches!(
+                        s.action,
+                        Action::Run | Action::WithImageCommand { .. } | Action::Network(_)
+                    ) {
                         ls = ls.undo_if_failed();
                     }
                 }

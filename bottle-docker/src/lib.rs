@@ -5,7 +5,8 @@
 //! [`gc`] (which of those images no container uses),
 //! [`workspace`] (which `--cwd` files are copied), [`render`] (plan →
 //! commands, pure), [`launch`] (running them with LIFO rollback and Ctrl-C
-//! handling), [`running`] (the handle: exec/attach/logs/stop), [`tar`]
+//! handling), [`subnet`] (the networks' subnets when docker's pools run out),
+//! [`running`] (the handle: exec/attach/logs/stop), [`tar`]
 //! (agent files with the right owner). Everything goes through the core
 //! `CommandRunner`; this crate never talks to the docker API directly.
 #![deny(missing_docs)]
@@ -26,6 +27,7 @@ pub mod launch;
 pub mod probe_cache;
 pub mod render;
 pub mod running;
+pub mod subnet;
 /// The tar writer lives in core (the CLI packs `bottle cp` input with it).
 pub use bottle_core::tar;
 /// The `--cwd` copy now lives in core (both backends stage it).
@@ -34,6 +36,7 @@ pub use bottle_core::workspace;
 pub use probe_cache::{ProbeCache, PROBE_CACHE_ENV};
 pub use render::{BundleLimits, RenderOptions, Rendered, AGENT_DNS, BUNDLE_ALIAS};
 pub use running::{names_for, DockerRunning};
+pub use subnet::{SubnetMode, SubnetSettings, SUBNET_MODE_ENV, SUBNET_POOL_ENV};
 
 /// Env var naming the `bottle-sidecar` binary to put into the bundle image.
 pub const SIDECAR_BIN_ENV: &str = "BOTTLE_SIDECAR_BIN";
@@ -50,6 +53,7 @@ pub struct DockerBackend {
     gvisor_source: Mutex<GvisorSource>,
     probe_cache: ProbeCache,
     bundle_limits: Option<render::BundleLimits>,
+    subnets: Option<SubnetSettings>,
 }
 
 /// Where this backend's gVisor fact came from.
@@ -75,6 +79,7 @@ impl Default for DockerBackend {
             gvisor_source: Mutex::new(GvisorSource::Given),
             probe_cache: ProbeCache::default(),
             bundle_limits: None,
+            subnets: None,
         }
     }
 }
@@ -97,6 +102,14 @@ impl DockerBackend {
     /// processes, or `BOTTLE_BUNDLE_MEMORY` / `BOTTLE_BUNDLE_PIDS`).
     pub fn with_bundle_limits(mut self, l: render::BundleLimits) -> Self {
         self.bundle_limits = Some(l);
+        self
+    }
+
+    /// Take the networks' subnets this way (default: `BOTTLE_SUBNET_MODE` /
+    /// `BOTTLE_SUBNET_POOL`, else docker's pools with bottle's range when
+    /// they are exhausted: [`subnet`]).
+    pub fn with_subnets(mut self, s: SubnetSettings) -> Self {
+        self.subnets = Some(s);
         self
     }
 
@@ -181,6 +194,10 @@ impl DockerBackend {
                 bundle_limits: match self.bundle_limits {
                     Some(l) => l,
                     None => render::BundleLimits::from_env()?,
+                },
+                subnets: match self.subnets {
+                    Some(s) => s,
+                    None => SubnetSettings::from_env()?,
                 },
             },
         )

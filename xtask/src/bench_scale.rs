@@ -1,18 +1,24 @@
 //! `cargo xtask bench scale [--counts 1,8,24] [--parallel P] [--headroom H]
-//! [--no-write]`, or `cargo xtask bench scale --configure-pools`:
+//! [--subnet-mode always|fallback|off] [--no-write]`, or `cargo xtask bench
+//! scale --configure-pools`:
 //! cost per bottle at scale. For each count, start that many shell-template
 //! bottles (release builds, `P` launches at a time), then measure the wall
 //! time until all are ready, host memory per bottle (`docker stats` of the
 //! bundle and agent containers; RSS of the engine's processes: dockerd,
 //! containerd, its shims, fuse-overlayfs; the host's MemAvailable), the
 //! networks and addresses they use, and `bottle ls` at that count; then
-//! remove them all. A count that does not fit (the engine's address pools:
-//! each bottle takes two networks) reports how many started and why the
-//! next one did not. The engine's address pools (daemon.json's
+//! remove them all. A count that does not fit reports how many started and
+//! why the next one did not.
+//!
+//! Subnets (README "Networks and subnets"): the bottles run with
+//! `BOTTLE_SUBNET_MODE=always` by default, so every network is a `/28` of
+//! bottle's range and the shared engine's address pools stay free for its
+//! other users while the run holds 24 bottles; `fallback` (bottle's default)
+//! lets the bottles take docker's pools until they are exhausted, then the
+//! range; `off` is the old behaviour, where docker's pools (daemon.json's
 //! `default-address-pools` once dockerd has loaded them, else docker's
 //! defaults: 31 networks) cap a count so that `H` networks (default 4) stay
-//! free for other users; the table then says how many the pools would hold.
-//! Rewrites the `scale` section of docs/benchmarks.md.
+//! free for other users. Rewrites the `scale` section of docs/benchmarks.md.
 //!
 //! `--configure-pools` merges a larger pool set into
 //! `/etc/docker/daemon.json` (every other key kept) and stops: dockerd reads
@@ -38,6 +44,8 @@ struct Run {
     sidecar: PathBuf,
     /// Container/network/volume name prefix of this run's bottles.
     prefix: String,
+    /// `BOTTLE_SUBNET_MODE` of the bottles.
+    subnet_mode: String,
 }
 
 impl Run {
@@ -50,6 +58,7 @@ impl Run {
         all.extend(args.iter().map(|s| s.to_string()));
         let o = duct::cmd(&self.bottle, all)
             .env("BOTTLE_SIDECAR_BIN", &self.sidecar)
+            .env("BOTTLE_SUBNET_MODE", &self.subnet_mode)
             .stdin_null()
             .stdout_capture()
             .stderr_capture()
@@ -625,50 +634,95 @@ fn one_count(run: &Run, agent: &str, count: usize, parallel: usize) -> Result<Ro
     })
 }
 
+/// Bottle's default subnet range (bottle-docker's `subnet::DEFAULT_POOL`;
+/// README "Networks and subnets"): 4096 `/28`s.
+const BOTTLE_RANGE: &str = "10.211.0.0/16";
+
 /// What the limits paragraph is computed from.
 struct Limits<'a> {
+    /// `BOTTLE_SUBNET_MODE` of the run.
+    subnet_mode: &'a str,
     pools_from: &'a str,
     capacity: usize,
     used_at_start: usize,
     /// The count with the most bottles up.
     biggest: Option<&'a Row>,
     avail_at_start_kib: u64,
+    /// Launches at a time.
+    parallel: usize,
 }
 
 /// What limits the count, from this run's numbers, and how to raise it.
 fn limits(l: &Limits) -> String {
     let fits = l.capacity.saturating_sub(l.used_at_start) / 2;
-    let mut text = format!(
-        "What limits the count: each bottle takes two docker networks (the internal one, the \
-         egress one), and docker gives every network a subnet from its address pools. This \
-         engine allocated from {}: {} networks, {} of them in use when the run began, room for \
-         {fits} bottles. The next start fails at `create internal network` with \"could not find \
-         an available, non-overlapping IPv4 address pool\" and rolls back. Raise it with \
-         `cargo xtask bench scale --configure-pools`: it merges `\"default-address-pools\": \
-         [{{\"base\": \"{BENCH_POOL}\", \"size\": 24}}, …docker's defaults]` into \
-         `{DAEMON_JSON}` (keeping every other key, as `.ci/run` merges the runsc runtime): 256 \
-         more networks of 254 addresses, 128 more bottles. dockerd reads the pools only when it \
-         starts (a SIGHUP reloads `runtimes`, which is why `.ci/run` registers runsc without a \
-         restart, but not `default-address-pools`), so restart dockerd afterwards, when no one \
-         else is using the engine; the bench never restarts a shared engine itself. The \
-         engine-independent fix is bottle choosing each bottle's two subnets from its slot \
-         (`docker network create --subnet`, in the docker backend's launch plan); it does not \
-         yet.",
-        l.pools_from, l.capacity, l.used_at_start,
-    );
+    let range = std::env::var("BOTTLE_SUBNET_POOL").unwrap_or_else(|_| BOTTLE_RANGE.to_owned());
+    let range_bottles = range
+        .split_once('/')
+        .and_then(|(_, p)| p.parse::<u32>().ok())
+        .filter(|p| *p <= 28)
+        .map(|p| (1u64 << (28 - p)) / 2)
+        .unwrap_or(0);
+    let mut text = if l.subnet_mode == "off" {
+        format!(
+            "What limits the count: each bottle takes two docker networks (the internal one, \
+             the egress one), and with `BOTTLE_SUBNET_MODE=off` docker gives every network a \
+             subnet from its address pools. This engine allocated from {}: {} networks, {} of \
+             them in use when the run began, room for {fits} bottles. The next start fails at \
+             `create internal network` with \"could not find an available, non-overlapping IPv4 \
+             address pool\" and rolls back. Leave `BOTTLE_SUBNET_MODE` unset (`fallback`) and \
+             bottle takes `/28`s from its own range ({range}) once the pools are exhausted; or \
+             give docker more pools (`cargo xtask bench scale --configure-pools` merges \
+             `{{\"base\": \"{BENCH_POOL}\", \"size\": 24}}` into `{DAEMON_JSON}`; dockerd reads \
+             pools only when it starts, so it needs a restart, which the bench never does to a \
+             shared engine).",
+            l.pools_from, l.capacity, l.used_at_start,
+        )
+    } else {
+        format!(
+            "What limits the count: no longer addresses. Each bottle takes two docker networks; \
+             docker's own address pools ({}: {} networks, {} of them in use when the run began) \
+             hold about {fits} bottles, and past them bottle creates each network with \
+             `--subnet`, a `/28` of its own range ({range}: {range_bottles} bottles) that overlaps \
+             no docker network and no route of the host (README \"Networks and subnets\"). This \
+             run used {}. A wider `BOTTLE_SUBNET_POOL` (a private range nothing else here uses; \
+             a /15 holds twice as many) raises that; neither daemon.json nor a dockerd restart \
+             is needed.",
+            l.pools_from,
+            l.capacity,
+            l.used_at_start,
+            if l.subnet_mode == "always" {
+                "`BOTTLE_SUBNET_MODE=always`: every network came from bottle's range, so the run \
+                 left docker's pools to the engine's other users (it is shared with other work)"
+            } else {
+                "bottle's default, `fallback`: docker's pools first, bottle's range once they \
+                 were exhausted (for the run's duration the engine's other users had no pool \
+                 left)"
+            },
+        )
+    };
     if let Some(r) = l.biggest.filter(|r| r.started > 0) {
         let per_mib = r.bundle_mib + r.agent_mib + r.engine_kib_delta.max(0) as f64 / 1024.0;
         let avail_mib = l.avail_at_start_kib as f64 / 1024.0;
         if per_mib > 0.0 {
             text.push_str(&format!(
-                " After the pools, memory: at {} bottles one costs {per_mib:.0} MiB (bundle + idle \
+                " Beyond addresses, memory: at {} bottles one costs {per_mib:.0} MiB (bundle + idle \
                  agent + engine growth, PSS), so the {avail_mib:.0} MiB available when the run \
                  began hold about {:.0} idle bottles; a working agent grows up to its own limit \
-                 (1 GiB here: a cap, not a reservation). The engine is next: every bottle adds \
-                 {:.1} engine processes (shims, fuse-overlayfs mounts here).",
+                 (1 GiB here: a cap, not a reservation), so for working agents memory is the \
+                 limit, and adding RAM (or lower `[resources] memory`) raises it. The engine \
+                 is next: every bottle adds {:.1} engine processes (shims, fuse-overlayfs \
+                 mounts here). Start time is CPU: with {} launches at a time on this machine \
+                 the {} bottles took {:.1} s to all be ready ({:.1} s each, one start p50 {:.1} \
+                 s), which more CPUs (and `--parallel`) shorten; it limits how fast, not how \
+                 many.",
                 r.started,
                 avail_mib / per_mib,
                 r.engine_procs_delta as f64 / r.started as f64,
+                l.parallel,
+                r.started,
+                r.wall.as_secs_f64(),
+                r.wall.as_secs_f64() / r.started as f64,
+                r.start_p50.as_secs_f64(),
             ));
         }
     }
@@ -680,6 +734,7 @@ pub fn run(args: &[String]) -> Result<(), String> {
     let mut counts = vec![1usize, 8, 24];
     let mut parallel = 4usize;
     let mut headroom = 4usize;
+    let mut subnet_mode = "always".to_owned();
     let mut write = true;
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -705,6 +760,13 @@ pub fn run(args: &[String]) -> Result<(), String> {
                     .next()
                     .and_then(|n| n.parse().ok())
                     .ok_or("--headroom needs a number of networks")?
+            }
+            "--subnet-mode" => {
+                subnet_mode = it
+                    .next()
+                    .filter(|m| ["always", "fallback", "off"].contains(&m.as_str()))
+                    .ok_or("--subnet-mode needs always, fallback or off")?
+                    .clone()
             }
             "--no-write" => write = false,
             "--configure-pools" => return configure_pools(),
@@ -747,6 +809,7 @@ pub fn run(args: &[String]) -> Result<(), String> {
         bottle: bottle_copy,
         sidecar: sidecar_copy,
         prefix,
+        subnet_mode: subnet_mode.clone(),
     };
     eprintln!("bench scale: warm-up (builds images once) …");
     let id = run.bottle(&["start", &agent, "--yes", "--detach"])?;
@@ -765,7 +828,12 @@ pub fn run(args: &[String]) -> Result<(), String> {
         let (used, capacity) = pool_use(&pools);
         let fits = capacity.saturating_sub(used) / 2;
         let spare = capacity.saturating_sub(used + headroom) / 2;
-        let take = n.min(spare);
+        // docker's pools cap a count only when bottle may not go past them
+        let take = if subnet_mode == "off" {
+            n.min(spare)
+        } else {
+            n
+        };
         if take < n {
             pool_note.push_str(&format!(
                 "\n- {n} bottles asked: the pools had {used} of {capacity} networks in use, room \
@@ -831,17 +899,19 @@ pub fn run(args: &[String]) -> Result<(), String> {
         .find(|r| !r.is_empty())
         .unwrap_or("?");
     let limits = limits(&Limits {
+        subnet_mode: &subnet_mode,
         pools_from: &pools_from,
         capacity,
         used_at_start,
         biggest: rows.iter().max_by_key(|r| r.started),
         avail_at_start_kib: avail_at_start,
+        parallel,
     });
     let section = format!(
         "## scale\n\nCost per bottle at scale: for each count, that many shell-template bottles \
          (one route, 1 CPU / 1 GiB limits) started with `bottle start --detach`, {parallel} \
          launches at a time, then measured once all were ready, then removed; the agents ran \
-         under {runtime}. Memory is \
+         under {runtime}; networks with `BOTTLE_SUBNET_MODE={subnet_mode}`. Memory is \
          proportional set size (PSS: a shared page counts once, split among its users): the \
          bundle and the agent = every process under the container's containerd shim (for a runsc \
          agent the gVisor sandbox and gofer; idle shell agent); engine = dockerd, containerd, the \

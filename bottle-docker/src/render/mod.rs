@@ -66,6 +66,10 @@ pub enum Action {
     },
     /// Stage the context and build, unless the tag already exists.
     Build(Box<BuildSpec>),
+    /// Create a network; when docker's address pools are exhausted (or
+    /// always, by the operator's setting) with a subnet from bottle's own
+    /// range (`crate::subnet`).
+    Network(Box<crate::subnet::NetworkCreate>),
     /// Create the home volume; its undo applies only when it did not exist
     /// (a resumed bottle keeps its home even if the relaunch fails).
     Volume {
@@ -139,6 +143,8 @@ pub struct RenderOptions {
     pub host_cpus: Option<f64>,
     /// Memory and process limits of the bundle container.
     pub bundle_limits: BundleLimits,
+    /// Where the networks' subnets come from (`crate::subnet`).
+    pub subnets: crate::subnet::SubnetSettings,
 }
 
 /// `docker …`.
@@ -263,7 +269,7 @@ pub fn render(
         home: home_label(&home_of(state)),
     };
     let mut steps = image_steps(&images);
-    steps.extend(networks::steps(plan, &cx.home));
+    steps.extend(networks::steps(plan, &cx.home, opts.subnets));
     steps.extend(bundle::steps(&cx)?);
     let (create_agent, env_file) = agent::create(&cx, runtime);
     // The bundle starts while the agent is created (not started).
