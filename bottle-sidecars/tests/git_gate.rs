@@ -3,13 +3,58 @@
 //!
 //! Every refusal test asserts what the agent's git saw, that the upstream did
 //! not change (read from the upstream repo itself) and the audit line.
+//!
+//! Without git (or, for the ssh tests, without sshd) a test is reported
+//! ignored with the reason, and failed with `CI=true` (`bottle-test-gate`).
 
 mod git_gate_support;
 
 use std::path::Path;
 
 use bottle_sidecars::git_gate::{Grant, PushRule};
+use bottle_test_gate::{run, trial, GIT, SSHD, SSHD_PATH};
 use git_gate_support::*;
+
+fn main() {
+    run(vec![
+        trial!(clone_fetch_and_allowed_push_reach_upstream, &GIT),
+        trial!(unknown_remote_is_refused_with_its_name, &GIT),
+        trial!(disallowed_ref_is_refused_and_not_upstream, &GIT),
+        trial!(
+            force_push_and_delete_refused_unless_the_rule_allows_them,
+            &GIT
+        ),
+        trial!(commits_with_secrets_are_refused_and_not_upstream, &GIT),
+        trial!(grants_in_gate_toml_are_live_and_expire, &GIT),
+        trial!(new_branch_on_a_big_history_scans_only_new_commits, &GIT),
+        trial!(
+            unreachable_upstream_fails_closed_or_serves_stale_when_configured,
+            &GIT
+        ),
+        trial!(upstream_rejection_fails_the_agents_push, &GIT),
+        trial!(ssh_upstream_clone_push_and_upstream_down, &GIT, &SSHD),
+        trial!(ssh_wrong_pinned_host_key_fails_fetch_and_push, &GIT, &SSHD),
+        trial!(
+            upstream_change_unseen_by_the_agent_is_never_overwritten,
+            &GIT
+        ),
+        trial!(a_secret_added_by_a_merge_commit_itself_is_caught, &GIT),
+        trial!(push_only_remote_refuses_fetch, &GIT),
+        trial!(
+            push_scans_every_object_it_adds_headers_tags_names_and_notes,
+            &GIT
+        ),
+        trial!(
+            a_ref_named_after_a_secret_is_refused_and_never_recorded,
+            &GIT
+        ),
+        trial!(only_the_holder_of_the_access_credential_uses_the_gate, &GIT),
+        trial!(
+            a_secret_in_gitlink_ids_is_refused_and_a_plain_submodule_pointer_lands,
+            &GIT
+        ),
+    ])
+}
 
 /// Clone `origin` through the gate into `<tmp>/work`.
 fn clone(world: &World, gate: &Gate) -> std::path::PathBuf {
@@ -30,7 +75,6 @@ fn file_url(p: &Path) -> String {
     format!("file://{}", p.display())
 }
 
-#[test]
 fn clone_fetch_and_allowed_push_reach_upstream() {
     let w = World::new();
     let up = w.upstream("up");
@@ -87,7 +131,6 @@ fn clone_fetch_and_allowed_push_reach_upstream() {
     assert_eq!(gate.last("push")["scanned"], 1);
 }
 
-#[test]
 fn unknown_remote_is_refused_with_its_name() {
     let w = World::new();
     let up = w.upstream("up");
@@ -111,7 +154,6 @@ fn unknown_remote_is_refused_with_its_name() {
     assert_eq!(gate.last("fetch")["rule"], "unknown-remote");
 }
 
-#[test]
 fn disallowed_ref_is_refused_and_not_upstream() {
     let w = World::new();
     let up = w.upstream("up");
@@ -143,7 +185,6 @@ fn disallowed_ref_is_refused_and_not_upstream() {
     assert_eq!(gate.last("push")["rule"], "ref-not-allowed");
 }
 
-#[test]
 fn force_push_and_delete_refused_unless_the_rule_allows_them() {
     let w = World::new();
     let up = w.upstream("up");
@@ -216,7 +257,6 @@ fn force_push_and_delete_refused_unless_the_rule_allows_them() {
     assert_eq!(gate.last("push")["decision"], "allow");
 }
 
-#[test]
 fn commits_with_secrets_are_refused_and_not_upstream() {
     let w = World::new();
     let up = w.upstream("up");
@@ -284,7 +324,6 @@ fn commits_with_secrets_are_refused_and_not_upstream() {
     assert!(w.ref_of(&up, "refs/heads/bot/leak").is_some());
 }
 
-#[test]
 fn grants_in_gate_toml_are_live_and_expire() {
     let w = World::new();
     let up = w.upstream("up");
@@ -332,7 +371,6 @@ fn grants_in_gate_toml_are_live_and_expire() {
     );
 }
 
-#[test]
 fn new_branch_on_a_big_history_scans_only_new_commits() {
     let w = World::new();
     let up = w.upstream("up");
@@ -388,7 +426,6 @@ fn new_branch_on_a_big_history_scans_only_new_commits() {
     assert_eq!(line["scanned"], 1, "{line}");
 }
 
-#[test]
 fn unreachable_upstream_fails_closed_or_serves_stale_when_configured() {
     let w = World::new();
     let up = w.upstream("up");
@@ -432,7 +469,6 @@ fn unreachable_upstream_fails_closed_or_serves_stale_when_configured() {
     assert_eq!(w.ref_of(&up, "refs/heads/bot/x"), None);
 }
 
-#[test]
 fn upstream_rejection_fails_the_agents_push() {
     // The upstream refuses (its own hook): the agent's push must fail and the
     // mirror must not advertise the ref afterwards.
@@ -477,14 +513,11 @@ fn ssh_gate(w: &World, sshd: &Sshd, up: &Path, known_hosts_line: &str) -> Gate {
     Gate::start(w, &cfg)
 }
 
-#[test]
 fn ssh_upstream_clone_push_and_upstream_down() {
-    let Some(bin) = sshd_or_skip("ssh_upstream_clone_push_and_upstream_down") else {
-        return;
-    };
+    let bin = Path::new(SSHD_PATH);
     let w = World::new();
     let up = w.upstream("up");
-    let mut sshd = Sshd::start(&bin, w.path());
+    let mut sshd = Sshd::start(bin, w.path());
     let gate = ssh_gate(&w, &sshd, &up, &sshd.known_hosts_line.clone());
     let work = clone(&w, &gate);
     assert_eq!(
@@ -559,14 +592,11 @@ fn ssh_upstream_clone_push_and_upstream_down() {
     assert!(!audit.contains(key_text.lines().nth(1).unwrap()));
 }
 
-#[test]
 fn ssh_wrong_pinned_host_key_fails_fetch_and_push() {
-    let Some(bin) = sshd_or_skip("ssh_wrong_pinned_host_key_fails_fetch_and_push") else {
-        return;
-    };
+    let bin = Path::new(SSHD_PATH);
     let w = World::new();
     let up = w.upstream("up");
-    let sshd = Sshd::start(&bin, w.path());
+    let sshd = Sshd::start(bin, w.path());
     // Pin some other key for the same host:port.
     let other = w.path().join("other");
     let st = std::process::Command::new("ssh-keygen")
@@ -623,7 +653,6 @@ fn ssh_wrong_pinned_host_key_fails_fetch_and_push() {
     assert_eq!(gate.last("push")["rule"], "upstream-unreachable");
 }
 
-#[test]
 fn upstream_change_unseen_by_the_agent_is_never_overwritten() {
     // The agent may force-push wip/*, but only over what it has seen: each
     // upstream update carries a lease on the value the gate advertised.
@@ -666,7 +695,6 @@ fn upstream_change_unseen_by_the_agent_is_never_overwritten() {
     );
 }
 
-#[test]
 fn a_secret_added_by_a_merge_commit_itself_is_caught() {
     let w = World::new();
     let up = w.upstream("up");
@@ -692,7 +720,6 @@ fn a_secret_added_by_a_merge_commit_itself_is_caught() {
     assert_eq!(line["scanned"], 3);
 }
 
-#[test]
 fn push_only_remote_refuses_fetch() {
     let w = World::new();
     let up = w.upstream("up");
@@ -783,7 +810,6 @@ fn assert_push_refused_as_held(
     );
 }
 
-#[test]
 fn push_scans_every_object_it_adds_headers_tags_names_and_notes() {
     let w = World::new();
     let up = w.upstream("up");
@@ -964,7 +990,6 @@ fn push_scans_every_object_it_adds_headers_tags_names_and_notes() {
     assert!(w.ref_of(&up, "refs/tags/v1").is_some());
 }
 
-#[test]
 fn a_ref_named_after_a_secret_is_refused_and_never_recorded() {
     let w = World::new();
     let up = w.upstream("up");
@@ -1030,7 +1055,6 @@ fn a_ref_named_after_a_secret_is_refused_and_never_recorded() {
     assert!(!audit.contains("a1B2c3D4e5a1B2c3D4e5"), "{audit}");
 }
 
-#[test]
 fn only_the_holder_of_the_access_credential_uses_the_gate() {
     let w = World::new();
     let up = w.upstream("up");
@@ -1100,7 +1124,6 @@ fn as_gitlink_ids(bytes: &[u8]) -> Vec<String> {
         .collect()
 }
 
-#[test]
 fn a_secret_in_gitlink_ids_is_refused_and_a_plain_submodule_pointer_lands() {
     let w = World::new();
     let up = w.upstream("up");

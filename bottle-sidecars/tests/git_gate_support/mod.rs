@@ -258,26 +258,6 @@ impl Gate {
     }
 }
 
-/// Is `CI=true`?
-pub fn in_ci() -> bool {
-    std::env::var("CI").map(|v| v == "true").unwrap_or(false)
-}
-
-/// Path of sshd, or None (printing why) when absent outside CI; panics in CI.
-pub fn sshd_or_skip(test: &str) -> Option<PathBuf> {
-    let p = PathBuf::from("/usr/sbin/sshd");
-    if p.exists() {
-        return Some(p);
-    }
-    if in_ci() {
-        panic!("{test}: /usr/sbin/sshd is missing and CI=true (install the Debian package openssh-server)");
-    }
-    eprintln!(
-        "SKIP {test}: /usr/sbin/sshd not found (apt-get install openssh-server); not CI, skipping"
-    );
-    None
-}
-
 /// A throwaway sshd on 127.0.0.1 serving the local filesystem over ssh.
 pub struct Sshd {
     child: Option<Child>,
