@@ -5,6 +5,7 @@
 //! handles it (`resume` probing gVisor, a fake `docker info` that hangs):
 //! the process dies of SIGINT, and the spinner's line goes with it.
 
+use std::path::Path;
 use std::time::Duration;
 
 use bottle_test_gate::{run, trial, TMUX};
@@ -35,6 +36,19 @@ fn assert_no_spinner(screen: &str) {
     }
 }
 
+/// Once the screen shows `spinner`, Ctrl-C; the exit code the session's
+/// command line wrote to `rc` when the command ended, and the screen then.
+fn ctrl_c_at(session: &Session, spinner: &str, rc: &Path) -> (String, String) {
+    session.wait_for(spinner);
+    std::thread::sleep(Duration::from_millis(1200));
+    session.keys(&["C-c"]);
+    session.wait_for_file(rc, "no end after Ctrl-C", Duration::from_secs(30));
+    std::thread::sleep(Duration::from_millis(200));
+    let screen = session.pane();
+    let code = std::fs::read_to_string(rc).unwrap().trim().to_owned();
+    (code, screen)
+}
+
 fn ctrl_c_during_start_leaves_no_spinner_line() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
@@ -57,17 +71,8 @@ fn ctrl_c_during_start_leaves_no_spinner_line() {
         rc = rc.display(),
     );
     let session = Session::start("bottle-cli-int", (100, 30), &cmdline);
-    session.wait_for("create internal network …");
-    std::thread::sleep(Duration::from_millis(1200));
-    session.keys(&["C-c"]);
-    session.wait_for_file(&rc, "start did not end", Duration::from_secs(30));
-    std::thread::sleep(Duration::from_millis(200));
-    let screen = session.pane();
-    assert_eq!(
-        std::fs::read_to_string(&rc).unwrap().trim(),
-        "130",
-        "{screen}"
-    );
+    let (code, screen) = ctrl_c_at(&session, "create internal network …", &rc);
+    assert_eq!(code, "130", "{screen}");
     assert!(
         screen.contains("error: interrupted during create internal network"),
         "{screen}"
@@ -111,17 +116,8 @@ fn ctrl_c_before_the_launch_handles_it_leaves_no_spinner_line() {
         rc = rc.display(),
     );
     let session = Session::start("bottle-cli-int2", (100, 20), &cmdline);
-    session.wait_for("check base image …");
-    std::thread::sleep(Duration::from_millis(1200));
-    session.keys(&["C-c"]);
-    session.wait_for_file(&rc, "resume did not end", Duration::from_secs(30));
-    std::thread::sleep(Duration::from_millis(200));
-    let screen = session.pane();
+    let (code, screen) = ctrl_c_at(&session, "check base image …", &rc);
     // died of SIGINT (128 + 2)
-    assert_eq!(
-        std::fs::read_to_string(&rc).unwrap().trim(),
-        "130",
-        "{screen}"
-    );
+    assert_eq!(code, "130", "{screen}");
     assert_no_spinner(&screen);
 }

@@ -372,6 +372,15 @@ fn binary_prints_ready_passes_health_and_health_fails_when_killed() {
     }
 }
 
+/// `bottle-sidecar run --config <config>` to its end.
+fn run_bundle(config: &Path) -> std::process::Output {
+    Command::new(BIN)
+        .args(["run", "--config"])
+        .arg(config)
+        .output()
+        .unwrap()
+}
+
 fn binary_refuses_to_run_when_a_daemon_cannot_start() {
     let dir = tempfile::tempdir().unwrap();
     let addr = free_port();
@@ -379,11 +388,7 @@ fn binary_refuses_to_run_when_a_daemon_cannot_start() {
     // Invalid supervise config: no operator key → the daemon refuses, the bundle exits.
     std::fs::write(&section.config, "grant_ttl = \"1h\"\n").unwrap();
     let config = write_bundle(dir.path(), section);
-    let out = Command::new(BIN)
-        .args(["run", "--config"])
-        .arg(&config)
-        .output()
-        .unwrap();
+    let out = run_bundle(&config);
     assert_eq!(out.status.code(), Some(1));
     assert!(!String::from_utf8_lossy(&out.stdout).contains("ready"));
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -400,20 +405,12 @@ fn binary_refuses_to_run_when_a_daemon_cannot_start() {
     let taken = TcpListener::bind("127.0.0.1:0").unwrap();
     let section = supervise_section(&dir.path().join("state2"), taken.local_addr().unwrap());
     let config = write_bundle(dir.path(), section);
-    let out = Command::new(BIN)
-        .args(["run", "--config"])
-        .arg(&config)
-        .output()
-        .unwrap();
+    let out = run_bundle(&config);
     assert_eq!(out.status.code(), Some(1));
     assert!(!String::from_utf8_lossy(&out.stdout).contains("ready"));
 
     // An invalid bundle.toml is a usage error.
     std::fs::write(&config, "identity = 1\n").unwrap();
-    let out = Command::new(BIN)
-        .args(["run", "--config"])
-        .arg(&config)
-        .output()
-        .unwrap();
+    let out = run_bundle(&config);
     assert_eq!(out.status.code(), Some(2));
 }

@@ -139,11 +139,7 @@ fn unknown_remote_is_refused_with_its_name() {
     assert!(!out.status.success());
     let err = stderr(&out);
     assert!(err.contains("unknown remote 'elsewhere'"), "{err}");
-    let line = gate.last("fetch");
-    assert_eq!(
-        (line["decision"].as_str(), line["rule"].as_str()),
-        (Some("deny"), Some("unknown-remote"))
-    );
+    let line = gate.last_is("fetch", "deny", "unknown-remote");
     assert_eq!(line["remote"], "elsewhere");
     // Path tricks do not escape to other repos either.
     let out = w.run(
@@ -170,9 +166,7 @@ fn disallowed_ref_is_refused_and_not_upstream() {
     );
     assert!(err.contains("request_git_push"), "{err}");
     assert_eq!(w.ref_of(&up, "refs/heads/main").unwrap(), before);
-    let line = gate.last("push");
-    assert_eq!(line["decision"], "deny");
-    assert_eq!(line["rule"], "ref-not-allowed");
+    let line = gate.last_is("push", "deny", "ref-not-allowed");
     assert_eq!(line["ref"], "refs/heads/main");
     // `*` stays in one component: bot/a/b is not covered by refs/heads/bot/*.
     let out = w.run(&work, &["push", "origin", "HEAD:refs/heads/bot/a/b"]);
@@ -218,11 +212,7 @@ fn force_push_and_delete_refused_unless_the_rule_allows_them() {
         w.ref_of(&up, "refs/heads/bot/a").as_deref(),
         Some(first.as_str())
     );
-    let line = gate.last("push");
-    assert_eq!(
-        (line["decision"].as_str(), line["rule"].as_str()),
-        (Some("deny"), Some("non-fast-forward"))
-    );
+    gate.last_is("push", "deny", "non-fast-forward");
 
     // Delete: refused on bot/*.
     let out = w.run(&work, &["push", "origin", ":refs/heads/bot/a"]);
@@ -236,11 +226,7 @@ fn force_push_and_delete_refused_unless_the_rule_allows_them() {
         w.ref_of(&up, "refs/heads/bot/a").as_deref(),
         Some(first.as_str())
     );
-    let line = gate.last("push");
-    assert_eq!(
-        (line["decision"].as_str(), line["rule"].as_str()),
-        (Some("deny"), Some("delete-not-allowed"))
-    );
+    gate.last_is("push", "deny", "delete-not-allowed");
 
     // wip/* allows both.
     w.ok(
@@ -278,9 +264,7 @@ fn commits_with_secrets_are_refused_and_not_upstream() {
     );
     assert!(!err.contains(HELD_VALUE));
     assert_eq!(w.ref_of(&up, "refs/heads/bot/leak"), None);
-    let line = gate.last("push");
-    assert_eq!(line["decision"], "deny");
-    assert_eq!(line["rule"], format!("held:{HELD_NAME}"));
+    let line = gate.last_is("push", "deny", &format!("held:{HELD_NAME}"));
     assert_eq!(line["scanned"], 2);
 
     // The value base64-encoded in the commit message.
@@ -306,11 +290,7 @@ fn commits_with_secrets_are_refused_and_not_upstream() {
         stderr(&out)
     );
     assert_eq!(w.ref_of(&up, "refs/heads/bot/leak"), None);
-    let line = gate.last("push");
-    assert_eq!(
-        (line["decision"].as_str(), line["rule"].as_str()),
-        (Some("deny"), Some("pattern:private-key"))
-    );
+    gate.last_is("push", "deny", "pattern:private-key");
 
     // Nothing secret in the record.
     let audit = gate.audit_text();
@@ -364,11 +344,7 @@ fn grants_in_gate_toml_are_live_and_expire() {
     gate.update_config(&cfg);
     w.ok(&work, &["push", "--quiet", "origin", "feature/x"]);
     assert!(w.ref_of(&up, "refs/heads/feature/x").is_some());
-    let line = gate.last("push");
-    assert_eq!(
-        (line["decision"].as_str(), line["rule"].as_str()),
-        (Some("allow"), Some("grant:req-live"))
-    );
+    gate.last_is("push", "allow", "grant:req-live");
 }
 
 fn new_branch_on_a_big_history_scans_only_new_commits() {
@@ -438,11 +414,7 @@ fn unreachable_upstream_fails_closed_or_serves_stale_when_configured() {
     let out = w.run(&work, &["fetch", "origin"]);
     assert!(!out.status.success());
     assert!(stderr(&out).contains("unreachable"), "{}", stderr(&out));
-    let line = gate.last("fetch");
-    assert_eq!(
-        (line["decision"].as_str(), line["rule"].as_str()),
-        (Some("deny"), Some("upstream-unreachable"))
-    );
+    gate.last_is("fetch", "deny", "upstream-unreachable");
 
     w.ok(&work, &["checkout", "--quiet", "-b", "bot/x"]);
     w.commit(&work, &[("x", "x\n")], "x");
@@ -454,11 +426,7 @@ fn unreachable_upstream_fails_closed_or_serves_stale_when_configured() {
     gate.update_config(&cfg);
     let out = w.run(&work, &["fetch", "origin"]);
     assert!(out.status.success(), "{}", stderr(&out));
-    let line = gate.last("fetch");
-    assert_eq!(
-        (line["decision"].as_str(), line["rule"].as_str()),
-        (Some("allow"), Some("serve-stale"))
-    );
+    let line = gate.last_is("fetch", "allow", "serve-stale");
     assert!(line["warning"]
         .as_str()
         .unwrap()
@@ -486,11 +454,7 @@ fn upstream_rejection_fails_the_agents_push() {
     assert!(!out.status.success());
     assert!(stderr(&out).contains("upstream push"), "{}", stderr(&out));
     assert_eq!(w.ref_of(&up, "refs/heads/bot/r"), None);
-    let line = gate.last("push");
-    assert_eq!(
-        (line["decision"].as_str(), line["rule"].as_str()),
-        (Some("deny"), Some("upstream-push-failed"))
-    );
+    gate.last_is("push", "deny", "upstream-push-failed");
     let adv = w.ok(&work, &["ls-remote", "origin"]);
     assert!(!adv.contains("refs/heads/bot/r"), "{adv}");
 }
@@ -572,9 +536,7 @@ fn ssh_upstream_clone_push_and_upstream_down() {
         w.ref_of(&up, "refs/heads/bot/ssh").as_deref(),
         Some(c.as_str())
     );
-    let line = gate.last("push");
-    assert_eq!(line["decision"], "deny");
-    assert_eq!(line["rule"], "upstream-push-failed");
+    gate.last_is("push", "deny", "upstream-push-failed");
     // A fetch refreshes first and fails closed; after that failed refresh the
     // next push re-checks upstream before taking the upload.
     let out = w.run(&work, &["fetch", "origin"]);
@@ -623,11 +585,7 @@ fn ssh_wrong_pinned_host_key_fails_fetch_and_push() {
         err.contains("unreachable") && err.contains("Host key verification failed"),
         "{err}"
     );
-    let line = gate.last("fetch");
-    assert_eq!(
-        (line["decision"].as_str(), line["rule"].as_str()),
-        (Some("deny"), Some("upstream-unreachable"))
-    );
+    gate.last_is("fetch", "deny", "upstream-unreachable");
 
     // Push from a repo that has the history (cloned directly from upstream).
     let work = w.path().join("direct");
@@ -688,11 +646,7 @@ fn upstream_change_unseen_by_the_agent_is_never_overwritten() {
         w.ref_of(&up, "refs/heads/wip/x").as_deref(),
         Some(theirs.as_str())
     );
-    let line = gate.last("push");
-    assert_eq!(
-        (line["decision"].as_str(), line["rule"].as_str()),
-        (Some("deny"), Some("upstream-push-failed"))
-    );
+    gate.last_is("push", "deny", "upstream-push-failed");
 }
 
 fn a_secret_added_by_a_merge_commit_itself_is_caught() {
@@ -740,11 +694,7 @@ fn push_only_remote_refuses_fetch() {
         "{}",
         stderr(&out)
     );
-    let line = gate.last("fetch");
-    assert_eq!(
-        (line["decision"].as_str(), line["rule"].as_str()),
-        (Some("deny"), Some("fetch-disabled"))
-    );
+    gate.last_is("fetch", "deny", "fetch-disabled");
 }
 
 /// `git <args>` in `repo` with `input` on stdin; returns stdout (trimmed).
@@ -1010,11 +960,7 @@ fn a_ref_named_after_a_secret_is_refused_and_never_recorded() {
         stderr(&out)
     );
     assert_eq!(w.ref_of(&up, &refname), None);
-    let line = gate.last("push");
-    assert_eq!(
-        (line["decision"].as_str(), line["rule"].as_str()),
-        (Some("deny"), Some(format!("held:{HELD_NAME}").as_str()))
-    );
+    gate.last_is("push", "deny", &format!("held:{HELD_NAME}"));
 
     // A credential-shaped ref name.
     let pat = format!("refs/heads/bot/ghp_{}", "a1B2c3D4e5".repeat(4));
@@ -1075,11 +1021,7 @@ fn only_the_holder_of_the_access_credential_uses_the_gate() {
         let out = w.run(w.path(), &["ls-remote", &url]);
         assert!(!out.status.success(), "{url}");
         assert!(stderr(&out).contains("access denied"), "{}", stderr(&out));
-        let line = gate.last("fetch");
-        assert_eq!(
-            (line["decision"].as_str(), line["rule"].as_str()),
-            (Some("deny"), Some("access-credential"))
-        );
+        gate.last_is("fetch", "deny", "access-credential");
     }
     // A push without it is refused the same way; upstream unchanged.
     let out = w.run(
@@ -1179,11 +1121,7 @@ fn a_secret_in_gitlink_ids_is_refused_and_a_plain_submodule_pointer_lands() {
         stderr(&out)
     );
     assert_eq!(w.ref_of(&up, "refs/heads/bot/hex"), None);
-    let line = gate.last("push");
-    assert_eq!(
-        (line["decision"].as_str(), line["rule"].as_str()),
-        (Some("deny"), Some("held:env-HEX"))
-    );
+    gate.last_is("push", "deny", "held:env-HEX");
 
     // Nothing of it in the record.
     let text = gate.audit_text();

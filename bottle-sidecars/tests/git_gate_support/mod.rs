@@ -241,6 +241,18 @@ impl Gate {
         std::fs::read_to_string(&self.audit_path).unwrap_or_default()
     }
 
+    /// The last audit line with `op` (see [`Gate::last`]), which must be
+    /// `decision` by `rule`.
+    pub fn last_is(&self, op: &str, decision: &str, rule: &str) -> Value {
+        let line = self.last(op);
+        assert_eq!(
+            (line["decision"].as_str(), line["rule"].as_str()),
+            (Some(decision), Some(rule)),
+            "{line}"
+        );
+        line
+    }
+
     /// The last audit line with `op`.
     /// A refusal can reach the client before its audit line reaches the
     /// file, so wait (bounded) for a line with `op` to appear.
