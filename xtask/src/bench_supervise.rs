@@ -76,17 +76,9 @@ fn workspace_root() -> Result<PathBuf, String> {
 }
 
 fn machine() -> String {
-    let cpus = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(0);
-    let model = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|t| {
-            t.lines()
-                .find(|l| l.starts_with("model name"))
-                .and_then(|l| l.split(':').nth(1))
-                .map(|m| m.trim().to_owned())
-        })
-        .unwrap_or_else(|| std::env::consts::ARCH.to_owned());
-    format!("{cpus} CPU(s), {model}, {}", std::env::consts::OS)
+    format!(
+        "{}, {}",
+        crate::bench_start::machine(),
+        std::env::consts::OS
+    )
 }
