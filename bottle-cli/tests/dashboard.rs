@@ -7,19 +7,14 @@
 //! does not quit, `q` does. No real engine: `PATH` holds a fake `docker`
 //! whose daemon is down.
 
-use std::os::unix::fs::PermissionsExt;
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bottle_test_gate::{run_with, trial, Arguments, DOCKER, TMUX};
 
 mod tmux;
 
-use tmux::Session;
-
-fn typed(text: &str) -> Vec<String> {
-    text.chars().map(String::from).collect()
-}
+use tmux::{fake_docker, init_home, Session};
 
 fn main() {
     // One at a time: the first test copies the binary and runs the copy;
@@ -67,6 +62,13 @@ fn only_bottle(home: &std::path::Path) -> (String, String) {
     )
 }
 
+/// Wait until the bottles table shows `id` in `state`.
+fn wait_for_row(s: &Session, id: &str, state: &str) {
+    s.wait_for_line(&format!("the row of {id} {state}"), |l| {
+        l.starts_with(&format!("│{id} ")) && l.split_whitespace().any(|w| w == state)
+    });
+}
+
 /// The dashboard drives a real bottle through the lifecycle library in its
 /// own process (no `bottle` child): `n` starts it with its launch steps on
 /// the status line, `x` stops it, `r` resumes it, `l` shows the agent's
@@ -80,25 +82,18 @@ fn start_stop_resume_logs_and_rm_run_in_process_on_a_real_engine() {
         "bottle = \"dev\"\ncommand = [\"sh\", \"-c\", \"echo dashboard-tick-ok; exec sleep infinity\"]\n",
     )
     .unwrap();
-    let s = Session(format!("bottle-cli-dash-real-{}", std::process::id()));
     let cmdline = format!(
         "{exe} --home {home} dashboard; sleep 30",
         exe = env!("CARGO_BIN_EXE_bottle"),
         home = home.display(),
     );
-    let ok = Command::new("tmux")
-        .args(["new-session", "-d", "-s", &s.0, "-x", "160", "-y", "40"])
-        .arg(&cmdline)
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok, "tmux session");
+    let s = Session::start("bottle-cli-dash-real", (160, 40), &cmdline);
     s.wait_for("n new  s shell  l logs");
     // a first start may build the sidecar and agent images
     let long = Duration::from_secs(300);
 
     s.keys(&["n"]);
-    s.keys(&typed("tick").iter().map(String::as_str).collect::<Vec<_>>());
+    s.type_text("tick");
     s.keys(&["Enter"]);
     s.wait_for_within("started tick", long);
     let (id, state) = only_bottle(&home);
@@ -108,11 +103,14 @@ fn start_stop_resume_logs_and_rm_run_in_process_on_a_real_engine() {
     s.keys(&["x", "y"]);
     s.wait_for_within(&format!("stopped {id}"), long);
     assert_eq!(only_bottle(&home).1, "stopped");
-    s.wait_for("stopped");
+    // the table refreshes on its own, after the status line (`r` on a row
+    // still shown running is refused)
+    wait_for_row(&s, &id, "stopped");
 
     s.keys(&["r"]);
     s.wait_for_within(&format!("resumed {id}"), long);
     assert_eq!(only_bottle(&home).1, "running");
+    wait_for_row(&s, &id, "running");
 
     s.keys(&["l"]);
     let screen = s.wait_for("dashboard-tick-ok");
@@ -151,28 +149,16 @@ fn start_stop_resume_logs_and_rm_run_in_process_on_a_real_engine() {
 fn launches_survive_a_rebuilt_binary_and_errors_reach_the_status_line() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let bin = d.join("bin");
-    std::fs::create_dir_all(&bin).unwrap();
-    let docker = bin.join("docker");
-    std::fs::write(
-        &docker,
-        "#!/bin/sh\necho 'Cannot connect to the Docker daemon at unix:///var/run/docker.sock. Is the docker daemon running?' >&2\nexit 1\n",
-    )
-    .unwrap();
-    std::fs::set_permissions(&docker, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let bin = fake_docker(
+        d,
+        "echo 'Cannot connect to the Docker daemon at unix:///var/run/docker.sock. Is the docker daemon running?' >&2\nexit 1\n",
+    );
     let exe = d.join("bottle");
     std::fs::copy(env!("CARGO_BIN_EXE_bottle"), &exe).unwrap();
     let home = d.join("home");
-    let o = Command::new(&exe)
-        .arg("--home")
-        .arg(&home)
-        .args(["init", "-q"])
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{o:?}");
+    init_home(&exe, &home);
 
     let rc = d.join("rc");
-    let s = Session(format!("bottle-cli-dash-{}", std::process::id()));
     let cmdline = format!(
         "cd {d} && PATH={bin}:/usr/bin:/bin {exe} --home {home} dashboard; echo $? > {rc}; sleep 30",
         d = d.display(),
@@ -181,13 +167,7 @@ fn launches_survive_a_rebuilt_binary_and_errors_reach_the_status_line() {
         home = home.display(),
         rc = rc.display(),
     );
-    let ok = Command::new("tmux")
-        .args(["new-session", "-d", "-s", &s.0, "-x", "120", "-y", "30"])
-        .arg(&cmdline)
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok, "tmux session");
+    let s = Session::start("bottle-cli-dash", (120, 30), &cmdline);
     s.wait_for("n new  s shell  l logs");
 
     // a rebuild replaces the file the dashboard runs from
@@ -195,19 +175,14 @@ fn launches_survive_a_rebuilt_binary_and_errors_reach_the_status_line() {
     std::fs::copy(env!("CARGO_BIN_EXE_bottle"), &exe).unwrap();
 
     s.keys(&["n"]);
-    s.keys(&typed("demo").iter().map(String::as_str).collect::<Vec<_>>());
+    s.type_text("demo");
     s.keys(&["Enter"]);
     let screen = s.wait_for("error: start demo:");
     assert!(screen.contains("unreachable"), "{screen}");
     assert!(!screen.contains("No such file"), "{screen}");
 
     s.keys(&["n"]);
-    s.keys(
-        &typed("nosuch")
-            .iter()
-            .map(String::as_str)
-            .collect::<Vec<_>>(),
-    );
+    s.type_text("nosuch");
     s.keys(&["Enter"]);
     let screen = s.wait_for("error: no agent named `nosuch`");
     assert!(!screen.contains("dashboard.log"), "{screen}");
@@ -217,11 +192,7 @@ fn launches_survive_a_rebuilt_binary_and_errors_reach_the_status_line() {
     s.wait_for("q quits");
     assert!(!rc.exists());
     s.keys(&["q"]);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !rc.exists() {
-        assert!(Instant::now() < deadline, "q did not quit:\n{}", s.pane());
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    s.wait_for_file(&rc, "q did not quit", Duration::from_secs(10));
     assert_eq!(std::fs::read_to_string(&rc).unwrap().trim(), "0");
     // the failed start left no bottle behind
     let left: Vec<_> = std::fs::read_dir(home.join("state"))

@@ -5,8 +5,6 @@
 //! `PATH` holds only a fake `docker` that answers like a docker CLI whose
 //! daemon is down and records every call it gets.
 
-use std::path::Path;
-
 use bottle_core::state::Phase;
 
 mod common;
@@ -16,16 +14,8 @@ impl Env {
     /// Run `bottle --home <home> ARGS` with only the fake docker on PATH;
     /// returns the exit code and stderr, temp paths redacted.
     fn run(&self, args: &[&str]) -> (i32, String) {
-        let o = std::process::Command::new(env!("CARGO_BIN_EXE_bottle"))
-            .arg("--home")
-            .arg(self.home())
-            .args(args)
-            .env("PATH", self.dir.path().join("bin"))
-            .env_remove("BOTTLE_HOME")
-            .env_remove("BOTTLE_SMOLVM")
-            .env_remove("RUST_LOG")
-            .env_remove("DOCKER_HOST")
-            .stdin(std::process::Stdio::null())
+        let o = self
+            .command(&self.dir.path().join("bin"), args)
             .output()
             .expect("bottle runs");
         let err = String::from_utf8_lossy(&o.stderr).into_owned();
@@ -35,25 +25,6 @@ impl Env {
     fn docker_calls(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("docker-calls")).unwrap_or_default()
     }
-
-    /// Snapshot settings that replace this env's temp dir with `[TMP]`.
-    fn settings(&self) -> insta::Settings {
-        let mut s = insta::Settings::clone_current();
-        s.add_filter(&regex_escape(self.dir.path()), "[TMP]");
-        s.set_prepend_module_to_snapshot(false);
-        s
-    }
-}
-
-fn regex_escape(p: &Path) -> String {
-    let mut out = String::new();
-    for c in p.to_string_lossy().chars() {
-        if !c.is_ascii_alphanumeric() && c != '/' && c != '_' {
-            out.push('\\');
-        }
-        out.push(c);
-    }
-    out
 }
 
 /// The identity-taking commands, with `{id}` for the identity.

@@ -7,7 +7,7 @@
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 
 use bottle_core::state::Phase;
 
@@ -50,17 +50,9 @@ struct Run {
 }
 
 fn bottle(env: &Env, path: &Path, args: &[&str], stdout: Stdio) -> Run {
-    let o = Command::new(env!("CARGO_BIN_EXE_bottle"))
-        .arg("--home")
-        .arg(env.home())
-        .args(args)
-        .env("PATH", path)
+    let o = env
+        .command(path, args)
         .current_dir(env.dir.path().join("cwd"))
-        .env_remove("BOTTLE_HOME")
-        .env_remove("BOTTLE_SMOLVM")
-        .env_remove("RUST_LOG")
-        .env_remove("DOCKER_HOST")
-        .stdin(Stdio::null())
         .stdout(stdout)
         .stderr(Stdio::piped())
         .output()
@@ -73,10 +65,7 @@ fn bottle(env: &Env, path: &Path, args: &[&str], stdout: Stdio) -> Run {
 }
 
 fn snapshot(env: &Env, name: &str, args: &[&str], r: &Run) {
-    let mut s = insta::Settings::clone_current();
-    s.set_prepend_module_to_snapshot(false);
-    s.add_filter(&regex_escape(&env.dir.path().to_string_lossy()), "[TMP]");
-    s.bind(|| {
+    env.settings().bind(|| {
         insta::assert_snapshot!(
             name,
             format!(
@@ -87,15 +76,6 @@ fn snapshot(env: &Env, name: &str, args: &[&str], r: &Run) {
             )
         )
     });
-}
-
-fn regex_escape(s: &str) -> String {
-    s.chars()
-        .flat_map(|c| {
-            let esc = !c.is_ascii_alphanumeric() && c != '/' && c != '_';
-            esc.then_some('\\').into_iter().chain(std::iter::once(c))
-        })
-        .collect()
 }
 
 fn down(env: &Env) -> std::path::PathBuf {

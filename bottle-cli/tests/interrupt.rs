@@ -5,15 +5,14 @@
 //! handles it (`resume` probing gVisor, a fake `docker info` that hangs):
 //! the process dies of SIGINT, and the spinner's line goes with it.
 
-use std::os::unix::fs::PermissionsExt;
-use std::process::Command;
-use std::time::{Duration, Instant};
+use std::path::Path;
+use std::time::Duration;
 
 use bottle_test_gate::{run, trial, TMUX};
 
 mod tmux;
 
-use tmux::Session;
+use tmux::{fake_docker, init_home, Session};
 
 fn main() {
     run(vec![
@@ -37,31 +36,32 @@ fn assert_no_spinner(screen: &str) {
     }
 }
 
+/// Once the screen shows `spinner`, Ctrl-C; the exit code the session's
+/// command line wrote to `rc` when the command ended, and the screen then.
+fn ctrl_c_at(session: &Session, spinner: &str, rc: &Path) -> (String, String) {
+    session.wait_for(spinner);
+    std::thread::sleep(Duration::from_millis(1200));
+    session.keys(&["C-c"]);
+    session.wait_for_file(rc, "no end after Ctrl-C", Duration::from_secs(30));
+    std::thread::sleep(Duration::from_millis(200));
+    let screen = session.pane();
+    let code = std::fs::read_to_string(rc).unwrap().trim().to_owned();
+    (code, screen)
+}
+
 fn ctrl_c_during_start_leaves_no_spinner_line() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let bin = d.join("bin");
-    std::fs::create_dir_all(&bin).unwrap();
     std::fs::create_dir_all(d.join("cwd")).unwrap();
-    let docker = bin.join("docker");
-    std::fs::write(
-        &docker,
-        "#!/bin/sh\ncase \"$1 $2\" in version*) echo 20.10.0;; 'network create') sleep 30;; esac\nexit 0\n",
-    )
-    .unwrap();
-    std::fs::set_permissions(&docker, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let bin = fake_docker(
+        d,
+        "case \"$1 $2\" in version*) echo 20.10.0;; 'network create') sleep 30;; esac\nexit 0\n",
+    );
     let exe = env!("CARGO_BIN_EXE_bottle");
     let home = d.join("home");
-    let o = Command::new(exe)
-        .arg("--home")
-        .arg(&home)
-        .args(["init", "-q"])
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{o:?}");
+    init_home(exe.as_ref(), &home);
 
     let rc = d.join("rc");
-    let session = Session(format!("bottle-cli-int-{}", std::process::id()));
     // a width where the bar would fill the line to its last column
     let cmdline = format!(
         "cd {cwd} && PATH={bin}:/usr/bin:/bin {exe} --home {home} start demo --yes --backend docker; echo $? > {rc}; sleep 30",
@@ -70,49 +70,9 @@ fn ctrl_c_during_start_leaves_no_spinner_line() {
         home = home.display(),
         rc = rc.display(),
     );
-    let ok = Command::new("tmux")
-        .args([
-            "new-session",
-            "-d",
-            "-s",
-            &session.0,
-            "-x",
-            "100",
-            "-y",
-            "30",
-        ])
-        .arg(&cmdline)
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok, "tmux session");
-    let pane = || {
-        let o = Command::new("tmux")
-            .args(["capture-pane", "-p", "-t", &session.0])
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&o.stdout).into_owned()
-    };
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !pane().contains("create internal network …") {
-        assert!(Instant::now() < deadline, "no spinner: {}", pane());
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    std::thread::sleep(Duration::from_millis(1200));
-    let _ = Command::new("tmux")
-        .args(["send-keys", "-t", &session.0, "C-c"])
-        .status();
-    while !rc.exists() {
-        assert!(Instant::now() < deadline, "start did not end: {}", pane());
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    std::thread::sleep(Duration::from_millis(200));
-    let screen = pane();
-    assert_eq!(
-        std::fs::read_to_string(&rc).unwrap().trim(),
-        "130",
-        "{screen}"
-    );
+    let session = Session::start("bottle-cli-int", (100, 30), &cmdline);
+    let (code, screen) = ctrl_c_at(&session, "create internal network …", &rc);
+    assert_eq!(code, "130", "{screen}");
     assert!(
         screen.contains("error: interrupted during create internal network"),
         "{screen}"
@@ -125,24 +85,13 @@ fn ctrl_c_during_start_leaves_no_spinner_line() {
 fn ctrl_c_before_the_launch_handles_it_leaves_no_spinner_line() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let bin = d.join("bin");
-    std::fs::create_dir_all(&bin).unwrap();
-    let docker = bin.join("docker");
-    std::fs::write(
-        &docker,
-        "#!/bin/sh\ncase \"$1\" in version) echo 20.10.0;; info) sleep 30;; esac\nexit 0\n",
-    )
-    .unwrap();
-    std::fs::set_permissions(&docker, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let bin = fake_docker(
+        d,
+        "case \"$1\" in version) echo 20.10.0;; info) sleep 30;; esac\nexit 0\n",
+    );
     let exe = env!("CARGO_BIN_EXE_bottle");
     let home = d.join("home");
-    let o = Command::new(exe)
-        .arg("--home")
-        .arg(&home)
-        .args(["init", "-q"])
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{o:?}");
+    init_home(exe.as_ref(), &home);
     // a stopped bottle to resume
     let id = "demo-dev-abcdef";
     let state = home.join("state").join(id);
@@ -157,7 +106,6 @@ fn ctrl_c_before_the_launch_handles_it_leaves_no_spinner_line() {
     std::fs::write(state.join("metadata.json"), meta.to_string()).unwrap();
 
     let rc = d.join("rc");
-    let session = Session(format!("bottle-cli-int2-{}", std::process::id()));
     // the shell outlives the SIGINT (a trap, not an ignore: `bottle` gets
     // the default action) and records how `bottle` ended
     let cmdline = format!(
@@ -167,49 +115,9 @@ fn ctrl_c_before_the_launch_handles_it_leaves_no_spinner_line() {
         home = home.display(),
         rc = rc.display(),
     );
-    let ok = Command::new("tmux")
-        .args([
-            "new-session",
-            "-d",
-            "-s",
-            &session.0,
-            "-x",
-            "100",
-            "-y",
-            "20",
-        ])
-        .arg(&cmdline)
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok, "tmux session");
-    let pane = || {
-        let o = Command::new("tmux")
-            .args(["capture-pane", "-p", "-t", &session.0])
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&o.stdout).into_owned()
-    };
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !pane().contains("check base image …") {
-        assert!(Instant::now() < deadline, "no spinner: {}", pane());
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    std::thread::sleep(Duration::from_millis(1200));
-    let _ = Command::new("tmux")
-        .args(["send-keys", "-t", &session.0, "C-c"])
-        .status();
-    while !rc.exists() {
-        assert!(Instant::now() < deadline, "resume did not end: {}", pane());
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    std::thread::sleep(Duration::from_millis(200));
-    let screen = pane();
+    let session = Session::start("bottle-cli-int2", (100, 20), &cmdline);
+    let (code, screen) = ctrl_c_at(&session, "check base image …", &rc);
     // died of SIGINT (128 + 2)
-    assert_eq!(
-        std::fs::read_to_string(&rc).unwrap().trim(),
-        "130",
-        "{screen}"
-    );
+    assert_eq!(code, "130", "{screen}");
     assert_no_spinner(&screen);
 }

@@ -5,8 +5,6 @@
 //! real engine is used: `PATH` holds only a fake `docker` whose daemon is
 //! down (or nothing at all).
 
-use std::path::Path;
-
 use bottle_core::state::Phase;
 
 mod common;
@@ -16,17 +14,9 @@ impl Env {
     /// Run `bottle --home <home> ARGS` from an empty dir with `PATH` set to
     /// `path` (`bin`: the fake docker, `empty`: nothing); (exit, stdout).
     fn run(&self, path: &str, args: &[&str]) -> (i32, String) {
-        let o = std::process::Command::new(env!("CARGO_BIN_EXE_bottle"))
-            .arg("--home")
-            .arg(self.home())
-            .args(args)
+        let o = self
+            .command(&self.dir.path().join(path), args)
             .current_dir(self.dir.path().join("cwd"))
-            .env("PATH", self.dir.path().join(path))
-            .env_remove("BOTTLE_HOME")
-            .env_remove("BOTTLE_SMOLVM")
-            .env_remove("RUST_LOG")
-            .env_remove("DOCKER_HOST")
-            .stdin(std::process::Stdio::null())
             .output()
             .expect("bottle runs");
         (
@@ -36,32 +26,19 @@ impl Env {
     }
 
     /// Redact the temp dir, generated identities and ages.
-    fn settings(&self) -> insta::Settings {
-        let mut s = insta::Settings::clone_current();
-        s.add_filter(&regex_escape(self.dir.path()), "[TMP]");
+    fn redacted(&self) -> insta::Settings {
+        let mut s = self.settings();
         s.add_filter(r"demo-dev-[0-9a-z]{6}\b", "demo-dev-[ID]");
         s.add_filter(r#""age_secs": \d+"#, r#""age_secs": "[AGE]""#);
-        s.set_prepend_module_to_snapshot(false);
         s
     }
-}
-
-fn regex_escape(p: &Path) -> String {
-    let mut out = String::new();
-    for c in p.to_string_lossy().chars() {
-        if !c.is_ascii_alphanumeric() && c != '/' && c != '_' {
-            out.push('\\');
-        }
-        out.push(c);
-    }
-    out
 }
 
 /// Parse, check `schema_version: 1`, and snapshot the text as printed.
 fn pin(env: &Env, name: &str, out: &str) -> serde_json::Value {
     let v: serde_json::Value = serde_json::from_str(out).expect("stdout is one JSON document");
     assert_eq!(v["schema_version"], 1, "{name}: {out}");
-    env.settings()
+    env.redacted()
         .bind(|| insta::assert_snapshot!(format!("json_{name}"), out.trim_end()));
     v
 }

@@ -466,18 +466,30 @@ mod tests {
         (d, p)
     }
 
+    /// `git args…` in `dir` without the machine's git config, which must
+    /// succeed; its stdout.
+    fn git(dir: &Utf8Path, args: &[&str]) -> String {
+        let o = duct::cmd("git", args)
+            .dir(dir.as_std_path())
+            .env("GIT_CONFIG_GLOBAL", "/dev/null")
+            .env("GIT_CONFIG_NOSYSTEM", "1")
+            .stdout_capture()
+            .stderr_capture()
+            .unchecked()
+            .run()
+            .unwrap();
+        assert!(
+            o.status.success(),
+            "git {args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    }
+
     #[test]
     fn git_tree_respects_gitignore_and_bottleignore() {
         let (_d, root) = tmp();
-        let git = |args: &[&str]| {
-            duct::cmd("git", args)
-                .dir(root.as_std_path())
-                .stdout_null()
-                .stderr_null()
-                .run()
-                .unwrap();
-        };
-        git(&["init", "-q"]);
+        git(&root, &["init", "-q"]);
         fs::write(root.join(".gitignore"), "target/\n*.log\n").unwrap();
         fs::write(root.join(".bottleignore"), "# no secrets\n.env\nprivate/\n").unwrap();
         fs::create_dir_all(root.join("src")).unwrap();
@@ -489,7 +501,7 @@ mod tests {
         fs::write(root.join("debug.log"), "x").unwrap();
         fs::write(root.join(".env"), "TOKEN=x").unwrap();
         fs::write(root.join("private/key"), "k").unwrap();
-        git(&["add", "src/main.rs"]);
+        git(&root, &["add", "src/main.rs"]);
         let l = list(&root).unwrap();
         let names: Vec<&str> = l.files.iter().map(|p| p.as_str()).collect();
         assert!(names.contains(&"src/main.rs"));
@@ -520,23 +532,6 @@ mod tests {
     #[test]
     fn staged_git_config_carries_no_credentials() {
         let (_d, root) = tmp();
-        let git = |dir: &Utf8Path, args: &[&str]| {
-            let o = duct::cmd("git", args)
-                .dir(dir.as_std_path())
-                .env("GIT_CONFIG_GLOBAL", "/dev/null")
-                .env("GIT_CONFIG_NOSYSTEM", "1")
-                .stdout_capture()
-                .stderr_capture()
-                .unchecked()
-                .run()
-                .unwrap();
-            assert!(
-                o.status.success(),
-                "git {args:?}: {}",
-                String::from_utf8_lossy(&o.stderr)
-            );
-            String::from_utf8_lossy(&o.stdout).into_owned()
-        };
         git(&root, &["init", "-q", "-b", "main"]);
         fs::write(root.join("a.txt"), "a").unwrap();
         git(&root, &["add", "a.txt"]);
@@ -666,30 +661,15 @@ mod tests {
     #[test]
     fn an_empty_repo_stays_a_repo() {
         let (_d, root) = tmp();
-        duct::cmd!("git", "init", "-q", root.as_str())
-            .stdout_null()
-            .run()
-            .unwrap();
+        git(&root, &["init", "-q"]);
         fs::write(root.join("notes.txt"), "not committed").unwrap();
         let (_d2, dest) = tmp();
         let ws = dest.join("ws");
         list(&root).unwrap().stage(&ws).unwrap();
-        let o = duct::cmd!(
-            "git",
-            "-C",
-            ws.as_str(),
-            "rev-parse",
-            "--is-inside-work-tree"
-        )
-        .stdout_capture()
-        .stderr_capture()
-        .unchecked()
-        .run()
-        .unwrap();
-        assert!(
-            o.status.success(),
-            "not a git repository: {}",
-            String::from_utf8_lossy(&o.stderr)
+        // still a repository
+        assert_eq!(
+            git(&ws, &["rev-parse", "--is-inside-work-tree"]).trim(),
+            "true"
         );
         assert!(ws.join("notes.txt").is_file());
     }

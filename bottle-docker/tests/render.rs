@@ -98,7 +98,17 @@ struct Case {
     _dir: tempfile::TempDir,
     root: Utf8PathBuf,
     plan: BottlePlan,
+    state: bottle_core::StateDir,
     wiring: Wiring,
+}
+
+/// What the backend is given to render or launch `c`.
+fn input(c: &Case) -> LaunchInput<'_> {
+    LaunchInput {
+        plan: &c.plan,
+        state: &c.state,
+        wiring: &c.wiring,
+    }
 }
 
 fn load(path: &std::path::Path) -> Case {
@@ -122,6 +132,7 @@ fn load(path: &std::path::Path) -> Case {
         _dir: dir,
         root,
         plan,
+        state: bottle_core::StateDir::at(state),
         wiring,
     }
 }
@@ -141,14 +152,7 @@ fn rendered_commands() {
     insta::glob!("fixtures/*.case", |path| {
         let case = load(path);
         let be = backend(&case.root);
-        let state = bottle_core::StateDir::at(case.root.join("state/main-dev-abc123"));
-        let script = be
-            .render(LaunchInput {
-                plan: &case.plan,
-                state: &state,
-                wiring: &case.wiring,
-            })
-            .unwrap();
+        let script = be.render(input(&case)).unwrap();
         let text = script.to_string();
         insta::with_settings!({filters => vec![
             (case.root.as_str(), "[ROOT]"),
@@ -168,13 +172,7 @@ fn no_held_secret_in_any_rendered_command() {
         let held = case.plan.held_secrets();
         assert!(!held.is_empty(), "fixture holds no secret: {path:?}");
         let be = backend(&case.root);
-        let state = bottle_core::StateDir::at(case.root.join("state/main-dev-abc123"));
-        let input = LaunchInput {
-            plan: &case.plan,
-            state: &state,
-            wiring: &case.wiring,
-        };
-        let script = be.render(input).unwrap();
+        let script = be.render(input(&case)).unwrap();
         // Rendered text, Debug, JSON, and each argv word.
         let shown = format!(
             "{script}\n{script:?}\n{}",
@@ -219,7 +217,7 @@ fn no_held_secret_in_any_rendered_command() {
         // Running it through a recorder records nothing secret either.
         let rec = RecordingRunner::new();
         rec.reply("docker image inspect", 1, "");
-        let _ = be.launch(input, &rec);
+        let _ = be.launch(input(&case), &rec);
         for s in held.values() {
             assert!(!rec.transcript().contains(s.expose()));
             assert!(!format!("{:?}", rec.calls()).contains(s.expose()));
@@ -239,17 +237,12 @@ fn names_match_core() {
 }
 
 fn agent_create(be: &DockerBackend, case: &Case) -> bottle_core::backend::Step {
-    let state = bottle_core::StateDir::at(case.root.join("state/main-dev-abc123"));
-    be.render(LaunchInput {
-        plan: &case.plan,
-        state: &state,
-        wiring: &case.wiring,
-    })
-    .unwrap()
-    .steps
-    .into_iter()
-    .find(|s| s.name == "create agent container")
-    .unwrap()
+    be.render(input(case))
+        .unwrap()
+        .steps
+        .into_iter()
+        .find(|s| s.name == "create agent container")
+        .unwrap()
 }
 
 /// THREAT-MODEL S3 (docs/security.md "DNS"): the agent's embedded resolver
@@ -283,14 +276,7 @@ fn secret_env_never_enters_the_container_config() {
     insta::glob!("fixtures/*.case", |path| {
         let case = load(path);
         let be = backend(&case.root);
-        let state = bottle_core::StateDir::at(case.root.join("state/main-dev-abc123"));
-        let script = be
-            .render(LaunchInput {
-                plan: &case.plan,
-                state: &state,
-                wiring: &case.wiring,
-            })
-            .unwrap();
+        let script = be.render(input(&case)).unwrap();
         let create = agent_create(&be, &case);
         assert!(
             !create
@@ -340,18 +326,10 @@ fn missing_base_image_is_an_error_with_the_fix_never_a_pull() {
     let case = load(&p);
     assert_eq!(case.plan.provider.base_image, "bottle-base:bookworm");
     let be = backend(&case.root);
-    let state = bottle_core::StateDir::at(case.root.join("state/main-dev-abc123"));
     let rec = RecordingRunner::new();
     rec.reply("docker image inspect", 1, "");
     let err = be
-        .launch(
-            LaunchInput {
-                plan: &case.plan,
-                state: &state,
-                wiring: &case.wiring,
-            },
-            &rec,
-        )
+        .launch(input(&case), &rec)
         .err()
         .expect("launch without the base image fails");
     let text = format!("{err} {err:?}");
@@ -454,20 +432,15 @@ fn bundle_has_memory_and_pids_limits() {
     let p =
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/shell-basic.case");
     let case = load(&p);
-    let state = bottle_core::StateDir::at(case.root.join("state/main-dev-abc123"));
     let bundle_args = |be: DockerBackend| {
-        be.render(LaunchInput {
-            plan: &case.plan,
-            state: &state,
-            wiring: &case.wiring,
-        })
-        .unwrap()
-        .steps
-        .into_iter()
-        .find(|s| s.name == "create bundle container")
-        .unwrap()
-        .run
-        .args
+        be.render(input(&case))
+            .unwrap()
+            .steps
+            .into_iter()
+            .find(|s| s.name == "create bundle container")
+            .unwrap()
+            .run
+            .args
     };
     let flag = |args: &[String], f: &str| {
         args.windows(2)
@@ -513,14 +486,7 @@ fn skills_are_copied_into_the_agent_home() {
         ]
     );
     let be = backend(&case.root);
-    let state = bottle_core::StateDir::at(case.root.join("state/main-dev-abc123"));
-    let script = be
-        .render(LaunchInput {
-            plan: &case.plan,
-            state: &state,
-            wiring: &case.wiring,
-        })
-        .unwrap();
+    let script = be.render(input(&case)).unwrap();
     let copy = script
         .steps
         .iter()

@@ -218,20 +218,23 @@ fn started(s: Started) -> (Box<BottlePlan>, Box<dyn Running>) {
     }
 }
 
+/// `start agent` (a dry run when `dry_run`), prompts answered with
+/// placeholders.
+fn start(lc: &Lifecycle<'_>, agent: &str, dry_run: bool, events: &dyn Events) -> Result<Started> {
+    lc.start(
+        &PlanRequest::agent(agent),
+        dry_run,
+        &PlaceholderPrompt,
+        events,
+    )
+}
+
 #[test]
 fn start_stop_resume_rm_leave_what_each_promises() {
     let (_d, home) = home();
     let lc = lifecycle(&home);
     let seen = Seen::default();
-    let (plan, _running) = started(
-        lc.start(
-            &PlanRequest::agent("tool"),
-            false,
-            &PlaceholderPrompt,
-            &seen,
-        )
-        .unwrap(),
-    );
+    let (plan, _running) = started(start(&lc, "tool", false, &seen).unwrap());
     let id = plan.identity.clone();
     // the preflight showed the identity really used, and the runtime note
     assert_eq!(seen.preflight.lock().unwrap()[0], id.to_string());
@@ -293,13 +296,7 @@ fn a_declined_preflight_gives_the_allocation_back() {
         decline: true,
         ..Default::default()
     };
-    let e = lifecycle(&home)
-        .start(
-            &PlanRequest::agent("tool"),
-            false,
-            &PlaceholderPrompt,
-            &seen,
-        )
+    let e = start(&lifecycle(&home), "tool", false, &seen)
         .err()
         .unwrap();
     assert!(matches!(e, Error::Refused { .. }), "{e}");
@@ -312,13 +309,7 @@ fn a_declined_preflight_gives_the_allocation_back() {
 fn a_failed_launch_leaves_no_state() {
     let (_d, home) = home();
     let seen = Seen::default();
-    let e = lifecycle(&home)
-        .start(
-            &PlanRequest::agent("failing"),
-            false,
-            &PlaceholderPrompt,
-            &seen,
-        )
+    let e = start(&lifecycle(&home), "failing", false, &seen)
         .err()
         .unwrap();
     assert!(e.to_string().contains("the engine said no"), "{e}");
@@ -329,14 +320,7 @@ fn a_failed_launch_leaves_no_state() {
 #[test]
 fn a_dry_run_renders_and_removes_its_state() {
     let (_d, home) = home();
-    let out = lifecycle(&home)
-        .start(
-            &PlanRequest::agent("tool"),
-            true,
-            &PlaceholderPrompt,
-            &Silent,
-        )
-        .unwrap();
+    let out = start(&lifecycle(&home), "tool", true, &Silent).unwrap();
     assert!(matches!(out, Started::DryRun { .. }));
     assert!(home.identities().unwrap().is_empty());
 }
@@ -345,24 +329,8 @@ fn a_dry_run_renders_and_removes_its_state() {
 fn gc_removes_what_a_dead_launcher_left_and_keeps_the_living() {
     let (_d, home) = home();
     let lc = lifecycle(&home);
-    let (alive, _) = started(
-        lc.start(
-            &PlanRequest::agent("tool"),
-            false,
-            &PlaceholderPrompt,
-            &Silent,
-        )
-        .unwrap(),
-    );
-    let (dead, _) = started(
-        lc.start(
-            &PlanRequest::agent("tool"),
-            false,
-            &PlaceholderPrompt,
-            &Silent,
-        )
-        .unwrap(),
-    );
+    let (alive, _) = started(start(&lc, "tool", false, &Silent).unwrap());
+    let (dead, _) = started(start(&lc, "tool", false, &Silent).unwrap());
     // the second one's launcher "died" mid-launch
     let state = home.state(&dead.identity);
     let mut meta = state.read_metadata().unwrap();

@@ -40,10 +40,6 @@ host = "127.0.0.1"
 port = {TLS}
 "#;
 
-fn is(line: &serde_json::Value, decision: &str, rule: &str, path: &str) -> bool {
-    line["decision"] == decision && line["rule"] == rule && line["path"] == path
-}
-
 #[tokio::test]
 async fn allowed_route_injects_credential_and_drops_agent_auth() {
     let b = Bottle::start(BASIC).await;
@@ -150,16 +146,7 @@ async fn path_and_method_outside_route_refused() {
     assert_eq!(r.status(), 403);
     // Dot segments (raw: client libraries would normalise them away).
     for path in ["/v1/%2e%2e/admin", "/v1/../admin", "/v1/..%2fadmin"] {
-        let raw = b
-            .raw_tls(
-                "allowed.test",
-                b.tls_port(),
-                &format!(
-                    "GET {path} HTTP/1.1\r\nHost: allowed.test:{}\r\nConnection: close\r\n\r\n",
-                    b.tls_port()
-                ),
-            )
-            .await;
+        let raw = b.raw_get("allowed.test", path).await;
         assert!(raw.starts_with("HTTP/1.1 403"), "{path}: {raw}");
     }
     assert!(
@@ -519,12 +506,7 @@ expires_at = "2099-01-01T00:00:00Z"
         l["decision"] == "deny" && l["rule"] == "expired:req-20010101-old"
     })
     .await;
-    let r = b
-        .client()
-        .get(b.url("allowed.test", "/x"))
-        .send()
-        .await
-        .unwrap();
+    let r = b.get("allowed.test", "/x").await;
     assert_eq!(r.status(), 200);
     b.expect_audit("grant allow", |l| {
         is(l, "allow", "grant:req-20990101-new", "/x")
@@ -536,12 +518,7 @@ expires_at = "2099-01-01T00:00:00Z"
 #[tokio::test]
 async fn responses_carrying_held_secrets_are_masked() {
     let b = Bottle::start(BASIC).await;
-    let r = b
-        .client()
-        .get(b.url("allowed.test", "/echo-secret"))
-        .send()
-        .await
-        .unwrap();
+    let r = b.get("allowed.test", "/echo-secret").await;
     assert_eq!(r.status(), 200);
     let text = r.text().await.unwrap();
     assert!(
@@ -611,12 +588,7 @@ async fn compressed_responses_are_decoded_then_masked() {
 #[tokio::test]
 async fn http2_end_to_end() {
     let b = Bottle::start(BASIC).await;
-    let r = b
-        .client()
-        .get(b.url("allowed.test", "/v1/h2"))
-        .send()
-        .await
-        .unwrap();
+    let r = b.get("allowed.test", "/v1/h2").await;
     assert_eq!(r.status(), 200);
     assert_eq!(
         r.version(),
@@ -722,12 +694,7 @@ async fn sighup_reloads_the_policy() {
         l["event"] == "reload" && l["trigger"] == "sighup" && l["decision"] == "ok"
     })
     .await;
-    let r = b
-        .client()
-        .get(b.url("allowed.test", "/v1/after-hup"))
-        .send()
-        .await
-        .unwrap();
+    let r = b.get("allowed.test", "/v1/after-hup").await;
     assert_eq!(r.status(), 200);
 }
 

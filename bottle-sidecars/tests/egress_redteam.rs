@@ -98,10 +98,8 @@ async fn bodies_past_max_body_scan_are_scanned_as_they_stream() {
         }
     }
     for p in ["/v1/far-h1", "/v1/far-h2", "/v1/split-h1", "/v1/split-h2"] {
-        b.expect_audit(p, |l| {
-            l["decision"] == "deny" && l["rule"] == "dlp:held:prompt-answer" && l["path"] == p
-        })
-        .await;
+        b.expect_audit(p, |l| is(l, "deny", "dlp:held:prompt-answer", p))
+            .await;
     }
     b.assert_audit_clean();
 }
@@ -134,10 +132,8 @@ async fn held_value_split_across_two_headers_is_refused() {
     }
     assert!(b.upstream.seen().iter().all(|s| !s.uri.contains("hdr")));
     for p in ["/v1/hdr-h1", "/v1/hdr-h2"] {
-        b.expect_audit(p, |l| {
-            l["decision"] == "deny" && l["rule"] == "dlp:held:prompt-answer" && l["path"] == p
-        })
-        .await;
+        b.expect_audit(p, |l| is(l, "deny", "dlp:held:prompt-answer", p))
+            .await;
     }
     b.assert_audit_clean();
 }
@@ -151,16 +147,7 @@ async fn path_parameters_and_double_encoding_cannot_leave_the_route() {
         ("/v1%2fadmin", "path-encoded"),
     ];
     for (path, rule) in cases {
-        let raw = b
-            .raw_tls(
-                "allowed.test",
-                b.tls_port(),
-                &format!(
-                    "GET {path} HTTP/1.1\r\nHost: allowed.test:{}\r\nConnection: close\r\n\r\n",
-                    b.tls_port()
-                ),
-            )
-            .await;
+        let raw = b.raw_get("allowed.test", path).await;
         assert!(raw.starts_with("HTTP/1.1 403"), "{path}: {raw}");
         b.expect_audit(path, |l| l["decision"] == "deny" && l["rule"] == rule)
             .await;
@@ -169,14 +156,7 @@ async fn path_parameters_and_double_encoding_cannot_leave_the_route() {
     // encoded slash after it) is recorded as the DLP hit, path redacted.
     let twice: String = ROUTE_TOKEN.bytes().map(|b| format!("%25{b:02x}")).collect();
     let raw = b
-        .raw_tls(
-            "allowed.test",
-            b.tls_port(),
-            &format!(
-                "GET /v1/{twice}%252f HTTP/1.1\r\nHost: allowed.test:{}\r\nConnection: close\r\n\r\n",
-                b.tls_port()
-            ),
-        )
+        .raw_get("allowed.test", &format!("/v1/{twice}%252f"))
         .await;
     assert!(raw.starts_with("HTTP/1.1 403"), "{raw}");
     b.expect_audit("double-encoded secret path", |l| {
@@ -185,12 +165,7 @@ async fn path_parameters_and_double_encoding_cannot_leave_the_route() {
     .await;
     // h2 (the client keeps these paths as they are).
     for path in ["/v1/..;/admin-h2", "/v1/%252e%252e/admin-h2"] {
-        let r = b
-            .client()
-            .get(b.url("allowed.test", path))
-            .send()
-            .await
-            .unwrap();
+        let r = b.get("allowed.test", path).await;
         assert_eq!(r.version(), reqwest::Version::HTTP_2);
         assert_eq!(r.status(), 403, "{path}");
     }
@@ -200,12 +175,7 @@ async fn path_parameters_and_double_encoding_cannot_leave_the_route() {
     );
     b.assert_audit_clean();
     // A single encoded dot inside a name is still fine.
-    let r = b
-        .client()
-        .get(b.url("allowed.test", "/v1/file%2ejson"))
-        .send()
-        .await
-        .unwrap();
+    let r = b.get("allowed.test", "/v1/file%2ejson").await;
     assert_eq!(r.status(), 200);
 }
 

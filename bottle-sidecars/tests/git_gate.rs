@@ -3,13 +3,58 @@
 //!
 //! Every refusal test asserts what the agent's git saw, that the upstream did
 //! not change (read from the upstream repo itself) and the audit line.
+//!
+//! Without git (or, for the ssh tests, without sshd) a test is reported
+//! ignored with the reason, and failed with `CI=true` (`bottle-test-gate`).
 
 mod git_gate_support;
 
 use std::path::Path;
 
 use bottle_sidecars::git_gate::{Grant, PushRule};
+use bottle_test_gate::{run, trial, GIT, SSHD, SSHD_PATH};
 use git_gate_support::*;
+
+fn main() {
+    run(vec![
+        trial!(clone_fetch_and_allowed_push_reach_upstream, &GIT),
+        trial!(unknown_remote_is_refused_with_its_name, &GIT),
+        trial!(disallowed_ref_is_refused_and_not_upstream, &GIT),
+        trial!(
+            force_push_and_delete_refused_unless_the_rule_allows_them,
+            &GIT
+        ),
+        trial!(commits_with_secrets_are_refused_and_not_upstream, &GIT),
+        trial!(grants_in_gate_toml_are_live_and_expire, &GIT),
+        trial!(new_branch_on_a_big_history_scans_only_new_commits, &GIT),
+        trial!(
+            unreachable_upstream_fails_closed_or_serves_stale_when_configured,
+            &GIT
+        ),
+        trial!(upstream_rejection_fails_the_agents_push, &GIT),
+        trial!(ssh_upstream_clone_push_and_upstream_down, &GIT, &SSHD),
+        trial!(ssh_wrong_pinned_host_key_fails_fetch_and_push, &GIT, &SSHD),
+        trial!(
+            upstream_change_unseen_by_the_agent_is_never_overwritten,
+            &GIT
+        ),
+        trial!(a_secret_added_by_a_merge_commit_itself_is_caught, &GIT),
+        trial!(push_only_remote_refuses_fetch, &GIT),
+        trial!(
+            push_scans_every_object_it_adds_headers_tags_names_and_notes,
+            &GIT
+        ),
+        trial!(
+            a_ref_named_after_a_secret_is_refused_and_never_recorded,
+            &GIT
+        ),
+        trial!(only_the_holder_of_the_access_credential_uses_the_gate, &GIT),
+        trial!(
+            a_secret_in_gitlink_ids_is_refused_and_a_plain_submodule_pointer_lands,
+            &GIT
+        ),
+    ])
+}
 
 /// Clone `origin` through the gate into `<tmp>/work`.
 fn clone(world: &World, gate: &Gate) -> std::path::PathBuf {
@@ -30,7 +75,6 @@ fn file_url(p: &Path) -> String {
     format!("file://{}", p.display())
 }
 
-#[test]
 fn clone_fetch_and_allowed_push_reach_upstream() {
     let w = World::new();
     let up = w.upstream("up");
@@ -87,7 +131,6 @@ fn clone_fetch_and_allowed_push_reach_upstream() {
     assert_eq!(gate.last("push")["scanned"], 1);
 }
 
-#[test]
 fn unknown_remote_is_refused_with_its_name() {
     let w = World::new();
     let up = w.upstream("up");
@@ -96,11 +139,7 @@ fn unknown_remote_is_refused_with_its_name() {
     assert!(!out.status.success());
     let err = stderr(&out);
     assert!(err.contains("unknown remote 'elsewhere'"), "{err}");
-    let line = gate.last("fetch");
-    assert_eq!(
-        (line["decision"].as_str(), line["rule"].as_str()),
-        (Some("deny"), Some("unknown-remote"))
-    );
+    let line = gate.last_is("fetch", "deny", "unknown-remote");
     assert_eq!(line["remote"], "elsewhere");
     // Path tricks do not escape to other repos either.
     let out = w.run(
@@ -111,7 +150,6 @@ fn unknown_remote_is_refused_with_its_name() {
     assert_eq!(gate.last("fetch")["rule"], "unknown-remote");
 }
 
-#[test]
 fn disallowed_ref_is_refused_and_not_upstream() {
     let w = World::new();
     let up = w.upstream("up");
@@ -128,9 +166,7 @@ fn disallowed_ref_is_refused_and_not_upstream() {
     );
     assert!(err.contains("request_git_push"), "{err}");
     assert_eq!(w.ref_of(&up, "refs/heads/main").unwrap(), before);
-    let line = gate.last("push");
-    assert_eq!(line["decision"], "deny");
-    assert_eq!(line["rule"], "ref-not-allowed");
+    let line = gate.last_is("push", "deny", "ref-not-allowed");
     assert_eq!(line["ref"], "refs/heads/main");
     // `*` stays in one component: bot/a/b is not covered by refs/heads/bot/*.
     let out = w.run(&work, &["push", "origin", "HEAD:refs/heads/bot/a/b"]);
@@ -143,7 +179,6 @@ fn disallowed_ref_is_refused_and_not_upstream() {
     assert_eq!(gate.last("push")["rule"], "ref-not-allowed");
 }
 
-#[test]
 fn force_push_and_delete_refused_unless_the_rule_allows_them() {
     let w = World::new();
     let up = w.upstream("up");
@@ -177,11 +212,7 @@ fn force_push_and_delete_refused_unless_the_rule_allows_them() {
         w.ref_of(&up, "refs/heads/bot/a").as_deref(),
         Some(first.as_str())
     );
-    let line = gate.last("push");
-    assert_eq!(
-        (line["decision"].as_str(), line["rule"].as_str()),
-        (Some("deny"), Some("non-fast-forward"))
-    );
+    gate.last_is("push", "deny", "non-fast-forward");
 
     // Delete: refused on bot/*.
     let out = w.run(&work, &["push", "origin", ":refs/heads/bot/a"]);
@@ -195,11 +226,7 @@ fn force_push_and_delete_refused_unless_the_rule_allows_them() {
         w.ref_of(&up, "refs/heads/bot/a").as_deref(),
         Some(first.as_str())
     );
-    let line = gate.last("push");
-    assert_eq!(
-        (line["decision"].as_str(), line["rule"].as_str()),
-        (Some("deny"), Some("delete-not-allowed"))
-    );
+    gate.last_is("push", "deny", "delete-not-allowed");
 
     // wip/* allows both.
     w.ok(
@@ -216,7 +243,6 @@ fn force_push_and_delete_refused_unless_the_rule_allows_them() {
     assert_eq!(gate.last("push")["decision"], "allow");
 }
 
-#[test]
 fn commits_with_secrets_are_refused_and_not_upstream() {
     let w = World::new();
     let up = w.upstream("up");
@@ -238,9 +264,7 @@ fn commits_with_secrets_are_refused_and_not_upstream() {
     );
     assert!(!err.contains(HELD_VALUE));
     assert_eq!(w.ref_of(&up, "refs/heads/bot/leak"), None);
-    let line = gate.last("push");
-    assert_eq!(line["decision"], "deny");
-    assert_eq!(line["rule"], format!("held:{HELD_NAME}"));
+    let line = gate.last_is("push", "deny", &format!("held:{HELD_NAME}"));
     assert_eq!(line["scanned"], 2);
 
     // The value base64-encoded in the commit message.
@@ -266,11 +290,7 @@ fn commits_with_secrets_are_refused_and_not_upstream() {
         stderr(&out)
     );
     assert_eq!(w.ref_of(&up, "refs/heads/bot/leak"), None);
-    let line = gate.last("push");
-    assert_eq!(
-        (line["decision"].as_str(), line["rule"].as_str()),
-        (Some("deny"), Some("pattern:private-key"))
-    );
+    gate.last_is("push", "deny", "pattern:private-key");
 
     // Nothing secret in the record.
     let audit = gate.audit_text();
@@ -284,7 +304,6 @@ fn commits_with_secrets_are_refused_and_not_upstream() {
     assert!(w.ref_of(&up, "refs/heads/bot/leak").is_some());
 }
 
-#[test]
 fn grants_in_gate_toml_are_live_and_expire() {
     let w = World::new();
     let up = w.upstream("up");
@@ -325,14 +344,9 @@ fn grants_in_gate_toml_are_live_and_expire() {
     gate.update_config(&cfg);
     w.ok(&work, &["push", "--quiet", "origin", "feature/x"]);
     assert!(w.ref_of(&up, "refs/heads/feature/x").is_some());
-    let line = gate.last("push");
-    assert_eq!(
-        (line["decision"].as_str(), line["rule"].as_str()),
-        (Some("allow"), Some("grant:req-live"))
-    );
+    gate.last_is("push", "allow", "grant:req-live");
 }
 
-#[test]
 fn new_branch_on_a_big_history_scans_only_new_commits() {
     let w = World::new();
     let up = w.upstream("up");
@@ -388,7 +402,6 @@ fn new_branch_on_a_big_history_scans_only_new_commits() {
     assert_eq!(line["scanned"], 1, "{line}");
 }
 
-#[test]
 fn unreachable_upstream_fails_closed_or_serves_stale_when_configured() {
     let w = World::new();
     let up = w.upstream("up");
@@ -401,11 +414,7 @@ fn unreachable_upstream_fails_closed_or_serves_stale_when_configured() {
     let out = w.run(&work, &["fetch", "origin"]);
     assert!(!out.status.success());
     assert!(stderr(&out).contains("unreachable"), "{}", stderr(&out));
-    let line = gate.last("fetch");
-    assert_eq!(
-        (line["decision"].as_str(), line["rule"].as_str()),
-        (Some("deny"), Some("upstream-unreachable"))
-    );
+    gate.last_is("fetch", "deny", "upstream-unreachable");
 
     w.ok(&work, &["checkout", "--quiet", "-b", "bot/x"]);
     w.commit(&work, &[("x", "x\n")], "x");
@@ -417,11 +426,7 @@ fn unreachable_upstream_fails_closed_or_serves_stale_when_configured() {
     gate.update_config(&cfg);
     let out = w.run(&work, &["fetch", "origin"]);
     assert!(out.status.success(), "{}", stderr(&out));
-    let line = gate.last("fetch");
-    assert_eq!(
-        (line["decision"].as_str(), line["rule"].as_str()),
-        (Some("allow"), Some("serve-stale"))
-    );
+    let line = gate.last_is("fetch", "allow", "serve-stale");
     assert!(line["warning"]
         .as_str()
         .unwrap()
@@ -432,7 +437,6 @@ fn unreachable_upstream_fails_closed_or_serves_stale_when_configured() {
     assert_eq!(w.ref_of(&up, "refs/heads/bot/x"), None);
 }
 
-#[test]
 fn upstream_rejection_fails_the_agents_push() {
     // The upstream refuses (its own hook): the agent's push must fail and the
     // mirror must not advertise the ref afterwards.
@@ -450,11 +454,7 @@ fn upstream_rejection_fails_the_agents_push() {
     assert!(!out.status.success());
     assert!(stderr(&out).contains("upstream push"), "{}", stderr(&out));
     assert_eq!(w.ref_of(&up, "refs/heads/bot/r"), None);
-    let line = gate.last("push");
-    assert_eq!(
-        (line["decision"].as_str(), line["rule"].as_str()),
-        (Some("deny"), Some("upstream-push-failed"))
-    );
+    gate.last_is("push", "deny", "upstream-push-failed");
     let adv = w.ok(&work, &["ls-remote", "origin"]);
     assert!(!adv.contains("refs/heads/bot/r"), "{adv}");
 }
@@ -477,14 +477,11 @@ fn ssh_gate(w: &World, sshd: &Sshd, up: &Path, known_hosts_line: &str) -> Gate {
     Gate::start(w, &cfg)
 }
 
-#[test]
 fn ssh_upstream_clone_push_and_upstream_down() {
-    let Some(bin) = sshd_or_skip("ssh_upstream_clone_push_and_upstream_down") else {
-        return;
-    };
+    let bin = Path::new(SSHD_PATH);
     let w = World::new();
     let up = w.upstream("up");
-    let mut sshd = Sshd::start(&bin, w.path());
+    let mut sshd = Sshd::start(bin, w.path());
     let gate = ssh_gate(&w, &sshd, &up, &sshd.known_hosts_line.clone());
     let work = clone(&w, &gate);
     assert_eq!(
@@ -539,9 +536,7 @@ fn ssh_upstream_clone_push_and_upstream_down() {
         w.ref_of(&up, "refs/heads/bot/ssh").as_deref(),
         Some(c.as_str())
     );
-    let line = gate.last("push");
-    assert_eq!(line["decision"], "deny");
-    assert_eq!(line["rule"], "upstream-push-failed");
+    gate.last_is("push", "deny", "upstream-push-failed");
     // A fetch refreshes first and fails closed; after that failed refresh the
     // next push re-checks upstream before taking the upload.
     let out = w.run(&work, &["fetch", "origin"]);
@@ -559,14 +554,11 @@ fn ssh_upstream_clone_push_and_upstream_down() {
     assert!(!audit.contains(key_text.lines().nth(1).unwrap()));
 }
 
-#[test]
 fn ssh_wrong_pinned_host_key_fails_fetch_and_push() {
-    let Some(bin) = sshd_or_skip("ssh_wrong_pinned_host_key_fails_fetch_and_push") else {
-        return;
-    };
+    let bin = Path::new(SSHD_PATH);
     let w = World::new();
     let up = w.upstream("up");
-    let sshd = Sshd::start(&bin, w.path());
+    let sshd = Sshd::start(bin, w.path());
     // Pin some other key for the same host:port.
     let other = w.path().join("other");
     let st = std::process::Command::new("ssh-keygen")
@@ -593,11 +585,7 @@ fn ssh_wrong_pinned_host_key_fails_fetch_and_push() {
         err.contains("unreachable") && err.contains("Host key verification failed"),
         "{err}"
     );
-    let line = gate.last("fetch");
-    assert_eq!(
-        (line["decision"].as_str(), line["rule"].as_str()),
-        (Some("deny"), Some("upstream-unreachable"))
-    );
+    gate.last_is("fetch", "deny", "upstream-unreachable");
 
     // Push from a repo that has the history (cloned directly from upstream).
     let work = w.path().join("direct");
@@ -623,7 +611,6 @@ fn ssh_wrong_pinned_host_key_fails_fetch_and_push() {
     assert_eq!(gate.last("push")["rule"], "upstream-unreachable");
 }
 
-#[test]
 fn upstream_change_unseen_by_the_agent_is_never_overwritten() {
     // The agent may force-push wip/*, but only over what it has seen: each
     // upstream update carries a lease on the value the gate advertised.
@@ -659,14 +646,9 @@ fn upstream_change_unseen_by_the_agent_is_never_overwritten() {
         w.ref_of(&up, "refs/heads/wip/x").as_deref(),
         Some(theirs.as_str())
     );
-    let line = gate.last("push");
-    assert_eq!(
-        (line["decision"].as_str(), line["rule"].as_str()),
-        (Some("deny"), Some("upstream-push-failed"))
-    );
+    gate.last_is("push", "deny", "upstream-push-failed");
 }
 
-#[test]
 fn a_secret_added_by_a_merge_commit_itself_is_caught() {
     let w = World::new();
     let up = w.upstream("up");
@@ -692,7 +674,6 @@ fn a_secret_added_by_a_merge_commit_itself_is_caught() {
     assert_eq!(line["scanned"], 3);
 }
 
-#[test]
 fn push_only_remote_refuses_fetch() {
     let w = World::new();
     let up = w.upstream("up");
@@ -713,11 +694,7 @@ fn push_only_remote_refuses_fetch() {
         "{}",
         stderr(&out)
     );
-    let line = gate.last("fetch");
-    assert_eq!(
-        (line["decision"].as_str(), line["rule"].as_str()),
-        (Some("deny"), Some("fetch-disabled"))
-    );
+    gate.last_is("fetch", "deny", "fetch-disabled");
 }
 
 /// `git <args>` in `repo` with `input` on stdin; returns stdout (trimmed).
@@ -783,7 +760,6 @@ fn assert_push_refused_as_held(
     );
 }
 
-#[test]
 fn push_scans_every_object_it_adds_headers_tags_names_and_notes() {
     let w = World::new();
     let up = w.upstream("up");
@@ -964,7 +940,6 @@ fn push_scans_every_object_it_adds_headers_tags_names_and_notes() {
     assert!(w.ref_of(&up, "refs/tags/v1").is_some());
 }
 
-#[test]
 fn a_ref_named_after_a_secret_is_refused_and_never_recorded() {
     let w = World::new();
     let up = w.upstream("up");
@@ -985,11 +960,7 @@ fn a_ref_named_after_a_secret_is_refused_and_never_recorded() {
         stderr(&out)
     );
     assert_eq!(w.ref_of(&up, &refname), None);
-    let line = gate.last("push");
-    assert_eq!(
-        (line["decision"].as_str(), line["rule"].as_str()),
-        (Some("deny"), Some(format!("held:{HELD_NAME}").as_str()))
-    );
+    gate.last_is("push", "deny", &format!("held:{HELD_NAME}"));
 
     // A credential-shaped ref name.
     let pat = format!("refs/heads/bot/ghp_{}", "a1B2c3D4e5".repeat(4));
@@ -1030,7 +1001,6 @@ fn a_ref_named_after_a_secret_is_refused_and_never_recorded() {
     assert!(!audit.contains("a1B2c3D4e5a1B2c3D4e5"), "{audit}");
 }
 
-#[test]
 fn only_the_holder_of_the_access_credential_uses_the_gate() {
     let w = World::new();
     let up = w.upstream("up");
@@ -1051,11 +1021,7 @@ fn only_the_holder_of_the_access_credential_uses_the_gate() {
         let out = w.run(w.path(), &["ls-remote", &url]);
         assert!(!out.status.success(), "{url}");
         assert!(stderr(&out).contains("access denied"), "{}", stderr(&out));
-        let line = gate.last("fetch");
-        assert_eq!(
-            (line["decision"].as_str(), line["rule"].as_str()),
-            (Some("deny"), Some("access-credential"))
-        );
+        gate.last_is("fetch", "deny", "access-credential");
     }
     // A push without it is refused the same way; upstream unchanged.
     let out = w.run(
@@ -1100,7 +1066,6 @@ fn as_gitlink_ids(bytes: &[u8]) -> Vec<String> {
         .collect()
 }
 
-#[test]
 fn a_secret_in_gitlink_ids_is_refused_and_a_plain_submodule_pointer_lands() {
     let w = World::new();
     let up = w.upstream("up");
@@ -1156,11 +1121,7 @@ fn a_secret_in_gitlink_ids_is_refused_and_a_plain_submodule_pointer_lands() {
         stderr(&out)
     );
     assert_eq!(w.ref_of(&up, "refs/heads/bot/hex"), None);
-    let line = gate.last("push");
-    assert_eq!(
-        (line["decision"].as_str(), line["rule"].as_str()),
-        (Some("deny"), Some("held:env-HEX"))
-    );
+    gate.last_is("push", "deny", "held:env-HEX");
 
     // Nothing of it in the record.
     let text = gate.audit_text();

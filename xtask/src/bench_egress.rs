@@ -44,6 +44,8 @@ use std::fmt::Write as _;
 use std::io::{BufRead as _, BufReader};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
+
+use crate::bench_start::write_section;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -157,7 +159,7 @@ pub fn run(args: &[String]) -> Result<(), String> {
     let table = render(&targets, n1, n32, n_post, &load, previous);
     println!("{table}");
     if write {
-        write_section(&doc, "egress", &table)?;
+        write_section(&doc, "egress", &format!("## egress\n\n{table}"))?;
         eprintln!("bench egress: wrote {}", doc.display());
     }
     Ok(())
@@ -1077,22 +1079,4 @@ fn render(
         }
     }
     s
-}
-
-/// Replace (or append) the `<!-- bench:NAME -->` … `<!-- /bench:NAME -->` section.
-fn write_section(path: &Path, name: &str, body: &str) -> Result<(), String> {
-    let start = format!("<!-- bench:{name} -->");
-    let end = format!("<!-- /bench:{name} -->");
-    let old = std::fs::read_to_string(path).unwrap_or_else(|_| "# Benchmarks\n".into());
-    let section = format!("{start}\n## {name}\n\n{body}\n{end}");
-    let new = match (old.find(&start), old.find(&end)) {
-        (Some(a), Some(b)) if b > a => format!("{}{}{}", &old[..a], section, &old[b + end.len()..]),
-        _ => format!("{}\n{}\n", old.trim_end(), section),
-    };
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
-    }
-    let tmp = path.with_extension("md.tmp");
-    std::fs::write(&tmp, new).map_err(|e| e.to_string())?;
-    std::fs::rename(&tmp, path).map_err(|e| e.to_string())
 }

@@ -6,6 +6,8 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::bench_start::write_section;
+
 /// Run this benchmark.
 #[allow(dead_code)]
 pub fn run(args: &[String]) -> Result<(), String> {
@@ -135,7 +137,11 @@ pub fn run(args: &[String]) -> Result<(), String> {
     );
     println!("{table}");
     if write {
-        write_section(&root.join("docs/benchmarks.md"), "git-gate", &table)?;
+        write_section(
+            &root.join("docs/benchmarks.md"),
+            "git-gate",
+            &format!("## git-gate\n\n{table}"),
+        )?;
         println!("wrote docs/benchmarks.md section git-gate");
     }
     Ok(())
@@ -146,19 +152,4 @@ fn workspace_root() -> PathBuf {
         .parent()
         .expect("xtask lives in the workspace")
         .to_owned()
-}
-
-/// Replace (or append) the `<!-- bench:NAME -->` … `<!-- /bench:NAME -->` block.
-fn write_section(path: &Path, name: &str, body: &str) -> Result<(), String> {
-    let open = format!("<!-- bench:{name} -->");
-    let close = format!("<!-- /bench:{name} -->");
-    let old = std::fs::read_to_string(path).unwrap_or_else(|_| "# Benchmarks\n".into());
-    let block = format!("{open}\n## {name}\n\n{body}{close}");
-    let new = match (old.find(&open), old.find(&close)) {
-        (Some(a), Some(b)) if b > a => format!("{}{}{}", &old[..a], block, &old[b + close.len()..]),
-        _ => format!("{}\n{}\n", old.trim_end(), block),
-    };
-    let tmp = path.with_extension("md.tmp");
-    std::fs::write(&tmp, new).map_err(|e| format!("writing {}: {e}", tmp.display()))?;
-    std::fs::rename(&tmp, path).map_err(|e| format!("writing {}: {e}", path.display()))
 }

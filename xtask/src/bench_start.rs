@@ -525,3 +525,29 @@ pub fn write_section(path: &Path, name: &str, body: &str) -> Result<(), String> 
     std::fs::write(&tmp, new).map_err(|e| format!("{}: {e}", tmp.display()))?;
     std::fs::rename(&tmp, path).map_err(|e| format!("{}: {e}", path.display()))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::write_section;
+
+    #[test]
+    fn a_section_is_replaced_in_place_and_a_missing_one_appended() {
+        let dir = std::env::temp_dir().join(format!("xtask-write-section-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let doc = dir.join("benchmarks.md");
+        std::fs::write(
+            &doc,
+            "# Benchmarks\n\nintro\n<!-- bench:a -->\nold a\n<!-- /bench:a -->\n\ntail\n",
+        )
+        .unwrap();
+        write_section(&doc, "a", "## a\n\nnew a\n").unwrap();
+        write_section(&doc, "b", "## b\n\nb").unwrap();
+        let text = std::fs::read_to_string(&doc).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(
+            text,
+            "# Benchmarks\n\nintro\n<!-- bench:a -->\n## a\n\nnew a\n<!-- /bench:a -->\n\ntail\n\n\
+             <!-- bench:b -->\n## b\n\nb\n<!-- /bench:b -->\n"
+        );
+    }
+}

@@ -11,6 +11,8 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::bench_start::write_section;
+
 /// Run this benchmark.
 pub fn run(args: &[String]) -> Result<(), String> {
     let write = !args.iter().any(|a| a == "--no-write");
@@ -74,36 +76,9 @@ fn workspace_root() -> Result<PathBuf, String> {
 }
 
 fn machine() -> String {
-    let cpus = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(0);
-    let model = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|t| {
-            t.lines()
-                .find(|l| l.starts_with("model name"))
-                .and_then(|l| l.split(':').nth(1))
-                .map(|m| m.trim().to_owned())
-        })
-        .unwrap_or_else(|| std::env::consts::ARCH.to_owned());
-    format!("{cpus} CPU(s), {model}, {}", std::env::consts::OS)
-}
-
-/// Replace (or append) the `<!-- bench:NAME -->` … `<!-- /bench:NAME -->` block.
-fn write_section(path: &Path, name: &str, body: &str) -> Result<(), String> {
-    let begin = format!("<!-- bench:{name} -->");
-    let end = format!("<!-- /bench:{name} -->");
-    let old = match std::fs::read_to_string(path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => "# Benchmarks\n".to_owned(),
-        Err(e) => return Err(format!("{}: {e}", path.display())),
-    };
-    let block = format!("{begin}\n{}\n{end}", body.trim_end());
-    let new = match (old.find(&begin), old.find(&end)) {
-        (Some(a), Some(b)) if b > a => format!("{}{block}{}", &old[..a], &old[b + end.len()..]),
-        _ => format!("{}\n\n{block}\n", old.trim_end()),
-    };
-    let tmp = path.with_extension("md.tmp");
-    std::fs::write(&tmp, new).map_err(|e| format!("{}: {e}", tmp.display()))?;
-    std::fs::rename(&tmp, path).map_err(|e| format!("{}: {e}", path.display()))
+    format!(
+        "{}, {}",
+        crate::bench_start::machine(),
+        std::env::consts::OS
+    )
 }

@@ -6,8 +6,7 @@
 //! logs, shell) is in this one module, so how it runs can change here
 //! without touching the UI.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{mpsc, Arc, Mutex};
+use std::sync::{mpsc, Arc, Condvar, Mutex, MutexGuard, PoisonError};
 
 use bottle_core::command::{CommandSpec, Output};
 use bottle_core::plan::{NoPrompt, PlaceholderPrompt};
@@ -66,7 +65,45 @@ pub enum Done {
 pub struct CliOperator {
     home: bottle_core::Home,
     done: mpsc::Sender<Done>,
-    busy: Arc<AtomicUsize>,
+    in_flight: Arc<InFlight>,
+}
+
+/// How many background operations are running, and a signal each time one
+/// ends, so [`CliOperator::wait`] sleeps until the last one is done.
+#[derive(Default)]
+struct InFlight {
+    count: Mutex<usize>,
+    ended: Condvar,
+}
+
+impl InFlight {
+    fn count(&self) -> MutexGuard<'_, usize> {
+        self.count.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// One more is running until the returned guard drops (also when the
+    /// operation panics, so a wait never hangs on it).
+    fn begin(self: &Arc<Self>) -> Running {
+        *self.count() += 1;
+        Running(self.clone())
+    }
+
+    fn wait_idle(&self) {
+        let mut n = self.count();
+        while *n > 0 {
+            n = self.ended.wait(n).unwrap_or_else(PoisonError::into_inner);
+        }
+    }
+}
+
+/// One background operation, counted in [`InFlight`] while it lives.
+struct Running(Arc<InFlight>);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        *self.0.count() -= 1;
+        self.0.ended.notify_all();
+    }
 }
 
 /// A runner whose `interactive` commands (`docker logs`, `smolvm machine
@@ -123,7 +160,7 @@ impl CliOperator {
         Self {
             home,
             done,
-            busy: Arc::default(),
+            in_flight: Arc::default(),
         }
     }
 
@@ -134,24 +171,21 @@ impl CliOperator {
 
     /// How many background operations are still running.
     pub fn busy(&self) -> usize {
-        self.busy.load(Ordering::SeqCst)
+        *self.in_flight.count()
     }
 
     /// Wait until every background operation has ended.
     pub fn wait(&self) {
-        while self.busy() > 0 {
-            std::thread::sleep(std::time::Duration::from_millis(50));
-        }
+        self.in_flight.wait_idle();
     }
 
     /// Run `f` on a background thread; its message goes to the status line.
     fn background(&self, f: impl FnOnce() -> Done + Send + 'static) {
         let tx = self.done.clone();
-        let busy = self.busy.clone();
-        busy.fetch_add(1, Ordering::SeqCst);
+        let running = self.in_flight.begin();
         std::thread::spawn(move || {
+            let _running = running;
             let _ = tx.send(f());
-            busy.fetch_sub(1, Ordering::SeqCst);
         });
     }
 
@@ -323,5 +357,53 @@ impl Operator for CliOperator {
             Ok(code) => Ok(format!("shell in {identity} ended (exit {code})")),
             Err(e) => Err(format!("shell in {identity}: {e}")),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn operator() -> (tempfile::TempDir, CliOperator, mpsc::Receiver<Done>) {
+        let dir = tempfile::tempdir().unwrap();
+        let root = camino::Utf8PathBuf::from_path_buf(dir.path().to_owned()).unwrap();
+        let (tx, rx) = mpsc::channel();
+        (dir, CliOperator::new(bottle_core::Home::new(root), tx), rx)
+    }
+
+    #[test]
+    fn wait_returns_once_every_background_operation_has_ended() {
+        let (_dir, op, done) = operator();
+        let mut gos = Vec::new();
+        for i in 0..3 {
+            let (go, held) = mpsc::channel::<()>();
+            gos.push(go);
+            op.background(move || {
+                let _ = held.recv();
+                Done::Status(format!("op {i}"))
+            });
+        }
+        assert_eq!(op.busy(), 3);
+        drop(gos);
+        op.wait();
+        assert_eq!(op.busy(), 0);
+        // each reported before it stopped counting
+        let mut said: Vec<_> = done.try_iter().collect();
+        said.sort_by_key(|d| format!("{d:?}"));
+        assert_eq!(
+            said,
+            (0..3)
+                .map(|i| Done::Status(format!("op {i}")))
+                .collect::<Vec<_>>()
+        );
+    }
+
+    #[test]
+    fn a_panicking_operation_does_not_hold_up_wait() {
+        let (_dir, op, done) = operator();
+        op.background(|| panic!("an operation that panics"));
+        op.wait();
+        assert_eq!(op.busy(), 0);
+        assert!(done.try_recv().is_err());
     }
 }

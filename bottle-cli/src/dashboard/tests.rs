@@ -21,43 +21,40 @@ struct Recorder {
 }
 
 impl Recorder {
-    fn log(&self, s: String) {
-        self.calls.borrow_mut().push(s);
+    /// Note the call; the operator's answer is `Ok(reply)`.
+    fn log(&self, call: String, reply: String) -> Result<String, String> {
+        self.calls.borrow_mut().push(call);
+        Ok(reply)
     }
 }
 
 impl Operator for Recorder {
     fn approve(&self, req: &str, paths: Option<Vec<String>>) -> Result<String, String> {
-        self.log(format!("approve {req} {paths:?}"));
-        Ok(format!("approved {req}"))
+        self.log(
+            format!("approve {req} {paths:?}"),
+            format!("approved {req}"),
+        )
     }
     fn deny(&self, req: &str, reason: &str) -> Result<String, String> {
-        self.log(format!("deny {req} {reason}"));
-        Ok(format!("denied {req}"))
+        self.log(format!("deny {req} {reason}"), format!("denied {req}"))
     }
     fn start(&self, agent: &str) -> Result<String, String> {
-        self.log(format!("start {agent}"));
-        Ok(format!("starting {agent}"))
+        self.log(format!("start {agent}"), format!("starting {agent}"))
     }
     fn stop(&self, id: &str) -> Result<String, String> {
-        self.log(format!("stop {id}"));
-        Ok(format!("stopping {id}"))
+        self.log(format!("stop {id}"), format!("stopping {id}"))
     }
     fn resume(&self, id: &str) -> Result<String, String> {
-        self.log(format!("resume {id}"));
-        Ok(format!("resuming {id}"))
+        self.log(format!("resume {id}"), format!("resuming {id}"))
     }
     fn remove(&self, id: &str) -> Result<String, String> {
-        self.log(format!("rm {id}"));
-        Ok(format!("removing {id}"))
+        self.log(format!("rm {id}"), format!("removing {id}"))
     }
     fn logs(&self, id: &str, stopped: bool) -> Result<String, String> {
-        self.log(format!("logs {id} stopped={stopped}"));
-        Ok(String::new())
+        self.log(format!("logs {id} stopped={stopped}"), String::new())
     }
     fn shell(&self, id: &str) -> Result<String, String> {
-        self.log(format!("shell {id}"));
-        Ok(format!("shell in {id} ended"))
+        self.log(format!("shell {id}"), format!("shell in {id} ended"))
     }
 }
 

@@ -4,7 +4,8 @@
 #![allow(dead_code)]
 
 use std::os::unix::fs::PermissionsExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
 
 use bottle_core::state::{Metadata, Phase, METADATA_SCHEMA};
 
@@ -43,6 +44,30 @@ impl Env {
         self.dir.path().join("home")
     }
 
+    /// `bottle --home <home> args…` with `path` as the whole `PATH`, stdin
+    /// closed, and none of the caller's bottle, docker or log settings.
+    pub fn command(&self, path: &Path, args: &[&str]) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_bottle"));
+        c.arg("--home")
+            .arg(self.home())
+            .args(args)
+            .env("PATH", path)
+            .env_remove("BOTTLE_HOME")
+            .env_remove("BOTTLE_SMOLVM")
+            .env_remove("RUST_LOG")
+            .env_remove("DOCKER_HOST")
+            .stdin(Stdio::null());
+        c
+    }
+
+    /// Snapshot settings that show this env's temp dir as `[TMP]`.
+    pub fn settings(&self) -> insta::Settings {
+        let mut s = insta::Settings::clone_current();
+        s.add_filter(&regex_escape(self.dir.path()), "[TMP]");
+        s.set_prepend_module_to_snapshot(false);
+        s
+    }
+
     /// Write `state/<id>/metadata.json` as `bottle start` would.
     pub fn bottle(&self, id: &str, phase: Phase) {
         let state = self.home().join("state").join(id);
@@ -70,4 +95,16 @@ impl Env {
         )
         .unwrap();
     }
+}
+
+/// `p` as a regex matching itself.
+fn regex_escape(p: &Path) -> String {
+    let mut out = String::new();
+    for c in p.to_string_lossy().chars() {
+        if !c.is_ascii_alphanumeric() && c != '/' && c != '_' {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
 }

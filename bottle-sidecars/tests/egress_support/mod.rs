@@ -423,6 +423,30 @@ impl Bottle {
         format!("https://{host}:{}{path}", self.tls_port())
     }
 
+    /// `GET https://host:<tls port>path` through the proxy with a fresh
+    /// [`Bottle::client`] (HTTP/2 where the upstream offers it).
+    pub async fn get(&self, host: &str, path: &str) -> reqwest::Response {
+        self.client()
+            .get(self.url(host, path))
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// `GET path` in HTTP/1.1 over a CONNECT tunnel to `host` on the
+    /// upstream's TLS port, the path sent byte for byte (a client library
+    /// would normalise dot segments and encodings away); everything read
+    /// until close.
+    pub async fn raw_get(&self, host: &str, path: &str) -> String {
+        let port = self.tls_port();
+        self.raw_tls(
+            host,
+            port,
+            &format!("GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nConnection: close\r\n\r\n"),
+        )
+        .await
+    }
+
     /// Audit lines as JSON.
     pub fn audit_lines(&self) -> Vec<serde_json::Value> {
         std::fs::read_to_string(&self.audit)
@@ -539,6 +563,11 @@ impl Bottle {
         cfg.alpn_protocols = alpn.iter().map(|a| a.to_vec()).collect();
         tokio_rustls::TlsConnector::from(Arc::new(cfg))
     }
+}
+
+/// Is `line` the audit line of a `decision` by `rule` on `path`?
+pub fn is(line: &serde_json::Value, decision: &str, rule: &str, path: &str) -> bool {
+    line["decision"] == decision && line["rule"] == rule && line["path"] == path
 }
 
 /// Poll `f` until it returns `Some`, for at most `within`.

@@ -241,6 +241,18 @@ impl Gate {
         std::fs::read_to_string(&self.audit_path).unwrap_or_default()
     }
 
+    /// The last audit line with `op` (see [`Gate::last`]), which must be
+    /// `decision` by `rule`.
+    pub fn last_is(&self, op: &str, decision: &str, rule: &str) -> Value {
+        let line = self.last(op);
+        assert_eq!(
+            (line["decision"].as_str(), line["rule"].as_str()),
+            (Some(decision), Some(rule)),
+            "{line}"
+        );
+        line
+    }
+
     /// The last audit line with `op`.
     /// A refusal can reach the client before its audit line reaches the
     /// file, so wait (bounded) for a line with `op` to appear.
@@ -256,26 +268,6 @@ impl Gate {
             std::thread::sleep(std::time::Duration::from_millis(20));
         }
     }
-}
-
-/// Is `CI=true`?
-pub fn in_ci() -> bool {
-    std::env::var("CI").map(|v| v == "true").unwrap_or(false)
-}
-
-/// Path of sshd, or None (printing why) when absent outside CI; panics in CI.
-pub fn sshd_or_skip(test: &str) -> Option<PathBuf> {
-    let p = PathBuf::from("/usr/sbin/sshd");
-    if p.exists() {
-        return Some(p);
-    }
-    if in_ci() {
-        panic!("{test}: /usr/sbin/sshd is missing and CI=true (install the Debian package openssh-server)");
-    }
-    eprintln!(
-        "SKIP {test}: /usr/sbin/sshd not found (apt-get install openssh-server); not CI, skipping"
-    );
-    None
 }
 
 /// A throwaway sshd on 127.0.0.1 serving the local filesystem over ssh.

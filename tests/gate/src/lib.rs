@@ -224,6 +224,30 @@ pub static TMUX: Requirement = Requirement::new("tmux", || {
     command_succeeds("tmux", &["-V"], "tmux is unavailable (install tmux)")
 });
 
+/// git, the client (and `git daemon` / `git upload-pack`) the git-gate
+/// tests drive.
+pub static GIT: Requirement = Requirement::new("git", || {
+    command_succeeds("git", &["--version"], "git is not installed (install git)")
+});
+
+/// Where the Debian package openssh-server puts the daemon.
+pub const SSHD_PATH: &str = "/usr/sbin/sshd";
+
+/// An OpenSSH server at [`SSHD_PATH`] and its client, for tests that put a
+/// throwaway `sshd` on 127.0.0.1 in front of an upstream.
+pub static SSHD: Requirement = Requirement::new("sshd", || {
+    if !std::path::Path::new(SSHD_PATH).is_file() {
+        return Err(format!(
+            "{SSHD_PATH} is missing (install the Debian package openssh-server)"
+        ));
+    }
+    command_succeeds(
+        "ssh",
+        &["-V"],
+        "the ssh client is unavailable (install openssh-client)",
+    )
+});
+
 /// curl, the agent-side HTTP client some tests use.
 pub static CURL: Requirement = Requirement::new("curl", || {
     command_succeeds("curl", &["--version"], "curl is not installed")

@@ -160,6 +160,22 @@ impl Proxy {
         Response::new(full(Bytes::new()))
     }
 
+    /// A tunnel refused before any request inside it is read (no TLS, or
+    /// SNI naming another host): its audit line; the caller drops it.
+    fn refuse_tunnel(&self, rule: &str, host: &str, port: u16, t0: Instant) {
+        self.record(Decision {
+            decision: "deny",
+            rule,
+            method: "CONNECT",
+            host,
+            port,
+            path: "",
+            status: 0,
+            bytes: 0,
+            t0,
+        });
+    }
+
     /// Inside an allowed CONNECT: TLS with a leaf for exactly the CONNECT
     /// host (SNI must agree), then HTTP/1.1 or HTTP/2 per ALPN.
     async fn tunnel(self: Arc<Self>, upgraded: hyper::upgrade::Upgraded, host: String, port: u16) {
@@ -170,17 +186,7 @@ impl Proxy {
         let start = match tokio::time::timeout(Duration::from_secs(30), acceptor).await {
             Ok(Ok(start)) => start,
             _ => {
-                self.record(Decision {
-                    decision: "deny",
-                    rule: "tunnel-not-tls",
-                    method: "CONNECT",
-                    host: &host,
-                    port,
-                    path: "",
-                    status: 0,
-                    bytes: 0,
-                    t0,
-                });
+                self.refuse_tunnel("tunnel-not-tls", &host, port, t0);
                 return;
             }
         };
@@ -189,17 +195,7 @@ impl Proxy {
                 let live = self.shared.live();
                 let sni = Self::safe(&live.detector, sni);
                 tracing::warn!(%host, %sni, "TLS SNI does not match the CONNECT host");
-                self.record(Decision {
-                    decision: "deny",
-                    rule: "sni-mismatch",
-                    method: "CONNECT",
-                    host: &host,
-                    port,
-                    path: "",
-                    status: 0,
-                    bytes: 0,
-                    t0,
-                });
+                self.refuse_tunnel("sni-mismatch", &host, port, t0);
                 return;
             }
         }
