@@ -495,7 +495,7 @@ fn poll(
                     "{container} exited before it was ready; its last log lines:\n{}",
                     logs_tail(runner, container)
                 ),
-                "check the sidecar configuration in the state dir (`bottle logs <id> --sidecar egress`)",
+                "its log lines above say why (for the bundle: `bottle logs <id> --sidecar egress`)",
             ));
         }
         if timed_out {

@@ -33,6 +33,7 @@ fn main() {
             &GIT
         ),
         trial!(binary_refuses_to_run_when_a_daemon_cannot_start),
+        trial!(the_ready_file_exists_exactly_while_every_daemon_listens),
     ])
 }
 
@@ -415,4 +416,55 @@ fn binary_refuses_to_run_when_a_daemon_cannot_start() {
     std::fs::write(&config, "identity = 1\n").unwrap();
     let out = run_bundle(&config);
     assert_eq!(out.status.code(), Some(2));
+}
+
+/// The host waits for `ready_file` instead of polling `health` over
+/// `docker exec` (ARCHITECTURE.md "Data flow of `bottle start <agent>`"):
+/// a stale one is removed at start, it appears only once every daemon
+/// listens, and it is gone after a stop.
+fn the_ready_file_exists_exactly_while_every_daemon_listens() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let egress = egress_section(&state, free_port());
+    let egress_addr = egress.listen;
+    let sv = supervise_section(&state, free_port());
+    let sv_addr = sv.listen;
+    let config = write_bundle_with(dir.path(), Some(egress), sv);
+    let ready = dir.path().join("run/bundle.ready");
+    std::fs::create_dir_all(ready.parent().unwrap()).unwrap();
+    std::fs::write(&ready, "stale\n").unwrap();
+    let mut c = BundleConfig::load(&config).unwrap();
+    c.ready_file = Some(ready.clone());
+    c.save(&config).unwrap();
+    let mut child = Command::new(BIN)
+        .args(["run", "--config"])
+        .arg(&config)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    stdout.read_line(&mut line).unwrap();
+    assert_eq!(line, "bottle-sidecar: ready\n");
+    let text = std::fs::read_to_string(&ready).expect("ready file written");
+    assert_eq!(text, format!("ready {}\n", child.id()));
+    assert!(accepts(egress_addr) && accepts(sv_addr));
+    let term = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(term.success());
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+    assert!(!ready.exists(), "ready file left after the bundle stopped");
+    // A bundle whose daemon cannot start never says it is ready, and a
+    // stale file does not survive it.
+    std::fs::write(&ready, "stale\n").unwrap();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let mut c = BundleConfig::load(&config).unwrap();
+    c.egress.as_mut().unwrap().listen = taken.local_addr().unwrap();
+    c.save(&config).unwrap();
+    let out = run_bundle(&config);
+    assert_ne!(out.status.code(), Some(0));
+    assert!(!ready.exists(), "ready file after a failed start");
 }

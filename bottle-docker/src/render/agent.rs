@@ -109,30 +109,35 @@ pub(super) fn copy_files(plan: &BottlePlan, archive: Vec<u8>) -> DockerStep {
 }
 
 /// Start the agent and poll until it takes an exec.
-pub(super) fn start(plan: &BottlePlan) -> [DockerStep; 2] {
+pub(super) fn start(plan: &BottlePlan) -> DockerStep {
+    step(
+        "start agent",
+        docker().args(["start", &plan.names.agent]),
+        None,
+        Action::Run,
+    )
+}
+
+/// Poll until the started agent takes a `docker exec` (an agent without
+/// secret env; a gated one's env handoff is its own wait).
+pub(super) fn exec_ready(plan: &BottlePlan) -> DockerStep {
     let n = &plan.names;
-    [
-        step(
-            "start agent",
-            docker().args(["start", &n.agent]),
-            None,
-            Action::Run,
-        ),
-        step(
-            "wait for agent exec-ready",
-            docker().args(["exec", &n.agent, "true"]),
-            None,
-            Action::Poll {
-                container: n.agent.clone(),
-                exit_ok: true,
-                marker: None,
-            },
-        ),
-    ]
+    step(
+        "wait for agent exec-ready",
+        docker().args(["exec", &n.agent, "true"]),
+        None,
+        Action::Poll {
+            container: n.agent.clone(),
+            exit_ok: true,
+            marker: None,
+        },
+    )
 }
 
 /// Write the secret env file into the running agent (its entry command
-/// waits for it), the text on stdin only.
+/// waits for it), the text on stdin only; retried until the started agent
+/// takes the exec (the marker is touched only after the whole file is
+/// written, so a retry rewrites the same text before the command runs).
 pub(super) fn hand_env(plan: &BottlePlan, env_file: Secret) -> DockerStep {
     let mut s = step(
         "hand the agent its secret env",
@@ -146,7 +151,11 @@ pub(super) fn hand_env(plan: &BottlePlan, env_file: Secret) -> DockerStep {
             ])
             .args(["/bin/sh", "-c", WRITE_ENV]),
         None,
-        Action::Run,
+        Action::Poll {
+            container: plan.names.agent.clone(),
+            exit_ok: false,
+            marker: None,
+        },
     );
     s.step.run.stdin = Some(Stdin::Secret(env_file));
     s

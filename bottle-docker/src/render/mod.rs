@@ -286,9 +286,14 @@ pub fn render(
     }
     // Bundle first: the agent starts only once every sidecar answers.
     steps.push(bundle::readiness(plan, wiring, state));
-    steps.extend(agent::start(plan));
-    if let Some(text) = env_file {
-        steps.push(agent::hand_env(plan, text));
+    match env_file {
+        // The handoff is its own exec-ready wait: it is retried until the
+        // agent takes it (one `docker exec` less on the critical path).
+        Some(text) => {
+            steps.push(agent::start(plan));
+            steps.push(agent::hand_env(plan, text));
+        }
+        None => steps.extend([agent::start(plan), agent::exec_ready(plan)]),
     }
     Ok(Rendered {
         steps,
