@@ -482,11 +482,12 @@ fn compile_allowlist(
     };
     let mut regexes = Vec::with_capacity(a.regexes.len());
     for r in &a.regexes {
-        let line = Some(line_of(&p.text, r.span().start));
-        regexes.push(
-            RuleRegex::new(r.get_ref(), lazy)
-                .map_err(|m| err(line, format!("allowlist regex: {m}")))?,
-        );
+        regexes.push(RuleRegex::new(r.get_ref(), lazy).map_err(|m| {
+            err(
+                Some(line_of(&p.text, r.span().start)),
+                format!("allowlist regex: {m}"),
+            )
+        })?);
     }
     let stopwords = if a.stopwords.is_empty() {
         None
@@ -657,7 +658,9 @@ impl RuleSet {
             let (si, ri) = by_id[id];
             let p = &parsed[si];
             let r = &p.cfg.rules[ri];
-            let rule_line = Some(line_of(&p.text, r.id.span().start));
+            // Lines are counted only for an error (counting them for every
+            // rule of a large file is quadratic).
+            let rule_line = || Some(line_of(&p.text, r.id.span().start));
             let err = |line: Option<usize>, message: String| RuleError {
                 file: p.file.clone(),
                 line,
@@ -672,20 +675,23 @@ impl RuleSet {
                 continue;
             }
             let Some(regex) = &r.regex else {
-                return Err(err(rule_line, "rule has neither `regex` nor `path`".into()));
+                return Err(err(
+                    rule_line(),
+                    "rule has neither `regex` nor `path`".into(),
+                ));
             };
-            let re_line = Some(line_of(&p.text, regex.span().start));
+            let re_line = || Some(line_of(&p.text, regex.span().start));
             let lazy = si < lazy_sources;
             let re = RuleRegex::new(regex.get_ref(), lazy)
-                .map_err(|m| err(re_line, format!("regex: {m}")))?;
+                .map_err(|m| err(re_line(), format!("regex: {m}")))?;
             let secret_group = r.secret_group.unwrap_or(0);
             if let Some(compiled) = re.compiled.get() {
-                check_group(compiled, secret_group).map_err(|m| err(re_line, m))?;
+                check_group(compiled, secret_group).map_err(|m| err(re_line(), m))?;
             }
             if let Some(e) = r.entropy {
                 if !(0.0..=8.0).contains(&e) {
                     return Err(err(
-                        rule_line,
+                        rule_line(),
                         format!("entropy {e} is not between 0 and 8"),
                     ));
                 }

@@ -44,58 +44,53 @@ pub const NETWORK_PREFIX: u8 = 28;
 /// creates keep taking the chosen one first.
 pub const ATTEMPTS: usize = 8;
 
-/// An IPv4 network: its first address and prefix length.
+/// An IPv4 network (the `ipnet` crate's, host bits cleared), with the few
+/// questions the chooser asks of it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub struct Ipv4Net {
-    base: u32,
-    prefix: u8,
-}
-
-fn mask(prefix: u8) -> u32 {
-    u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0)
-}
+pub struct Ipv4Net(ipnet::Ipv4Net);
 
 impl Ipv4Net {
     /// The network of `addr/prefix` (host bits cleared); `None` when
     /// `prefix > 32`.
     pub fn new(addr: Ipv4Addr, prefix: u8) -> Option<Self> {
-        (prefix <= 32).then(|| Self {
-            base: u32::from(addr) & mask(prefix),
-            prefix,
-        })
+        ipnet::Ipv4Net::new(addr, prefix)
+            .ok()
+            .map(|n| Self(n.trunc()))
     }
 
     /// Parse `a.b.c.d/p`; `None` for anything else (IPv6 included).
     pub fn parse(s: &str) -> Option<Self> {
-        let (addr, prefix) = s.trim().split_once('/')?;
-        Self::new(addr.parse().ok()?, prefix.parse().ok()?)
+        s.trim()
+            .parse::<ipnet::Ipv4Net>()
+            .ok()
+            .map(|n| Self(n.trunc()))
     }
 
     /// The first address.
     pub fn addr(&self) -> Ipv4Addr {
-        Ipv4Addr::from(self.base)
+        self.0.network()
     }
 
     /// The prefix length.
     pub fn prefix(&self) -> u8 {
-        self.prefix
+        self.0.prefix_len()
     }
 
     /// Whether `addr` lies in it.
     pub fn contains(&self, addr: Ipv4Addr) -> bool {
-        u32::from(addr) & mask(self.prefix) == self.base
+        self.0.contains(&addr)
     }
 
-    /// Whether the two share any address.
+    /// Whether the two share any address (for prefixes, one holds the
+    /// other).
     pub fn overlaps(&self, other: &Ipv4Net) -> bool {
-        let p = self.prefix.min(other.prefix);
-        self.base & mask(p) == other.base & mask(p)
+        self.0.contains(&other.0) || other.0.contains(&self.0)
     }
 }
 
 impl fmt::Display for Ipv4Net {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.addr(), self.prefix)
+        self.0.fmt(f)
     }
 }
 
@@ -106,17 +101,15 @@ impl fmt::Display for Ipv4Net {
 /// among live bottles, so two bottles started together try different
 /// subnets first); "first free" is then first free from there.
 pub fn choose(pool: Ipv4Net, prefix: u8, taken: &[Ipv4Net], start: u32) -> Option<Ipv4Net> {
-    if prefix < pool.prefix || prefix > 32 {
+    if prefix < pool.prefix() || prefix > 32 {
         return None;
     }
-    let count = 1u64 << (prefix - pool.prefix);
+    let count = 1u64 << (prefix - pool.prefix());
     let size = 1u64 << (32 - prefix);
+    let base = u64::from(u32::from(pool.addr()));
     (0..count)
         .map(|i| (u64::from(start) + i) % count)
-        .map(|i| Ipv4Net {
-            base: (u64::from(pool.base) + i * size) as u32,
-            prefix,
-        })
+        .filter_map(|i| Ipv4Net::new(Ipv4Addr::from((base + i * size) as u32), prefix))
         .find(|c| !taken.iter().any(|t| t.overlaps(c)))
 }
 
@@ -235,7 +228,7 @@ impl SubnetSettings {
         }
         if let Some(p) = pool.map(str::trim).filter(|p| !p.is_empty()) {
             let net = Ipv4Net::parse(p)
-                .filter(|n| n.prefix <= NETWORK_PREFIX)
+                .filter(|n| n.prefix() <= NETWORK_PREFIX)
                 .filter(|n| n.to_string() == p)
                 .ok_or_else(|| {
                     env_error(

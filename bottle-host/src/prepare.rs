@@ -319,6 +319,16 @@ fn copy_dlp_rules(plan: &BottlePlan, state: &StateDir) -> Result<()> {
 /// Check the rule files in `dir` (built-ins + `*.toml`) and `disable`
 /// (`bottle check` and start use this). The error names file, line, rule.
 pub fn check_dlp_rules(dir: Option<&Utf8Path>, disable: &[String]) -> Result<()> {
+    let no_files = match dir {
+        None => true,
+        Some(d) => bottle_dlp::rules::rule_files(d.as_std_path())
+            .map_err(dlp_error)?
+            .is_empty(),
+    };
+    if no_files && disable.is_empty() {
+        // the built-in set alone, which its own tests compile
+        return Ok(());
+    }
     bottle_dlp::RuleSet::load(dir.map(Utf8Path::as_std_path), disable)
         .map(|_| ())
         .map_err(dlp_error)
