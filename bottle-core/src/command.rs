@@ -33,6 +33,47 @@ pub enum Stdin {
     Bytes(Vec<u8>),
     /// A secret (rendered redacted).
     Secret(Secret),
+    /// Bytes that carry secrets (an archive holding a secret file):
+    /// rendered redacted, and the secrets they hold are scrubbed from
+    /// captured output like any other.
+    SecretBytes(SecretBytes),
+}
+
+/// Bytes that hold secrets: `Debug`, `Display` and `Serialize` show only
+/// [`REDACTED`] and the length.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SecretBytes {
+    bytes: Vec<u8>,
+    holds: Vec<Secret>,
+}
+
+impl SecretBytes {
+    /// `bytes`, which contain each of `holds`.
+    pub fn new(bytes: Vec<u8>, holds: Vec<Secret>) -> Self {
+        Self { bytes, holds }
+    }
+
+    /// The real bytes: only for the child's stdin.
+    pub fn expose(&self) -> &[u8] {
+        &self.bytes
+    }
+
+    /// The secrets the bytes hold.
+    pub fn holds(&self) -> &[Secret] {
+        &self.holds
+    }
+}
+
+impl fmt::Debug for SecretBytes {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{REDACTED} ({} bytes)", self.bytes.len())
+    }
+}
+
+impl serde::Serialize for SecretBytes {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.serialize_str(REDACTED)
+    }
 }
 
 /// One external command.
@@ -121,8 +162,10 @@ impl CommandSpec {
                 EnvValue::Plain(_) => None,
             })
             .collect();
-        if let Some(Stdin::Secret(s)) = &self.stdin {
-            out.push(s);
+        match &self.stdin {
+            Some(Stdin::Secret(s)) => out.push(s),
+            Some(Stdin::SecretBytes(b)) => out.extend(b.holds()),
+            _ => {}
         }
         out
     }
@@ -164,6 +207,9 @@ impl fmt::Display for CommandSpec {
         match &self.stdin {
             Some(Stdin::Bytes(b)) => write!(f, " <<< [{} bytes]", b.len())?,
             Some(Stdin::Secret(_)) => write!(f, " <<< {REDACTED}")?,
+            Some(Stdin::SecretBytes(b)) => {
+                write!(f, " <<< {REDACTED} [{} bytes]", b.expose().len())?
+            }
             None => {}
         }
         if self.cwd.is_some() {
@@ -239,6 +285,7 @@ impl DuctRunner {
         match &spec.stdin {
             Some(Stdin::Bytes(b)) => e = e.stdin_bytes(b.clone()),
             Some(Stdin::Secret(s)) => e = e.stdin_bytes(s.expose().as_bytes().to_vec()),
+            Some(Stdin::SecretBytes(b)) => e = e.stdin_bytes(b.expose().to_vec()),
             None => {}
         }
         if let Some(dir) = &spec.cwd {
@@ -405,6 +452,25 @@ mod tests {
         rec.output(&spec).unwrap();
         assert!(!rec.transcript().contains(token.expose()));
         assert!(!format!("{:?}", rec.calls()).contains(token.expose()));
+    }
+
+    #[test]
+    fn secret_bytes_on_stdin_never_render_and_reach_the_child_whole() {
+        let token = Secret::new("tok-archive-0987654321");
+        let bytes = format!("export T='{}'\n", token.expose()).into_bytes();
+        let spec =
+            CommandSpec::new("sh").args(["-c", "cat; echo \"oops $(cat /dev/null)\" >&2; exit 3"]);
+        let mut spec = spec;
+        spec.stdin = Some(Stdin::SecretBytes(SecretBytes::new(
+            bytes.clone(),
+            vec![token.clone()],
+        )));
+        let shown = format!("{spec} {spec:?} {}", serde_json::to_string(&spec).unwrap());
+        assert!(!shown.contains(token.expose()), "{shown}");
+        assert!(shown.contains(REDACTED), "{shown}");
+        assert_eq!(spec.secrets(), vec![&token]);
+        let out = DuctRunner.output(&spec.clone().allow_failure()).unwrap();
+        assert_eq!(out.stdout.as_bytes(), &bytes[..]);
     }
 
     #[test]

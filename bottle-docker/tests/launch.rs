@@ -392,3 +392,71 @@ fn a_marker_left_by_an_earlier_run_does_not_answer_for_the_new_bundle() {
     assert!(health_probes(&runner.engine, &bundle) >= 1);
     assert!(!c.state.bundle_ready_path().exists());
 }
+
+/// With the state's `run/` mounted (as prepare does), the agent's files and
+/// its secret env file are copied in before it starts, its command waits
+/// for the bundle's readiness marker itself (read-only `/run/bottle`), and
+/// no `docker exec` hands anything over: the agent starts alongside the
+/// bundle and the launch ends once both are up.
+#[test]
+fn an_agent_waiting_for_the_bundle_marker_gets_its_secret_env_before_it_starts() {
+    let mut c = case(true);
+    with_run_dir(&mut c);
+    let r = backend(&c.root)
+        .with_runsc(true)
+        .rendered(input(&c))
+        .unwrap();
+    let names: Vec<String> = r.steps.iter().map(|s| s.step.name.clone()).collect();
+    assert!(
+        !names
+            .iter()
+            .any(|n| n.starts_with("hand the agent") || n.starts_with("wait for agent exec-ready")),
+        "{names:?}"
+    );
+    let d = bottle_docker::launch::dependencies(&r.steps);
+    let start = at(&names, "start agent");
+    let ready = at(&names, "wait for bundle readiness");
+    let copy = at(&names, "copy agent files");
+    assert!(!d[start].contains(&ready), "{:?}", d[start]);
+    assert!(d[start].contains(&copy), "{:?}", d[start]);
+    assert_eq!(
+        d[ready],
+        (0..ready).collect::<Vec<_>>(),
+        "the launch ends with both up"
+    );
+    let create = &r.steps[at(&names, "create agent container")].step.run;
+    let line = create.argv_line();
+    let mount = format!(
+        "type=bind,source={},target=/run/bottle,readonly",
+        c.state.run_dir()
+    );
+    assert!(create.args.contains(&mount), "{line}");
+    assert!(line.contains("/run/bottle/bundle.ready"), "{line}");
+    // the env file travels in the archive, redacted wherever it is shown
+    let copy_run = &r.steps[copy].step.run;
+    let Some(bottle_core::command::Stdin::SecretBytes(archive)) = &copy_run.stdin else {
+        panic!("the archive holding the env file is not secret stdin: {copy_run}");
+    };
+    let held = "host-env-SECRET-0005";
+    let shown = format!(
+        "{copy_run} {copy_run:?} {}",
+        serde_json::to_string(copy_run).unwrap()
+    );
+    assert!(!shown.contains(held), "{shown}");
+    assert!(copy_run.secrets().iter().any(|s| s.expose().contains(held)));
+    let tar = c.root.join("files.tar");
+    fs::write(&tar, archive.expose()).unwrap();
+    let list = duct::cmd!("tar", "-tvf", tar.as_str()).read().unwrap();
+    assert!(
+        list.lines()
+            .any(|l| l.starts_with("-rw------- 1000/1000") && l.ends_with(" tmp/.bottle-env")),
+        "{list}"
+    );
+    let text = duct::cmd!("tar", "-xOf", tar.as_str(), "tmp/.bottle-env")
+        .read()
+        .unwrap();
+    assert!(
+        text.contains(&format!("'{held}'")),
+        "the env file holds the value"
+    );
+}

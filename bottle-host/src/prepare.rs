@@ -723,8 +723,11 @@ pub fn prepare_all(plan: &BottlePlan, ctx: &PrepareContext<'_>) -> Result<Wiring
     wiring.bundle_mounts.push(rw(audit, layout::AUDIT_DIR));
     // The readiness marker: a stale one (a resumed bottle) must not answer
     // for the bundle about to start.
+    // Readable by the agent too (read-only `/run/bottle`, where its command
+    // waits for the marker): it holds nothing but the marker.
     let run = ctx.state.run_dir();
     create_private_dir(&run)?;
+    bottle_core::state::set_mode(&run, 0o755)?;
     remove_if_present(&ctx.state.bundle_ready_path())?;
     wiring.bundle_mounts.push(rw(run, layout::RUN_DIR));
     if let Some(prompt) = &plan.provider.prompt {

@@ -284,9 +284,34 @@ fn prepared_files_load_in_every_daemon_and_hold_secrets_only_in_600_files() {
     ] {
         assert_eq!(ro.get(t), Some(&true), "{t}");
     }
-    for t in ["/bottle/queue", "/bottle/audit", "/bottle/git/mirrors"] {
+    for t in [
+        "/bottle/queue",
+        "/bottle/audit",
+        "/bottle/git/mirrors",
+        "/bottle/run",
+    ] {
         assert_eq!(ro.get(t), Some(&false), "{t}");
     }
+    // run/: the bundle's readiness marker, named in bundle.toml; the agent
+    // reads the dir (read-only) to wait for it; a stale marker is removed
+    let run = state.run_dir();
+    assert_eq!(
+        std::fs::metadata(&run).unwrap().permissions().mode() & 0o777,
+        0o755
+    );
+    assert_eq!(std::fs::read_dir(&run).unwrap().count(), 0);
+    let bundle =
+        bottle_host::bundle::BundleConfig::load(state.bundle_config_path().as_std_path()).unwrap();
+    assert_eq!(
+        bundle.ready_file.as_deref(),
+        Some(std::path::Path::new("/bottle/run/bundle.ready"))
+    );
+    std::fs::write(state.bundle_ready_path(), "ready 1\n").unwrap();
+    prepare_all(&plan, &ctx).unwrap();
+    assert!(
+        !state.bundle_ready_path().exists(),
+        "a stale marker survived prepare"
+    );
     assert!(wiring
         .bundle_mounts
         .iter()

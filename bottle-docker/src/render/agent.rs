@@ -1,21 +1,32 @@
 //! The agent container: created (not started) with no capabilities, its
 //! limits, the internal network only and a DNS upstream where nothing
-//! answers; its files copied in; started once the bundle is ready; then
-//! handed its secret env.
+//! answers; its files and secret env file copied in; started alongside the
+//! bundle, its command waiting for the bundle's readiness marker.
 
-use bottle_core::command::Stdin;
+use bottle_core::command::{SecretBytes, Stdin};
 use bottle_core::plan::BottlePlan;
 use bottle_core::Secret;
+use camino::Utf8Path;
 
-use super::env::{agent_env, secret_env_file, AWAIT_ENV, WRITE_ENV};
+use super::env::{agent_env, secret_env_file, AGENT_RUN_DIR, AWAIT_BUNDLE, AWAIT_ENV, WRITE_ENV};
 use super::{
     confined, docker, labels, rm_container, step, Action, Ctx, DockerStep, AGENT_DNS, IMAGE_COMMAND,
 };
 use crate::images::{AGENT_HOME, AGENT_UID, AGENT_WORKSPACE};
 
-/// The `create agent container` step, and the secret env file to hand the
-/// agent once it runs (none when it has no secret env).
-pub(super) fn create(cx: &Ctx<'_>, runtime: &str) -> (DockerStep, Option<Secret>) {
+/// The `create agent container` step, and the agent's secret env file
+/// (none when it has no secret env). With `run_dir` (the state's `run/`,
+/// where the bundle writes its readiness marker) the agent sees it
+/// read-only and its command waits for the marker (`AWAIT_BUNDLE`): the
+/// env file is then copied in with its other files before it starts.
+/// Without, its command waits for the env file handed over once it runs
+/// (`AWAIT_ENV`), and an agent with no secret env starts only once the
+/// bundle answers.
+pub(super) fn create(
+    cx: &Ctx<'_>,
+    runtime: &str,
+    run_dir: Option<&Utf8Path>,
+) -> (DockerStep, Option<Secret>) {
     let plan = cx.plan;
     let n = &plan.names;
     let r = &plan.resources;
@@ -52,6 +63,12 @@ pub(super) fn create(cx: &Ctx<'_>, runtime: &str) -> (DockerStep, Option<Secret>
             "--interactive",
             "--tty",
         ]);
+    if let Some(run) = run_dir {
+        agent = agent.args([
+            "--mount".to_owned(),
+            format!("type=bind,source={run},target={AGENT_RUN_DIR},readonly"),
+        ]);
+    }
     if runtime == "runsc" {
         agent = agent.args(["--runtime", "runsc"]);
     }
@@ -66,16 +83,21 @@ pub(super) fn create(cx: &Ctx<'_>, runtime: &str) -> (DockerStep, Option<Secret>
     // an agent `command`) is wrapped too: its ENTRYPOINT and CMD are read
     // from the built image at launch and put where IMAGE_COMMAND stands.
     let env_file = (!secret.is_empty()).then(|| secret_env_file(&secret));
-    let image_command = env_file.is_some() && plan.provider.command.is_empty();
+    let wrapper = match (run_dir, &env_file) {
+        (Some(_), _) => Some(AWAIT_BUNDLE),
+        (None, Some(_)) => Some(AWAIT_ENV),
+        (None, None) => None,
+    };
+    let image_command = wrapper.is_some() && plan.provider.command.is_empty();
     if image_command {
         agent = agent.args(["--entrypoint", "/bin/sh"]);
     }
     agent = agent.arg(cx.images.agent_image());
-    if env_file.is_some() {
+    if let Some(wrapper) = wrapper {
         if !image_command {
             agent = agent.arg("/bin/sh");
         }
-        agent = agent.args(["-c", AWAIT_ENV, "bottle-agent"]);
+        agent = agent.args(["-c", wrapper, "bottle-agent"]);
         if image_command {
             agent = agent.arg(IMAGE_COMMAND);
         }
@@ -96,16 +118,21 @@ pub(super) fn create(cx: &Ctx<'_>, runtime: &str) -> (DockerStep, Option<Secret>
     (create, env_file)
 }
 
-/// Copy the agent files archive (`tar` bytes) into the created agent.
-pub(super) fn copy_files(plan: &BottlePlan, archive: Vec<u8>) -> DockerStep {
-    step(
+/// Copy the agent files archive (`tar` bytes) into the created agent; an
+/// archive that holds the secret env file goes on stdin as
+/// [`SecretBytes`] (rendered redacted, scrubbed from captured output).
+pub(super) fn copy_files(plan: &BottlePlan, archive: Vec<u8>, holds: Option<Secret>) -> DockerStep {
+    let mut s = step(
         "copy agent files",
-        docker()
-            .args(["cp", "-", &format!("{}:/", plan.names.agent)])
-            .stdin_bytes(archive),
+        docker().args(["cp", "-", &format!("{}:/", plan.names.agent)]),
         None,
         Action::Run,
-    )
+    );
+    s.step.run.stdin = Some(match holds {
+        Some(env) => Stdin::SecretBytes(SecretBytes::new(archive, vec![env])),
+        None => Stdin::Bytes(archive),
+    });
+    s
 }
 
 /// Start the agent and poll until it takes an exec.

@@ -83,18 +83,24 @@ pub(super) fn steps(cx: &Ctx<'_>) -> Result<Vec<DockerStep>> {
     ])
 }
 
+/// The state's `run/` dir when the bundle has it mounted read-write (where
+/// it writes its readiness marker; prepare always mounts it).
+pub(super) fn run_dir(wiring: &Wiring, state: &StateDir) -> Option<camino::Utf8PathBuf> {
+    let run_dir = state.run_dir();
+    wiring
+        .bundle_mounts
+        .iter()
+        .any(|m| m.host == run_dir && !m.read_only)
+        .then_some(run_dir)
+}
+
 /// Wait until every sidecar answers (the agent starts only then): for the
 /// bundle's readiness marker in the state dir when its `run/` dir is
 /// mounted (the bundle writes it once every daemon listens), with
 /// `bottle-sidecar health` over `docker exec` as the slow path.
 pub(super) fn readiness(plan: &BottlePlan, wiring: &Wiring, state: &StateDir) -> DockerStep {
     let n = &plan.names;
-    let run_dir = state.run_dir();
-    let marker = wiring
-        .bundle_mounts
-        .iter()
-        .any(|m| m.host == run_dir && !m.read_only)
-        .then(|| state.bundle_ready_path());
+    let marker = run_dir(wiring, state).map(|_| state.bundle_ready_path());
     step(
         "wait for bundle readiness",
         docker().args([

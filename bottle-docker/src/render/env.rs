@@ -68,6 +68,16 @@ pub const IMAGE_COMMAND: &str = "<image ENTRYPOINT and CMD>";
 /// Where the agent's secret env lives (container layer, agent-owned, 0600;
 /// never in the container config, never on the home volume).
 pub const AGENT_ENV_FILE: &str = "/tmp/.bottle-env";
+/// Where the agent sees the state's `run/` dir (read-only): the bundle's
+/// readiness marker appears there once every sidecar listens.
+pub const AGENT_RUN_DIR: &str = "/run/bottle";
+/// Entry wrapper of an agent whose files (the secret env file among them)
+/// are copied in before it starts: wait for the bundle's readiness marker,
+/// load the env file, run the real command. ARCHITECTURE.md "Data flow of
+/// `bottle start <agent>`".
+/// The wait is bounded (60 s): a marker the agent cannot see must not hang
+/// it; without the bundle its traffic is refused anyway (fail closed).
+pub(super) const AWAIT_BUNDLE: &str = "i=0; while [ ! -e /run/bottle/bundle.ready ] && [ $i -lt 3000 ]; do sleep 0.02; i=$((i+1)); done; if [ -r /tmp/.bottle-env ]; then . /tmp/.bottle-env; fi; exec \"$@\"";
 /// Entry wrapper: wait for the env file, load it, run the real command.
 pub(super) const AWAIT_ENV: &str =
     "while [ ! -e /tmp/.bottle-env.ready ]; do sleep 0.05; done; . /tmp/.bottle-env; exec \"$@\"";

@@ -2,9 +2,9 @@
 //! (CA, git config, MCP config) and the agent's skills.
 
 use bottle_core::prepare::AGENT_CA_PATH;
-use bottle_core::{Error, Result, Wiring};
+use bottle_core::{Error, Result, Secret, Wiring};
 
-use super::SYSTEM_CA_BUNDLE;
+use super::{AGENT_ENV_FILE, SYSTEM_CA_BUNDLE};
 use crate::images::{AGENT_HOME, AGENT_UID};
 use crate::tar;
 
@@ -21,9 +21,10 @@ fn guest_path(p: &str) -> String {
 
 /// The archive of agent files (`docker cp - <agent>:/`: without `-a` docker keeps the archive's owners): files under the
 /// home are owned by the agent, others by root; the bottle CA also replaces
-/// the system trust store.
-pub fn agent_files_archive(wiring: &Wiring) -> Result<Option<Vec<u8>>> {
-    if wiring.agent_files.is_empty() {
+/// the system trust store. `env_file`, when given, is the agent's secret
+/// env file ([`AGENT_ENV_FILE`], the agent's, mode 600).
+pub fn agent_files_archive(wiring: &Wiring, env_file: Option<&Secret>) -> Result<Option<Vec<u8>>> {
+    if wiring.agent_files.is_empty() && env_file.is_none() {
         return Ok(None);
     }
     let mut dirs = std::collections::BTreeSet::new();
@@ -66,6 +67,14 @@ pub fn agent_files_archive(wiring: &Wiring) -> Result<Option<Vec<u8>>> {
             mode: f.mode,
             owner,
             data,
+        });
+    }
+    if let Some(env) = env_file {
+        files.push(tar::Entry::File {
+            path: AGENT_ENV_FILE.trim_start_matches('/').to_owned(),
+            mode: 0o600,
+            owner: AGENT_UID,
+            data: env.expose().as_bytes().to_vec(),
         });
     }
     let mut entries: Vec<tar::Entry> = dirs

@@ -8,8 +8,10 @@
 //! (alias `bundle` on the internal network, secrets as read-only mounts,
 //! connected to the egress network), bundle start (in the background while
 //! the agent container is created: non-root, no capabilities, limits, proxy
-//! and CA env, and its files copied in), bundle readiness poll, and only
-//! then agent start and its exec-ready poll.
+//! and CA env, and its files, secret env file included, copied in), agent
+//! start (its command waits for the bundle's readiness marker, seen
+//! read-only at `/run/bottle`), then the host's wait for that marker.
+//! ARCHITECTURE.md "Data flow of `bottle start <agent>`".
 //!
 //! [`render`] lists those steps; each object's commands are in a module of
 //! their own: `networks` (networks and home volume), `bundle`, `agent`,
@@ -271,7 +273,8 @@ pub fn render(
     let mut steps = image_steps(&images);
     steps.extend(networks::steps(plan, &cx.home, opts.subnets));
     steps.extend(bundle::steps(&cx)?);
-    let (create_agent, env_file) = agent::create(&cx, runtime);
+    let run_dir = bundle::run_dir(wiring, state);
+    let (create_agent, env_file) = agent::create(&cx, runtime, run_dir.as_deref());
     // The bundle starts while the agent is created (not started).
     steps.push(step(
         "start bundle",
@@ -280,9 +283,24 @@ pub fn render(
         Action::Background,
     ));
     steps.push(create_agent);
-    // the sidecars' files and the agent's skills (README "Skills")
-    if let Some(bytes) = agent_files_archive(&bottle_core::skills::with_skills(plan, wiring)?)? {
-        steps.push(agent::copy_files(plan, bytes));
+    // the sidecars' files and the agent's skills (README "Skills"), and,
+    // when the agent waits for the bundle's marker itself, its secret env
+    let copied_env = run_dir.as_ref().and(env_file.clone());
+    let files = bottle_core::skills::with_skills(plan, wiring)?;
+    if let Some(bytes) = agent_files_archive(&files, copied_env.as_ref())? {
+        steps.push(agent::copy_files(plan, bytes, copied_env));
+    }
+    if run_dir.is_some() {
+        // The agent's command waits for the bundle's marker itself: it
+        // starts alongside the bundle, and the launch ends once both are
+        // up (no `docker exec` on the critical path).
+        steps.push(agent::start(plan));
+        steps.push(bundle::readiness(plan, wiring, state));
+        return Ok(Rendered {
+            steps,
+            images,
+            runtime: runtime.to_owned(),
+        });
     }
     // Bundle first: the agent starts only once every sidecar answers.
     steps.push(bundle::readiness(plan, wiring, state));
