@@ -43,7 +43,10 @@ pub fn run(home: bottle_core::Home) -> bottle_core::Result<()> {
     let (tx, rx) = mpsc::channel::<Snapshot>();
     let collector_home = home.clone();
     std::thread::spawn(move || loop {
-        let snap = model::collect(&collector_home, &model::backend_health);
+        let snap = model::collect(
+            &collector_home,
+            &model::backend_health(&bottle_core::DuctRunner),
+        );
         if tx.send(snap).is_err() {
             return;
         }

@@ -4,11 +4,11 @@
 //! (metadata, queues, audit logs) and the backends. Collection runs on a
 //! background thread so a slow engine never blocks the screen.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::{Read, Seek, SeekFrom};
 use std::time::{Duration, SystemTime};
 
-use bottle_core::{DuctRunner, Health, Home};
+use bottle_core::{CommandRunner, Health, Home};
 use bottle_host::supervise::{queue, sv_path, Request, Status, SvConfig};
 
 /// One bottle row.
@@ -283,10 +283,36 @@ pub fn collect(
     snap
 }
 
-/// The real health probe: the metadata's backend, through the registry.
-pub fn backend_health(meta: &bottle_core::Metadata, st: &bottle_core::StateDir) -> Option<Health> {
-    let backend = crate::registry::get(&meta.backend).ok()?;
-    backend.handle(meta, st).health(&DuctRunner).ok()
+/// What one snapshot knows of a backend's engine: whether it answered, and
+/// every bottle's health from one question where the backend can say.
+type EngineView = (bool, Option<BTreeMap<String, Health>>);
+
+/// The real health probe for one snapshot: each backend's engine is asked
+/// once whether it answers and once for all its bottles
+/// (`Backend::health_of_all`, as `bottle ls` does), so a refresh costs two
+/// engine calls however many bottles run (docs/benchmarks.md "scale"); a
+/// bottle's own handle is asked only where a backend cannot say for all.
+/// An engine that does not answer makes its bottles unknown (`None`).
+pub fn backend_health(
+    runner: &dyn CommandRunner,
+) -> impl Fn(&bottle_core::Metadata, &bottle_core::StateDir) -> Option<Health> + '_ {
+    let engines: std::cell::RefCell<BTreeMap<String, EngineView>> = Default::default();
+    move |meta, st| {
+        let backend = crate::registry::get(&meta.backend).ok()?;
+        let mut engines = engines.borrow_mut();
+        let (answers, all) = engines.entry(meta.backend.clone()).or_insert_with(|| {
+            let answers = backend.engine_answers(runner);
+            let all = answers.then(|| backend.health_of_all(runner)).flatten();
+            (answers, all)
+        });
+        if !*answers {
+            return None;
+        }
+        match all {
+            Some(all) => Some(all.get(&meta.identity).copied().unwrap_or(Health::Stopped)),
+            None => backend.handle(meta, st).health(runner).ok(),
+        }
+    }
 }
 
 /// Request ids that were not in `seen`; adds them.

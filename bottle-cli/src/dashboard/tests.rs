@@ -512,3 +512,83 @@ fn audit_lines_flatten_for_the_tail() {
     assert_eq!(g.what, "push origin refs/heads/x");
     assert!(model::decision_row("not json").is_none());
 }
+
+/// A running bottle's metadata in `home` (docker backend).
+fn running_bottle(home: &bottle_core::Home, id: &str) {
+    let state = home.state(&bottle_core::Identity::parse(id).unwrap());
+    std::fs::create_dir_all(state.path()).unwrap();
+    let meta = bottle_core::Metadata {
+        schema_version: bottle_core::state::METADATA_SCHEMA,
+        identity: id.into(),
+        agent: "demo".into(),
+        bottle: "dev".into(),
+        backend: "docker".into(),
+        runtime: "runc".into(),
+        plan_hash: "0".repeat(64),
+        images: Default::default(),
+        created: "2025-01-01T00:00:00Z".into(),
+        workspace: None,
+        owner_pid: None,
+        phase: bottle_core::state::Phase::Running,
+        slot: 1,
+        capabilities: Vec::new(),
+    };
+    std::fs::write(
+        state.path().join("metadata.json"),
+        serde_json::to_string_pretty(&meta).unwrap(),
+    )
+    .unwrap();
+}
+
+/// A refresh asks each engine twice (does it answer, every bottle's
+/// health), however many bottles run: the dashboard stays current at scale
+/// (docs/benchmarks.md "scale"). An engine that does not answer leaves its
+/// bottles unknown, never "stopped".
+#[cfg(feature = "docker")]
+#[test]
+fn a_refresh_asks_the_engine_once_for_every_bottle() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = bottle_core::Home::new(camino::Utf8Path::from_path(dir.path()).unwrap());
+    let ids = [
+        "demo-dev-aaa001",
+        "demo-dev-aaa002",
+        "demo-dev-aaa003",
+        "demo-dev-aaa004",
+        "demo-dev-aaa005",
+    ];
+    for id in ids {
+        running_bottle(&home, id);
+    }
+    let engine = bottle_core::RecordingRunner::new();
+    engine.reply("docker version", 0, "20.10.24+dfsg1\n");
+    let ps = "demo-dev-aaa001\tbottle-demo-dev-aaa001-agent\trunning\n\
+              demo-dev-aaa001\tbottle-demo-dev-aaa001-bundle\trunning\n\
+              demo-dev-aaa002\tbottle-demo-dev-aaa002-agent\trunning\n\
+              demo-dev-aaa002\tbottle-demo-dev-aaa002-bundle\texited\n\
+              demo-dev-aaa003\tbottle-demo-dev-aaa003-agent\trunning\n\
+              demo-dev-aaa003\tbottle-demo-dev-aaa003-bundle\trunning\n";
+    engine.reply("docker ps --all", 0, ps);
+    let snap = model::collect(&home, &model::backend_health(&engine));
+    let states: Vec<(&str, &str)> = snap
+        .bottles
+        .iter()
+        .map(|b| (b.identity.as_str(), b.state.as_str()))
+        .collect();
+    assert_eq!(
+        states,
+        [
+            ("demo-dev-aaa001", "running"),
+            ("demo-dev-aaa002", "degraded"),
+            ("demo-dev-aaa003", "running"),
+            ("demo-dev-aaa004", "stopped"),
+            ("demo-dev-aaa005", "stopped"),
+        ]
+    );
+    assert_eq!(engine.calls().len(), 2, "{}", engine.transcript());
+
+    let down = bottle_core::RecordingRunner::new();
+    down.reply("docker version", 1, "");
+    let snap = model::collect(&home, &model::backend_health(&down));
+    assert!(snap.bottles.iter().all(|b| b.state == "unknown"));
+    assert_eq!(down.calls().len(), 1, "{}", down.transcript());
+}
