@@ -3,98 +3,36 @@
 //! its command still only after the bundle answers), the gVisor probe's
 //! cache, and a stale cached "gVisor works" failing closed.
 
-use std::collections::BTreeMap;
 use std::fs;
 
-use bottle_core::backend::{Backend, Gvisor, LaunchInput, Probe};
-use bottle_core::plan::{NoPrompt, ResolveOptions};
+use bottle_core::backend::{Backend, Gvisor, Probe};
+use bottle_core::plan::ResolveOptions;
 use bottle_core::prepare::{AgentFile, Mount};
-use bottle_core::{resolve, BottlePlan, Error, Home, Identity, Loader, RecordingRunner, Wiring};
-use bottle_docker::{DockerBackend, ProbeCache};
+use bottle_core::{Error, RecordingRunner};
+use bottle_docker::ProbeCache;
 use camino::{Utf8Path, Utf8PathBuf};
 
-struct Case {
-    _dir: tempfile::TempDir,
-    root: Utf8PathBuf,
-    plan: BottlePlan,
-    state: bottle_core::StateDir,
-    wiring: Wiring,
-}
+mod common;
+use common::{backend, input, Case};
 
-/// The shell-basic fixture, its agent's secret env present or not.
+/// The shell-basic fixture, its agent's secret env present or not, with an
+/// agent file and the bundle's config mount.
 fn case(secret_env: bool) -> Case {
-    let dir = tempfile::tempdir().unwrap();
-    let root = Utf8PathBuf::from_path_buf(dir.path().to_path_buf()).unwrap();
-    let text = fs::read_to_string(
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/shell-basic.case"),
-    )
-    .unwrap();
-    let text = if secret_env {
-        text
-    } else {
-        text.replace("HOST_SECRET = { secret = \"${HOST_VALUE}\" }\n", "")
-    };
-    bottle_core::fixture::write_case(&text, &root).unwrap();
-    let loader = Loader::new(Home::new(&root), None);
-    let (agent, bottle) = loader.load("main").unwrap();
-    let opts = ResolveOptions {
-        identity: Some(Identity::parse("main-dev-abc123").unwrap()),
-        ..Default::default()
-    };
-    let env = BTreeMap::from([
-        ("HOME".to_owned(), root.join("operator").to_string()),
-        ("API_TOKEN".to_owned(), "tok-SECRET-route-0003".to_owned()),
-        ("HOST_VALUE".to_owned(), "host-env-SECRET-0005".to_owned()),
-    ]);
-    let plan = resolve(&agent, &bottle, &opts, &env, &NoPrompt).unwrap();
-    let state = bottle_core::StateDir::at(root.join("state/main-dev-abc123"));
-    fs::create_dir_all(state.path()).unwrap();
-    let gitconfig = state.path().join("agent/gitconfig");
+    let mut c = common::shell_basic(secret_env, ResolveOptions::default().slot);
+    let gitconfig = c.state.path().join("agent/gitconfig");
     fs::create_dir_all(gitconfig.parent().unwrap()).unwrap();
     fs::write(&gitconfig, "[user]\n\tname = bot\n").unwrap();
-    let wiring = Wiring {
-        agent_files: vec![AgentFile {
-            host: gitconfig,
-            guest: "~/.gitconfig".into(),
-            mode: 0o644,
-        }],
-        bundle_mounts: vec![Mount {
-            host: state.path().join("bundle.toml"),
-            target: "/bottle/bundle.toml".into(),
-            read_only: true,
-        }],
-        bundle_args: vec![
-            "run".into(),
-            "--config".into(),
-            "/bottle/bundle.toml".into(),
-        ],
-        ..Default::default()
-    };
-    Case {
-        _dir: dir,
-        root,
-        plan,
-        state,
-        wiring,
-    }
-}
-
-fn backend(root: &Utf8Path) -> DockerBackend {
-    let bin = root.join("fake-bottle-sidecar");
-    fs::write(&bin, b"\x7fELF fake sidecar binary").unwrap();
-    DockerBackend::default()
-        .with_sidecar_bin(bin)
-        .with_bundle_user(1000, 1000)
-        .with_host_cpus(None)
-        .with_probe_cache(ProbeCache::off())
-}
-
-fn input(c: &Case) -> LaunchInput<'_> {
-    LaunchInput {
-        plan: &c.plan,
-        state: &c.state,
-        wiring: &c.wiring,
-    }
+    c.wiring.agent_files = vec![AgentFile {
+        host: gitconfig,
+        guest: "~/.gitconfig".into(),
+        mode: 0o644,
+    }];
+    c.wiring.bundle_mounts = vec![Mount {
+        host: c.state.path().join("bundle.toml"),
+        target: "/bottle/bundle.toml".into(),
+        read_only: true,
+    }];
+    c
 }
 
 /// Step index by name prefix, and the dependencies of the rendered launch.

@@ -6,13 +6,16 @@
 use std::collections::BTreeMap;
 use std::fs;
 
-use bottle_core::backend::{Backend, LaunchInput};
+use bottle_core::backend::Backend;
 use bottle_core::command::{EnvValue, Stdin};
 use bottle_core::plan::{NoPrompt, ResolveOptions};
 use bottle_core::prepare::{AgentFile, Mount, AGENT_CA_PATH};
-use bottle_core::{resolve, BottlePlan, Home, Identity, Loader, RecordingRunner, Wiring};
+use bottle_core::{resolve, Home, Identity, Loader, RecordingRunner, Wiring};
 use bottle_docker::DockerBackend;
 use camino::{Utf8Path, Utf8PathBuf};
+
+mod common;
+use common::{input, Case};
 
 const SECRETS: [&str; 2] = ["tok-SECRET-route-0003", "sk-ant-SECRET-provider-0001"];
 
@@ -94,23 +97,6 @@ fn wiring(root: &Utf8Path, state: &Utf8Path) -> Wiring {
     }
 }
 
-struct Case {
-    _dir: tempfile::TempDir,
-    root: Utf8PathBuf,
-    plan: BottlePlan,
-    state: bottle_core::StateDir,
-    wiring: Wiring,
-}
-
-/// What the backend is given to render or launch `c`.
-fn input(c: &Case) -> LaunchInput<'_> {
-    LaunchInput {
-        plan: &c.plan,
-        state: &c.state,
-        wiring: &c.wiring,
-    }
-}
-
 fn load(path: &std::path::Path) -> Case {
     let dir = tempfile::tempdir().unwrap();
     let root = Utf8PathBuf::from_path_buf(dir.path().to_path_buf()).unwrap();
@@ -138,13 +124,7 @@ fn load(path: &std::path::Path) -> Case {
 }
 
 fn backend(root: &Utf8Path) -> DockerBackend {
-    let bin = root.join("fake-bottle-sidecar");
-    fs::write(&bin, b"\x7fELF fake sidecar binary").unwrap();
-    DockerBackend::default()
-        .with_sidecar_bin(bin)
-        .with_bundle_user(1000, 1000)
-        .with_host_cpus(None)
-        .with_runsc(true)
+    common::backend(root).with_runsc(true)
 }
 
 #[test]

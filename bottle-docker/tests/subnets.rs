@@ -4,85 +4,26 @@
 //! that are not about pools, and a whole launch (and its rollback) on
 //! subnets from the range. The real engine: `tests/engine_subnets.rs`.
 
-use std::collections::BTreeMap;
-use std::fs;
 use std::sync::Mutex;
 
-use bottle_core::backend::{Backend, LaunchInput};
+use bottle_core::backend::Backend;
 use bottle_core::command::{failure, CommandRunner, CommandSpec, Output};
-use bottle_core::plan::{NoPrompt, ResolveOptions};
-use bottle_core::{
-    resolve, BottlePlan, Error, Home, Identity, Loader, RecordingRunner, Result, Wiring,
-};
+use bottle_core::{Error, RecordingRunner, Result};
 use bottle_docker::subnet::{self, Ipv4Net, NetworkCreate, SubnetMode, SubnetSettings};
-use bottle_docker::{DockerBackend, ProbeCache, Rendered};
-use camino::Utf8PathBuf;
+use bottle_docker::{DockerBackend, Rendered};
 
-struct Case {
-    _dir: tempfile::TempDir,
-    root: Utf8PathBuf,
-    plan: BottlePlan,
-    state: bottle_core::StateDir,
-    wiring: Wiring,
-}
+mod common;
+use common::{input, Case};
 
 /// The shell-basic fixture in slot `slot`.
 fn case(slot: u32) -> Case {
-    let dir = tempfile::tempdir().unwrap();
-    let root = Utf8PathBuf::from_path_buf(dir.path().to_path_buf()).unwrap();
-    let text = fs::read_to_string(
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/shell-basic.case"),
-    )
-    .unwrap();
-    bottle_core::fixture::write_case(&text, &root).unwrap();
-    let (agent, bottle) = Loader::new(Home::new(&root), None).load("main").unwrap();
-    let opts = ResolveOptions {
-        identity: Some(Identity::parse("main-dev-abc123").unwrap()),
-        slot,
-        ..Default::default()
-    };
-    let env = BTreeMap::from([
-        ("HOME".to_owned(), root.join("operator").to_string()),
-        ("API_TOKEN".to_owned(), "tok-SECRET-route-0003".to_owned()),
-        ("HOST_VALUE".to_owned(), "host-env-SECRET-0005".to_owned()),
-    ]);
-    let plan = resolve(&agent, &bottle, &opts, &env, &NoPrompt).unwrap();
-    let state = bottle_core::StateDir::at(root.join("state/main-dev-abc123"));
-    fs::create_dir_all(state.path()).unwrap();
-    Case {
-        _dir: dir,
-        root,
-        plan,
-        state,
-        wiring: Wiring {
-            bundle_args: vec![
-                "run".into(),
-                "--config".into(),
-                "/bottle/bundle.toml".into(),
-            ],
-            ..Default::default()
-        },
-    }
+    common::shell_basic(true, slot)
 }
 
 fn backend(c: &Case, settings: SubnetSettings) -> DockerBackend {
-    let bin = c.root.join("fake-bottle-sidecar");
-    fs::write(&bin, b"\x7fELF fake sidecar binary").unwrap();
-    DockerBackend::default()
-        .with_sidecar_bin(bin)
-        .with_bundle_user(1000, 1000)
-        .with_host_cpus(None)
-        .with_probe_cache(ProbeCache::off())
+    common::backend(&c.root)
         .with_runsc(false)
         .with_subnets(settings)
-}
-
-fn input(c: &Case) -> LaunchInput<'_> {
-    LaunchInput {
-        plan: &c.plan,
-        state: &c.state,
-        wiring: &c.wiring,
-    }
 }
 
 fn rendered(c: &Case, settings: SubnetSettings) -> Rendered {
