@@ -66,6 +66,7 @@ fn wiring(root: &Utf8Path, state: &Utf8Path) -> Wiring {
             mount("git", false),
             mount("queue", false),
             mount("audit", false),
+            mount("run", false),
         ],
         bundle_args: vec![
             "run".into(),
@@ -280,9 +281,11 @@ fn secret_env_never_enters_the_container_config() {
             .env
             .values()
             .any(|v| matches!(v, bottle_core::plan::EnvEntry::Secret(_)));
+        // the secret env file travels in the archive copied in before the
+        // agent starts, as secret stdin (the wiring mounts `run/`)
         let handed = script.steps.iter().any(|s| {
-            s.name == "hand the agent its secret env"
-                && matches!(s.run.stdin, Some(Stdin::Secret(_)))
+            s.name == "copy agent files"
+                && matches!(&s.run.stdin, Some(Stdin::SecretBytes(b)) if !b.holds().is_empty())
         });
         // the proxy URL with the access credential is always handed over
         let must_hand = secret_env || !case.wiring.agent_secret_env.is_empty();
@@ -472,8 +475,10 @@ fn skills_are_copied_into_the_agent_home() {
         .iter()
         .find(|s| s.name == "copy agent files")
         .unwrap();
-    let Some(Stdin::Bytes(bytes)) = &copy.run.stdin else {
-        panic!("no archive on stdin");
+    let bytes = match &copy.run.stdin {
+        Some(Stdin::Bytes(b)) => b.as_slice(),
+        Some(Stdin::SecretBytes(b)) => b.expose(),
+        _ => panic!("no archive on stdin"),
     };
     let tar = case.root.join("agent-files.tar");
     fs::write(&tar, bytes).unwrap();
